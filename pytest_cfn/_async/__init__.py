@@ -1,0 +1,1 @@
+"""Hand-written asyncio transports. ``pytest_cfn._sync`` is generated from these."""

@@ -1,0 +1,211 @@
+"""What the Event Bus and the Messenger share: two connections, a bounded queue
+between the socket reader and the handlers, a dispatcher, and the counters.
+
+The reader worker decodes and checks each message (``InboundProcessor``) and
+puts it on a ``DispatchQueue``; a separate dispatcher worker takes messages in
+priority order and calls the handlers. A slow handler therefore never stalls the
+socket (which would get the connection cut by the server's output-buffer limit):
+the queue fills, and its overflow policy drops the lowest priorities first,
+counting every drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pytest_cfn._async.publisher import Publisher
+from pytest_cfn._async.subscriber import Subscriber
+from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.async_backend import QueueLock, Signal, Worker, spawn
+from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
+from pytest_cfn._core.breaker import CircuitBreaker
+from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.dispatch_queue import DispatchQueue
+from pytest_cfn._core.envelope import Codec, Envelope
+from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
+from pytest_cfn._core.options import BusOptions
+from pytest_cfn._errors import BusClosedError
+
+log = logging.getLogger("pytest_cfn.bus")
+
+Deliver = Callable[[Envelope], Awaitable[None]]
+
+
+def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
+    """``cfn:{role}:{swarm}:{agent}[@{namespace}]``, as shown by ``CLIENT LIST``."""
+    base = f"cfn:{role}:{swarm}:{agent}"
+    return f"{base}@{namespace}" if namespace else base
+
+
+class BusEngine:
+    """Connections, queue, dispatcher and counters of one bus instance."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        *,
+        kind: Kind,
+        subsystem: str,
+        swarm: str,
+        agent: str,
+        options: BusOptions,
+        deliver: Deliver,
+        on_reconnect: Callable[[int], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.options = options
+        self.codec = Codec(options.codec)
+        self.channels = ChannelNames(options.namespace)
+        self.breaker = CircuitBreaker(
+            failure_threshold=options.breaker_failures,
+            reset_timeout=options.breaker_reset,
+            success_threshold=options.breaker_successes,
+        )
+        self._backoff = ExponentialWithJitterBackoff(
+            base=options.backoff_base, cap=options.backoff_cap
+        )
+        self.publisher = Publisher(
+            address,
+            connection_name(f"{subsystem}-pub", swarm, agent, options.namespace),
+            retry=RetryPolicy(retries=options.retries, backoff=self._backoff),
+            breaker=self.breaker,
+            connect_timeout=options.connect_timeout,
+            socket_timeout=options.socket_timeout,
+            ack_window=options.ack_window,
+        )
+        self.inbound = InboundProcessor(
+            self.codec,
+            self.channels,
+            kind,
+            swarm,
+            keep_malformed=options.keep_malformed,
+        )
+        self.queue = DispatchQueue(maxsize=options.queue_size)
+        self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
+        self._deliver = deliver
+        self._on_reconnect = on_reconnect
+        self._subscriber: Subscriber | None = None
+        self._dispatcher: Worker | None = None
+        self._queue_lock = QueueLock()
+        self._wake = Signal()
+        self._idle = Signal()
+        self._idle.set()
+        self._closed = False
+        self._dispatching = False
+        self.delivered = 0
+        self.handler_errors = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise BusClosedError("this bus is closed; create a new one")
+
+    async def subscribe_pattern(self, pattern: str) -> None:
+        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use)."""
+        self.check_open()
+        if self._subscriber is None:
+            self._subscriber = Subscriber(
+                self.address,
+                self._sub_name,
+                self._on_raw_message,
+                on_batch_end=self._wake.set,
+                on_reconnect=self._on_reconnect,
+                ping_interval=self.options.ping_interval,
+                ping_timeout=self.options.ping_timeout,
+                connect_timeout=self.options.connect_timeout,
+                reconnect_backoff=ExponentialWithJitterBackoff(
+                    base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
+                ),
+            )
+            self._dispatcher = spawn(self._dispatch_loop, name=f"cfn-dispatch:{self._sub_name}")
+        await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+
+    def _on_raw_message(self, channel: bytes, payload: bytes) -> None:
+        env = self.inbound.process(channel, payload)
+        if env is not None:
+            with self._queue_lock:
+                self.queue.push(env.priority, env)
+                self._idle.clear()
+
+    async def _dispatch_loop(self) -> None:
+        queue = self.queue
+        batch_size = self.options.dispatch_batch
+        while not self._closed:
+            with self._queue_lock:
+                batch = queue.pop_batch(batch_size)
+                if not batch:
+                    self._wake.clear()
+                    self._idle.set()
+            if not batch:
+                await self._wake.wait(0.2)
+                continue
+            for env in batch:
+                try:
+                    await self._deliver(env)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("handler failed for %s", getattr(env, "id", env))
+            self.delivered += len(batch)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until the dispatch queue is empty and every handler has returned."""
+        return await self._idle.wait(timeout)
+
+    @property
+    def malformed(self) -> list[MalformedMessage]:
+        return list(self.inbound.malformed)
+
+    def connection_count(self) -> int:
+        subscribed = self._subscriber is not None and self._subscriber.connected
+        return int(self.publisher.connected) + int(subscribed)
+
+    def stats(self) -> dict[str, Any]:
+        inbound = self.inbound.stats()
+        queue = self.queue.stats()
+        breaker = self.breaker.stats()
+        sub = self._subscriber
+        return {
+            "delivered": self.delivered,
+            "received": inbound["received"],
+            "dropped": int(queue["dropped"]),
+            "dropped_by_priority": queue["dropped_by_priority"],
+            "queued": len(self.queue),
+            "lost": inbound["lost"],
+            "duplicates": inbound["duplicates"],
+            "reordered": inbound["reordered"],
+            "malformed": inbound["malformed"],
+            "handler_errors": self.handler_errors,
+            "reconnects": (sub.reconnects if sub else 0) + self.publisher.reconnects,
+            "subscriber_reconnects": sub.reconnects if sub else 0,
+            "publisher_reconnects": self.publisher.reconnects,
+            "watchdog_trips": sub.watchdog_trips if sub else 0,
+            "retries": self.publisher.retries,
+            "publish_failed": self.publisher.failed,
+            "publish_errors": self.publisher.reply_errors,
+            "acknowledged": self.publisher.acknowledged,
+            "in_flight": self.publisher.in_flight,
+            "breaker_state": str(breaker["state"]),
+            "breaker": breaker,
+            "connections": self.connection_count(),
+        }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        try:
+            await self.publisher.flush()
+        except Exception as exc:
+            log.warning("could not flush pending publishes at close: %s", exc)
+        await self.publisher.close()
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        if self._dispatcher is not None:
+            await self._dispatcher.join(2.0)
+            self._dispatcher = None

@@ -1,0 +1,228 @@
+"""The Event Bus (ADR-002, intra-swarm): ``event:{swarm}:{type}`` over Redis pub/sub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
+from pytest_cfn._core.envelope import Envelope
+from pytest_cfn._core.handlers import Handler, HandlerRegistry
+from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
+from pytest_cfn._core.inbound import MalformedMessage
+from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.outbound import OutboundPlanner
+from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.throttle import PriorityThrottle
+
+
+class EventBus:
+    """Publish and subscribe to one swarm's events.
+
+    Two connections: a publisher (made on the first publish) and a subscriber
+    (made on the first subscribe), which subscribes the swarm's pattern once and
+    hands each event to every local handler whose pattern matches its type.
+    """
+
+    def __init__(
+        self,
+        address: ServerAddress | str,
+        swarm: str,
+        agent: str,
+        *,
+        on_reconnect: Callable[[int], None] | None = None,
+        options: BusOptions | None = None,
+        **settings: Any,
+    ) -> None:
+        if options is None:
+            options = BusOptions(**settings)
+        elif settings:
+            raise TypeError("pass either options= or keyword settings, not both")
+        if isinstance(address, str):
+            address = parse_redis_url(address)
+        self.swarm = validate_swarm_id(swarm)
+        self.agent = validate_agent_id(agent)
+        self.options = options
+        self._handlers = HandlerRegistry()
+        self._engine = BusEngine(
+            address,
+            kind="event",
+            subsystem="events",
+            swarm=self.swarm,
+            agent=self.agent,
+            options=options,
+            deliver=self._deliver,
+            on_reconnect=on_reconnect,
+        )
+        self.channels = self._engine.channels
+        self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
+        self._planner = OutboundPlanner(
+            self._engine.codec,
+            self.channels,
+            self.swarm,
+            self.agent,
+            f"{self.agent}.{os.urandom(4).hex()}",
+            route_cache=self.route_cache,
+            throttle=PriorityThrottle(options.throttle_rate, options.throttle_burst),
+            breaker=self._engine.breaker,
+            max_message_bytes=options.max_message_bytes,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
+        """``EventBus.from_url("redis://localhost:6379/0", swarm="s1", agent="a1")``."""
+        return cls(parse_redis_url(url), swarm, agent, **settings)
+
+    @property
+    def publisher_id(self) -> str:
+        return self._planner.publisher
+
+    async def connect(self) -> None:
+        """Open the publisher connection now rather than on the first publish."""
+        self._engine.check_open()
+        await self._engine.publisher.connect()
+
+    async def subscribe(self, pattern: str, handler: Handler) -> int:
+        """Call ``handler(event)`` for every event of this swarm whose type matches
+        ``pattern`` (``agent.*``, ``task.assign``, ``*``). Returns a token for
+        :meth:`unsubscribe`. Returns once Redis has confirmed the subscription."""
+        self._engine.check_open()
+        token = self._handlers.add(pattern, handler)
+        await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        return token
+
+    def unsubscribe(self, token: int) -> bool:
+        """Remove one handler; the swarm's subscription stays for the others."""
+        return self._handlers.remove(token)
+
+    async def publish(
+        self,
+        event_type: str,
+        data: Any = None,
+        priority: int = 5,
+        *,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish one event on ``event:{swarm}:{type}``; returns its message id.
+
+        Written to the socket at once (or when the enclosing :meth:`batch` ends);
+        Redis's acknowledgement is read later (see :meth:`flush`).
+        """
+        engine = self._engine
+        if engine.closed:
+            engine.check_open()
+        planner = self._planner
+        now = monotonic()
+        planner.admit(priority, now)
+        channel = planner.cached_route(event_type, now)
+        if channel is None:
+            channel = await self._resolve_route(event_type, now)
+        planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+        await engine.publisher.send_publish(planned.command)
+        return planned.envelope.id
+
+    async def _resolve_route(self, event_type: str, now: float) -> str:
+        channel = self._planner.default_route(event_type)
+        if self.options.route_overrides:
+            override = await self._engine.publisher.call(
+                "GET", self.channels.key("route", event_type)
+            )
+            if isinstance(override, bytes):
+                text = override.decode("utf-8", "replace")
+                if self.channels.parse_event(text) is not None:
+                    channel = text
+        self._planner.learn_route(event_type, channel, now)
+        return channel
+
+    def invalidate_route(self, event_type: str | None = None) -> None:
+        """Forget one cached route (or all), e.g. after changing ``route:{type}``."""
+        if event_type is None:
+            self.route_cache.clear()
+        else:
+            self.route_cache.invalidate(event_type)
+
+    def batch(self) -> _Batch:
+        """``async with bus.batch():`` publishes inside are written in one go at the end
+        (or every 1,000 commands / 256 KB), like a pipeline."""
+        return _Batch(self)
+
+    async def flush(self) -> int:
+        """Write what is batched and wait until Redis has acknowledged every publish."""
+        return await self._engine.publisher.flush()
+
+    async def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every received event has been handed to the handlers."""
+        return await self._engine.wait_idle(timeout)
+
+    async def _deliver(self, event: Envelope) -> None:
+        for handler in self._handlers.match(event.type):
+            try:
+                await call_handler(handler, event)
+            except Exception:
+                self._engine.handler_errors += 1
+                _log_handler_error(event)
+
+    @property
+    def malformed(self) -> list[MalformedMessage]:
+        """The last malformed messages that were set aside (channel, payload, reason)."""
+        return self._engine.malformed
+
+    def stats(self) -> dict[str, Any]:
+        stats = self._engine.stats()
+        cache = self.route_cache.stats()
+        stats.update(
+            published=self._planner.published,
+            cache_hits=cache["hits"],
+            cache_misses=cache["misses"],
+            cache_hit_rate=cache["hit_rate"],
+            cache_evictions=cache["evictions"],
+            cache_expiries=cache["expiries"],
+            throttled=self._planner.throttle.stats()["throttled"],
+            handlers=len(self._handlers),
+        )
+        return stats
+
+    async def close(self) -> None:
+        """Flush, then close both connections and stop the workers."""
+        await self._engine.close()
+
+    async def __aenter__(self) -> EventBus:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _Batch:
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    async def __aenter__(self) -> None:
+        await self._bus._engine.publisher.begin_batch()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._bus._engine.publisher.end_batch()
+
+
+def _log_handler_error(event: Envelope) -> None:
+    import logging
+
+    logging.getLogger("pytest_cfn.bus").exception(
+        "handler failed for event %s (%s)", event.id, event.type
+    )

@@ -1,0 +1,207 @@
+"""The subscriber connection: one reader, a PING watchdog, and re-subscription.
+
+One worker reads the socket in large chunks and hands every message to
+``on_message`` (which must not block: the bus puts it on a bounded queue). If no
+byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
+within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
+network path) and the connection is dropped. After any loss of the connection
+it reconnects with capped backoff, subscribes again, counts the reconnect and
+calls ``on_reconnect``. Messages published in the gap are gone (pub/sub is
+at-most-once); the receivers' sequence tracking counts them as lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pytest_cfn._async.connection import RespConnection
+from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
+from pytest_cfn._core.resp import ServerReplyError, encode_command
+from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
+
+log = logging.getLogger("pytest_cfn.subscriber")
+
+MessageSink = Callable[[bytes, bytes], None]
+_PMESSAGE = b"pmessage"
+_MESSAGE = b"message"
+_PING = encode_command("PING")
+
+
+class Subscriber:
+    """Holds the PSUBSCRIBE patterns of one bus on one connection of its own."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        name: str,
+        on_message: MessageSink,
+        *,
+        on_batch_end: Callable[[], None] | None = None,
+        on_reconnect: Callable[[int], None] | None = None,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 2.0,
+        connect_timeout: float = 5.0,
+        reconnect_backoff: ExponentialWithJitterBackoff | None = None,
+    ) -> None:
+        self._conn = RespConnection(
+            address, name, connect_timeout=connect_timeout, socket_timeout=ping_timeout
+        )
+        self._on_message = on_message
+        self._on_batch_end = on_batch_end
+        self._on_reconnect = on_reconnect
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._backoff = reconnect_backoff or ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+        self._patterns: list[str] = []
+        self._confirmed: set[str] = set()
+        self._confirm_signal = Signal()
+        self._write_lock = Lock()
+        self._worker: Worker | None = None
+        self._closing = False
+        self.reconnects = 0
+        self.pings = 0
+        self.watchdog_trips = 0
+        self.messages = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._conn.connected
+
+    @property
+    def patterns(self) -> list[str]:
+        return list(self._patterns)
+
+    async def psubscribe(self, pattern: str, timeout: float = 5.0) -> None:
+        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it."""
+        if pattern in self._patterns:
+            return
+        self._patterns.append(pattern)
+        if self._worker is None:
+            await self._connect_and_subscribe()
+            self._worker = spawn(self._run, name=f"cfn-reader:{self._conn.name}")
+            return
+        async with self._write_lock:
+            await self._conn.write(encode_command("PSUBSCRIBE", pattern))
+        deadline_left = timeout
+        while pattern not in self._confirmed and deadline_left > 0:
+            self._confirm_signal.clear()
+            if pattern in self._confirmed:
+                break
+            await self._confirm_signal.wait(0.05)
+            deadline_left -= 0.05
+        if pattern not in self._confirmed:
+            raise SubscribeFailedError(
+                f"Redis did not confirm PSUBSCRIBE {pattern!r} within {timeout} s"
+            )
+
+    async def close(self) -> None:
+        self._closing = True
+        self._conn.abort()
+        if self._worker is not None:
+            await self._worker.join(2.0)
+            self._worker = None
+        await self._conn.close()
+
+    async def _connect_and_subscribe(self) -> None:
+        """Connect, PSUBSCRIBE every pattern and read the confirmations."""
+        conn = self._conn
+        await conn.connect()
+        self._confirmed.clear()
+        if not self._patterns:
+            return
+        await conn.write(encode_command("PSUBSCRIBE", *self._patterns))
+        while len(self._confirmed) < len(set(self._patterns)):
+            reply = await conn.read_reply(conn.connect_timeout)
+            if isinstance(reply, ServerReplyError):
+                raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
+            if reply[0] == _PMESSAGE:
+                self._on_message(reply[2], reply[3])
+            else:
+                self._handle_reply(reply)
+        self._drain_parser()
+
+    async def _run(self) -> None:
+        conn = self._conn
+        awaiting_pong = False
+        while not self._closing:
+            try:
+                await conn.read_more(self._ping_timeout if awaiting_pong else self._ping_interval)
+            except TimeoutError:
+                if awaiting_pong:
+                    self.watchdog_trips += 1
+                    log.warning("no reply to PING within %.1f s; reconnecting", self._ping_timeout)
+                    await self._reconnect()
+                    awaiting_pong = False
+                    continue
+                try:
+                    async with self._write_lock:
+                        await conn.write(_PING)
+                    self.pings += 1
+                    awaiting_pong = True
+                except (OSError, ConnectionLostError):
+                    await self._reconnect()
+                continue
+            except (OSError, ConnectionLostError):
+                if self._closing:
+                    return
+                await self._reconnect()
+                awaiting_pong = False
+                continue
+            awaiting_pong = False
+            self._drain_parser()
+
+    def _drain_parser(self) -> None:
+        get = self._conn.buffered_reply
+        sink = self._on_message
+        count = 0
+        reply = get()
+        while reply is not False:
+            if type(reply) is list:
+                kind = reply[0]
+                if kind == _PMESSAGE:
+                    sink(reply[2], reply[3])
+                    count += 1
+                elif kind == _MESSAGE:
+                    sink(reply[1], reply[2])
+                    count += 1
+                else:
+                    self._handle_reply(reply)
+            elif isinstance(reply, ServerReplyError):
+                log.warning("Redis error on the subscriber connection: %s", reply)
+            reply = get()
+        if count:
+            self.messages += count
+            if self._on_batch_end is not None:
+                self._on_batch_end()
+
+    def _handle_reply(self, reply: list[bytes]) -> None:
+        kind = reply[0]
+        if kind in (b"psubscribe", b"subscribe"):
+            self._confirmed.add(reply[1].decode())
+            self._confirm_signal.set()
+        elif kind in (b"punsubscribe", b"unsubscribe") and reply[1] is not None:
+            self._confirmed.discard(reply[1].decode())
+
+    async def _reconnect(self) -> None:
+        """Reconnect and re-subscribe until it works or the bus closes."""
+        self._conn.abort()
+        failures = 0
+        while not self._closing:
+            try:
+                await self._connect_and_subscribe()
+            except (OSError, ConnectionLostError, TimeoutError, SubscribeFailedError) as exc:
+                failures += 1
+                log.debug("reconnect attempt %d failed: %s", failures, exc)
+                await sleep(self._backoff.compute(failures))
+                continue
+            self.reconnects += 1
+            log.info("subscriber %s reconnected and re-subscribed", self._conn.name)
+            if self._on_reconnect is not None:
+                try:
+                    self._on_reconnect(self.reconnects)
+                except Exception:
+                    log.exception("on_reconnect callback failed")
+            return

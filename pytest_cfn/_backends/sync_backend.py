@@ -1,0 +1,130 @@
+"""Blocking backend: sockets and threads for ``pytest_cfn._sync``.
+
+Works under gevent monkey-patching (Locust): sockets, threads, locks, events and
+sleep all come from the patched standard library modules at call time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pytest_cfn._backends.address import ServerAddress
+
+READ_CHUNK = 256 * 1024
+monotonic = time.monotonic
+time_ns = time.time_ns
+
+
+def Lock() -> threading.RLock:  # noqa: N802 - mirrors asyncio.Lock in the async backend
+    return threading.RLock()
+
+
+class SyncStream:
+    """A connected socket with read timeouts."""
+
+    __slots__ = ("_closed", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._closed = False
+
+    def read(self, timeout: float | None) -> bytes:
+        """Up to READ_CHUNK bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
+        self._sock.settimeout(timeout)
+        return self._sock.recv(READ_CHUNK)
+
+    def write(self, data: bytes) -> None:
+        self._sock.settimeout(None)
+        self._sock.sendall(data)
+
+    def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def abort(self) -> None:
+        """Close at once, from any thread (wakes a reader blocked in recv)."""
+        self.close()
+
+
+def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
+    if address.unix_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address.unix_path)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return SyncStream(sock)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class Signal:
+    """Wakes a waiting worker; ``wait`` returns False on timeout."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+def QueueLock() -> threading.Lock:  # noqa: N802 - mirrors the async backend's class
+    return threading.Lock()
+
+
+class Worker:
+    """A background daemon thread."""
+
+    __slots__ = ("_thread",)
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def spawn(target: Callable[[], None], name: str) -> Worker:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return Worker(thread)
+
+
+def call_handler(handler: Callable[[Any], Any], event: Any) -> None:
+    handler(event)

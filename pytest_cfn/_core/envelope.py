@@ -1,0 +1,69 @@
+"""The envelope every event and message travels in, and its codec.
+
+Encoders and decoders are built once per codec; msgspec validates types and the
+priority range while decoding, so a malformed message fails in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pytest_cfn._errors import InvalidOptionError, MalformedMessageError
+
+Priority = Annotated[int, msgspec.Meta(ge=1, le=9)]
+Format = Literal["json", "msgpack"]
+FORMATS: tuple[str, ...] = ("json", "msgpack")
+
+
+class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """One event or message.
+
+    ``publisher`` identifies one publishing stream (a bus instance, or a messenger
+    and its destination); ``seq`` counts 1, 2, 3... within it, so a receiver can
+    count gaps (loss), duplicates and reordering. ``id`` is unique per message and
+    stays the same when a publish is retried, so a retry can be de-duplicated.
+    ``ts`` is the sender's wall clock in ns (``time.time_ns()``) at publish.
+    """
+
+    id: str
+    swarm: str
+    source: str
+    type: str
+    priority: Priority
+    seq: int
+    ts: int
+    publisher: str
+    correlation_id: str | None = None
+    data: Any = None
+
+
+class Codec:
+    """Encodes and decodes envelopes as JSON (default) or MessagePack."""
+
+    __slots__ = ("_decode", "_encode", "format")
+
+    def __init__(self, format: str = "json") -> None:
+        if format not in FORMATS:
+            raise InvalidOptionError(f"codec {format!r} is not known; use one of {FORMATS}")
+        self.format = format
+        if format == "json":
+            self._encode = msgspec.json.Encoder().encode
+            self._decode = msgspec.json.Decoder(Envelope).decode
+        else:
+            self._encode = msgspec.msgpack.Encoder().encode
+            self._decode = msgspec.msgpack.Decoder(Envelope).decode
+
+    def encode(self, envelope: Envelope) -> bytes:
+        return self._encode(envelope)
+
+    def encode_data(self, data: Any) -> bytes:
+        """Encode a payload alone (to check it is serialisable and measure its size)."""
+        return self._encode(data)
+
+    def decode(self, payload: bytes) -> Envelope:
+        try:
+            return self._decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MalformedMessageError(f"not a valid {self.format} envelope: {exc}") from exc

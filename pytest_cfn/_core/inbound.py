@@ -1,0 +1,136 @@
+"""Inbound processing: raw pub/sub message in, checked envelope (or nothing) out.
+
+Decoding, the channel/envelope consistency check, sequence tracking and the
+set-aside of malformed messages all happen here, so both front ends count loss,
+duplicates and malformed input the same way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.envelope import Codec, Envelope
+from pytest_cfn._core.sequence import SequenceTracker, Verdict
+from pytest_cfn._errors import MalformedMessageError
+
+Kind = Literal["event", "message"]
+_MAX_KEPT_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    """A message set aside instead of crashing the subscriber."""
+
+    channel: str
+    payload: bytes
+    reason: str
+
+
+class InboundProcessor:
+    """Decodes and checks messages that arrive on one bus's subscription."""
+
+    __slots__ = (
+        "_channel_cache",
+        "_channels",
+        "_decode",
+        "_kind",
+        "_swarm",
+        "_tracker_observe",
+        "malformed",
+        "malformed_count",
+        "received",
+        "tracker",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        channels: ChannelNames,
+        kind: Kind,
+        swarm: str,
+        *,
+        keep_malformed: int = 100,
+        sequence_window: int = 1024,
+    ) -> None:
+        self._decode = codec.decode
+        self._channels = channels
+        self._kind = kind
+        self._swarm = swarm
+        self.tracker = SequenceTracker(window=sequence_window)
+        self._tracker_observe = self.tracker.observe
+        self._channel_cache: dict[bytes, tuple[str, str] | None] = {}
+        self.malformed: deque[MalformedMessage] = deque(maxlen=keep_malformed)
+        self.malformed_count = 0
+        self.received = 0
+
+    def process(self, channel: bytes, payload: bytes) -> Envelope | None:
+        """The envelope to dispatch, or None if it was malformed or a duplicate."""
+        parsed = self._channel_cache.get(channel, False)
+        if parsed is False:
+            parsed = self._parse_channel(channel)
+        if parsed is None:
+            self._set_aside(channel, payload, "channel name is not a valid channel of this bus")
+            return None
+        try:
+            env = self._decode(payload)
+        except MalformedMessageError as exc:
+            self._set_aside(channel, payload, str(exc))
+            return None
+        if self._kind == "event":
+            if env.swarm != parsed[0] or env.type != parsed[1]:
+                self._set_aside(
+                    channel,
+                    payload,
+                    f"envelope says swarm {env.swarm!r} type {env.type!r}, channel says "
+                    f"swarm {parsed[0]!r} type {parsed[1]!r}",
+                )
+                return None
+        elif env.swarm != parsed[0]:
+            self._set_aside(
+                channel,
+                payload,
+                f"envelope says sender swarm {env.swarm!r}, channel says {parsed[0]!r}",
+            )
+            return None
+        if self._tracker_observe(env.publisher, env.seq) is Verdict.DUPLICATE:
+            return None
+        self.received += 1
+        return env
+
+    def _parse_channel(self, channel: bytes) -> tuple[str, str] | None:
+        try:
+            text = channel.decode()
+        except UnicodeDecodeError:
+            parsed = None
+        else:
+            if self._kind == "event":
+                parsed = self._channels.parse_event(text)
+                if parsed is not None and parsed[0] != self._swarm:
+                    parsed = None
+            else:
+                parsed = self._channels.parse_message(text)
+                if parsed is not None and parsed[1] != self._swarm:
+                    parsed = None
+        if len(self._channel_cache) > 10_000:
+            self._channel_cache.clear()
+        self._channel_cache[channel] = parsed
+        return parsed
+
+    def _set_aside(self, channel: bytes, payload: bytes, reason: str) -> None:
+        self.malformed_count += 1
+        self.malformed.append(
+            MalformedMessage(channel.decode("utf-8", "replace"), payload[:_MAX_KEPT_BYTES], reason)
+        )
+
+    def stats(self) -> dict[str, int]:
+        seq = self.tracker.stats()
+        return {
+            "received": self.received,
+            "malformed": self.malformed_count,
+            "lost": int(seq["lost"]),
+            "duplicates": int(seq["duplicates"]),
+            "reordered": int(seq["reordered"]),
+        }

@@ -1,0 +1,164 @@
+"""Outbound planning: what to publish, where, and whether it may go at all.
+
+Everything a publish decides (priority range, throttle, circuit breaker, route,
+sequence number, envelope, size limit, the RESP bytes) is decided here; the
+transports only write the bytes and report success or failure back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_cfn._core.breaker import CircuitBreaker
+from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.envelope import Codec, Envelope
+from pytest_cfn._core.ids import validate_event_type
+from pytest_cfn._core.resp import encode_publish
+from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.throttle import PriorityThrottle
+from pytest_cfn._errors import (
+    CircuitOpenError,
+    InvalidOptionError,
+    MessageTooLargeError,
+    ThrottledError,
+)
+
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class PlannedPublish:
+    """One encoded ``PUBLISH`` ready for the wire."""
+
+    __slots__ = ("command", "envelope", "priority")
+
+    def __init__(self, command: bytes, envelope: Envelope, priority: int) -> None:
+        self.command = command
+        self.envelope = envelope
+        self.priority = priority
+
+
+class OutboundPlanner:
+    """Builds envelopes and ``PUBLISH`` commands for one publishing stream."""
+
+    __slots__ = (
+        "_channels",
+        "_encode",
+        "_max_bytes",
+        "_publisher",
+        "_seq",
+        "_source",
+        "_swarm",
+        "breaker",
+        "codec",
+        "published",
+        "route_cache",
+        "throttle",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        channels: ChannelNames,
+        swarm: str,
+        source: str,
+        publisher: str,
+        *,
+        route_cache: RouteCache,
+        throttle: PriorityThrottle,
+        breaker: CircuitBreaker,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if max_message_bytes <= 0:
+            raise InvalidOptionError(
+                f"max_message_bytes must be a positive number of bytes, got {max_message_bytes}"
+            )
+        self.codec = codec
+        self._encode = codec.encode
+        self._channels = channels
+        self._swarm = swarm
+        self._source = source
+        self._publisher = publisher
+        self._seq = 0
+        self._max_bytes = max_message_bytes
+        self.route_cache = route_cache
+        self.throttle = throttle
+        self.breaker = breaker
+        self.published = 0
+
+    @property
+    def publisher(self) -> str:
+        return self._publisher
+
+    def admit(self, priority: object, now: float) -> int:
+        """Check priority, throttle and breaker; returns the priority or raises."""
+        if type(priority) is not int or not 1 <= priority <= 9:
+            raise InvalidOptionError(
+                f"priority {priority!r} is out of range; priorities are integers "
+                "1 (low) to 9 (critical)"
+            )
+        if not self.throttle.allow(priority, now):
+            raise ThrottledError(
+                f"priority {priority} publish throttled (rate {self.throttle.stats()['rate']}/s "
+                "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
+            )
+        if not self.breaker.allow(now, priority):
+            raise CircuitOpenError(
+                "circuit breaker is open after repeated publish failures; priorities 8-9 "
+                "still go through, others are refused until it half-opens"
+            )
+        return priority
+
+    def cached_route(self, event_type: str, now: float) -> str | None:
+        return self.route_cache.get(event_type, now)
+
+    def default_route(self, event_type: str) -> str:
+        """The channel of an event type with no override; validates the type."""
+        validate_event_type(event_type)
+        return self._channels.event(self._swarm, event_type)
+
+    def learn_route(self, event_type: str, channel: str, now: float) -> None:
+        self.route_cache.put(event_type, channel, now)
+
+    def plan(
+        self,
+        channel: str,
+        event_type: str,
+        data: Any,
+        priority: int,
+        wall_ns: int,
+        correlation_id: str | None = None,
+    ) -> PlannedPublish:
+        """Envelope + ``PUBLISH`` command; assigns the next sequence number."""
+        seq = self._seq + 1
+        env = Envelope(
+            id=f"{self._publisher}-{seq}",
+            swarm=self._swarm,
+            source=self._source,
+            type=event_type,
+            priority=priority,
+            seq=seq,
+            ts=wall_ns,
+            publisher=self._publisher,
+            correlation_id=correlation_id,
+            data=data,
+        )
+        try:
+            payload = self._encode(env)
+        except (TypeError, ValueError) as exc:
+            raise InvalidOptionError(
+                f"data for {event_type!r} cannot be encoded as {self.codec.format}: {exc}"
+            ) from exc
+        if len(payload) > self._max_bytes:
+            raise MessageTooLargeError(
+                f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
+                "(set max_message_bytes to change it)"
+            )
+        self._seq = seq
+        self.published += 1
+        return PlannedPublish(encode_publish(channel.encode(), payload), env, priority)
+
+    def record_success(self, now: float) -> None:
+        self.breaker.record_success(now)
+
+    def record_failure(self, now: float) -> None:
+        self.breaker.record_failure(now)

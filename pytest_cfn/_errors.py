@@ -1,0 +1,63 @@
+"""Exception classes. Each message says what was wrong and what is allowed."""
+
+from __future__ import annotations
+
+
+class CfnError(Exception):
+    """Base class of every error pytest-cfn raises on purpose."""
+
+
+class InvalidIdError(CfnError, ValueError):
+    """A swarm id, agent id, event type or pattern failed the allow-list."""
+
+
+class InvalidOptionError(CfnError, ValueError):
+    """A setting (priority, size, rate, URL...) is out of its allowed range."""
+
+
+class MessageTooLargeError(CfnError, ValueError):
+    """An encoded message is larger than the configured limit."""
+
+
+class MalformedMessageError(CfnError):
+    """Bytes on a subscribed channel are not a valid envelope."""
+
+
+class CircuitOpenError(CfnError):
+    """Publish refused because the circuit breaker is open."""
+
+
+class ThrottledError(CfnError):
+    """Publish refused because the priority's token bucket is empty."""
+
+
+class PublishFailedError(CfnError):
+    """Publish failed after all retries."""
+
+
+class ServerNotFoundError(CfnError):
+    """No redis-server binary could be found to start."""
+
+
+class ServerStartError(CfnError):
+    """A redis-server process was started but did not become ready."""
+
+
+class ConnectionLostError(CfnError):
+    """The connection to Redis is gone and could not be re-established."""
+
+
+class BusClosedError(CfnError):
+    """An operation was attempted on a closed bus."""
+
+
+class RequestTimeoutError(CfnError, TimeoutError):
+    """A request got no reply within its timeout."""
+
+
+class InvalidHistogramError(CfnError, ValueError):
+    """An encoded latency histogram could not be decoded or has a foreign layout."""
+
+
+class SubscribeFailedError(CfnError):
+    """Redis refused or did not confirm a subscription."""

@@ -1,0 +1,1 @@
+"""Blocking transports, generated from ``pytest_cfn._async``."""
