@@ -1,0 +1,71 @@
+"""The ``cfn`` command line: one module per subcommand, each with ``register(subparsers)``.
+
+A subcommand module defines ``register(subparsers, common)`` that adds its parser
+(with ``parents=[common]`` for ``--redis``) and sets ``func`` to a callable taking the
+parsed ``argparse.Namespace`` and returning an exit code. Errors the user can fix
+(:class:`CfnError`, bad JSON, an unreachable server) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from pytest_cfn._errors import CfnError
+
+SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report")
+EXIT_USAGE = 2
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every subcommand takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get("CFN_REDIS_URL"),
+        help="Redis server URL, redis://host:port/db or unix:///path "
+        "(default: $CFN_REDIS_URL; subcommands that need a server and get none say so)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cfn",
+        description="Coordinate, watch and measure CFN agent swarms on Redis pub/sub (ADR-002).",
+    )
+    common = common_parser()
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"pytest_cfn.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"pytest_cfn.cli.{name}":
+                continue
+            raise
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except CfnError as exc:
+        print(f"cfn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        print(f"cfn {args.command}: error: cannot reach Redis: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
