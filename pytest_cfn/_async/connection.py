@@ -47,7 +47,9 @@ class RespConnection:
         commands = []
         if self.address.password is not None:
             if self.address.username:
-                commands.append(encode_command("AUTH", self.address.username, self.address.password))
+                commands.append(
+                    encode_command("AUTH", self.address.username, self.address.password)
+                )
             else:
                 commands.append(encode_command("AUTH", self.address.password))
         if self.address.db:

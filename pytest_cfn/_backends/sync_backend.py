@@ -19,7 +19,7 @@ monotonic = time.monotonic
 time_ns = time.time_ns
 
 
-def Lock() -> threading.RLock:  # noqa: N802 - mirrors asyncio.Lock in the async backend
+def Lock() -> threading.RLock:
     return threading.RLock()
 
 
@@ -99,7 +99,7 @@ class Signal:
         return self._event.wait(timeout)
 
 
-def QueueLock() -> threading.Lock:  # noqa: N802 - mirrors the async backend's class
+def QueueLock() -> threading.Lock:
     return threading.Lock()
 
 

@@ -6,6 +6,7 @@ priority range while decoding, so a malformed message fails in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -43,6 +44,9 @@ class Codec:
     """Encodes and decodes envelopes as JSON (default) or MessagePack."""
 
     __slots__ = ("_decode", "_encode", "format")
+
+    _encode: Callable[[Any], bytes]
+    _decode: Callable[[bytes], Envelope]
 
     def __init__(self, format: str = "json") -> None:
         if format not in FORMATS:

@@ -68,8 +68,9 @@ class InboundProcessor:
 
     def process(self, channel: bytes, payload: bytes) -> Envelope | None:
         """The envelope to dispatch, or None if it was malformed or a duplicate."""
-        parsed = self._channel_cache.get(channel, False)
-        if parsed is False:
+        try:
+            parsed = self._channel_cache[channel]
+        except KeyError:
             parsed = self._parse_channel(channel)
         if parsed is None:
             self._set_aside(channel, payload, "channel name is not a valid channel of this bus")
@@ -80,12 +81,13 @@ class InboundProcessor:
             self._set_aside(channel, payload, str(exc))
             return None
         if self._kind == "event":
-            if env.swarm != parsed[0] or env.type != parsed[1]:
+            # The channel's swarm is ours (checked when it was parsed); the envelope's
+            # swarm is the sender's, which differs when a route override sent it here.
+            if env.type != parsed[1]:
                 self._set_aside(
                     channel,
                     payload,
-                    f"envelope says swarm {env.swarm!r} type {env.type!r}, channel says "
-                    f"swarm {parsed[0]!r} type {parsed[1]!r}",
+                    f"envelope says type {env.type!r}, channel says type {parsed[1]!r}",
                 )
                 return None
         elif env.swarm != parsed[0]:

@@ -83,7 +83,7 @@ class BusEngine:
             swarm,
             keep_malformed=options.keep_malformed,
         )
-        self.queue = DispatchQueue(maxsize=options.queue_size)
+        self.queue: DispatchQueue[Envelope] = DispatchQueue(maxsize=options.queue_size)
         self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
         self._deliver = deliver
         self._on_reconnect = on_reconnect

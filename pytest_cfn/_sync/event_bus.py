@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
@@ -19,6 +20,9 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.throttle import PriorityThrottle
+from pytest_cfn._errors import InvalidIdError
+
+log = logging.getLogger("pytest_cfn.bus")
 
 
 class EventBus:
@@ -72,6 +76,7 @@ class EventBus:
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
         )
+        self.route_errors = 0
 
     @classmethod
     def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
@@ -127,15 +132,24 @@ class EventBus:
         return planned.envelope.id
 
     def _resolve_route(self, event_type: str, now: float) -> str:
+        """A cache miss: the default channel, or the swarm named by ``route:{type}``
+        in Redis when ``route_overrides`` is on (the event then goes to that swarm)."""
         channel = self._planner.default_route(event_type)
         if self.options.route_overrides:
             override = self._engine.publisher.call(
                 "GET", self.channels.key("route", event_type)
             )
             if isinstance(override, bytes):
-                text = override.decode("utf-8", "replace")
-                if self.channels.parse_event(text) is not None:
-                    channel = text
+                target = override.decode("utf-8", "replace")
+                try:
+                    channel = self.channels.event(validate_swarm_id(target), event_type)
+                except InvalidIdError:
+                    self.route_errors += 1
+                    log.warning(
+                        "ignoring route override %s = %r: not a valid swarm id",
+                        self.channels.key("route", event_type),
+                        target,
+                    )
         self._planner.learn_route(event_type, channel, now)
         return channel
 
@@ -165,7 +179,7 @@ class EventBus:
                 call_handler(handler, event)
             except Exception:
                 self._engine.handler_errors += 1
-                _log_handler_error(event)
+                log.exception("handler failed for event %s (%s)", event.id, event.type)
 
     @property
     def malformed(self) -> list[MalformedMessage]:
@@ -184,6 +198,7 @@ class EventBus:
             cache_expiries=cache["expiries"],
             throttled=self._planner.throttle.stats()["throttled"],
             handlers=len(self._handlers),
+            route_errors=self.route_errors,
         )
         return stats
 
@@ -220,10 +235,3 @@ class _Batch:
     ) -> None:
         self._bus._engine.publisher.end_batch()
 
-
-def _log_handler_error(event: Envelope) -> None:
-    import logging
-
-    logging.getLogger("pytest_cfn.bus").exception(
-        "handler failed for event %s (%s)", event.id, event.type
-    )
