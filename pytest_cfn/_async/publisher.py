@@ -124,7 +124,10 @@ class Publisher:
             before = self.acknowledged
             if self._batch:
                 await self._write_batch()
-            await self._conn.drain()
+            try:
+                await self._conn.drain()
+            except (OSError, ConnectionLostError) as exc:
+                await self._recover(exc)
             await self._read_acks(0)
             if self._unreported_errors:
                 count, self._unreported_errors = self._unreported_errors, 0

@@ -125,7 +125,10 @@ class Publisher:
             before = self.acknowledged
             if self._batch:
                 self._write_batch()
-            self._conn.drain()
+            try:
+                self._conn.drain()
+            except (OSError, ConnectionLostError) as exc:
+                self._recover(exc)
             self._read_acks(0)
             if self._unreported_errors:
                 count, self._unreported_errors = self._unreported_errors, 0
