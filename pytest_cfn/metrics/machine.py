@@ -1,0 +1,77 @@
+"""Facts about the machine and library versions, stored with every JSON result.
+
+A figure without the machine it was measured on cannot be compared with anything, and this
+project's figures are ratios on noisy shared machines: CPU count, affinity and load matter.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_DISTRIBUTIONS = ("redis", "hiredis", "msgspec", "hdrhistogram", "pytest-cfn")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first 'model name' of /proc/cpuinfo, or the platform's processor string."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_total(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """MemTotal from /proc/meminfo in bytes, or None where there is no /proc."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpus_usable() -> int | None:
+    """CPUs this process may run on (affinity), which is what a benchmark actually gets."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Hostname, OS, Python, CPUs, memory and library versions as plain JSON data."""
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": _cpus_usable(),
+        "cpu_model": _cpu_model(),
+        "memory_total_bytes": _memory_total(),
+        "load_average": _load_average(),
+        "versions": {name: _version(name) for name in _DISTRIBUTIONS},
+    }
