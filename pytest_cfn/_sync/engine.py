@@ -114,7 +114,7 @@ class BusEngine:
                 self.address,
                 self._sub_name,
                 self._on_raw_message,
-                on_batch_end=self._wake.set,
+                on_batch_end=self._wake_dispatcher,
                 on_reconnect=self._on_reconnect,
                 ping_interval=self.options.ping_interval,
                 ping_timeout=self.options.ping_timeout,
@@ -125,6 +125,11 @@ class BusEngine:
             )
             self._dispatcher = spawn(self._dispatch_loop, name=f"cfn-dispatch:{self._sub_name}")
         self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+
+    def _wake_dispatcher(self) -> None:
+        # Setting an already-set event still takes its lock and notifies; skip that.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _on_raw_message(self, channel: bytes, payload: bytes) -> None:
         env = self.inbound.process(channel, payload)
