@@ -23,22 +23,42 @@ def Lock() -> threading.RLock:
     return threading.RLock()
 
 
-class SyncStream:
-    """A connected socket with read timeouts."""
+MIN_READ_CHUNK = 16 * 1024
 
-    __slots__ = ("_closed", "_sock")
+
+class SyncStream:
+    """A connected socket with read timeouts.
+
+    ``recv(n)`` allocates ``n`` bytes while it waits, so an idle subscriber blocked
+    in a 256 KB read would hold 256 KB; the read size starts small and doubles
+    while reads come back full (a backlog), and halves again when they do not.
+    """
+
+    __slots__ = ("_chunk", "_closed", "_sock", "_timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._closed = False
+        self._chunk = MIN_READ_CHUNK
+        self._timeout: float | None = -1.0
 
     def read(self, timeout: float | None) -> bytes:
-        """Up to READ_CHUNK bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
-        self._sock.settimeout(timeout)
-        return self._sock.recv(READ_CHUNK)
+        """Some bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+        chunk = self._chunk
+        data = self._sock.recv(chunk)
+        size = len(data)
+        if size == chunk:
+            if chunk < READ_CHUNK:
+                self._chunk = chunk * 2
+        elif size < chunk // 8 and chunk > MIN_READ_CHUNK:
+            self._chunk = chunk // 2
+        return data
 
     def write(self, data: bytes) -> None:
-        self._sock.settimeout(None)
+        """Send everything; the socket's current read timeout bounds a stalled send."""
         self._sock.sendall(data)
 
     def drain(self) -> None:
