@@ -61,3 +61,15 @@ class InvalidHistogramError(CfnError, ValueError):
 
 class SubscribeFailedError(CfnError):
     """Redis refused or did not confirm a subscription."""
+
+
+class RequestFailedError(CfnError):
+    """The swarm that got a request answered that its handler failed."""
+
+
+class SwarmNotFoundError(CfnError, LookupError):
+    """No state (and no checkpoint) is stored for a swarm id."""
+
+
+class RecoveryRefusedError(CfnError):
+    """A swarm cannot be recovered: it finished, or its heartbeat is still fresh."""
