@@ -15,13 +15,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pytest_cfn._async.critical_replay import CriticalReplayer
 from pytest_cfn._async.publisher import Publisher
 from pytest_cfn._async.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import QueueLock, Signal, Worker, spawn
+from pytest_cfn._backends.async_backend import QueueLock, Signal, Worker, monotonic, spawn
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.critical_log import CatchUp
 from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
@@ -31,6 +33,7 @@ from pytest_cfn._errors import BusClosedError
 log = logging.getLogger("pytest_cfn.bus")
 
 Deliver = Callable[[Envelope], Awaitable[None]]
+Intercept = Callable[[Envelope], bool]
 
 
 def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
@@ -53,6 +56,7 @@ class BusEngine:
         options: BusOptions,
         deliver: Deliver,
         on_reconnect: Callable[[int], None] | None = None,
+        intercept: Intercept | None = None,
     ) -> None:
         self.address = address
         self.options = options
@@ -86,6 +90,8 @@ class BusEngine:
         self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
         self._deliver = deliver
         self._on_reconnect = on_reconnect
+        self._intercept = intercept
+        self._replayer: CriticalReplayer | None = None
         self._subscriber: Subscriber | None = None
         self._dispatcher: Worker | None = None
         self._queue_lock = QueueLock()
@@ -96,6 +102,18 @@ class BusEngine:
         self._dispatching = False
         self.delivered = 0
         self.handler_errors = 0
+
+    def enable_catch_up(self, catch_up: CatchUp) -> None:
+        """Replay missed critical events from the swarm's stream (see ``critical_log``)."""
+        self._replayer = CriticalReplayer(
+            catch_up, self.publisher, self.codec, self.inbound.tracker, self._queue_lock
+        )
+
+    def request_catch_up(self, reason: str) -> None:
+        if self._replayer is not None:
+            self._replayer.request(reason)
+            self._idle.clear()
+            self._wake.set()
 
     @property
     def closed(self) -> bool:
@@ -114,7 +132,7 @@ class BusEngine:
                 self._sub_name,
                 self._on_raw_message,
                 on_batch_end=self._wake_dispatcher,
-                on_reconnect=self._on_reconnect,
+                on_reconnect=self._reconnected,
                 ping_interval=self.options.ping_interval,
                 ping_timeout=self.options.ping_timeout,
                 connect_timeout=self.options.connect_timeout,
@@ -130,32 +148,67 @@ class BusEngine:
         if not self._wake.is_set():
             self._wake.set()
 
+    def _reconnected(self, count: int) -> None:
+        self.request_catch_up("reconnect")
+        if self._on_reconnect is not None:
+            self._on_reconnect(count)
+
     def _on_raw_message(self, channel: bytes, payload: bytes) -> None:
-        env = self.inbound.process(channel, payload)
-        if env is not None:
-            with self._queue_lock:
-                self.queue.push(env.priority, env)
-                self._idle.clear()
+        if self._replayer is None and self._intercept is None:
+            env = self.inbound.process(channel, payload)
+            if env is not None:
+                with self._queue_lock:
+                    self.queue.push(env.priority, env)
+                    self._idle.clear()
+            return
+        with self._queue_lock:
+            env = self.inbound.process(channel, payload)
+            if env is None:
+                return
+            if self._replayer is not None and not self._replayer.observe_live(env):
+                return
+            if self._intercept is not None and self._intercept(env):
+                return
+            self.queue.push(env.priority, env)
+            self._idle.clear()
 
     async def _dispatch_loop(self) -> None:
         queue = self.queue
         batch_size = self.options.dispatch_batch
+        replayer = self._replayer
         while not self._closed:
+            if replayer is not None and replayer.due(monotonic()):
+                replayed = await replayer.run(self._deliver_one)
+                self.delivered += replayed
             with self._queue_lock:
                 batch = queue.pop_batch(batch_size)
-                if not batch:
+                if not batch and (replayer is None or not replayer.due(monotonic())):
                     self._wake.clear()
                     self._idle.set()
             if not batch:
                 await self._wake.wait(0.2)
                 continue
+            delivered = len(batch)
             for env in batch:
+                if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
+                    delivered -= 1
+                    continue
                 try:
                     await self._deliver(env)
                 except Exception:
                     self.handler_errors += 1
                     log.exception("handler failed for %s", getattr(env, "id", env))
-            self.delivered += len(batch)
+            self.delivered += delivered
+
+    async def _deliver_one(self, env: Envelope) -> None:
+        try:
+            await self._deliver(env)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("handler failed for replayed %s", env.id)
+
+    def replay_stats(self) -> dict[str, Any] | None:
+        return self._replayer.stats() if self._replayer is not None else None
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until the dispatch queue is empty and every handler has returned."""
@@ -185,6 +238,7 @@ class BusEngine:
             "reordered": inbound["reordered"],
             "malformed": inbound["malformed"],
             "handler_errors": self.handler_errors,
+            "replayed": self._replayer.catch_up.replayed if self._replayer else 0,
             "reconnects": (sub.reconnects if sub else 0) + self.publisher.reconnects,
             "subscriber_reconnects": sub.reconnects if sub else 0,
             "publisher_reconnects": self.publisher.reconnects,
@@ -204,6 +258,11 @@ class BusEngine:
             return
         self._closed = True
         self._wake.set()
+        if self._dispatcher is not None:
+            await self._dispatcher.join(2.0)
+            self._dispatcher = None
+        if self._replayer is not None:
+            await self._replayer.settle()
         try:
             await self.publisher.flush()
         except Exception as exc:
@@ -211,6 +270,3 @@ class BusEngine:
         await self.publisher.close()
         if self._subscriber is not None:
             await self._subscriber.close()
-        if self._dispatcher is not None:
-            await self._dispatcher.join(2.0)
-            self._dispatcher = None

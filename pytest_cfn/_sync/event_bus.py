@@ -12,6 +12,12 @@ from typing import Any
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.sync_backend import call_handler, monotonic, time_ns
+from pytest_cfn._core.critical_log import (
+    CRITICAL_PRIORITY,
+    CatchUp,
+    CriticalOptions,
+    CriticalStream,
+)
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler, HandlerRegistry
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
@@ -31,6 +37,8 @@ class EventBus:
     Two connections: a publisher (made on the first publish) and a subscriber
     (made on the first subscribe), which subscribes the swarm's pattern once and
     hands each event to every local handler whose pattern matches its type.
+    Priority 8-9 events are also kept in the swarm's stream, and a subscriber
+    replays the ones it missed (``critical=CriticalOptions(...)`` tunes or disables it).
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class EventBus:
         *,
         on_reconnect: Callable[[int], None] | None = None,
         options: BusOptions | None = None,
+        critical: CriticalOptions | None = None,
         **settings: Any,
     ) -> None:
         if options is None:
@@ -64,6 +73,14 @@ class EventBus:
             on_reconnect=on_reconnect,
         )
         self.channels = self._engine.channels
+        self.critical = critical if critical is not None else CriticalOptions()
+        self._critical_stream: CriticalStream | None = None
+        self._caught_up_at_start = False
+        if self.critical.enabled:
+            self._critical_stream = CriticalStream(self.channels, self.critical)
+            self._engine.enable_catch_up(
+                CatchUp(self.channels, self.swarm, self.agent, self.critical)
+            )
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
         self._planner = OutboundPlanner(
             self._engine.codec,
@@ -99,6 +116,9 @@ class EventBus:
         self._engine.check_open()
         token = self._handlers.add(pattern, handler)
         self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        if not self._caught_up_at_start:
+            self._caught_up_at_start = True
+            self._engine.request_catch_up("start")
         return token
 
     def unsubscribe(self, token: int) -> bool:
@@ -128,7 +148,14 @@ class EventBus:
         if channel is None:
             channel = self._resolve_route(event_type, now)
         planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
-        engine.publisher.send_publish(planned.command)
+        if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
+            # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
+            payload = engine.codec.encode(planned.envelope)
+            engine.publisher.send_publish(
+                self._critical_stream.append_and_publish(channel, payload)
+            )
+        else:
+            engine.publisher.send_publish(planned.command)
         return planned.envelope.id
 
     def _resolve_route(self, event_type: str, now: float) -> str:
@@ -200,6 +227,9 @@ class EventBus:
             handlers=len(self._handlers),
             route_errors=self.route_errors,
         )
+        replay = self._engine.replay_stats()
+        if replay is not None:
+            stats.update(replay)
         return stats
 
     def close(self) -> None:

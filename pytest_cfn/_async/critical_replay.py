@@ -1,0 +1,106 @@
+"""Catch-up from a swarm's stream of critical events, on the bus's publisher connection.
+
+The decisions (when, from where, what to hand on) are in
+:mod:`pytest_cfn._core.critical_log`; this runs the few commands they need.
+The dispatcher worker calls :meth:`CriticalReplayer.run` between batches, so
+replayed events reach the handlers in stream order and never concurrently with
+live ones. A catch-up that cannot reach Redis is retried a little later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pytest_cfn._async.publisher import Publisher
+from pytest_cfn._backends.async_backend import monotonic
+from pytest_cfn._core.critical_log import CatchUp
+from pytest_cfn._core.envelope import Codec, Envelope
+from pytest_cfn._core.sequence import SequenceTracker
+from pytest_cfn._errors import CfnError
+
+log = logging.getLogger("pytest_cfn.replay")
+
+Deliver = Callable[[Envelope], Awaitable[None]]
+
+
+class CriticalReplayer:
+    """Runs :class:`CatchUp` for one subscriber: live checks, catch-ups, the stored cursor."""
+
+    def __init__(
+        self,
+        catch_up: CatchUp,
+        publisher: Publisher,
+        codec: Codec,
+        tracker: SequenceTracker,
+        lock: Any,
+    ) -> None:
+        self.catch_up = catch_up
+        self._publisher = publisher
+        self._decode = codec.decode
+        self._tracker = tracker
+        self._lock = lock
+        self._stored_cursor: str | None = None
+
+    def observe_live(self, env: Envelope) -> bool:
+        """Call under the queue lock, after sequence tracking; False = drop (already replayed)."""
+        return self.catch_up.observe_live(env, self._tracker.lost)
+
+    def claim(self, message_id: str) -> bool:
+        """Call before handing on a live critical envelope; False = a catch-up already did."""
+        return self.catch_up.claim(message_id)
+
+    def request(self, reason: str) -> None:
+        self.catch_up.request(reason)
+
+    def due(self, now: float) -> bool:
+        return self.catch_up.due(now)
+
+    async def run(self, deliver: Deliver) -> int:
+        """One catch-up: hand every missed critical event to ``deliver``; returns how many."""
+        catch_up = self.catch_up
+        with self._lock:
+            catch_up.begin(monotonic())
+        total = 0
+        try:
+            if not catch_up.loaded:
+                stored = await self._publisher.call("GET", catch_up.cursor_key)
+                server_time = await self._publisher.call("TIME")
+                catch_up.start_from(stored, server_time)
+            more = True
+            while more:
+                reply = await self._publisher.call(*catch_up.range_args())
+                with self._lock:
+                    envelopes, more = catch_up.take(reply, self._decode, self._tracker)
+                for env in envelopes:
+                    await deliver(env)
+                total += len(envelopes)
+            await self._store_cursor()
+        except (CfnError, OSError, TimeoutError) as exc:
+            log.warning("catch-up from %s failed, retrying later: %s", catch_up.stream_key, exc)
+            with self._lock:
+                catch_up.failed(monotonic())
+        return total
+
+    async def settle(self) -> None:
+        """On close: move the stored cursor over what was already handed on."""
+        catch_up = self.catch_up
+        if not catch_up.loaded:
+            return
+        try:
+            reply = await self._publisher.call(*catch_up.range_args())
+            with self._lock:
+                catch_up.settle(reply, self._decode)
+            await self._store_cursor()
+        except (CfnError, OSError, TimeoutError) as exc:
+            log.info("could not settle the catch-up cursor at close: %s", exc)
+
+    async def _store_cursor(self) -> None:
+        command = self.catch_up.cursor_command()
+        if command is not None and self.catch_up.cursor != self._stored_cursor:
+            await self._publisher.send_publish(command)
+            self._stored_cursor = self.catch_up.cursor
+
+    def stats(self) -> dict[str, Any]:
+        return self.catch_up.stats()
