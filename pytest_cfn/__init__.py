@@ -5,9 +5,12 @@ Sync front end here; the asyncio twins with the same names live in ``pytest_cfn.
 
 from __future__ import annotations
 
+from pytest_cfn._core.critical_log import CriticalOptions
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.inbound import MalformedMessage
+from pytest_cfn._core.message import Message
 from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.swarm_state import RecoveredSwarm, SwarmRecord
 from pytest_cfn._errors import (
     BusClosedError,
     CfnError,
@@ -18,13 +21,18 @@ from pytest_cfn._errors import (
     MalformedMessageError,
     MessageTooLargeError,
     PublishFailedError,
+    RecoveryRefusedError,
+    RequestFailedError,
     RequestTimeoutError,
     ServerNotFoundError,
     ServerStartError,
     SubscribeFailedError,
+    SwarmNotFoundError,
     ThrottledError,
 )
 from pytest_cfn._sync.event_bus import EventBus
+from pytest_cfn._sync.messenger import Messenger
+from pytest_cfn._sync.swarm_state import SwarmState
 
 __version__ = "0.1.0"
 
@@ -34,18 +42,27 @@ __all__ = [
     "CfnError",
     "CircuitOpenError",
     "ConnectionLostError",
+    "CriticalOptions",
     "Envelope",
     "EventBus",
     "InvalidIdError",
     "InvalidOptionError",
     "MalformedMessage",
     "MalformedMessageError",
+    "Message",
     "MessageTooLargeError",
+    "Messenger",
     "PublishFailedError",
+    "RecoveredSwarm",
+    "RecoveryRefusedError",
+    "RequestFailedError",
     "RequestTimeoutError",
     "ServerNotFoundError",
     "ServerStartError",
     "SubscribeFailedError",
+    "SwarmNotFoundError",
+    "SwarmRecord",
+    "SwarmState",
     "ThrottledError",
     "__version__",
 ]

@@ -1,0 +1,407 @@
+"""The Messenger (ADR-002, inter-swarm): ``message:{from}:{to}`` over Redis pub/sub."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.async_backend import Signal, call_handler, monotonic, time_ns
+from pytest_cfn._core.envelope import Envelope
+from pytest_cfn._core.handlers import Handler
+from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
+from pytest_cfn._core.inbound import MalformedMessage
+from pytest_cfn._core.message import (
+    DEFAULT_HISTORY_SIZE,
+    MESSAGE,
+    REPLY,
+    REPLY_ERROR,
+    REQUEST,
+    Message,
+    MessageHistory,
+    decode_stored,
+    history_key,
+    publish_with_history,
+)
+from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.outbound import OutboundPlanner
+from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.throttle import PriorityThrottle
+from pytest_cfn._errors import (
+    BusClosedError,
+    CfnError,
+    InvalidOptionError,
+    RequestFailedError,
+    RequestTimeoutError,
+)
+
+log = logging.getLogger("pytest_cfn.messenger")
+
+
+class _Pending:
+    """A request waiting for its reply."""
+
+    __slots__ = ("reply", "signal", "to")
+
+    def __init__(self, to: str) -> None:
+        self.to = to
+        self.reply: Envelope | None = None
+        self.signal = Signal()
+
+
+class Messenger:
+    """Send messages to other swarms, receive the ones addressed to this swarm.
+
+    Two connections, as for the Event Bus: a publisher (made on the first send)
+    and a subscriber (made when a handler is registered or a request is made),
+    which subscribes ``message:*:{swarm}`` once. Sequence numbers count per
+    destination, since a receiver only sees what is addressed to it.
+    """
+
+    def __init__(
+        self,
+        address: ServerAddress | str,
+        swarm: str,
+        agent: str,
+        *,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        persist_history: bool = False,
+        history_ttl: float = 3600.0,
+        on_reconnect: Callable[[int], None] | None = None,
+        options: BusOptions | None = None,
+        **settings: Any,
+    ) -> None:
+        if options is None:
+            options = BusOptions(**settings)
+        elif settings:
+            raise TypeError("pass either options= or keyword settings, not both")
+        if isinstance(address, str):
+            address = parse_redis_url(address)
+        if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)) or not (
+            history_ttl >= 1
+        ):
+            raise InvalidOptionError(f"history_ttl must be >= 1 second, got {history_ttl!r}")
+        self.swarm = validate_swarm_id(swarm)
+        self.agent = validate_agent_id(agent)
+        self.options = options
+        self._history = MessageHistory(history_size)
+        self._persist = bool(persist_history)
+        self._history_ttl = float(history_ttl)
+        self._engine = BusEngine(
+            address,
+            kind="message",
+            subsystem="messages",
+            swarm=self.swarm,
+            agent=self.agent,
+            options=options,
+            deliver=self._deliver,
+            on_reconnect=on_reconnect,
+            intercept=self._take_reply,
+        )
+        self.channels = self._engine.channels
+        self._instance = f"{self.agent}.{os.urandom(4).hex()}"
+        self._route_cache = RouteCache(options.route_cache_size, options.route_ttl)
+        self._throttle = PriorityThrottle(options.throttle_rate, options.throttle_burst)
+        self._destinations: dict[str, tuple[OutboundPlanner, str]] = {}
+        self._handlers: list[tuple[int, Handler]] = []
+        self._next_token = 1
+        self._request_handler: Handler | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._next_request = 0
+        self._listening = False
+        self._closing = False
+        self.requests_sent = 0
+        self.replies_received = 0
+        self.request_timeouts = 0
+        self.unmatched_replies = 0
+        self.requests_answered = 0
+        self.unhandled_requests = 0
+
+    @classmethod
+    def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> Messenger:
+        """``Messenger.from_url("redis://localhost:6379/0", swarm="s1", agent="a1")``."""
+        return cls(parse_redis_url(url), swarm, agent, **settings)
+
+    def publisher_id(self, to_swarm: str) -> str:
+        """The sequence stream of this messenger towards ``to_swarm`` (as receivers see it)."""
+        return f"{self._instance}>{validate_swarm_id(to_swarm)}"
+
+    async def connect(self) -> None:
+        """Open the publisher connection now rather than on the first send."""
+        self._engine.check_open()
+        await self._engine.publisher.connect()
+
+    async def listen(self) -> None:
+        """Subscribe to this swarm's inbox (done by :meth:`on_message`, :meth:`on_request`
+        and :meth:`request` too); returns once Redis has confirmed it."""
+        self._engine.check_open()
+        if not self._listening:
+            await self._engine.subscribe_pattern(self.channels.inbox_pattern(self.swarm))
+            self._listening = True
+
+    async def on_message(self, handler: Handler) -> int:
+        """Call ``handler(message)`` for every message addressed to this swarm (requests
+        and replies excepted). Returns a token for :meth:`remove_handler`."""
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        token = self._next_token
+        self._next_token += 1
+        self._handlers.append((token, handler))
+        await self.listen()
+        return token
+
+    async def on_request(self, handler: Handler) -> None:
+        """Answer requests with ``handler(message)``'s return value (replacing any earlier
+        request handler). If it raises, the requester gets :class:`RequestFailedError`."""
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        self._request_handler = handler
+        await self.listen()
+
+    def remove_handler(self, token: int) -> bool:
+        before = len(self._handlers)
+        self._handlers = [h for h in self._handlers if h[0] != token]
+        return len(self._handlers) != before
+
+    async def send(self, to_swarm: str, data: Any = None, priority: int = 5) -> str:
+        """Send ``data`` to every listener of ``to_swarm`` on ``message:{me}:{to}``;
+        returns the message id. Written at once (or when :meth:`batch` ends)."""
+        env = await self._send(to_swarm, MESSAGE, data, priority, None)
+        return env.id
+
+    async def request(
+        self, to_swarm: str, data: Any = None, timeout: float = 5.0, priority: int = 5
+    ) -> Message:
+        """Send a request and wait for its reply (``reply.data`` is what the other swarm's
+        request handler returned). Raises :class:`RequestTimeoutError` after ``timeout``
+        seconds, leaving nothing pending. Do not call it inside :meth:`batch`."""
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidOptionError(f"request timeout must be > 0 seconds, got {timeout!r}")
+        await self.listen()
+        self._next_request += 1
+        correlation_id = f"{self._instance}:{self._next_request}"
+        pending = _Pending(to_swarm)
+        self._pending[correlation_id] = pending
+        try:
+            await self._send(to_swarm, REQUEST, data, priority, correlation_id)
+            self.requests_sent += 1
+            answered = await pending.signal.wait(timeout)
+            reply = pending.reply
+            if reply is None:
+                if self._closing:
+                    raise BusClosedError("the messenger was closed while a request was waiting")
+                if not answered:
+                    self.request_timeouts += 1
+                raise RequestTimeoutError(
+                    f"no reply from swarm {to_swarm!r} within {timeout} s "
+                    f"(request {correlation_id}); is a request handler registered there?"
+                )
+        finally:
+            self._pending.pop(correlation_id, None)
+        if reply.type == REPLY_ERROR:
+            raise RequestFailedError(
+                f"swarm {reply.swarm!r} could not answer the request: {reply.data}"
+            )
+        return Message(reply, self.swarm)
+
+    async def _send(
+        self,
+        to_swarm: str,
+        message_type: str,
+        data: Any,
+        priority: int,
+        correlation_id: str | None,
+    ) -> Envelope:
+        engine = self._engine
+        if engine.closed:
+            engine.check_open()
+        destination = self._destinations.get(to_swarm)
+        if destination is None:
+            destination = self._add_destination(to_swarm)
+        planner, channel = destination
+        planner.admit(priority, monotonic())
+        planned = planner.plan(channel, message_type, data, priority, time_ns(), correlation_id)
+        if self._persist:
+            payload = engine.codec.encode(planned.envelope)
+            await engine.publisher.send_publish(
+                publish_with_history(
+                    history_key(self.channels, to_swarm),
+                    channel,
+                    payload,
+                    self._history.size,
+                    self._history_ttl,
+                )
+            )
+        else:
+            await engine.publisher.send_publish(planned.command)
+        self._history.add(Message(planned.envelope, to_swarm))
+        return planned.envelope
+
+    def _add_destination(self, to_swarm: str) -> tuple[OutboundPlanner, str]:
+        validate_swarm_id(to_swarm)
+        planner = OutboundPlanner(
+            self._engine.codec,
+            self.channels,
+            self.swarm,
+            self.agent,
+            f"{self._instance}>{to_swarm}",
+            route_cache=self._route_cache,
+            throttle=self._throttle,
+            breaker=self._engine.breaker,
+            max_message_bytes=self.options.max_message_bytes,
+        )
+        destination = (planner, self.channels.message(self.swarm, to_swarm))
+        self._destinations[to_swarm] = destination
+        return destination
+
+    def _take_reply(self, env: Envelope) -> bool:
+        """On the reader: hand a reply straight to its waiting request (so a request made
+        from inside a handler does not wait on the dispatcher it is blocking)."""
+        if env.type != REPLY and env.type != REPLY_ERROR:
+            return False
+        self._history.add(Message(env, self.swarm))
+        pending = self._pending.get(env.correlation_id or "")
+        if pending is None or pending.reply is not None or pending.to != env.swarm:
+            self.unmatched_replies += 1
+            return True
+        pending.reply = env
+        self.replies_received += 1
+        pending.signal.set()
+        return True
+
+    async def _deliver(self, env: Envelope) -> None:
+        message = Message(env, self.swarm)
+        self._history.add(message)
+        if env.type == REQUEST:
+            await self._answer(message)
+            return
+        for _, handler in self._handlers:
+            try:
+                await call_handler(handler, message)
+            except Exception:
+                self._engine.handler_errors += 1
+                log.exception("message handler failed for %s from %s", env.id, env.swarm)
+
+    async def _answer(self, request: Message) -> None:
+        handler = self._request_handler
+        if handler is None or not request.correlation_id:
+            self.unhandled_requests += 1
+            return
+        reply_type = REPLY
+        try:
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self._engine.handler_errors += 1
+            log.exception("request handler failed for %s from %s", request.id, request.sender)
+            reply_type, result = REPLY_ERROR, f"{type(exc).__name__}: {exc}"
+        try:
+            await self._send(
+                request.sender, reply_type, result, request.priority, request.correlation_id
+            )
+        except CfnError as exc:
+            log.warning("could not reply to %s from %s: %s", request.id, request.sender, exc)
+            await self._send(
+                request.sender,
+                REPLY_ERROR,
+                f"the reply could not be sent: {exc}",
+                request.priority,
+                request.correlation_id,
+            )
+        self.requests_answered += 1
+
+    @property
+    def history(self) -> list[Message]:
+        """The last ``history_size`` messages sent and received, oldest first."""
+        return self._history.snapshot()
+
+    async def stored_history(self, limit: int | None = None) -> list[Message]:
+        """Messages addressed to this swarm kept in Redis (``persist_history=True`` on the
+        senders), oldest first: what a restarted swarm missed."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise InvalidOptionError(f"limit must be an integer >= 1 or None, got {limit!r}")
+        self._engine.check_open()
+        stop = -1 if limit is None else limit - 1
+        raw = await self._engine.publisher.call(
+            "LRANGE", history_key(self.channels, self.swarm), 0, stop
+        )
+        return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
+
+    def batch(self) -> _Batch:
+        """``async with messenger.batch():`` sends inside are written in one go at the end."""
+        return _Batch(self)
+
+    async def flush(self) -> int:
+        """Write what is batched and wait until Redis has acknowledged every send."""
+        return await self._engine.publisher.flush()
+
+    async def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every received message has been handed to the handlers."""
+        return await self._engine.wait_idle(timeout)
+
+    @property
+    def malformed(self) -> list[MalformedMessage]:
+        """The last malformed messages that were set aside (channel, payload, reason)."""
+        return self._engine.malformed
+
+    def stats(self) -> dict[str, Any]:
+        stats = self._engine.stats()
+        stats.update(
+            published=sum(p.published for p, _ in self._destinations.values()),
+            destinations=len(self._destinations),
+            throttled=self._throttle.stats()["throttled"],
+            handlers=len(self._handlers) + int(self._request_handler is not None),
+            history=len(self._history),
+            requests_sent=self.requests_sent,
+            replies_received=self.replies_received,
+            request_timeouts=self.request_timeouts,
+            requests_pending=len(self._pending),
+            unmatched_replies=self.unmatched_replies,
+            requests_answered=self.requests_answered,
+            unhandled_requests=self.unhandled_requests,
+        )
+        return stats
+
+    async def close(self) -> None:
+        """Flush, close both connections, stop the workers; waiting requests get
+        :class:`BusClosedError`."""
+        self._closing = True
+        for pending in list(self._pending.values()):
+            pending.signal.set()
+        await self._engine.close()
+
+    async def __aenter__(self) -> Messenger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _Batch:
+    __slots__ = ("_messenger",)
+
+    def __init__(self, messenger: Messenger) -> None:
+        self._messenger = messenger
+
+    async def __aenter__(self) -> None:
+        await self._messenger._engine.publisher.begin_batch()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._messenger._engine.publisher.end_batch()
