@@ -1,0 +1,16 @@
+"""The Event Bus benchmark, ``python -m pytest_cfn.bench`` (issue 2, item 6).
+
+Against one real Redis server in one run it prints redis-benchmark's PUBLISH
+ceiling, redis-py's PubSub drain and pipeline rates as references, our publish
+rate, our end-to-end delivered events/s, latency at a fixed offered rate from
+the intended send time, and memory per idle bus, each with its method, its
+ratio to its reference and its target. ``cfn bench`` is the agent sweep
+(issue 6), not this.
+"""
+
+from __future__ import annotations
+
+from pytest_cfn.bench.command import build_parser, main, parse_config, run
+from pytest_cfn.bench.config import BenchConfig, Target
+
+__all__ = ["BenchConfig", "Target", "build_parser", "main", "parse_config", "run"]

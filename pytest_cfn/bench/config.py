@@ -1,0 +1,61 @@
+"""What a benchmark run measures, and against which server and clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_IDLE_BUS_BYTES = 1024 * 1024
+"""Issue 2's target: under 1 MB of memory per idle bus beyond its sockets."""
+MAX_P99_US = 1000.0
+"""ADR-002's target: sub-millisecond delivery at p99."""
+E2E_TARGET_FACTOR = 2.0
+"""Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
+STEPS = ("ceiling", "throughput", "latency", "memory")
+"""The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
+latency at a fixed rate; memory per idle bus."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run; built from the command line (see ``command``)."""
+
+    redis_url: str | None
+    events: int
+    rate: float
+    duration: float
+    payload: int
+    repeat: int
+    idle_buses: int
+    json_path: Path | None
+    quick: bool
+    steps: tuple[str, ...] = STEPS
+
+    @property
+    def warmup_events(self) -> int:
+        """Events published untimed before a publish rate is timed."""
+        return min(1000, self.events)
+
+    @property
+    def latency_warmup(self) -> float:
+        """Seconds sent at the same rate before recording starts (not in the histogram)."""
+        return min(0.5, self.duration / 5)
+
+    def step_budget(self, events: int) -> float:
+        """Seconds a throughput step may take: generous, at a floor of 5,000 events/s."""
+        return 30.0 + events / 5000.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server under test and the clients, named in every method line."""
+
+    url: str
+    version: str
+    redis_benchmark: str | None
+    clients: str
+    wire_bytes: int
+
+    @property
+    def method_tail(self) -> str:
+        return f"Redis {self.version}; {self.clients}."

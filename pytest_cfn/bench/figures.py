@@ -1,0 +1,299 @@
+"""Raw step results in, figures out: the value, its reference, its target and its method.
+
+Each method line says what was timed, from where to where, at what offered rate,
+with what payload, against which server and clients; it is written here once,
+next to the arithmetic it describes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from pytest_cfn.bench.config import (
+    E2E_TARGET_FACTOR,
+    MAX_IDLE_BUS_BYTES,
+    MAX_P99_US,
+    BenchConfig,
+    Target,
+)
+from pytest_cfn.bench.reference import BENCHMARK_CLIENTS, DRAIN_BACKLOG_MAX, PIPELINE_DEPTH
+from pytest_cfn.bench.report import Figure, StepFailure
+from pytest_cfn.metrics.latency import LatencyHistogram
+
+Item = Figure | StepFailure
+
+
+def ceiling_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> Figure:
+    pipeline = result["pipeline"]
+    return Figure(
+        key=f"redis_benchmark_publish_p{pipeline}",
+        title=f"redis-benchmark PUBLISH -P {pipeline}",
+        value=result["rate"],
+        unit="requests/s",
+        method=(
+            f"`{result['command']}`: {BENCHMARK_CLIENTS} connections, pipeline {pipeline}, "
+            f"{result['requests']:,} PUBLISHes of {cfg.payload} B to a channel with no "
+            f"subscriber; redis-benchmark's own count / its own wall time. {target.method_tail}"
+        ),
+    )
+
+
+def _median(runs: list[dict[str, Any]], key: str = "rate") -> float | None:
+    values = [run[key] for run in runs if key in run]
+    return statistics.median(values) if values else None
+
+
+def _rounds(runs: list[dict[str, Any]]) -> str:
+    return "rounds: " + ", ".join(f"{run['rate']:,.0f}" for run in runs)
+
+
+def _runs_note(runs: list[dict[str, Any]]) -> str:
+    note = _rounds(runs)
+    cpu = _median(runs, "cpu_us_per_event")
+    if cpu is not None:
+        note += f"; CPU {cpu:.2f} µs per message in the measured process (median)"
+    return note
+
+
+def _pair_cpu_note(runs: list[dict[str, Any]]) -> str:
+    publisher = _median(runs, "publisher_cpu_us_per_event") or 0.0
+    subscriber = _median(runs, "subscriber_cpu_us_per_event") or 0.0
+    return (
+        f"{_rounds(runs)}; CPU per event (median): publisher {publisher:.2f} µs, "
+        f"subscriber {subscriber:.2f} µs"
+    )
+
+
+def throughput_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
+    cfg: BenchConfig,
+    target: Target,
+) -> list[Item]:
+    """redis-py drain, pipeline and end to end (references), our publish rate and end to end."""
+    tail = target.method_tail
+    rounds = f"median of {cfg.repeat} round(s)"
+    drain, pipeline, ours, reference_e2e = (
+        _median(runs[name]) for name in ("drain", "pipeline", "ours", "redis_py_e2e")
+    )
+    sink = "a sink subscriber (raw socket, PSUBSCRIBE, discards) in another process"
+    pair = (
+        "one publisher process and one subscriber process, unpaced; counted where the "
+        "subscriber receives: delivered / (last delivery - first delivery), perf_counter in "
+        "the subscriber process"
+    )
+    items: list[Item] = []
+    if drain is None:
+        items.append(StepFailure("redis-py PubSub drain (reference)", errors["drain"]))
+    else:
+        parser = runs["drain"][0].get("parser", "?")
+        items.append(Figure(
+            key="redis_py_drain", title="redis-py PubSub drain (reference)", value=drain,
+            unit="msgs/s", notes=[_runs_note(runs["drain"])],
+            method=(
+                f"one redis-py PubSub (protocol=2, {parser}) in its own process: SUBSCRIBE, "
+                f"then a get_message(timeout=1) loop; a redis-py pipeline first leaves a "
+                f"backlog of up to {DRAIN_BACKLOG_MAX:,} messages of {cfg.payload} B, then only "
+                f"the drain is timed (first get_message call to the last message), with no "
+                f"publisher running meanwhile; {cfg.events:,} messages, {rounds}. {tail}"
+            ),
+        ))
+    if pipeline is None:
+        items.append(StepFailure("redis-py pipeline publish (reference)", errors["pipeline"]))
+    else:
+        items.append(Figure(
+            key="redis_py_pipeline_publish", title="redis-py pipeline publish (reference)",
+            value=pipeline, unit="msgs/s", notes=[_runs_note(runs["pipeline"])],
+            method=(
+                f"redis-py pipeline(transaction=False) in its own process, execute() every "
+                f"{PIPELINE_DEPTH:,} PUBLISHes of {cfg.payload} B; first command queued to the "
+                f"last execute() returning (all acknowledged); {cfg.events:,} messages after "
+                f"{cfg.warmup_events:,} untimed; {sink}; {rounds}. {tail}"
+            ),
+        ))
+    if reference_e2e is None:
+        items.append(StepFailure("redis-py end to end (reference)", errors["redis_py_e2e"]))
+    else:
+        items.append(Figure(
+            key="redis_py_e2e", title="redis-py end to end (reference)", value=reference_e2e,
+            unit="msgs/s", notes=[_pair_cpu_note(runs["redis_py_e2e"])],
+            method=(
+                f"{pair}: redis-py pipeline(transaction=False) publisher, execute() every "
+                f"{PIPELINE_DEPTH:,}; redis-py PubSub get_message loop subscriber (protocol=2); "
+                f"{cfg.events:,} messages of {cfg.payload} B per round; {rounds}. {tail}"
+            ),
+        ))
+    if ours is None:
+        items.append(StepFailure("our publish rate (EventBus)", errors["ours"]))
+    else:
+        items.append(Figure(
+            key="publish_rate", title="our publish rate (EventBus)", value=ours,
+            unit="events/s", reference_title="redis-py pipeline", reference_value=pipeline,
+            target=pipeline, op=None if pipeline is None else ">=",
+            target_text=">= redis-py pipeline", notes=[_runs_note(runs["ours"])],
+            method=(
+                f"sync EventBus.publish() inside one `with bus.batch()`, then flush(), in its "
+                f"own process; first publish to flush() returning (all acknowledged); "
+                f"{cfg.events:,} events of {cfg.payload} B data ({target.wire_bytes} B JSON "
+                f"envelope on the wire) after {cfg.warmup_events:,} untimed; {sink}; {rounds}. "
+                f"{tail}"
+            ),
+        ))
+    if not runs["e2e"]:
+        items.append(StepFailure("our end-to-end delivered (EventBus)", errors["e2e"]))
+    else:
+        items.append(_e2e_figure(runs["e2e"], drain, reference_e2e, cfg, target, pair, rounds))
+    return items
+
+
+def _e2e_figure(
+    runs: list[dict[str, Any]],
+    drain: float | None,
+    reference_e2e: float | None,
+    cfg: BenchConfig,
+    target: Target,
+    pair: str,
+    rounds: str,
+) -> Figure:
+    published = sum(run["published"] for run in runs)
+    delivered = sum(run["delivered"] for run in runs)
+    counters = {
+        key: sum(int(run["subscriber_stats"].get(key, 0)) for run in runs)
+        for key in ("lost", "dropped", "duplicates", "reconnects", "malformed")
+    }
+    notes = [
+        _pair_cpu_note(runs),
+        f"loss over all rounds: published {published:,}, delivered {delivered:,}, missing "
+        f"{published - delivered:,}; subscriber bus counters: "
+        + ", ".join(f"{key} {value:,}" for key, value in counters.items()),
+    ]
+    rate = _median(runs)
+    assert rate is not None
+    if reference_e2e:
+        notes.insert(0, f"{rate / reference_e2e:.2f}x redis-py end to end (same method)")
+    return Figure(
+        key="e2e_delivered", title="our end-to-end delivered (EventBus)", value=rate,
+        unit="events/s", reference_title="redis-py drain", reference_value=drain,
+        target=None if drain is None else drain * E2E_TARGET_FACTOR,
+        op=None if drain is None else ">=", target_text=">= 2x redis-py drain",
+        notes=notes,
+        method=(
+            f"{pair}: sync EventBus publisher (publish() in batch()) and sync EventBus "
+            f"subscriber with one handler on 'bench.*', counted at the handler; {cfg.events:,} "
+            f"events of {cfg.payload} B data ({target.wire_bytes} B on the wire) per round; "
+            f"{rounds}. {target.method_tail}"
+        ),
+    )
+
+
+def _percentiles_note(label: str, summary: dict[str, Any], count: int) -> str:
+    return (
+        f"{label}: p50 {summary['p50_us']:,.1f} µs, p90 {summary['p90_us']:,.1f} µs, "
+        f"p99 {summary['p99_us']:,.1f} µs, p99.9 {summary['p99_9_us']:,.1f} µs, "
+        f"max {summary['max_us']:,.1f} µs over {count:,} events"
+    )
+
+
+def _sender_note(sent: dict[str, Any], received_count: int, cfg: BenchConfig) -> str:
+    return (
+        f"sender: offered {cfg.rate:,.0f}/s, achieved {sent['achieved_rate']:,.0f}/s; "
+        f"{sent['late_over_1ms']:,} sends over 1 ms behind schedule, worst "
+        f"{sent['max_send_lateness_us']:,.0f} µs; received {received_count:,} of "
+        f"{sent['measured']:,} measured events"
+    )
+
+
+def latency_figures(
+    sent: dict[str, Any],
+    received: dict[str, Any],
+    reference: tuple[dict[str, Any], dict[str, Any]] | None,
+    reference_error: str,
+    cfg: BenchConfig,
+    target: Target,
+) -> list[Item]:
+    """redis-py's p99 (reference), our p99 (gated, with the whole histogram), p50/p99.9/max."""
+    schedule = (
+        f"open model (wrk2): event i due at t0 + i/{cfg.rate:,.0f} s, a late send does not "
+        f"shift the schedule; latency = receiver's wall clock (time.time_ns, in the subscriber "
+        f"process) - intended send time carried in the message; publisher and subscriber in "
+        f"separate processes; {cfg.duration:g} s recorded after {cfg.latency_warmup:g} s of "
+        f"warm-up; HdrHistogram, 3 significant digits"
+    )
+    items: list[Item] = []
+    reference_p99: float | None = None
+    if reference is None:
+        items.append(StepFailure("redis-py latency (reference)", reference_error))
+    else:
+        ref_sent, ref_received = reference
+        ref_histogram: LatencyHistogram = ref_received["histogram"]
+        ref_summary = ref_histogram.to_dict()
+        reference_p99 = ref_summary["p99_us"] if ref_histogram.count else None
+        items.append(Figure(
+            key="redis_py_latency_p99",
+            title=f"redis-py latency p99 at {cfg.rate:,.0f}/s (reference)",
+            value=ref_summary["p99_us"], unit="us", better="lower", latency=ref_summary,
+            notes=[
+                _percentiles_note("redis-py", ref_summary, ref_histogram.count),
+                _sender_note(ref_sent, ref_histogram.count, cfg),
+            ],
+            method=(
+                f"{schedule}; redis-py publish() one at a time (a round trip each) and a "
+                f"redis-py PubSub get_message loop (protocol=2); {cfg.payload} B messages. "
+                f"{target.method_tail}"
+            ),
+        ))
+    histogram: LatencyHistogram = received["histogram"]
+    if histogram.count == 0:
+        items.append(StepFailure("latency at fixed rate", "no measured event reached a handler"))
+        return items
+    summary = histogram.to_dict()
+    from_send = received["from_send"].to_dict()
+    stats = received["stats"]
+    notes = [
+        _percentiles_note("ours", summary, histogram.count),
+        _percentiles_note(
+            "ours from the publish call (envelope ts; the sender's lateness left out)",
+            from_send, histogram.count,
+        ),
+        _sender_note(sent, histogram.count, cfg)
+        + f"; subscriber lost {stats.get('lost', 0)}, dropped {stats.get('dropped', 0)}",
+    ]
+    items.append(Figure(
+        key="latency_p99", title=f"latency p99 at {cfg.rate:,.0f} events/s", unit="us",
+        value=summary["p99_us"], better="lower", target=MAX_P99_US, op="<",
+        target_text="< 1 ms", notes=notes, latency=summary,
+        reference_title="redis-py p99", reference_value=reference_p99,
+        method=(
+            f"{schedule}; sync EventBus publisher (publish() written at once) and sync EventBus "
+            f"subscriber, recorded at the handler; {cfg.payload} B data ({target.wire_bytes} B "
+            f"on the wire). {target.method_tail}"
+        ),
+    ))
+    for key, label in (("p50", "p50"), ("p99_9", "p99.9"), ("max", "max")):
+        items.append(Figure(
+            key=f"latency_{key}", title=f"latency {label} at {cfg.rate:,.0f} events/s",
+            unit="us", value=summary[f"{key}_us"], better="lower",
+            method="the same run as latency p99.",
+        ))
+    return items
+
+
+def memory_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> Figure:
+    return Figure(
+        key="idle_bus_heap_bytes", title="memory per idle bus (Python heap)",
+        value=result["heap_per_bus"], unit="bytes", better="lower",
+        target=float(MAX_IDLE_BUS_BYTES), op="<", target_text="< 1 MiB",
+        notes=[
+            f"RSS per bus {result['rss_per_bus'] / 1024:,.1f} KiB (cross-check; includes thread "
+            f"stacks touched), {result['threads_per_bus']:.1f} threads and "
+            f"{result['connections_per_bus']:.1f} connections per bus",
+            "largest allocation sites: " + "; ".join(result["top_sites"][:4]),
+        ],
+        method=(
+            f"{result['buses']} sync EventBus instances in one fresh process, each connect()ed "
+            f"and subscribed to 'bench.*', no traffic; tracemalloc traced bytes after minus "
+            f"before, / {result['buses']} (one bus opened and closed first so imports are not "
+            f"counted); kernel socket buffers are not in the figure. {target.method_tail}"
+        ),
+    )

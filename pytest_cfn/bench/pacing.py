@@ -1,0 +1,112 @@
+"""Sending at a fixed rate on an open schedule, and knowing when a receiver may stop.
+
+Open model (wrk2's): event i is due at t0 + i/rate whatever happened before it.
+A sender that falls behind sends every overdue event at once, each stamped with
+its own intended time, so latency measured from that stamp includes the delay
+the sender itself caused: coordinated omission is not hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
+
+from pytest_cfn.bench.processes import StepFailedError
+
+LATE_NS = 1_000_000
+START_LEAD_NS = 20_000_000
+QUIET_SECONDS = 1.0
+
+Send = Callable[[int, bool], None]
+"""``send(intended_wall_ns, measured)``; ``measured`` is False during the warm-up."""
+
+
+@dataclass(frozen=True)
+class PacedRun:
+    """What the sender did against its schedule."""
+
+    sent: int
+    measured: int
+    seconds: float
+    late_over_1ms: int
+    max_lateness_us: float
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:
+    """Call ``send`` for every scheduled event: ``warmup`` seconds, then ``duration``.
+
+    Sleeps until the next event is due; intended times are wall-clock ns (so a
+    receiver in another process can subtract them from its own ``time.time_ns()``),
+    scheduled on ``perf_counter_ns`` so a wall-clock step cannot bunch them.
+    """
+    interval_ns = 1e9 / rate
+    warm_events = int(warmup * rate)
+    total = warm_events + int(duration * rate)
+    if total < 1:
+        raise StepFailedError(f"rate {rate}/s for {duration} s schedules no event")
+    wall0 = time.time_ns() + START_LEAD_NS
+    mono0 = time.perf_counter_ns() + START_LEAD_NS
+    late = 0
+    worst = 0
+    sent = 0
+    while sent < total:
+        now = time.perf_counter_ns()
+        wait = mono0 + int(sent * interval_ns) - now
+        if wait > 0:
+            time.sleep(wait / 1e9)
+            continue
+        due = min(total, int((now - mono0) / interval_ns) + 1)
+        for index in range(sent, due):
+            offset = int(index * interval_ns)
+            lateness = now - (mono0 + offset)
+            if lateness > LATE_NS:
+                late += 1
+            if lateness > worst:
+                worst = lateness
+            send(wall0 + offset, index >= warm_events)
+        sent = due
+    seconds = (time.perf_counter_ns() - mono0) / 1e9
+    return PacedRun(
+        sent=sent,
+        measured=total - warm_events,
+        seconds=seconds,
+        late_over_1ms=late,
+        max_lateness_us=worst / 1000.0,
+    )
+
+
+class StopRule:
+    """When a receiving worker stops waiting: everything expected has arrived, or the
+    publisher is done and nothing arrived for QUIET_SECONDS, or ``deadline`` has passed."""
+
+    __slots__ = ("_expected", "_give_up", "_publisher_done", "_quiet_since", "_seen")
+
+    def __init__(self, expected: int, publisher_done: Event, deadline: float) -> None:
+        self._expected = expected
+        self._publisher_done = publisher_done
+        now = time.monotonic()
+        self._give_up = now + deadline
+        self._seen = -1
+        self._quiet_since = now
+
+    def should_stop(self, count: int) -> bool:
+        if count >= self._expected:
+            return True
+        now = time.monotonic()
+        if now > self._give_up:
+            return True
+        if count != self._seen:
+            self._seen, self._quiet_since = count, now
+            return False
+        return self._publisher_done.is_set() and now - self._quiet_since > QUIET_SECONDS
+
+    def wait(self, count: Callable[[], int], poll: float = 0.01) -> None:
+        """Poll ``count()`` until :meth:`should_stop` (for handlers on other threads)."""
+        while not self.should_stop(count()):
+            time.sleep(poll)

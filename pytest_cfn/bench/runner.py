@@ -1,0 +1,313 @@
+"""One benchmark run: the steps in order, each bounded in time, against one server.
+
+Throughput steps run ``repeat`` rounds, interleaving each reference with our
+figure (drain, pipeline, our publish, end to end) so that a change in the
+machine's load hits both sides of a ratio alike; the median of the rounds is
+the figure. A step that fails or overruns is reported as failed and the run
+goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from pytest_cfn.bench.config import BenchConfig, Target
+from pytest_cfn.bench.figures import (
+    Item,
+    ceiling_figure,
+    latency_figures,
+    memory_figure,
+    throughput_figures,
+)
+from pytest_cfn.bench.memory import idle_bus_memory
+from pytest_cfn.bench.processes import (
+    StepFailedError,
+    Worker,
+    WorkerFunction,
+    new_event,
+    sink_subscriber,
+    wait_ready,
+)
+from pytest_cfn.bench.reference import (
+    redis_py_drain,
+    redis_py_paced_publisher,
+    redis_py_pipeline_publish,
+    redis_py_subscriber,
+    redis_py_unpaced_publisher,
+    run_redis_benchmark,
+)
+from pytest_cfn.bench.report import Figure, StepFailure, print_section
+from pytest_cfn.bench.workloads import (
+    TICK,
+    latency_subscriber,
+    our_publish,
+    our_subscriber,
+    our_unpaced_publisher,
+    paced_publisher,
+)
+
+READY_TIMEOUT = 20.0
+REDIS_BENCHMARK_TIMEOUT = 120.0
+SECTIONS = {
+    "ceiling": "[1] Server ceiling: redis-benchmark PUBLISH",
+    "throughput": "[2-4] Throughput: redis-py references and our bus",
+    "latency": "[5] Latency at a fixed offered rate, from the intended send time",
+    "memory": "[6] Memory per idle bus",
+}
+
+
+class BenchRun:
+    """Runs every step and collects figures, failures and raw per-step data."""
+
+    def __init__(self, config: BenchConfig, target: Target, stream: TextIO = sys.stdout) -> None:
+        self.config = config
+        self.target = target
+        self.stream = stream
+        self.swarm = f"cfnbench-{secrets.token_hex(3)}"
+        self.figures: list[Figure] = []
+        self.failures: list[StepFailure] = []
+        self.steps: list[dict[str, Any]] = []
+        self._swarms = 0
+
+    def run(self) -> None:
+        steps: dict[str, Callable[[], list[Item]]] = {
+            "ceiling": self._server_ceiling,
+            "throughput": self._throughput,
+            "latency": self._latency,
+            "memory": self._memory,
+        }
+        for name in self.config.steps:
+            heading = SECTIONS[name]
+            items = steps[name]()
+            for item in items:
+                if isinstance(item, Figure):
+                    self.figures.append(item)
+                else:
+                    self.failures.append(item)
+            print_section(self.stream, heading, items)
+
+    def _next_swarm(self) -> str:
+        self._swarms += 1
+        return f"{self.swarm}-{self._swarms}"
+
+    def _record(self, step: str, result: dict[str, Any]) -> None:
+        plain = {k: v for k, v in result.items() if k not in ("histogram", "from_send")}
+        self.steps.append({"step": step, **plain})
+
+    def _server_ceiling(self) -> list[Item]:
+        binary = self.target.redis_benchmark
+        if binary is None:
+            return [StepFailure(
+                "redis-benchmark PUBLISH", "no redis-benchmark binary found", skipped=True
+            )]
+        items: list[Item] = []
+        for pipeline, requests in ((1, self.config.events), (100, self.config.events * 5)):
+            try:
+                result = run_redis_benchmark(
+                    binary, self.target.url, requests=requests, pipeline=pipeline,
+                    channel=f"event:{self.swarm}:x", payload=self.config.payload,
+                    timeout=REDIS_BENCHMARK_TIMEOUT,
+                )
+            except StepFailedError as exc:
+                items.append(StepFailure(f"redis-benchmark PUBLISH -P {pipeline}", str(exc)))
+                continue
+            self._record(f"redis_benchmark_p{pipeline}", result)
+            items.append(ceiling_figure(result, self.config, self.target))
+        return items
+
+    def _throughput(self) -> list[Item]:
+        rounds: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("drain", self._drain_once),
+            ("pipeline", self._pipeline_once),
+            ("ours", self._our_publish_once),
+            ("redis_py_e2e", self._redis_py_e2e_once),
+            ("e2e", self._e2e_once),
+        ]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in rounds}
+        errors: dict[str, str] = {}
+        for round_index in range(self.config.repeat):
+            for name, once in rounds:
+                try:
+                    result = once()
+                except StepFailedError as exc:
+                    errors.setdefault(name, str(exc))
+                    continue
+                result["round"] = round_index + 1
+                runs[name].append(result)
+                self._record(name, result)
+        return throughput_figures(runs, errors, self.config, self.target)
+
+    def _drain_once(self) -> dict[str, Any]:
+        worker = Worker(
+            "redis-py drain", redis_py_drain, url=self.target.url,
+            channel=f"event:{self._next_swarm()}:{TICK}",
+            events=self.config.events, payload=self.config.payload,
+        ).start()
+        try:
+            return worker.result(self.config.step_budget(self.config.events * 2))
+        finally:
+            worker.stop()
+
+    def _pipeline_once(self) -> dict[str, Any]:
+        swarm = self._next_swarm()
+        return self._publish_with_sink(
+            "redis-py pipeline publisher", redis_py_pipeline_publish, swarm,
+            url=self.target.url, channel=f"event:{swarm}:{TICK}",
+            events=self.config.events, payload=self.config.payload,
+            warmup=self.config.warmup_events,
+        )
+
+    def _our_publish_once(self) -> dict[str, Any]:
+        swarm = self._next_swarm()
+        return self._publish_with_sink(
+            "EventBus publisher", our_publish, swarm,
+            url=self.target.url, swarm=swarm, events=self.config.events,
+            payload=self.config.payload, warmup=self.config.warmup_events,
+        )
+
+    def _publish_with_sink(
+        self, name: str, function: WorkerFunction, sink_swarm: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Run a publisher worker while a sink subscriber process reads the swarm's pattern."""
+        ready, stop = new_event(), new_event()
+        sink = Worker(
+            "sink subscriber", sink_subscriber, url=self.target.url,
+            pattern=f"event:{sink_swarm}:*", ready=ready, stop=stop,
+        ).start()
+        try:
+            wait_ready(ready, READY_TIMEOUT, sink)
+            publisher = Worker(name, function, **kwargs).start()
+            try:
+                result = publisher.result(self.config.step_budget(self.config.events))
+            finally:
+                publisher.stop()
+            stop.set()
+            result["sink_bytes"] = sink.result(10.0)["bytes"]
+            return result
+        finally:
+            stop.set()
+            sink.stop()
+
+    def _pair(
+        self,
+        subscriber: tuple[str, WorkerFunction, dict[str, Any]],
+        publisher: tuple[str, WorkerFunction, dict[str, Any]],
+        expected: int,
+        budget: float,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start a subscriber process, wait until it is subscribed, run a publisher
+        process, tell the subscriber when the publisher is done; both results."""
+        ready, publisher_done = new_event(), new_event()
+        sub_name, sub_function, sub_kwargs = subscriber
+        pub_name, pub_function, pub_kwargs = publisher
+        receiving = Worker(
+            sub_name, sub_function, url=self.target.url, expected=expected, ready=ready,
+            publisher_done=publisher_done, deadline=budget, **sub_kwargs,
+        ).start()
+        try:
+            wait_ready(ready, READY_TIMEOUT, receiving)
+            sending = Worker(pub_name, pub_function, url=self.target.url, **pub_kwargs).start()
+            try:
+                sent = sending.result(budget)
+            finally:
+                publisher_done.set()
+                sending.stop()
+            received = receiving.result(budget + 10.0)
+        finally:
+            publisher_done.set()
+            receiving.stop()
+        return sent, received
+
+    def _e2e_once(self) -> dict[str, Any]:
+        swarm = self._next_swarm()
+        events = self.config.events
+        published, delivered = self._pair(
+            ("EventBus subscriber", our_subscriber, {"swarm": swarm}),
+            ("EventBus publisher", our_unpaced_publisher,
+             {"swarm": swarm, "events": events, "payload": self.config.payload}),
+            events, self.config.step_budget(events),
+        )
+        return {
+            "rate": delivered["rate"],
+            "published": published["published"],
+            "publish_seconds": published["seconds"],
+            "delivered": delivered["delivered"],
+            "seconds": delivered["seconds"],
+            "publisher_cpu_us_per_event": published["cpu_us_per_event"],
+            "subscriber_cpu_us_per_event": delivered["cpu_us_per_event"],
+            "subscriber_stats": delivered["stats"],
+            "publisher_stats": published["stats"],
+        }
+
+    def _redis_py_e2e_once(self) -> dict[str, Any]:
+        channel = f"event:{self._next_swarm()}:{TICK}"
+        events = self.config.events
+        published, delivered = self._pair(
+            ("redis-py subscriber", redis_py_subscriber, {"channel": channel}),
+            ("redis-py publisher", redis_py_unpaced_publisher,
+             {"channel": channel, "events": events, "payload": self.config.payload}),
+            events, self.config.step_budget(events),
+        )
+        return {
+            "rate": delivered["rate"],
+            "published": published["published"],
+            "delivered": delivered["delivered"],
+            "seconds": delivered["seconds"],
+            "publisher_cpu_us_per_event": published["cpu_us_per_event"],
+            "subscriber_cpu_us_per_event": delivered["cpu_us_per_event"],
+        }
+
+    def _latency(self) -> list[Item]:
+        cfg = self.config
+        total = int((cfg.duration + cfg.latency_warmup) * cfg.rate)
+        budget = cfg.duration + cfg.latency_warmup + 30.0
+        schedule = {
+            "rate": cfg.rate, "duration": cfg.duration, "warmup": cfg.latency_warmup,
+            "payload": cfg.payload,
+        }
+        reference: tuple[dict[str, Any], dict[str, Any]] | None = None
+        try:
+            channel = f"event:{self._next_swarm()}:{TICK}"
+            reference = self._pair(
+                ("redis-py latency subscriber", redis_py_subscriber,
+                 {"channel": channel, "latency": True}),
+                ("redis-py paced publisher", redis_py_paced_publisher,
+                 {"channel": channel, **schedule}),
+                total, budget,
+            )
+        except StepFailedError as exc:
+            reference_error = str(exc)
+        else:
+            reference_error = ""
+            self._record("redis_py_latency_publisher", reference[0])
+            self._record("redis_py_latency_subscriber", reference[1])
+        try:
+            swarm = self._next_swarm()
+            sent, received = self._pair(
+                ("latency subscriber", latency_subscriber, {"swarm": swarm}),
+                ("paced publisher", paced_publisher, {"swarm": swarm, **schedule}),
+                total, budget,
+            )
+        except StepFailedError as exc:
+            return [StepFailure("latency at fixed rate", str(exc))]
+        self._record("latency_publisher", sent)
+        self._record("latency_subscriber", received)
+        return latency_figures(sent, received, reference, reference_error, cfg, self.target)
+
+    def _memory(self) -> list[Item]:
+        cfg = self.config
+        worker = Worker(
+            "idle buses", idle_bus_memory, url=self.target.url, swarm=self._next_swarm(),
+            buses=cfg.idle_buses,
+        ).start()
+        try:
+            result = worker.result(60.0 + cfg.idle_buses)
+        except StepFailedError as exc:
+            return [StepFailure("memory per idle bus", str(exc))]
+        finally:
+            worker.stop()
+        self._record("idle_bus_memory", result)
+        return [memory_figure(result, cfg, self.target)]

@@ -1,0 +1,147 @@
+"""The benchmark command: every figure printed with its method, valid JSON, usage errors.
+
+The quick run goes through a subprocess against the session's real server, as a
+user would run it; the parsing helpers are checked directly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_cfn.bench.command import parse_config
+from pytest_cfn.bench.processes import StepFailedError
+from pytest_cfn.bench.reference import parse_redis_benchmark
+from pytest_cfn.bench.report import Figure
+from pytest_cfn.bench.workloads import event_data
+from pytest_cfn.results import read_result
+
+FIGURES = {
+    "redis_benchmark_publish_p1": "redis-benchmark PUBLISH -P 1",
+    "redis_benchmark_publish_p100": "redis-benchmark PUBLISH -P 100",
+    "redis_py_drain": "redis-py PubSub drain (reference)",
+    "redis_py_pipeline_publish": "redis-py pipeline publish (reference)",
+    "redis_py_e2e": "redis-py end to end (reference)",
+    "redis_py_latency_p99": "redis-py latency p99 at 2,000/s (reference)",
+    "publish_rate": "our publish rate (EventBus)",
+    "e2e_delivered": "our end-to-end delivered (EventBus)",
+    "latency_p99": "latency p99 at 2,000 events/s",
+    "latency_p50": "latency p50 at 2,000 events/s",
+    "latency_p99_9": "latency p99.9 at 2,000 events/s",
+    "latency_max": "latency max at 2,000 events/s",
+    "idle_bus_heap_bytes": "memory per idle bus (Python heap)",
+}
+GATED = {"publish_rate", "e2e_delivered", "latency_p99", "idle_bus_heap_bytes"}
+
+
+def run_bench(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_cfn.bench", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("bench") / "result.json"
+    done = run_bench("--quick", "--redis", redis_server.url, "--json", str(path))
+    return {"done": done, "path": path}
+
+
+def test_quick_run_prints_every_figure_followed_by_its_method(quick_run: dict[str, Any]) -> None:
+    done = quick_run["done"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for title in FIGURES.values():
+        at = [i for i, line in enumerate(lines) if line.strip().startswith(title)]
+        assert at, f"{title!r} not printed:\n{done.stdout}"
+        following = lines[at[0] + 1 : at[0] + 5]
+        assert any(line.strip().startswith("method: ") for line in following), following
+    assert "Redis " in lines[0] and "redis-py " in done.stdout
+    for ratio in ("x redis-py pipeline", "x redis-py drain", "x redis-py end to end",
+                  "x redis-py p99"):
+        assert ratio in done.stdout, ratio
+
+
+def test_quick_run_writes_a_valid_result_with_gated_metrics(quick_run: dict[str, Any]) -> None:
+    assert quick_run["done"].returncode == 0, quick_run["done"].stderr
+    result = read_result(quick_run["path"])
+    assert result.tool == "bench"
+    assert result.redis.version.count(".") == 2
+    metrics = {metric.name: metric for metric in result.metrics}
+    assert set(metrics) == set(FIGURES)
+    for name, metric in metrics.items():
+        assert metric.value > 0, name
+        assert metric.method, name
+        if name in GATED:
+            assert metric.target is not None and metric.op is not None, name
+            assert metric.verdict in ("pass", "fail"), name
+        else:
+            assert metric.verdict == "info", name
+    for name in ("latency_p99", "redis_py_latency_p99"):
+        latency = metrics[name].latency
+        assert latency is not None and latency["count"] >= 900 and latency["encoded"], name
+    raw = json.loads(Path(quick_run["path"]).read_text())
+    assert raw["extra"]["failed_steps"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--events", "0"], "--events"),
+        (["--rate", "fast"], "--rate"),
+        (["--payload", "-5"], "--payload"),
+        (["--redis", "http://127.0.0.1:6379"], "--redis"),
+        (["--rate", "1", "--duration", "0.5"], "schedules no event"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_are_a_usage_error_with_status_2(argv: list[str], complaint: str) -> None:
+    done = run_bench(*argv, timeout=60.0)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr and complaint in done.stderr
+    assert done.stdout == ""
+
+
+def test_quick_defaults_yield_to_explicit_flags() -> None:
+    config = parse_config(["--quick", "--events", "5000", "--payload", "64"])
+    assert (config.events, config.payload, config.repeat, config.rate) == (5000, 64, 1, 2000.0)
+    full = parse_config([])
+    assert (full.events, full.rate, full.duration, full.repeat) == (200_000, 10_000.0, 5.0, 3)
+
+
+def test_redis_benchmark_output_is_parsed_from_its_last_progress_line() -> None:
+    output = (
+        b"publish event:b:x xxx: rps=0.0 (overall: 0.0) avg_msec=-nan\r   \r"
+        b"publish event:b:x xxx: rps=52410.4 (overall: 52202.4) avg_msec=0.616\r   \r"
+        b"publish event:b:x xxx: 56593.10 requests per second, p50=0.551 msec\n"
+    )
+    assert parse_redis_benchmark(output) == pytest.approx(56593.10)
+    with pytest.raises(StepFailedError, match="requests per second"):
+        parse_redis_benchmark(b"ERR unknown command\n")
+
+
+@pytest.mark.parametrize("payload", [32, 200, 4096])
+def test_event_data_encodes_to_the_requested_payload_size(payload: int) -> None:
+    import msgspec
+
+    data = event_data(payload, stamp=1_764_000_000_000_000_000)
+    assert len(msgspec.json.encode(data)) == payload
+
+
+def test_ratio_and_verdict_follow_reference_and_target() -> None:
+    figure = Figure(
+        key="publish_rate", title="t", value=150.0, unit="events/s", method="m",
+        reference_title="ref", reference_value=100.0, target=100.0, op=">=",
+    )
+    assert figure.ratio == pytest.approx(1.5)
+    assert figure.verdict == "pass"
+    assert figure.to_metric().verdict == "pass"
+    figure.value = 50.0
+    assert figure.verdict == "fail"
+    assert Figure(key="k", title="t", value=1.0, unit="u", method="m").verdict == "info"
