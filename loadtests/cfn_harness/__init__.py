@@ -1,0 +1,4 @@
+"""Locust glue of the CFN load harness (imports locust; never import it from pytest).
+
+The logic that needs no Locust lives in ``pytest_cfn.loadgen`` and is unit-tested there.
+"""

@@ -1,0 +1,179 @@
+"""Simulated CFN agents (ADR-002) for Locust: ``locust -f loadtests/swarm.py``.
+
+Each Locust user is one agent in one swarm. It subscribes to its swarm's events (and its
+swarm's Messenger inbox) like a real agent, and publishes on a constant-rate schedule (open
+model) the traffic of its role:
+
+* ``Implementer`` (Loop 3): lifecycle events, task assignment, state updates;
+* ``Validator`` (Loop 2): votes, and consensus results sent to another swarm (Messenger);
+* ``Coordinator``: phase transitions at priority 9, and orchestration of other swarms.
+
+Run it::
+
+    locust -f loadtests/swarm.py --headless -u 100 -r 50 -t 30s
+    locust -f loadtests/swarm.py --headless -u 500 -r 100 -t 60s --cfn-total-rate 10000 \\
+        --cfn-model shared --cfn-redis redis://127.0.0.1:6379/0
+
+With no ``--cfn-redis`` an embedded redis-server is started and stopped. At the end it prints a
+table of measured figures against ADR-002's targets, writes the JSON result to ``reports/``,
+and exits 1 when a gated target is missed (``--cfn-gate`` selects the gates). Locust's own
+statistics show "publish" (the publish call), and "deliver"/"message" (from the intended send
+time to each subscribing agent's handler, added once a second in aggregate; Locust rounds to
+whole ms, the gate table and the JSON have HdrHistogram µs figures). See ``--help`` for the
+``--cfn-*`` options.
+"""
+
+from __future__ import annotations
+
+from cfn_harness.timers import use_precise_timers
+
+use_precise_timers()
+
+import argparse  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from cfn_harness.client import CfnClient  # noqa: E402
+from cfn_harness.conductor import Conductor  # noqa: E402
+from cfn_harness.runtime import ProcessRuntime  # noqa: E402
+from locust import User, events, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
+
+from pytest_cfn._errors import CfnError  # noqa: E402
+from pytest_cfn.loadgen import options as cfn_options  # noqa: E402
+from pytest_cfn.loadgen.traffic import role_mix  # noqa: E402
+
+RUNTIME: ProcessRuntime | None = None
+CONDUCTOR: Conductor | None = None
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse ``type=`` that keeps the library's message (argparse hides ValueError's)."""
+
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except (CfnError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = parse.__name__
+    return check
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any, **_: Any) -> None:
+    o = cfn_options
+    group = parser.add_argument_group("pytest-cfn load harness")
+    group.add_argument("--cfn-redis", type=_checked(o.parse_redis), default=None,
+                       help="Redis URL (redis://host:port/db or unix:///path); default: start "
+                            "an embedded redis-server for the run")
+    group.add_argument("--cfn-swarms", type=_checked(o.parse_swarms), default=0,
+                       help="swarms the agents are spread over (default 0: one per 10 agents)")
+    group.add_argument("--cfn-rate", type=_checked(o.parse_rate), default=None,
+                       help="events/s each agent offers, constant rate, open model (default 100)")
+    group.add_argument("--cfn-total-rate", type=_checked(o.parse_rate), default=None,
+                       help="events/s offered by all agents together, split evenly "
+                            "(instead of --cfn-rate)")
+    group.add_argument("--cfn-payload", type=_checked(o.parse_payload), default=200,
+                       help="approximate bytes of one encoded event (default 200)")
+    group.add_argument("--cfn-mix", type=_checked(o.parse_mix), default=None,
+                       help="replace every role's intra-swarm events: TYPE=WEIGHT@PRIORITY,... "
+                            "e.g. 'state.update=6@5,cfn.loop.phase=1@9'")
+    group.add_argument("--cfn-model", type=_checked(o.parse_model), default="per-agent",
+                       help="connections: 'per-agent' (each agent its own Event Bus and "
+                            "Messenger, as ADR-002 counts) or 'shared' (one set per swarm per "
+                            "process, publishes coalesced); default per-agent")
+    group.add_argument("--cfn-gate", type=_checked(o.parse_gates), default="all",
+                       help=f"gates that set the exit code: all, none, or some of "
+                            f"{','.join(o.GATES)} (default all)")
+    group.add_argument("--cfn-target", type=_checked(o.parse_target), action="append",
+                       default=None, metavar="NAME=VALUE",
+                       help="override one ADR target, e.g. max_p99_ms=2 (repeatable)")
+    group.add_argument("--cfn-report", default=None,
+                       help="path of the JSON result (default reports/locust-MODEL-N-TIME.json)")
+    group.add_argument("--cfn-warmup", type=_checked(o.parse_seconds), default=1.0,
+                       help="seconds between spawning complete and the measurement window")
+    group.add_argument("--cfn-drain", type=_checked(o.parse_seconds), default=3.0,
+                       help="at most this many seconds to wait for the last deliveries")
+    group.add_argument("--cfn-flush-ms", type=_checked(o.parse_positive_float), default=1.0,
+                       help="shared model: write the coalesced publishes every N ms")
+    group.add_argument("--cfn-namespace", type=_checked(o.parse_namespace), default=None,
+                       help="channel/connection namespace (default: a fresh one per run)")
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    global RUNTIME, CONDUCTOR
+    runner = environment.runner
+    parsed = environment.parsed_options
+    if parsed is not None and parsed.cfn_rate is not None and parsed.cfn_total_rate is not None:
+        sys.exit("cfn: give --cfn-rate (per agent) or --cfn-total-rate (in total), not both")
+    if isinstance(runner, (LocalRunner, WorkerRunner)):
+        RUNTIME = runtime = ProcessRuntime(environment)
+        runner.register_message("cfn_window", runtime.on_window)
+        runner.register_message("cfn_stop", runtime.on_stop, concurrent=True)
+        environment.events.test_start.add_listener(lambda **_: runtime.configure())
+        environment.events.test_stop.add_listener(lambda **_: runtime.close())
+    if isinstance(runner, (LocalRunner, MasterRunner)):
+        CONDUCTOR = conductor = Conductor(environment)
+        try:
+            conductor.start()
+        except (CfnError, OSError) as exc:
+            conductor.print_and_stop()
+            sys.exit(f"cfn: cannot start the harness: {exc}")
+        runner.register_message("cfn_final", conductor.on_final)
+        environment.events.spawning_complete.add_listener(conductor.on_spawning_complete)
+        environment.events.test_stopping.add_listener(lambda **_: conductor.finish())
+        environment.events.quitting.add_listener(lambda **_: conductor.gate_exit_code())
+        environment.events.quit.add_listener(lambda **_: conductor.print_and_stop())
+
+
+class CfnAgent(User):
+    """One simulated agent: subscribes to its swarm, publishes its role's traffic on schedule."""
+
+    abstract = True
+    role = "implementer"
+
+    def on_start(self) -> None:
+        runtime = RUNTIME
+        assert runtime is not None, "swarm.py's init listener did not run"
+        runtime.configure()
+        agent, swarm, peer = runtime.place_agent(self.role)
+        self.client = CfnClient(
+            runtime, swarm, agent, self.role, role_mix(self.role, runtime.options.mix), peer
+        )
+        runtime.clients.append(self.client)
+
+    @task
+    def follow_schedule(self) -> None:
+        assert RUNTIME is not None
+        self.client.run_schedule(RUNTIME.rate, random.random())
+
+    def on_stop(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+
+
+class Implementer(CfnAgent):
+    """Loop 3: lifecycle events (7), task assignment (6), state updates (5)."""
+
+    weight = 7
+    role = "implementer"
+
+
+class Validator(CfnAgent):
+    """Loop 2: votes (6), state updates (5), consensus results to another swarm (8)."""
+
+    weight = 2
+    role = "validator"
+
+
+class Coordinator(CfnAgent):
+    """Phase transitions (9), coordination (8), task assignment (6), orchestration messages (8)."""
+
+    weight = 1
+    role = "coordinator"

@@ -1,0 +1,266 @@
+"""Per-process delivery accounting, its snapshot, and the merge of snapshots from every process.
+
+Handlers only append integers to lists (about 0.1 µs each); once a second ``flush`` folds the
+lists into HdrHistograms and into one aggregate row per request type for Locust, so a process
+never fires a Locust event per delivery. A snapshot is plain data (it travels from Locust
+workers to the master); ``merge`` adds snapshots up and works out loss from counts:
+
+* every publisher counts the measured events it sent, per destination swarm and priority;
+* every subscriber (an agent's handler) counts the measured events it received, per priority;
+* expected deliveries = measured events sent to a swarm x its subscribers that were listening
+  before the window opened (later ones are reported, not counted); lost = expected - received.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_cfn.metrics.latency import LatencyHistogram
+
+PRIORITIES = 10  # index 1..9; index 0 unused
+BUS_COUNTERS = (
+    "lost",
+    "duplicates",
+    "reordered",
+    "dropped",
+    "malformed",
+    "reconnects",
+    "handler_errors",
+    "publish_failed",
+    "cache_hits",
+    "cache_misses",
+)
+Bucket = Callable[[float], int]
+# Locust keeps whole milliseconds below 100 ms; integer rounding there avoids a call per value.
+_WHOLE_MS_BELOW_NS = 99_500_000
+
+
+@dataclass
+class LocustRow:
+    """One second's deliveries of one (request type, name), for Locust's statistics."""
+
+    request_type: str
+    name: str
+    count: int
+    total_ms: float
+    min_ms: float
+    max_ms: float
+    buckets: dict[int, int]
+
+
+class SubscriberTally:
+    """What one subscribing agent received: measured events per priority, and when it started."""
+
+    __slots__ = ("agent", "ready_ns", "received", "swarm")
+
+    def __init__(self, swarm: str, agent: str, ready_ns: int) -> None:
+        self.swarm = swarm
+        self.agent = agent
+        self.ready_ns = ready_ns
+        self.received = [0] * PRIORITIES
+
+
+class DeliveryRecorder:
+    """Latencies and counts of one process; handlers append, ``flush`` folds once a second."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], list[int]] = {}
+        self.latency: dict[tuple[str, str], LatencyHistogram] = {}
+        self.transit_pending: list[int] = []
+        self.transit = LatencyHistogram()
+        self.lag_pending: list[int] = []
+        self.send_lag = LatencyHistogram()
+        self.subscribers: list[SubscriberTally] = []
+        self.published: dict[str, list[int]] = {}
+        self.published_total = 0
+        self.publish_errors = 0
+        self.deliveries = 0
+
+    def values_for(self, request_type: str, name: str) -> list[int]:
+        """The list handlers append ``(request_type, name)`` latencies (ns) to; never replaced."""
+        key = (request_type, name)
+        values = self.pending.get(key)
+        if values is None:
+            values = self.pending[key] = []
+            self.latency[key] = LatencyHistogram()
+        return values
+
+    def published_counts(self, swarm: str) -> list[int]:
+        """Measured events sent to ``swarm``, by priority; publishers increment it in place."""
+        counts = self.published.get(swarm)
+        if counts is None:
+            counts = self.published[swarm] = [0] * PRIORITIES
+        return counts
+
+    def add_subscriber(self, swarm: str, agent: str, ready_ns: int) -> SubscriberTally:
+        tally = SubscriberTally(swarm, agent, ready_ns)
+        self.subscribers.append(tally)
+        return tally
+
+    def flush(self, bucket: Bucket, pause: Callable[[], None] | None = None) -> list[LocustRow]:
+        """Fold pending values into the histograms; one row per key that had deliveries.
+
+        ``pause`` is called between keys (the harness passes ``gevent.sleep(0)``) so a large
+        flush does not hold up the agents' schedules.
+        """
+        rows: list[LocustRow] = []
+        for key, values in list(self.pending.items()):
+            if not values:
+                continue
+            batch = values[:]
+            del values[:]
+            self.latency[key].record_many(batch)
+            self.deliveries += len(batch)
+            low, high = min(batch), max(batch)
+            if high < _WHOLE_MS_BELOW_NS:
+                counts = Counter([(v + 500_000) // 1_000_000 for v in batch])
+            else:
+                counts = Counter([bucket(v / 1e6) for v in batch])
+            rows.append(
+                LocustRow(
+                    request_type=key[0],
+                    name=key[1],
+                    count=len(batch),
+                    total_ms=sum(batch) / 1e6,
+                    min_ms=low / 1e6,
+                    max_ms=high / 1e6,
+                    buckets=dict(counts),
+                )
+            )
+            if pause is not None:
+                pause()
+        for pending, histogram in (
+            (self.transit_pending, self.transit),
+            (self.lag_pending, self.send_lag),
+        ):
+            if pending:
+                batch = pending[:]
+                del pending[:]
+                histogram.record_many(batch)
+                if pause is not None:
+                    pause()
+        return rows
+
+    def snapshot(self, bus_stats: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        """Everything this process measured, as plain data (call ``flush`` first)."""
+        buses = list(bus_stats)
+        counters = {name: sum(int(s.get(name, 0) or 0) for s in buses) for name in BUS_COUNTERS}
+        worst = {
+            f"max_{name}": max((int(s.get(name, 0) or 0) for s in buses), default=0)
+            for name in ("lost", "duplicates", "reordered", "dropped")
+        }
+        return {
+            "latency": {f"{k[0]}|{k[1]}": h.encode() for k, h in self.latency.items() if h.count},
+            "transit": self.transit.encode(),
+            "send_lag": self.send_lag.encode(),
+            "published": {s: list(c) for s, c in self.published.items()},
+            "published_total": self.published_total,
+            "publish_errors": self.publish_errors,
+            "deliveries": self.deliveries,
+            "subscribers": [
+                [t.swarm, t.agent, t.ready_ns, list(t.received)] for t in self.subscribers
+            ],
+            "bus": {**counters, **worst, "buses": len(buses)},
+            **extra,
+        }
+
+
+@dataclass
+class RunTotals:
+    """Snapshots of every process added up, and the figures derived from them."""
+
+    processes: int = 0
+    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
+    all_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    transit: LatencyHistogram = field(default_factory=LatencyHistogram)
+    send_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    published: dict[str, list[int]] = field(default_factory=dict)
+    received: dict[str, list[int]] = field(default_factory=dict)
+    listeners: dict[str, int] = field(default_factory=dict)
+    per_subscriber: list[tuple[str, int]] = field(default_factory=list)
+    late_subscribers: int = 0
+    published_total: int = 0
+    publish_errors: int = 0
+    deliveries: int = 0
+    bus: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def expected(self, priorities: Iterable[int] = range(1, PRIORITIES)) -> int:
+        wanted = list(priorities)
+        return sum(
+            counts[p] * self.listeners.get(swarm, 0)
+            for swarm, counts in self.published.items()
+            for p in wanted
+        )
+
+    def delivered(self, priorities: Iterable[int] = range(1, PRIORITIES)) -> int:
+        wanted = list(priorities)
+        return sum(counts[p] for counts in self.received.values() for p in wanted)
+
+    def lost(self, priorities: Iterable[int] = range(1, PRIORITIES)) -> int:
+        """Expected minus received deliveries, per swarm and priority, never below 0."""
+        wanted = list(priorities)
+        lost = 0
+        for swarm, counts in self.published.items():
+            listeners = self.listeners.get(swarm, 0)
+            got = self.received.get(swarm, [0] * PRIORITIES)
+            lost += sum(max(0, counts[p] * listeners - got[p]) for p in wanted)
+        return lost
+
+    def measured_events(self) -> int:
+        return sum(sum(c) for c in self.published.values())
+
+    def delivered_events(self) -> float:
+        """Measured events counted once each, weighted by the share of listeners that got them."""
+        total = 0.0
+        for swarm in self.published:
+            listeners = self.listeners.get(swarm, 0)
+            if listeners:
+                total += sum(self.received.get(swarm, [0])) / listeners
+        return total
+
+    def worst_subscriber_loss(self) -> int:
+        """The most measured events any one on-time subscriber missed."""
+        sent = {s: sum(c) for s, c in self.published.items()}
+        return max((max(0, sent.get(s, 0) - got) for s, got in self.per_subscriber), default=0)
+
+
+def merge(snapshots: Iterable[dict[str, Any]], window_start_ns: int) -> RunTotals:
+    """Add up snapshots from every process; subscribers that started after the window opened
+    are counted in ``late_subscribers`` and left out of the loss accounting."""
+    totals = RunTotals()
+    for snap in snapshots:
+        totals.processes += 1
+        for key, encoded in snap.get("latency", {}).items():
+            histogram = LatencyHistogram.decode(encoded)
+            totals.latency.setdefault(key, LatencyHistogram()).merge(histogram)
+            totals.all_latency.merge(histogram)
+        totals.transit.merge(LatencyHistogram.decode(snap["transit"]))
+        totals.send_lag.merge(LatencyHistogram.decode(snap["send_lag"]))
+        for swarm, counts in snap.get("published", {}).items():
+            mine = totals.published.setdefault(swarm, [0] * PRIORITIES)
+            for p, n in enumerate(counts):
+                mine[p] += n
+        for swarm, _agent, ready_ns, received in snap.get("subscribers", []):
+            if ready_ns > window_start_ns:
+                totals.late_subscribers += 1
+                continue
+            totals.listeners[swarm] = totals.listeners.get(swarm, 0) + 1
+            mine = totals.received.setdefault(swarm, [0] * PRIORITIES)
+            for p, n in enumerate(received):
+                mine[p] += n
+            totals.per_subscriber.append((swarm, sum(received)))
+        totals.published_total += int(snap.get("published_total", 0))
+        totals.publish_errors += int(snap.get("publish_errors", 0))
+        totals.deliveries += int(snap.get("deliveries", 0))
+        for name, value in snap.get("bus", {}).items():
+            if name.startswith("max_"):
+                totals.bus[name] = max(totals.bus.get(name, 0), int(value))
+            else:
+                totals.bus[name] = totals.bus.get(name, 0) + int(value)
+        for name, value in snap.get("sums", {}).items():
+            totals.sums[name] = totals.sums.get(name, 0.0) + float(value)
+    return totals

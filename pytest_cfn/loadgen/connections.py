@@ -1,0 +1,64 @@
+"""Counting one run's Redis connections by their names, as the server lists them.
+
+Every connection of ours is named ``cfn:{subsystem}-{pub|sub}:{swarm}:{owner}@{namespace}``
+(CLIENT SETNAME). Grouping by (subsystem, swarm, owner) gives connections per subsystem per
+owner, where the owner is an agent (per-agent model) or a process (shared model): ADR-002's
+rule is two per subsystem (one publisher, one subscriber).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ConnectionCount:
+    """Connections of one namespace at one moment."""
+
+    total: int = 0
+    by_role: dict[str, int] = field(default_factory=dict)
+    owners: int = 0
+    max_per_subsystem: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "by_role": dict(sorted(self.by_role.items())),
+            "owners": self.owners,
+            "max_per_subsystem": self.max_per_subsystem,
+        }
+
+
+def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> ConnectionCount:
+    """Count CLIENT LIST entries named ``cfn:...@{namespace}``."""
+    suffix = f"@{namespace}"
+    per_unit: dict[tuple[str, str, str], int] = {}
+    owners: set[tuple[str, str]] = set()
+    count = ConnectionCount()
+    for entry in entries:
+        name = entry.get("name", "")
+        if not name.startswith("cfn:") or not name.endswith(suffix):
+            continue
+        fields = name[: -len(suffix)].split(":")
+        if len(fields) != 4:
+            continue
+        _, role, swarm, owner = fields
+        subsystem = role.rsplit("-", 1)[0]
+        count.total += 1
+        count.by_role[role] = count.by_role.get(role, 0) + 1
+        unit = (subsystem, swarm, owner)
+        per_unit[unit] = per_unit.get(unit, 0) + 1
+        owners.add((swarm, owner))
+    count.owners = len(owners)
+    count.max_per_subsystem = max(per_unit.values(), default=0)
+    return count
+
+
+def keep_largest(current: ConnectionCount | None, sample: ConnectionCount) -> ConnectionCount:
+    """The sample with the most connections (the run's peak)."""
+    if current is None or sample.total > current.total:
+        return sample
+    if sample.total == current.total and sample.max_per_subsystem > current.max_per_subsystem:
+        return sample
+    return current
