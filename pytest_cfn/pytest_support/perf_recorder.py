@@ -1,0 +1,276 @@
+"""``cfn_perf``: what a test measured, recorded against the ADR-002 targets.
+
+A test either runs the built-in measured workload (:meth:`PerfRecorder.run_event_bus`) or
+records its own samples: latencies into a histogram, events over measuring intervals,
+loss, route cache lookups, and the connections the server sees (``CLIENT LIST``, counted
+by the names the library sets, inside the test's namespace). The plugin gathers every
+test's sample, merges them per scope across xdist workers, and judges them once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.pytest_support.perf_sample import PerfSample, sample_metrics
+from pytest_cfn.targets import Targets
+
+if TYPE_CHECKING:
+    from pytest_cfn.pytest_support.endpoint import RedisEndpoint
+    from pytest_cfn.pytest_support.workload import WorkloadResult
+    from pytest_cfn.results import Metric
+
+OUR_PREFIX = "cfn:"
+CRITICAL_PRIORITIES = (8, 9)
+
+
+@dataclass(frozen=True)
+class ConnectionCount:
+    """This test's connections as the server lists them, and the server's totals."""
+
+    total: int
+    by_owner: dict[tuple[str, str, str], int]
+    """``(subsystem, swarm, agent)`` -> connections, from ``cfn:{subsystem}-{pub|sub}:...``."""
+    agents: int
+    connected_clients: int
+    maxclients: int | None
+
+    @property
+    def max_per_subsystem(self) -> int:
+        return max(self.by_owner.values(), default=0)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def count_connections(client: Any, namespace: str) -> ConnectionCount:
+    """CLIENT LIST entries named ``cfn:{role}:{swarm}:{agent}@{namespace}``, grouped."""
+    import redis
+
+    suffix = f"@{namespace}"
+    by_owner: dict[tuple[str, str, str], int] = {}
+    for entry in client.client_list():
+        name = entry.get("name", "")
+        if not name.startswith(OUR_PREFIX) or not name.endswith(suffix):
+            continue
+        fields = name[len(OUR_PREFIX) : -len(suffix)].split(":")
+        if len(fields) != 3:
+            continue
+        role, swarm, agent = fields
+        subsystem = role.rsplit("-", 1)[0]
+        key = (subsystem, swarm, agent)
+        by_owner[key] = by_owner.get(key, 0) + 1
+    info = client.info("clients")
+    try:
+        reply = client.config_get("maxclients")
+        maxclients: int | None = int(_text(reply.get("maxclients", 0))) or None
+    except redis.ResponseError:
+        maxclients = None
+    return ConnectionCount(
+        total=sum(by_owner.values()),
+        by_owner=by_owner,
+        agents=len({(swarm, agent) for _, swarm, agent in by_owner}),
+        connected_clients=int(info.get("connected_clients", 0)),
+        maxclients=maxclients,
+    )
+
+
+class PerfRecorder:
+    """The ``cfn_perf`` fixture's object; one per test.
+
+    Record from the test's thread; a handler running on another thread should fill its
+    own :class:`LatencyHistogram` and hand it over with :meth:`add_histogram`.
+    """
+
+    def __init__(
+        self,
+        *,
+        nodeid: str,
+        worker: str,
+        endpoint: RedisEndpoint,
+        namespace: str,
+        targets: Targets,
+        client: Callable[[], Any],
+        group: str | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.worker = worker
+        self.endpoint = endpoint
+        self.namespace = namespace
+        self.group = group
+        self._targets = targets
+        self._client = client
+        self._sample = PerfSample(scope=nodeid)
+        self._histogram: LatencyHistogram | None = None
+
+    @property
+    def targets(self) -> Targets:
+        """The targets this test is judged against (session ones plus marker and overrides)."""
+        return self._targets
+
+    def set_targets(self, **values: float) -> Targets:
+        """Override targets for this test only: ``cfn_perf.set_targets(max_p99_ms=5)``."""
+        self._targets = self._targets.override(values)
+        return self._targets
+
+    @property
+    def scope(self) -> str:
+        """The row this test's figures go to: its node id, or its group if it has one."""
+        return self.group or self.nodeid
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        """End-to-end latencies in ns; ``cfn_perf.latency.record(ns)``."""
+        if self._histogram is None:
+            self._histogram = LatencyHistogram()
+        return self._histogram
+
+    def record_latency(self, ns: int) -> None:
+        self.latency.record(ns)
+
+    def add_histogram(self, histogram: LatencyHistogram) -> None:
+        """Merge a histogram filled elsewhere (a handler thread, a subprocess)."""
+        self.latency.merge(histogram)
+
+    @contextmanager
+    def measuring(self) -> Iterator[None]:
+        """``with cfn_perf.measuring(): ...`` marks an interval events are counted over."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self._sample.intervals.append((start, time.time()))
+
+    def add_interval(self, start: float, end: float) -> None:
+        """A measuring interval in wall-clock seconds (``time.time()``) measured elsewhere."""
+        if end < start:
+            raise ValueError(f"interval ends ({end}) before it starts ({start})")
+        self._sample.intervals.append((float(start), float(end)))
+
+    def add_events(self, count: int) -> None:
+        """Count events (delivered ones, for throughput) inside :meth:`measuring` intervals."""
+        self._sample.events += int(count)
+
+    def record_throughput(self, events: int, seconds: float) -> None:
+        """``events`` over an interval of ``seconds`` that has just ended."""
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds!r}")
+        end = time.time()
+        self._sample.events += int(events)
+        self._sample.intervals.append((end - seconds, end))
+
+    def record_loss(self, expected: int, delivered: int) -> None:
+        """Loss is ``expected - delivered`` (never below zero)."""
+        self._sample.loss_recorded = True
+        self._sample.expected += int(expected)
+        self._sample.lost += max(0, int(expected) - int(delivered))
+
+    def record_critical(self, expected: int, delivered: int) -> None:
+        """Priority 8-9 events expected and delivered; any shortfall is critical loss."""
+        self._sample.critical_recorded = True
+        self._sample.critical_expected += int(expected)
+        self._sample.critical_lost += max(0, int(expected) - int(delivered))
+
+    def record_cache(self, hits: int, misses: int) -> None:
+        self._sample.cache_hits += int(hits)
+        self._sample.cache_misses += int(misses)
+
+    def record_bus(self, *buses: Any) -> None:
+        """Route cache lookups, detected loss and priority 8-9 drops from ``bus.stats()``."""
+        lost = critical = 0
+        for bus in buses:
+            stats = bus.stats()
+            self.record_cache(stats.get("cache_hits", 0), stats.get("cache_misses", 0))
+            lost += int(stats.get("lost", 0)) + int(stats.get("dropped", 0))
+            by_priority = stats.get("dropped_by_priority", {})
+            critical += sum(int(by_priority.get(p, 0)) for p in CRITICAL_PRIORITIES)
+        self._sample.loss_recorded = True
+        self._sample.lost += lost
+        self._sample.critical_recorded = True
+        self._sample.critical_lost += critical
+        self.describe(
+            "loss", "sequence gaps + dispatch queue drops counted by the subscribing buses"
+        )
+        self.describe("critical_loss", "priority 8-9 dispatch queue drops counted by the buses")
+
+    def sample_connections(self) -> ConnectionCount:
+        """Count this test's connections on the server now and record the figures."""
+        if self.endpoint.is_fake:
+            pytest.skip(
+                "cfn_perf.sample_connections needs a real Redis server (CLIENT LIST); "
+                "--cfn-redis=fakeredis:// has none"
+            )
+        client = self._client()
+        try:
+            counts = count_connections(client, self.namespace)
+        finally:
+            client.close()
+        sample = self._sample
+        sample.connections_sampled = True
+        sample.max_connections_per_subsystem = max(
+            sample.max_connections_per_subsystem, counts.max_per_subsystem
+        )
+        sample.connections_total = max(sample.connections_total, counts.total)
+        sample.agents = max(sample.agents, counts.agents)
+        sample.connected_clients = max(sample.connected_clients, counts.connected_clients)
+        sample.maxclients = counts.maxclients
+        return counts
+
+    def describe(self, metric: str, method: str) -> None:
+        """Say how a figure was measured; shown in the table and stored in the JSON."""
+        self._sample.methods[metric] = method
+
+    def run_event_bus(self, **workload: Any) -> WorkloadResult:
+        """Run the built-in Event Bus workload (see ``EventBusWorkload``) and record it."""
+        from pytest_cfn.pytest_support.workload import EventBusWorkload
+
+        if self.endpoint.is_fake:
+            pytest.skip(
+                "cfn_perf.run_event_bus needs a real Redis server: fakeredis has no sockets "
+                "for the Event Bus's own connections"
+            )
+        return EventBusWorkload(**workload).run(self)
+
+    def sample(self) -> PerfSample:
+        """Everything recorded so far, as a sample of this test's scope."""
+        sample = self._sample
+        histogram = self._histogram
+        return PerfSample(
+            scope=self.scope,
+            backend=self.endpoint.backend,
+            redis_version=self.endpoint.version,
+            workers=[self.worker],
+            tests=[self.nodeid],
+            targets={k: float(v) for k, v in asdict(self._targets).items()},
+            methods=dict(sample.methods),
+            latency=histogram.encode() if histogram is not None and histogram.count else None,
+            latency_clamped=histogram.clamped if histogram is not None else 0,
+            latency_synthetic=histogram.synthetic if histogram is not None else 0,
+            events=sample.events,
+            intervals=list(sample.intervals),
+            loss_recorded=sample.loss_recorded,
+            expected=sample.expected,
+            lost=sample.lost,
+            critical_recorded=sample.critical_recorded,
+            critical_expected=sample.critical_expected,
+            critical_lost=sample.critical_lost,
+            cache_hits=sample.cache_hits,
+            cache_misses=sample.cache_misses,
+            connections_sampled=sample.connections_sampled,
+            max_connections_per_subsystem=sample.max_connections_per_subsystem,
+            connections_total=sample.connections_total,
+            agents=sample.agents,
+            connected_clients=sample.connected_clients,
+            maxclients=sample.maxclients,
+        )
+
+    def metrics(self) -> list[Metric]:
+        """This test's own figures, judged now (the session table merges and judges again)."""
+        return sample_metrics(self.sample())
