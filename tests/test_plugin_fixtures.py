@@ -1,0 +1,248 @@
+"""The plugin's fixtures, each used by a test of an inner pytest run in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from plugin_runs import output, pid_alive, project, redis_servers_on_port, run
+
+pytest_plugins = ["pytester"]
+
+
+def test_embedded_server_serves_the_run_and_is_stopped_after_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import json
+
+        def test_server(cfn_server, cfn_redis_url, cfn_redis):
+            assert cfn_server.embedded and cfn_server.backend == "redis-server"
+            assert cfn_redis_url == cfn_server.url
+            assert cfn_redis.ping()
+            info = {"pid": cfn_server.pid, "url": cfn_redis_url, "version": cfn_server.version}
+            open("server.json", "w").write(json.dumps(info))
+        """,
+    )
+    result = run(pytester)
+    assert result.ret == 0, output(result)
+    info = json.loads((pytester.path / "server.json").read_text())
+    result.stdout.fnmatch_lines([f"cfn: embedded redis-server {info['version']} at {info['url']}*"])
+    port = int(info["url"].rsplit(":", 1)[1].split("/")[0])
+    assert not pid_alive(info["pid"])
+    assert redis_servers_on_port(port) == []
+
+
+def test_namespace_is_unique_per_test_and_only_its_keys_are_deleted(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cfn_redis: Any,
+    cfn_redis_url: str,
+) -> None:
+    foreign = f"foreign-{uuid.uuid4().hex}"
+    cfn_redis.set(foreign, "kept")
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_keys(cfn_namespace, cfn_redis, n):
+            for i in range(1500):
+                cfn_redis.set(f"{cfn_namespace}:k{i}", n)
+            open(f"ns-{n}.txt", "w").write(cfn_namespace)
+        """,
+    )
+    result = run(pytester, f"--cfn-redis={cfn_redis_url}")
+    assert result.ret == 0, output(result)
+    namespaces = [(pytester.path / f"ns-{n}.txt").read_text() for n in (1, 2)]
+    assert namespaces[0] != namespaces[1]
+    assert all(ns.startswith("cfn-") and "-main-test_keys" in ns for ns in namespaces)
+    for namespace in namespaces:
+        assert list(cfn_redis.scan_iter(match=f"{namespace}:*")) == []
+    assert cfn_redis.get(foreign) == b"kept"
+    cfn_redis.delete(foreign)
+
+
+def test_event_bus_factory_isolates_and_closes_its_buses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cfn_redis: Any,
+    cfn_redis_url: str,
+) -> None:
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import time
+        import pytest
+
+        def _wait(predicate):
+            deadline = time.monotonic() + 5
+            while not predicate() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_bus(cfn_event_bus, cfn_namespace, n):
+            got = []
+            sub = cfn_event_bus(swarm="s1", agent="reviewer")
+            sub.subscribe("task.*", got.append)
+            pub = cfn_event_bus(swarm="s1", agent="coder")
+            for i in range(20):
+                pub.publish("task.assign", {"n": n, "i": i})
+            _wait(lambda: len(got) >= 20)
+            time.sleep(0.1)
+            assert [e.data["n"] for e in got] == [n] * 20
+            assert sub.options.namespace == cfn_namespace
+            open(f"ns-{n}.txt", "w").write(cfn_namespace)
+
+        def test_own_namespace_is_refused(cfn_event_bus):
+            with pytest.raises(TypeError, match="sets namespace to the test's"):
+                cfn_event_bus(swarm="s1", agent="a1", namespace="elsewhere")
+        """,
+    )
+    result = run(pytester, f"--cfn-redis={cfn_redis_url}")
+    assert result.ret == 0, output(result)
+    result.assert_outcomes(passed=3)
+    names = [entry.get("name", "") for entry in cfn_redis.client_list()]
+    for n in (1, 2):
+        namespace = (pytester.path / f"ns-{n}.txt").read_text()
+        assert not [name for name in names if name.endswith(f"@{namespace}")]
+
+
+def test_async_event_bus_factory_closes_what_it_can_and_reports_what_it_cannot(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import asyncio
+
+        async def _roundtrip(make):
+            got = asyncio.Event()
+            sub = make(swarm="s1", agent="a1")
+            await sub.subscribe("ping", lambda event: got.set())
+            pub = make(swarm="s1", agent="a2")
+            await pub.publish("ping", 1)
+            await asyncio.wait_for(got.wait(), 5)
+            return sub, pub
+
+        def test_async_with(cfn_async_event_bus):
+            async def main():
+                sub, pub = await _roundtrip(cfn_async_event_bus)
+                async with sub, pub:
+                    pass
+                assert sub.stats()["connections"] == 0
+            asyncio.run(main())
+
+        def test_left_open_on_a_live_loop_is_closed_by_the_fixture(cfn_async_event_bus):
+            loop = asyncio.new_event_loop()
+            sub, pub = loop.run_until_complete(_roundtrip(cfn_async_event_bus))
+            assert sub.stats()["connections"] >= 1
+
+        def test_left_open_after_its_loop_is_gone_is_an_error(cfn_async_event_bus):
+            asyncio.run(_roundtrip(cfn_async_event_bus))
+        """,
+    )
+    result = run(pytester, "-W", "ignore::ResourceWarning")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_left_open_after_its_loop_is_gone_is_an_error*",
+            "*cfn_async_event_bus: 2 object(s) (s1/a2, s1/a1) still had open connections*",
+        ]
+    )
+
+
+def test_swarm_is_a_mesh_up_to_seven_agents_and_hierarchical_from_eight(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        def test_mesh(cfn_swarm):
+            swarm = cfn_swarm(7)
+            assert swarm.topology == "mesh" and swarm.swarms == ["swarm"]
+            assert swarm.coordinators == []
+            swarm[0].publish("task.assign", "x")
+            assert swarm.wait_for(lambda: all(a.events("task.assign") for a in swarm.agents))
+            assert swarm.stats()["received_by_agents"] == 7
+
+        def test_hierarchical(cfn_swarm):
+            swarm = cfn_swarm(10, swarm="loop3")
+            assert swarm.topology == "hierarchical"
+            assert swarm.swarms == ["loop3-t0", "loop3-t1", "loop3-coord"]
+            assert [a.id for a in swarm.coordinators] == ["agent-0", "agent-1"]
+            assert {len([a for a in swarm.agents if a.swarm == s]) for s in swarm.swarms[:2]} == {5}
+            team0 = [a for a in swarm.agents if a.swarm == "loop3-t0"]
+            team0[-1].publish("task.done", 1)
+            assert swarm.wait_for(lambda: all(a.events("task.done") for a in team0))
+            swarm.coordinators[0].coordination_bus.publish("phase.next", 2)
+            assert swarm.wait_for(
+                lambda: all(c.events("phase.next") for c in swarm.coordinators)
+            )
+            assert swarm.wait_idle()
+            workers = [a for a in swarm.agents if a.role == "worker"]
+            assert not any(a.events("phase.next") for a in workers)
+            assert not any(a.events("task.done") for a in swarm.agents if a.swarm == "loop3-t1")
+            stats = swarm.stats()
+            assert stats["agents"] == 10 and stats["coordinators"] == 2 and stats["buses"] == 12
+        """,
+    )
+    result = run(pytester)
+    assert result.ret == 0, output(result)
+    result.assert_outcomes(passed=2)
+
+
+def test_messenger_fixtures_make_messengers_or_skip_with_a_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pytest_cfn
+
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        def test_sync(cfn_messenger):
+            messenger = cfn_messenger(swarm="s1", agent="a1")
+            assert messenger is not None
+
+        def test_async(cfn_async_messenger):
+            messenger = cfn_async_messenger(swarm="s1", agent="a1")
+            assert messenger is not None
+        """,
+    )
+    result = run(pytester, "-rs")
+    if hasattr(pytest_cfn, "Messenger"):
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(skipped=2)
+        result.stdout.fnmatch_lines(
+            ["*cfn_messenger: pytest_cfn.Messenger does not exist in this pytest-cfn version*"]
+        )
+
+
+def test_fakeredis_serves_api_fixtures_and_skips_the_ones_needing_a_server(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import fakeredis
+
+        def test_client(cfn_redis, cfn_redis_url, cfn_namespace, cfn_server):
+            assert isinstance(cfn_redis, fakeredis.FakeRedis)
+            assert cfn_redis_url == "fakeredis://" and cfn_server.backend == "fakeredis"
+            cfn_redis.set(f"{cfn_namespace}:k", 1)
+            assert cfn_redis.get(f"{cfn_namespace}:k") == b"1"
+
+        def test_bus(cfn_event_bus):
+            raise AssertionError("not reached")
+
+        def test_swarm(cfn_swarm):
+            raise AssertionError("not reached")
+        """,
+    )
+    result = run(pytester, "--cfn-redis=fakeredis://", "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(
+        ["*cfn_event_bus needs a real Redis server: --cfn-redis=fakeredis:// selects fakeredis*"]
+    )
