@@ -1,0 +1,253 @@
+"""The load harness's Locust-free logic: options, pacing, accounting, gates (no locust import)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import Counter
+
+import pytest
+
+from pytest_cfn._errors import InvalidOptionError
+from pytest_cfn.loadgen import options as o
+from pytest_cfn.loadgen.accounting import DeliveryRecorder, merge
+from pytest_cfn.loadgen.connections import count_connections
+from pytest_cfn.loadgen.report import RunFacts, build_metrics, render_table
+from pytest_cfn.loadgen.traffic import (
+    MeasurementWindow,
+    Schedule,
+    aligned_end,
+    padding_for,
+    role_mix,
+    traffic_cycle,
+)
+from pytest_cfn.metrics.latency import LatencyHistogram
+
+MS = 1_000_000
+
+
+def test_locust_is_not_imported_by_the_harness_logic() -> None:
+    assert "locust" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (o.parse_rate, "0", "rate"),
+        (o.parse_rate, "abc", "rate"),
+        (o.parse_rate, "1e9", "limit"),
+        (o.parse_model, "pooled", "per-agent, shared"),
+        (o.parse_mix, "state.update", "has no '='"),
+        (o.parse_mix, "state.update=3@10", "priorities are 1-9"),
+        (o.parse_mix, "a*b=1", "glob"),
+        (o.parse_mix, "x=0", "weight above 0"),
+        (o.parse_gates, "latency", "unknown gate"),
+        (o.parse_target, "max_p99_ms", "NAME=VALUE"),
+        (o.parse_target, "p99=2", "unknown target"),
+        (o.parse_redis, "http://127.0.0.1:6379", "redis://"),
+        (o.parse_payload, "-1", "between 0"),
+        (o.parse_swarms, "two", "whole number"),
+        (o.parse_seconds, "-1", ">= 0"),
+    ],
+)
+def test_bad_option_values_say_what_is_allowed(parse: object, text: str, message: str) -> None:
+    with pytest.raises(InvalidOptionError, match=message):
+        parse(text)  # type: ignore[operator]
+
+
+def test_option_values_are_plain_data_and_round_trip() -> None:
+    assert o.parse_mix(" state.update=6 , cfn.loop.phase=1@9") == (
+        "state.update=6@5,cfn.loop.phase=1@9"
+    )
+    assert o.parse_gates("p99,throughput") == "p99,throughput"
+    values = {
+        "cfn_mix": "state.update=6@5",
+        "cfn_gate": "p99",
+        "cfn_target": ["max_p99_ms=2.5"],
+        "cfn_model": "shared",
+        "cfn_rate": None,
+        "cfn_total_rate": 10_000.0,
+    }
+    options = o.HarnessOptions.from_values(values)
+    assert options.gates == frozenset({"p99"})
+    assert options.targets.max_p99_ms == 2.5
+    assert options.model == "shared"
+    assert options.agent_rate(500) == 20.0
+    assert options.swarm_count(95) == 10
+    assert options.mix == (o.MixEntry("state.update", 5, 6),)
+
+
+def test_traffic_cycle_keeps_exact_shares_interleaved() -> None:
+    mix = role_mix("implementer")
+    picks = list(itertools.islice(traffic_cycle(mix), 100))
+    counts = Counter(e.type for e in picks)
+    assert counts == {"state.update": 60, "task.assign": 20, "agent.spawn": 10,
+                      "agent.complete": 10}
+    first_ten = Counter(e.type for e in picks[:10])
+    assert first_ten["state.update"] == 6
+
+
+def test_mix_override_keeps_the_roles_messages() -> None:
+    mix = role_mix("validator", [o.MixEntry("state.update", 5, 1)])
+    assert [e.type for e in mix] == ["state.update", "consensus.result"]
+    assert mix[1].message and mix[1].priority == 8
+    with pytest.raises(InvalidOptionError, match="roles are"):
+        role_mix("tester")
+
+
+def test_schedule_does_not_drift_when_sends_are_late() -> None:
+    schedule = Schedule(rate=1000.0, start_ns=10 * MS, phase=0.5)
+    first = schedule.take()
+    assert first == 10 * MS + 500_000
+    # A sender that only comes back much later still gets the original times, in order.
+    later = [schedule.take() for _ in range(3)]
+    assert later == [first + MS, first + 2 * MS, first + 3 * MS]
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.13, 0.5, 0.999])
+def test_aligned_window_holds_the_same_number_of_slots_for_any_phase(phase: float) -> None:
+    rate = 30.0
+    schedule = Schedule(rate, start_ns=0, phase=phase)
+    start = 1_234_567_891
+    end = aligned_end(start, start + 2_000_000_000, schedule.interval_ns)
+    window = MeasurementWindow()
+    window.open(start)
+    window.close(end)
+    slots = [schedule.take() for _ in range(200)]
+    assert sum(window.measured(t) for t in slots) == (end - start) // schedule.interval_ns
+    assert window.seconds == pytest.approx(2.0, abs=1 / rate)
+
+
+def test_padding_brings_an_event_to_the_requested_size() -> None:
+    from pytest_cfn._core.envelope import Codec, Envelope
+
+    pad = padding_for(400, "swarm-001", "implementer-0-1", "implementer-0-1.00000000", "x.y")
+    env = Envelope(id="implementer-0-1.00000000-12", swarm="swarm-001", source="implementer-0-1",
+                   type="x.y", priority=5, seq=12, ts=1_700_000_000_000_000_000,
+                   publisher="implementer-0-1.00000000",
+                   data={"t": 1_700_000_000_000_000_000, "m": 1, "a": "implementer-0-1",
+                         "p": pad})
+    assert abs(len(Codec("json").encode(env)) - 400) <= 16
+
+
+def _process(
+    recorder_swarm_counts: dict[str, list[int]],
+    subscribers: list[tuple[str, int, list[int]]],
+    latencies_ms: list[float],
+) -> dict[str, object]:
+    recorder = DeliveryRecorder()
+    for swarm, counts in recorder_swarm_counts.items():
+        recorder.published_counts(swarm)[:] = counts
+    for swarm, ready, received in subscribers:
+        tally = recorder.add_subscriber(swarm, f"a{len(recorder.subscribers)}", ready)
+        tally.received[:] = received
+    values = recorder.values_for("deliver", "state.update")
+    values.extend(int(v * MS) for v in latencies_ms)
+    rows = recorder.flush(lambda ms: round(ms))
+    assert sum(r.count for r in rows) == len(latencies_ms)
+    bus = [{"cache_hits": 99, "cache_misses": 1, "lost": 2}]
+    return recorder.snapshot(bus, sums={"cpu_s": 1.0})
+
+
+def _counts(**by_priority: int) -> list[int]:
+    counts = [0] * 10
+    for key, value in by_priority.items():
+        counts[int(key[1:])] = value
+    return counts
+
+
+def test_merge_counts_loss_per_swarm_and_priority_and_skips_late_subscribers() -> None:
+    # Two processes; swarm s1 gets 100 events at p5 and 10 at p9 (all from process A).
+    a = _process({"s1": _counts(p5=100, p9=10)},
+                 [("s1", 5, _counts(p5=100, p9=10)), ("s1", 5, _counts(p5=98, p9=9))],
+                 [0.2, 0.4, 3.0])
+    b = _process({}, [("s1", 5, _counts(p5=100, p9=10)), ("s1", 50, _counts(p5=1))], [0.3])
+    totals = merge([a, b], window_start_ns=10)
+    assert totals.processes == 2
+    assert totals.late_subscribers == 1
+    assert totals.listeners == {"s1": 3}
+    assert totals.expected() == 330
+    assert totals.lost() == 3
+    assert totals.lost((8, 9)) == 1
+    assert totals.worst_subscriber_loss() == 3
+    assert totals.all_latency.count == 4
+    assert totals.bus["cache_hits"] == 198 and totals.bus["lost"] == 4
+    assert totals.sums["cpu_s"] == 2.0
+    assert totals.delivered_events() == pytest.approx(327 / 3)
+
+
+def test_flush_gives_locust_rows_in_whole_milliseconds() -> None:
+    recorder = DeliveryRecorder()
+    values = recorder.values_for("deliver", "agent.spawn")
+    values.extend([400_000, 600_000, 1_400_000, 250 * MS])
+    (row,) = recorder.flush(lambda ms: int(round(ms, -1)) if ms >= 100 else round(ms))
+    assert (row.request_type, row.name, row.count) == ("deliver", "agent.spawn", 4)
+    assert row.buckets == {0: 1, 1: 2, 250: 1}
+    assert row.min_ms == 0.4 and row.max_ms == 250.0
+    assert values == []
+    assert recorder.flush(round) == []
+
+
+def test_connections_are_counted_per_owner_and_subsystem() -> None:
+    entries = [
+        {"name": "cfn:events-pub:swarm-000:a1@ns1"},
+        {"name": "cfn:events-sub:swarm-000:a1@ns1"},
+        {"name": "cfn:messages-sub:swarm-000:a1@ns1"},
+        {"name": "cfn:events-sub:swarm-000:a2@ns1"},
+        {"name": "cfn:events-sub:swarm-000:a2@other"},
+        {"name": "cfn-sampler"},
+        {"name": ""},
+    ]
+    count = count_connections(entries, "ns1")
+    assert count.total == 4
+    assert count.owners == 2
+    assert count.max_per_subsystem == 2
+    assert count.by_role == {"events-pub": 1, "events-sub": 2, "messages-sub": 1}
+
+
+def _facts(**kw: object) -> RunFacts:
+    base: dict[str, object] = dict(agents=10, swarms=1, agent_rate=100.0, window_s=2.0,
+                                   harness_cpu_s=0.5, connections=count_connections(
+                                       [{"name": "cfn:events-pub:s:a@n"}], "n"),
+                                   maxclients=10_000, max_connected_clients=50)
+    base.update(kw)
+    return RunFacts(**base)  # type: ignore[arg-type]
+
+
+def _totals(latency_ms: float) -> object:
+    recorder = DeliveryRecorder()
+    recorder.published_counts("s")[9] = 100
+    recorder.add_subscriber("s", "a", 0).received[9] = 100
+    recorder.values_for("deliver", "x").extend([int(latency_ms * MS)] * 100)
+    recorder.flush(round)
+    return merge([recorder.snapshot([{"cache_hits": 999, "cache_misses": 1}])], 1)
+
+
+def test_gates_pass_and_fail_against_targets() -> None:
+    options = o.HarnessOptions.from_values(
+        {"cfn_gate": "throughput,p99,critical-loss", "cfn_target": ["min_throughput=50"]}
+    )
+    fast = build_metrics(options, _totals(0.5), _facts())  # type: ignore[arg-type]
+    metrics = {m.name: m for m in fast}
+    assert metrics["throughput"].value == pytest.approx(50.0)
+    assert metrics["throughput"].verdict == "pass"
+    assert metrics["delivery_p99"].verdict == "pass"
+    assert metrics["critical_loss"].verdict == "pass"
+    assert metrics["cache_hit_rate"].verdict == "info"
+    late = build_metrics(options, _totals(5.0), _facts())  # type: ignore[arg-type]
+    slow = {m.name: m for m in late}
+    assert slow["delivery_p99"].verdict == "fail"
+    assert slow["delivery_p99"].latency is not None
+
+
+def test_a_run_with_no_window_fails_its_gates_and_says_why() -> None:
+    options = o.HarnessOptions()
+    empty = merge([DeliveryRecorder().snapshot([])], 0)
+    facts = _facts(window_s=0.0, connections=None, maxclients=None)
+    facts.notes.append("the run ended before the measurement window opened")
+    metrics = build_metrics(options, empty, facts)
+    gated = [m for m in metrics if m.target is not None]
+    assert len(gated) == 6 and all(m.verdict == "fail" for m in gated)
+    table = render_table(options, metrics, facts)
+    assert "gates: FAILED" in table and "measurement window" in table
+    assert LatencyHistogram().count == 0
