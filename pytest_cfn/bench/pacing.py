@@ -19,8 +19,9 @@ LATE_NS = 1_000_000
 START_LEAD_NS = 20_000_000
 QUIET_SECONDS = 1.0
 
-Send = Callable[[int, bool], None]
-"""``send(intended_wall_ns, measured)``; ``measured`` is False during the warm-up."""
+Send = Callable[[list[tuple[int, bool]]], None]
+"""``send(due)``: the events due at one wake-up, each ``(intended_wall_ns, measured)``;
+``measured`` is False during the warm-up. Usually one event, several after a late wake-up."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class PacedRun:
 
 
 def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:
-    """Call ``send`` for every scheduled event: ``warmup`` seconds, then ``duration``.
+    """Hand every scheduled event to ``send``: ``warmup`` seconds, then ``duration``.
 
     Sleeps until the next event is due; intended times are wall-clock ns (so a
     receiver in another process can subtract them from its own ``time.time_ns()``),
@@ -62,6 +63,7 @@ def send_paced(rate: float, duration: float, warmup: float, send: Send) -> Paced
             time.sleep(wait / 1e9)
             continue
         due = min(total, int((now - mono0) / interval_ns) + 1)
+        batch = []
         for index in range(sent, due):
             offset = int(index * interval_ns)
             lateness = now - (mono0 + offset)
@@ -69,7 +71,8 @@ def send_paced(rate: float, duration: float, warmup: float, send: Send) -> Paced
                 late += 1
             if lateness > worst:
                 worst = lateness
-            send(wall0 + offset, index >= warm_events)
+            batch.append((wall0 + offset, index >= warm_events))
+        send(batch)
         sent = due
     seconds = (time.perf_counter_ns() - mono0) / 1e9
     return PacedRun(

@@ -200,7 +200,11 @@ def latency_subscriber(
 def paced_publisher(
     url: str, swarm: str, rate: float, duration: float, warmup: float, payload: int
 ) -> dict[str, Any]:
-    """Worker: EventBus.publish() at a fixed rate on an open schedule (see ``pacing``)."""
+    """Worker: EventBus.publish() at a fixed rate on an open schedule (see ``pacing``).
+
+    One event due: ``publish()`` writes it at once. Several due after a late
+    wake-up: they go out in one ``batch()`` (one write), acknowledgements read later.
+    """
     from pytest_cfn import EventBus
 
     pad = event_data(payload)["p"]
@@ -208,8 +212,14 @@ def paced_publisher(
         bus.connect()
         publish = bus.publish
 
-        def send(intended_ns: int, measured: bool) -> None:
-            publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
+        def send(due: list[tuple[int, bool]]) -> None:
+            if len(due) == 1:
+                intended_ns, measured = due[0]
+                publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
+                return
+            with bus.batch():
+                for intended_ns, measured in due:
+                    publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
 
         run = send_paced(rate, duration, warmup, send)
         bus.flush()
