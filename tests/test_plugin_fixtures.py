@@ -193,31 +193,41 @@ def test_swarm_is_a_mesh_up_to_seven_agents_and_hierarchical_from_eight(
     result.assert_outcomes(passed=2)
 
 
-def test_messenger_fixtures_make_messengers_or_skip_with_a_reason(
+def test_messenger_fixtures_deliver_between_swarms_inside_the_namespace(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_cfn
-
     project(
         pytester, monkeypatch,
         test_a="""
-        def test_sync(cfn_messenger):
-            messenger = cfn_messenger(swarm="s1", agent="a1")
-            assert messenger is not None
+        import asyncio
+        import time
+
+        def test_sync(cfn_messenger, cfn_namespace):
+            got = []
+            receiver = cfn_messenger(swarm="review", agent="lead")
+            receiver.on_message(got.append)
+            sender = cfn_messenger(swarm="build", agent="coder")
+            sender.send("review", {"pr": 7})
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [m.data for m in got] == [{"pr": 7}]
+            assert sender.options.namespace == cfn_namespace
 
         def test_async(cfn_async_messenger):
-            messenger = cfn_async_messenger(swarm="s1", agent="a1")
-            assert messenger is not None
+            async def main():
+                got = asyncio.Event()
+                async with cfn_async_messenger(swarm="review", agent="lead") as receiver:
+                    await receiver.on_message(lambda message: got.set())
+                    async with cfn_async_messenger(swarm="build", agent="coder") as sender:
+                        await sender.send("review", 1)
+                        await asyncio.wait_for(got.wait(), 5)
+            asyncio.run(main())
         """,
     )
-    result = run(pytester, "-rs")
-    if hasattr(pytest_cfn, "Messenger"):
-        result.assert_outcomes(passed=2)
-    else:
-        result.assert_outcomes(skipped=2)
-        result.stdout.fnmatch_lines(
-            ["*cfn_messenger: pytest_cfn.Messenger does not exist in this pytest-cfn version*"]
-        )
+    result = run(pytester)
+    assert result.ret == 0, output(result)
+    result.assert_outcomes(passed=2)
 
 
 def test_fakeredis_serves_api_fixtures_and_skips_the_ones_needing_a_server(

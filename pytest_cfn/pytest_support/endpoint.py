@@ -42,7 +42,9 @@ class RedisEndpoint:
         return self.backend == "fakeredis"
 
     def describe(self) -> str:
-        what = "embedded redis-server" if self.embedded else self.backend
+        if self.is_fake:
+            return f"{self.version}, in-process: figures are not representative"
+        what = "embedded redis-server" if self.embedded else "redis-server"
         pid = f", pid {self.pid}" if self.pid else ""
         return f"{what} {self.version} at {redact_url(self.url)}{pid}"
 

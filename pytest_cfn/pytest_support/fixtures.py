@@ -111,15 +111,6 @@ def cfn_event_bus(
     _close_all(made)
 
 
-def _import_messenger(asynchronous: bool, fixture: str) -> Any:
-    module = "pytest_cfn.aio" if asynchronous else "pytest_cfn"
-    try:
-        imported = __import__(module, fromlist=["Messenger"])
-        return imported.Messenger
-    except (ImportError, AttributeError):
-        pytest.skip(f"{fixture}: {module}.Messenger does not exist in this pytest-cfn version")
-
-
 @pytest.fixture
 def cfn_messenger(
     request: pytest.FixtureRequest, cfn_namespace: str
@@ -128,14 +119,14 @@ def cfn_messenger(
     test's namespace; closed at teardown."""
     session = _session(request)
     _require_real_server(session, "cfn_messenger")
-    messenger_class = _import_messenger(False, "cfn_messenger")
+    from pytest_cfn._sync.messenger import Messenger
+
     url = session.require_endpoint().url
     made: list[Any] = []
 
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Any:
-        messenger = messenger_class(
-            url, swarm, agent, **_with_namespace(cfn_namespace, settings, "cfn_messenger")
-        )
+    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Messenger:
+        kwargs = _with_namespace(cfn_namespace, settings, "cfn_messenger")
+        messenger = Messenger(url, swarm, agent, **kwargs)
         made.append(messenger)
         return messenger
 
@@ -222,13 +213,16 @@ def cfn_async_messenger(
     """The asyncio twin of ``cfn_messenger``; close rules as for ``cfn_async_event_bus``."""
     session = _session(request)
     _require_real_server(session, "cfn_async_messenger")
-    messenger_class = _import_messenger(True, "cfn_async_messenger")
+    from pytest_cfn._async.messenger import Messenger
+
     url = session.require_endpoint().url
     made = _AsyncMade("cfn_async_messenger")
 
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Any:
+    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Messenger:
         kwargs = _with_namespace(cfn_namespace, settings, "cfn_async_messenger")
-        return made.add(messenger_class(url, swarm, agent, **kwargs))
+        messenger = Messenger(url, swarm, agent, **kwargs)
+        made.add(messenger)
+        return messenger
 
     yield make
     made.close_all()

@@ -88,7 +88,7 @@ def build_result(outcome: Outcome, endpoint: RedisEndpoint, extra: dict[str, Any
 
 def format_value(value: float, unit: str) -> str:
     if unit == "fraction":
-        return f"{value * 100:.2f} %"
+        return f"{value * 100:.3f} %"
     if unit in ("events", "connections"):
         return f"{value:,.0f} {unit}"
     if unit == "ms":
