@@ -35,6 +35,7 @@ import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
+import redis  # noqa: E402
 from cfn_harness.client import CfnClient  # noqa: E402
 from cfn_harness.conductor import Conductor  # noqa: E402
 from cfn_harness.runtime import ProcessRuntime  # noqa: E402
@@ -121,7 +122,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         CONDUCTOR = conductor = Conductor(environment)
         try:
             conductor.start()
-        except (CfnError, OSError) as exc:
+        except (CfnError, OSError, redis.RedisError) as exc:
             conductor.print_and_stop()
             sys.exit(f"cfn: cannot start the harness: {exc}")
         runner.register_message("cfn_final", conductor.on_final)

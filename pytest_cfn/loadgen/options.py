@@ -152,7 +152,7 @@ def mix_entries(text: str) -> list[MixEntry]:
 
 def parse_gates(text: str) -> str:
     """``all``, ``none`` or a comma-separated list of gate names; returned normalised."""
-    return ",".join(sorted(gate_names(text)))
+    return ",".join(sorted(gate_names(text))) or "none"
 
 
 def gate_names(text: str) -> frozenset[str]:

@@ -1,0 +1,202 @@
+"""``locust -f loadtests/swarm.py`` run for real, in subprocesses, against a real redis-server.
+
+Locust is never imported here (it monkey-patches the interpreter); every run is a child
+process with a hard timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SWARM = Path(__file__).resolve().parent.parent / "loadtests" / "swarm.py"
+RUN_TIMEOUT_S = 60
+
+
+def locust(
+    cwd: Path, *args: str, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(SWARM), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def headless(tmp_path: Path, url: str | None, users: int, *extra: str) -> tuple[
+    subprocess.CompletedProcess[str], dict[str, Any]
+]:
+    report = tmp_path / "result.json"
+    args = ["--headless", "-u", str(users), "-r", str(users), "-t", "4s", "--only-summary",
+            "--cfn-report", str(report), "--cfn-warmup", "0.5", *extra]
+    if url is not None:
+        args += ["--cfn-redis", url]
+    proc = locust(tmp_path, *args)
+    assert report.exists(), f"no JSON written; rc={proc.returncode}\n{proc.stderr[-3000:]}"
+    return proc, json.loads(report.read_text())
+
+
+def metrics(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in result["metrics"]}
+
+
+def test_ten_agents_pass_a_gate_and_write_the_result(tmp_path: Path, redis_url: str) -> None:
+    proc, result = headless(
+        tmp_path, redis_url, 10, "--cfn-rate", "50", "--cfn-gate", "throughput,critical-loss",
+        "--cfn-target", "min_throughput=100", "--json-file", str(tmp_path / "stats"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "pytest-cfn load harness: 10 agents (per-agent model)" in proc.stdout
+    assert "gates: all passed" in proc.stdout
+    assert result["schema"] == "pytest-cfn/result" and result["tool"] == "locust"
+    m = metrics(result)
+    assert m["throughput"]["verdict"] == "pass"
+    # 10 agents x 50 events/s, all in one swarm, all delivered.
+    assert m["throughput"]["value"] == pytest.approx(500, rel=0.02)
+    assert m["critical_loss"]["value"] == 0 and m["loss"]["value"] == 0
+    assert m["delivery_p99"]["verdict"] == "info"
+    assert m["delivery_p99"]["latency"]["count"] > 1000
+    assert m["connections_per_subsystem"]["value"] == 2
+    extra = result["extra"]
+    assert extra["model"] == "per-agent" and extra["agents"] == 10 and extra["swarms"] == 1
+    assert extra["monkey_patched"] is True
+    assert extra["processes_reported"] == ["local"]
+    assert extra["delivered"] == extra["expected_deliveries"] > 0
+    assert {s["request_type"] for s in result["steps"]} == {"deliver", "message"}
+    assert result["redis"]["embedded"] is False
+
+    # Locust's own statistics hold every delivery the harness counted, in aggregate rows.
+    rows = json.loads((tmp_path / "stats.json").read_text())
+    delivered_rows = sum(r["num_requests"] for r in rows if r["method"] in ("deliver", "message"))
+    assert delivered_rows == extra["deliveries_total"] > 0
+    assert any(r["method"] == "publish" and r["num_requests"] > 0 for r in rows)
+
+
+def test_a_missed_gate_exits_1(tmp_path: Path, redis_url: str) -> None:
+    proc, result = headless(
+        tmp_path, redis_url, 10, "--cfn-rate", "20", "--cfn-gate", "throughput",
+        "--cfn-target", "min_throughput=1000000",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "FAILED: throughput" in proc.stdout
+    assert metrics(result)["throughput"]["verdict"] == "fail"
+
+
+def test_without_a_url_an_embedded_server_is_started_and_stopped(tmp_path: Path) -> None:
+    proc, result = headless(tmp_path, None, 5, "--cfn-rate", "10", "--cfn-gate", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["redis"]["embedded"] is True
+    assert result["redis"]["url"].startswith("redis://127.0.0.1:")
+    port = int(result["redis"]["url"].rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["per-agent", "shared"])
+def test_fifty_agents_in_both_connection_models(
+    tmp_path: Path, redis_url: str, model: str
+) -> None:
+    proc, result = headless(
+        tmp_path, redis_url, 50, "--cfn-rate", "10", "--cfn-model", model,
+        "--cfn-gate", "connections,critical-loss",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = metrics(result)
+    connections = result["extra"]["connections"]
+    assert result["extra"]["swarms"] == 5
+    assert m["connections_per_subsystem"]["value"] <= 2
+    if model == "per-agent":
+        # Each agent: Event Bus publisher + subscriber and a Messenger subscriber; validators
+        # and coordinators also a Messenger publisher.
+        assert connections["owners"] == 50
+        assert 150 <= connections["total"] <= 200
+    else:
+        # One Event Bus and one Messenger per swarm in the one process.
+        assert connections["owners"] == 5
+        assert connections["total"] <= 4 * 5
+    assert m["loss"]["value"] == 0
+    assert result["extra"]["delivered"] > 0
+
+
+@pytest.mark.slow
+def test_master_and_two_workers_merge_their_histograms_and_counts(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    report = tmp_path / "dist.json"
+    base = [sys.executable, "-m", "locust", "-f", str(SWARM)]
+    master = subprocess.Popen(
+        [*base, "--master", "--headless", "-u", "20", "-r", "20", "-t", "5s", "--only-summary",
+         "--expect-workers", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+         "--cfn-redis", redis_url, "--cfn-rate", "20", "--cfn-report", str(report),
+         "--cfn-warmup", "0.5", "--cfn-gate", "critical-loss,connections"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    workers = [
+        subprocess.Popen(
+            [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        out, err = master.communicate(timeout=RUN_TIMEOUT_S)
+        for worker in workers:
+            worker.wait(timeout=20)
+    finally:
+        for proc in (master, *workers):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert master.returncode == 0, out[-3000:] + err[-3000:]
+    result = json.loads(report.read_text())
+    extra = result["extra"]
+    assert len(extra["processes_reported"]) == 2
+    assert extra["agents"] == 20 and extra["swarms"] == 2
+    m = metrics(result)
+    # Histograms from both workers merged: as many latencies as deliveries counted.
+    assert m["delivery_p99"]["latency"]["count"] == extra["deliveries_total"] > 0
+    assert extra["delivered"] == extra["expected_deliveries"] > 0
+    assert m["connections"]["value"] >= 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cfn-rate", "-5"], "rate"),
+        (["--cfn-model", "pooled"], "per-agent, shared"),
+        (["--cfn-mix", "state.update=1@12"], "priorities are 1-9"),
+        (["--cfn-gate", "speed"], "unknown gate"),
+        (["--cfn-redis", "http://127.0.0.1:1"], "redis://"),
+        (["--cfn-rate", "10", "--cfn-total-rate", "100"], "not both"),
+    ],
+)
+def test_bad_options_stop_locust_with_a_clear_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = locust(tmp_path, "--headless", "-u", "1", "-t", "1s", *args, timeout=30)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not list(tmp_path.glob("reports/*.json"))
+
+
+def test_the_harness_refuses_a_server_it_cannot_reach(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = locust(tmp_path, "--headless", "-u", "1", "-t", "1s", "--cfn-redis",
+                  f"redis://127.0.0.1:{port}/0", timeout=30)
+    assert proc.returncode != 0
+    assert "cannot start the harness" in proc.stderr
