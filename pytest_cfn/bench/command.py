@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--events", metavar="N", type=_number(int, 100, 100_000_000, "an integer 100..1e8"),
-        help="events per throughput run (drain, pipeline, publish, end to end)",
+        help="events per throughput run (drain, pipeline, publish, end to end; default 200000)",
     )
     parser.add_argument(
         "--rate", metavar="R", type=_number(float, 1, 1_000_000, "events/s, 1..1e6"),
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--payload", metavar="BYTES", type=_number(int, 1, MAX_PAYLOAD, f"bytes, 1..{MAX_PAYLOAD}"),
         default=200,
         help="event data size in bytes (default 200); redis-py and redis-benchmark publish "
-        "payloads of this size, our events carry data of this size in their envelope",
+        "payloads of this size, our events carry data of this size (at least 32 B) in "
+        "their envelope",
     )
     parser.add_argument(
         "--repeat", metavar="K", type=_number(int, 1, 20, "an integer 1..20"),
