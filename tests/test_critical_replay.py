@@ -91,6 +91,7 @@ def test_critical_events_lost_in_a_client_kill_are_replayed(
     got: list[Any] = []
     sub = fe.event_bus(redis_server.url, "s1", "w", namespace=ns)
     sub.subscribe("*", got.append)
+    assert sub.wait_idle(5), "the catch-up at start is done"
     raw.execute_command(*critical_eval(ns, envelope(1, 9)))
     assert wait_until(lambda: len(got) == 1)
     with raw.pipeline(transaction=True) as pipe:
@@ -118,6 +119,7 @@ def test_a_gap_seen_in_the_sequence_triggers_a_catch_up(
     got: list[int] = []
     sub = fe.event_bus(redis_server.url, "s1", "w", namespace=ns)
     sub.subscribe("*", lambda e: got.append(e.seq))
+    assert sub.wait_idle(5), "the catch-up at start is done"
     channel = f"{ns}:event:s1:cfn.loop.step"
     raw.publish(channel, msgspec.json.encode(envelope(1, 5)))
     assert wait_until(lambda: got == [1])
