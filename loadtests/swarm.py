@@ -126,6 +126,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
             conductor.print_and_stop()
             sys.exit(f"cfn: cannot start the harness: {exc}")
         runner.register_message("cfn_final", conductor.on_final)
+        runner.register_message("cfn_ready", conductor.on_ready)
         environment.events.spawning_complete.add_listener(conductor.on_spawning_complete)
         environment.events.test_stopping.add_listener(lambda **_: conductor.finish())
         environment.events.quitting.add_listener(lambda **_: conductor.gate_exit_code())

@@ -2,8 +2,9 @@
 
 At init it checks the options, starts an embedded redis-server when no ``--cfn-redis`` is given,
 and writes the settings every worker must share into the parsed options (Locust sends them
-with the spawn message). When spawning completes it opens the measurement window after the
-warm-up; when the test stops it closes it, gathers every process's snapshot (``cfn_final``),
+with the spawn message). Once spawning is complete and every agent has reported its
+subscriptions confirmed (``cfn_ready``), it opens the measurement window after the warm-up.
+When the test stops it closes the window, gathers every process's snapshot (``cfn_final``),
 merges them, judges the gates, writes the JSON and sets the exit code in ``quitting``. The gate
 table is printed at ``quit``, after Locust's own statistics.
 """
@@ -35,6 +36,7 @@ log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
 END_LEAD_S = 0.3
 FINAL_GRACE_S = 10.0
+READY_TIMEOUT_S = 60
 
 
 class Conductor:
@@ -57,6 +59,10 @@ class Conductor:
         self.report_path: Path | None = None
         self._finished = False
         self._greenlets: list[gevent.Greenlet] = []
+        self._opening: gevent.Greenlet | None = None
+        self._spawned_at = time.monotonic()
+        self.ready: dict[str, int] = {}
+        self.subscribe_s = 0.0
 
     def start(self) -> None:
         """At init: settings, the server, the samplers."""
@@ -101,18 +107,31 @@ class Conductor:
         return float(info.get("used_cpu_sys", 0.0)) + float(info.get("used_cpu_user", 0.0))
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
-        """Open the window once: after the warm-up, when every agent should be subscribed."""
-        if self.window_start is not None:
+        """Open the window once every agent has subscribed (or READY_TIMEOUT_S has passed),
+        after the warm-up."""
+        if self._opening is not None or self.window_start is not None:
             return
         self.agents = user_count
+        self._spawned_at = time.monotonic()
+        self._opening = gevent.spawn(self._open_window, user_count)
+        self._greenlets.append(self._opening)
+
+    def on_ready(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
+        self.ready[str(msg.node_id)] = int(msg.data["ready"])
+
+    def _open_window(self, user_count: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while sum(self.ready.values()) < user_count and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if sum(self.ready.values()) < user_count:
+            log.warning("cfn: only %d of %d agents subscribed within %d s; measuring anyway",
+                        sum(self.ready.values()), user_count, READY_TIMEOUT_S)
+        self.subscribe_s = time.monotonic() - self._spawned_at
         self.window_start = time_ns() + int(self.options.warmup * 1e9)
         assert self.environment.runner is not None
         self.environment.runner.send_message("cfn_window", {"start_ns": self.window_start})
-
-        def note_cpu() -> None:
-            self.server_cpu_start = self._server_cpu()
-
-        gevent.spawn_later(self.options.warmup, note_cpu)
+        gevent.sleep(self.options.warmup)
+        self.server_cpu_start = self._server_cpu()
 
     def on_final(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         self.finals[str(msg.node_id)] = msg.data
@@ -132,6 +151,8 @@ class Conductor:
             self.expected = {str(c.id) for c in runner.clients.all}
         else:
             self.expected = {"local"}
+        if self._opening is not None and start is None:
+            self._opening.kill(block=False)
         runner.send_message("cfn_stop", {"end_ns": end})
         deadline = time.monotonic() + max(0.0, (end - time_ns()) / 1e9) + 2 * self.options.drain
         deadline += FINAL_GRACE_S
@@ -192,6 +213,7 @@ class Conductor:
                 "processes_reported": sorted(self.finals),
                 "processes_expected": sorted(self.expected),
                 "conductor_backend": loop_backend(),
+                "subscribed_after_s": round(self.subscribe_s, 3),
             },
         )
         path = Path(options.report) if options.report else Path("reports") / (

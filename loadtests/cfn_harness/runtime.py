@@ -1,10 +1,10 @@
 """What one Locust process that runs agents shares: settings, the delivery recorder, the
 measurement window, the shared model's buses, and the once-a-second bridge to Locust's stats.
 
-It answers two messages from the conductor (the master, or this process when running alone):
-``cfn_window`` opens the measurement window at a given time; ``cfn_stop`` closes it, and once
-every agent has sent its measured events and deliveries have stopped arriving, the process
-sends its snapshot back as ``cfn_final``.
+It tells the conductor (the master, or this process when running alone) how many of its agents
+have subscribed (``cfn_ready``), and answers two messages: ``cfn_window`` opens the measurement
+window at a given time; ``cfn_stop`` closes it, and once every agent has sent its measured
+events and deliveries have stopped arriving, the process sends its snapshot as ``cfn_final``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from locust.rpc.protocol import Message as RpcMessage
 from locust.runners import WorkerRunner
 from locust.stats import RequestStats, StatsEntry, bucket_response_time
 
-from cfn_harness.client import MESSENGER, CfnClient
+from cfn_harness.client import MESSENGER, NEVER_NS, CfnClient
 from cfn_harness.timers import loop_backend
 from pytest_cfn import EventBus
 from pytest_cfn._core.options import BusOptions
@@ -33,6 +33,7 @@ log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
 BRIDGE_INTERVAL_S = 0.2
 STABLE_S = 0.3
+READY_INTERVAL_S = 0.25
 
 
 def _pause() -> None:
@@ -117,6 +118,7 @@ class ProcessRuntime:
             }
         self._configured = True
         self._greenlets.append(gevent.spawn(self._bridge_loop))
+        self._greenlets.append(gevent.spawn(self._report_ready))
 
     def place_agent(self, role: str) -> tuple[str, str, str]:
         """(agent id, swarm, peer swarm), dealt to swarms round robin across processes."""
@@ -192,6 +194,18 @@ class ProcessRuntime:
             received[envelope.priority] += 1
 
         return on_event, on_message
+
+    def _report_ready(self) -> None:
+        """Tell the conductor how many agents have subscribed, until the window opens."""
+        runner = self.environment.runner
+        assert runner is not None
+        sent = -1
+        while not self.closed and self.window.start_ns is None:
+            ready = sum(1 for t in self.recorder.subscribers if t.ready_ns < NEVER_NS)
+            if ready != sent:
+                runner.send_message("cfn_ready", {"ready": ready})
+                sent = ready
+            gevent.sleep(READY_INTERVAL_S)
 
     def _bridge_loop(self) -> None:
         stats = self.environment.stats
