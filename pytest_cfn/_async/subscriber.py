@@ -1,7 +1,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
-One worker reads the socket in large chunks and hands every message to
-``on_message`` (which must not block: the bus puts it on a bounded queue). If no
+One worker reads the socket in large chunks and hands the messages of each
+chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
+queue). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
@@ -24,7 +25,7 @@ from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
-MessageSink = Callable[[bytes, bytes], None]
+MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
@@ -37,9 +38,8 @@ class Subscriber:
         self,
         address: ServerAddress,
         name: str,
-        on_message: MessageSink,
+        on_messages: MessageSink,
         *,
-        on_batch_end: Callable[[], None] | None = None,
         on_reconnect: Callable[[int], None] | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
@@ -49,8 +49,7 @@ class Subscriber:
         self._conn = RespConnection(
             address, name, connect_timeout=connect_timeout, socket_timeout=ping_timeout
         )
-        self._on_message = on_message
-        self._on_batch_end = on_batch_end
+        self._on_messages = on_messages
         self._on_reconnect = on_reconnect
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -118,7 +117,7 @@ class Subscriber:
             if isinstance(reply, ServerReplyError):
                 raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
             if reply[0] == _PMESSAGE:
-                self._on_message(reply[2], reply[3])
+                self._on_messages([(reply[2], reply[3])])
             else:
                 self._handle_reply(reply)
         self._drain_parser()
@@ -154,28 +153,26 @@ class Subscriber:
             self._drain_parser()
 
     def _drain_parser(self) -> None:
+        """Hand every complete message of this chunk to the sink in one call."""
         get = self._conn.buffered_reply
-        sink = self._on_message
-        count = 0
+        batch: list[tuple[bytes, bytes]] = []
+        append = batch.append
         reply = get()
         while reply is not False:
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
-                    sink(reply[2], reply[3])
-                    count += 1
+                    append((reply[2], reply[3]))
                 elif kind == _MESSAGE:
-                    sink(reply[1], reply[2])
-                    count += 1
+                    append((reply[1], reply[2]))
                 else:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
                 log.warning("Redis error on the subscriber connection: %s", reply)
             reply = get()
-        if count:
-            self.messages += count
-            if self._on_batch_end is not None:
-                self._on_batch_end()
+        if batch:
+            self.messages += len(batch)
+            self._on_messages(batch)
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]

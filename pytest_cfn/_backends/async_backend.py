@@ -100,6 +100,25 @@ class Signal:
         return True
 
 
+class Wakeup:
+    """Wakes one sleeping worker (the dispatcher task)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self._event.clear()
+
+
 class QueueLock:
     """No lock is needed between tasks of one event loop; this keeps the code shape."""
 

@@ -20,7 +20,7 @@ from pytest_cfn._sync.critical_replay import CriticalReplayer
 from pytest_cfn._sync.publisher import Publisher
 from pytest_cfn._sync.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.sync_backend import QueueLock, Signal, Worker, monotonic, spawn
+from pytest_cfn._backends.sync_backend import QueueLock, Wakeup, Worker, monotonic, sleep, spawn
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
@@ -96,9 +96,8 @@ class BusEngine:
         self._subscriber: Subscriber | None = None
         self._dispatcher: Worker | None = None
         self._queue_lock = QueueLock()
-        self._wake = Signal()
-        self._idle = Signal()
-        self._idle.set()
+        self._wake = Wakeup()
+        self._sleeping = False
         self._closed = False
         self._dispatching = False
         self.delivered = 0
@@ -113,8 +112,7 @@ class BusEngine:
     def request_catch_up(self, reason: str) -> None:
         if self._replayer is not None:
             self._replayer.request(reason)
-            self._idle.clear()
-            self._wake.set()
+            self._wake.wake()
 
     @property
     def closed(self) -> bool:
@@ -131,8 +129,7 @@ class BusEngine:
             self._subscriber = Subscriber(
                 self.address,
                 self._sub_name,
-                self._on_raw_message,
-                on_batch_end=self._wake_dispatcher,
+                self._on_raw_messages,
                 on_reconnect=self._reconnected,
                 ping_interval=self.options.ping_interval,
                 ping_timeout=self.options.ping_timeout,
@@ -144,34 +141,31 @@ class BusEngine:
             self._dispatcher = spawn(self._dispatch_loop, name=f"cfn-dispatch:{self._sub_name}")
         self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
 
-    def _wake_dispatcher(self) -> None:
-        # Setting an already-set event still takes its lock and notifies; skip that.
-        if not self._wake.is_set():
-            self._wake.set()
-
     def _reconnected(self, count: int) -> None:
         self.request_catch_up("reconnect")
         if self._on_reconnect is not None:
             self._on_reconnect(count)
 
-    def _on_raw_message(self, channel: bytes, payload: bytes) -> None:
-        if self._replayer is None and self._intercept is None:
-            env = self.inbound.process(channel, payload)
-            if env is not None:
-                with self._queue_lock:
-                    self.queue.push(env.priority, env)
-                    self._idle.clear()
-            return
+    def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Called by the reader with the messages of one chunk: check, queue, wake."""
+        process = self.inbound.process
+        replayer = self._replayer
+        intercept = self._intercept
+        push = self.queue.push
         with self._queue_lock:
-            env = self.inbound.process(channel, payload)
-            if env is None:
-                return
-            if self._replayer is not None and not self._replayer.observe_live(env):
-                return
-            if self._intercept is not None and self._intercept(env):
-                return
-            self.queue.push(env.priority, env)
-            self._idle.clear()
+            for channel, payload in items:
+                env = process(channel, payload)
+                if env is None:
+                    continue
+                if replayer is not None and not replayer.observe_live(env):
+                    continue
+                if intercept is not None and intercept(env):
+                    continue
+                push(env.priority, env)
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            self._wake.wake()
 
     def _dispatch_loop(self) -> None:
         queue = self.queue
@@ -179,13 +173,16 @@ class BusEngine:
         replayer = self._replayer
         while not self._closed:
             if replayer is not None and replayer.due(monotonic()):
+                self._dispatching = True
                 replayed = replayer.run(self._deliver_one)
                 self.delivered += replayed
             with self._queue_lock:
                 batch = queue.pop_batch(batch_size)
                 if not batch and (replayer is None or not replayer.due(monotonic())):
-                    self._wake.clear()
-                    self._idle.set()
+                    self._sleeping = True
+                    self._dispatching = False
+                else:
+                    self._dispatching = True
             if not batch:
                 self._wake.wait(0.2)
                 continue
@@ -211,9 +208,20 @@ class BusEngine:
     def replay_stats(self) -> dict[str, Any] | None:
         return self._replayer.stats() if self._replayer is not None else None
 
+    def idle(self) -> bool:
+        """Nothing queued, no handler running, no catch-up due."""
+        with self._queue_lock:
+            busy = self._dispatching or len(self.queue) > 0
+        return not busy and (self._replayer is None or not self._replayer.due(monotonic()))
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the dispatch queue is empty and every handler has returned."""
-        return self._idle.wait(timeout)
+        deadline = monotonic() + timeout
+        while not self.idle():
+            if monotonic() >= deadline:
+                return False
+            sleep(0.002)
+        return True
 
     @property
     def malformed(self) -> list[MalformedMessage]:
@@ -258,7 +266,7 @@ class BusEngine:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._wake.wake()
         if self._dispatcher is not None:
             self._dispatcher.join(2.0)
             self._dispatcher = None

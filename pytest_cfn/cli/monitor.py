@@ -161,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
     maker = LineMaker(channels, type_pattern, args.json)
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
 
-    def sink(channel: bytes, payload: bytes) -> None:
-        line = maker.line(channel, payload)
-        if line is not None:
-            lines.put(line)
+    def sink(items: list[tuple[bytes, bytes]]) -> None:
+        for channel, payload in items:
+            line = maker.line(channel, payload)
+            if line is not None:
+                lines.put(line)
 
     def reconnected(_: int) -> None:
         print("cfn monitor: reconnected; anything published meanwhile was missed",
