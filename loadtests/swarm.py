@@ -144,9 +144,13 @@ class CfnAgent(User):
         assert runtime is not None, "swarm.py's init listener did not run"
         runtime.configure()
         agent, swarm, peer = runtime.place_agent(self.role)
-        self.client = CfnClient(
-            runtime, swarm, agent, self.role, role_mix(self.role, runtime.options.mix), peer
-        )
+        try:
+            self.client = CfnClient(
+                runtime, swarm, agent, self.role, role_mix(self.role, runtime.options.mix), peer
+            )
+        except Exception:
+            runtime.failed_agents += 1
+            raise
         runtime.clients.append(self.client)
 
     @task

@@ -63,6 +63,13 @@ class CfnClient:
         self._fire = runtime.environment.events.request.fire
         self._owned: list[Any] = []
         self._tokens: list[tuple[Any, int]] = []
+        try:
+            self._connect(runtime, swarm, agent)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, runtime: ProcessRuntime, swarm: str, agent: str) -> None:
         options = runtime.options
         self.shared = options.model == "shared"
         self.bus = runtime.shared_bus(swarm) if self.shared else self._own_bus(swarm)
@@ -111,11 +118,13 @@ class CfnClient:
         return link
 
     def run_schedule(self, rate: float, phase: float) -> None:
-        """Publish on the schedule until the window closes (then idle until Locust stops us)."""
+        """Once every agent has subscribed, publish on the schedule until the window closes
+        (then idle until Locust stops us)."""
         runtime = self.runtime
         window = runtime.window
         recorder = runtime.recorder
         lag = recorder.lag_pending
+        runtime.go.wait()
         schedule = Schedule(rate, time_ns(), phase)
         self.schedule = schedule
         sleep = gevent.sleep

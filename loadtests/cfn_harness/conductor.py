@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import msgspec
 import redis
 from locust.env import Environment
 from locust.rpc.protocol import Message as RpcMessage
@@ -61,7 +62,8 @@ class Conductor:
         self._greenlets: list[gevent.Greenlet] = []
         self._opening: gevent.Greenlet | None = None
         self._spawned_at = time.monotonic()
-        self.ready: dict[str, int] = {}
+        self.ready: dict[str, tuple[int, int]] = {}
+        self.unready = 0
         self.subscribe_s = 0.0
 
     def start(self) -> None:
@@ -117,15 +119,20 @@ class Conductor:
         self._greenlets.append(self._opening)
 
     def on_ready(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
-        self.ready[str(msg.node_id)] = int(msg.data["ready"])
+        self.ready[str(msg.node_id)] = (int(msg.data["ready"]), int(msg.data["failed"]))
+
+    def _settled(self) -> tuple[int, int]:
+        return (sum(r for r, _ in self.ready.values()), sum(f for _, f in self.ready.values()))
 
     def _open_window(self, user_count: int) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while sum(self.ready.values()) < user_count and time.monotonic() < deadline:
+        while sum(self._settled()) < user_count and time.monotonic() < deadline:
             gevent.sleep(0.1)
-        if sum(self.ready.values()) < user_count:
-            log.warning("cfn: only %d of %d agents subscribed within %d s; measuring anyway",
-                        sum(self.ready.values()), user_count, READY_TIMEOUT_S)
+        ready, failed = self._settled()
+        if ready < user_count:
+            log.warning("cfn: %d of %d agents subscribed (%d failed) after %.1f s; measuring",
+                        ready, user_count, failed, time.monotonic() - self._spawned_at)
+            self.unready = user_count - ready
         self.subscribe_s = time.monotonic() - self._spawned_at
         self.window_start = time_ns() + int(self.options.warmup * 1e9)
         assert self.environment.runner is not None
@@ -214,6 +221,9 @@ class Conductor:
                 "processes_expected": sorted(self.expected),
                 "conductor_backend": loop_backend(),
                 "subscribed_after_s": round(self.subscribe_s, 3),
+                "server_samples": msgspec.to_builtins(self.sampler.samples)
+                if self.sampler is not None
+                else [],
             },
         )
         path = Path(options.report) if options.report else Path("reports") / (
@@ -230,6 +240,11 @@ class Conductor:
             notes.append(
                 "the run ended before the measurement window opened (ramp-up + "
                 f"{self.options.warmup:g} s warm-up); run longer"
+            )
+        if self.unready:
+            notes.append(
+                f"{self.unready} agent(s) had not subscribed when the window opened (see the log "
+                "for agents whose start failed)"
             )
         if late:
             notes.append(

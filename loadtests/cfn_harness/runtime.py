@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent import monkey
 from locust.env import Environment
 from locust.rpc.protocol import Message as RpcMessage
@@ -94,6 +95,8 @@ class ProcessRuntime:
         self._message_lists: dict[str, list[int]] = {}
         self._cpu_start: float | None = None
         self._configured = False
+        self.go = gevent.event.Event()
+        self.failed_agents = 0
         self.closed = False
 
     def configure(self) -> None:
@@ -196,15 +199,16 @@ class ProcessRuntime:
         return on_event, on_message
 
     def _report_ready(self) -> None:
-        """Tell the conductor how many agents have subscribed, until the window opens."""
+        """Tell the conductor how many agents have subscribed (or failed to), until it opens
+        the window; agents start publishing then, so subscribing is not slowed by traffic."""
         runner = self.environment.runner
         assert runner is not None
-        sent = -1
+        sent: tuple[int, int] = (-1, -1)
         while not self.closed and self.window.start_ns is None:
             ready = sum(1 for t in self.recorder.subscribers if t.ready_ns < NEVER_NS)
-            if ready != sent:
-                runner.send_message("cfn_ready", {"ready": ready})
-                sent = ready
+            if (ready, self.failed_agents) != sent:
+                sent = (ready, self.failed_agents)
+                runner.send_message("cfn_ready", {"ready": ready, "failed": self.failed_agents})
             gevent.sleep(READY_INTERVAL_S)
 
     def _bridge_loop(self) -> None:
@@ -216,6 +220,7 @@ class ProcessRuntime:
     def on_window(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         start_ns = int(msg.data["start_ns"])
         self.window.open(start_ns)
+        self.go.set()
 
         def note_cpu() -> None:
             self._cpu_start = time.process_time()
@@ -272,6 +277,7 @@ class ProcessRuntime:
         if self.closed:
             return
         self.closed = True
+        self.go.set()
         for client in list(self.clients):
             client.close()
         for bus in [*self._shared.values(), *self._shared_messengers.values()]:
