@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +15,6 @@ import redis
 from frontends import wait_until
 
 from pytest_cfn import SwarmState
-
-UNREACHABLE = "redis://127.0.0.1:1/0"
-
-
-@pytest.fixture
-def ns() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, protocol=2)
-    yield client
-    client.close()
 
 
 def cfn_env(url: str | None, ns: str) -> dict[str, str]:
@@ -194,11 +178,12 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2(redis_server: Any, ns: s
     ["recover"],
 ])
 def test_an_unreachable_or_missing_server_is_one_line_and_exit_code_2(
-        ns: str, command: list[str]) -> None:
-    out = cfn(*command, url=UNREACHABLE, ns=ns)
+        ns: str, command: list[str], unreachable_url: str) -> None:
+    out = cfn(*command, url=unreachable_url, ns=ns)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert "cannot reach Redis at 127.0.0.1:1" in out.stderr
+    host_port = unreachable_url.removeprefix("redis://").removesuffix("/0")
+    assert f"cannot reach Redis at {host_port}" in out.stderr
     out = cfn(*command, url=None, ns=ns)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "no Redis server given: pass --redis" in out.stderr

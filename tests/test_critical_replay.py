@@ -9,38 +9,17 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 import redis
-from frontends import FRONTENDS, Frontend, wait_until
+from frontends import Frontend, wait_until
 
 from pytest_cfn import CriticalOptions, Envelope, InvalidOptionError
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.critical_log import APPEND_AND_PUBLISH, CatchUp
 from pytest_cfn._core.sequence import SequenceTracker
-
-
-@pytest.fixture(params=FRONTENDS)
-def fe(request: pytest.FixtureRequest) -> Iterator[Frontend]:
-    frontend = Frontend(request.param)
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, protocol=2)
-    yield client
-    client.close()
 
 
 def envelope(seq: int, priority: int, publisher: str = "p1", swarm: str = "s1") -> Envelope:

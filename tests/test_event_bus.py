@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 import redis
-from frontends import FRONTENDS, Frontend, gated_handler, wait_until
+from frontends import Frontend, gated_handler, wait_until
 
 from pytest_cfn import (
     CircuitOpenError,
@@ -27,25 +24,6 @@ from pytest_cfn import (
     PublishFailedError,
     ThrottledError,
 )
-
-
-@pytest.fixture(params=FRONTENDS)
-def fe(request: pytest.FixtureRequest) -> Iterator[Frontend]:
-    frontend = Frontend(request.param)
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, protocol=2)
-    yield client
-    client.close()
 
 
 def raw_envelope(seq: int, *, swarm: str = "s1", type_: str = "agent.spawn", publisher: str = "p1",
@@ -303,20 +281,13 @@ def test_throttle_limits_priorities_1_to_5_only(fe: Frontend, redis_server: Any,
     assert bus.flush() == 7
 
 
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
-
-
-def test_circuit_breaker_opens_and_critical_priorities_bypass_it(fe: Frontend, ns: str) -> None:
-    port = closed_port()
-    bus = fe.event_bus(f"redis://127.0.0.1:{port}/0", "s1", "a1", namespace=ns, retries=0,
+def test_circuit_breaker_opens_and_critical_priorities_bypass_it(fe: Frontend, ns: str,
+                                                                 unreachable_url: str) -> None:
+    bus = fe.event_bus(unreachable_url, "s1", "a1", namespace=ns, retries=0,
                        breaker_failures=2, connect_timeout=0.5)
+    where = unreachable_url.removeprefix("redis://").removesuffix("/0")
     for _ in range(2):
-        with pytest.raises(PublishFailedError, match=f"cannot reach Redis at 127.0.0.1:{port}"):
+        with pytest.raises(PublishFailedError, match=f"cannot reach Redis at {where}"):
             bus.publish("agent.spawn", None)
     assert bus.stats()["breaker_state"] == "open"
     with pytest.raises(CircuitOpenError, match="priorities 8-9 still go through"):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 import redis
-from frontends import FRONTENDS, Frontend, wait_until
+from frontends import Frontend, wait_until
 
 from pytest_cfn import (
     BusClosedError,
@@ -25,25 +23,6 @@ from pytest_cfn import (
     RequestFailedError,
     RequestTimeoutError,
 )
-
-
-@pytest.fixture(params=FRONTENDS)
-def fe(request: pytest.FixtureRequest) -> Iterator[Frontend]:
-    frontend = Frontend(request.param)
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, protocol=2)
-    yield client
-    client.close()
 
 
 def messenger(fe: Frontend, url: str, swarm: str, agent: str = "coordinator-1",

@@ -9,13 +9,11 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from frontends import FRONTENDS, Frontend, wait_until
+from frontends import Frontend, wait_until
 
 from pytest_cfn import (
     InvalidIdError,
@@ -24,25 +22,6 @@ from pytest_cfn import (
     SwarmNotFoundError,
     SwarmState,
 )
-
-
-@pytest.fixture(params=FRONTENDS)
-def fe(request: pytest.FixtureRequest) -> Iterator[Frontend]:
-    frontend = Frontend(request.param)
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, protocol=2)
-    yield client
-    client.close()
 
 
 class FakeClock:
