@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._async.publisher import PublishBatch
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
@@ -186,10 +187,10 @@ class EventBus:
         else:
             self.route_cache.invalidate(event_type)
 
-    def batch(self) -> _Batch:
+    def batch(self) -> PublishBatch:
         """``async with bus.batch():`` publishes inside are written in one go at the end
         (or every 1,000 commands / 256 KB), like a pipeline."""
-        return _Batch(self)
+        return PublishBatch(self._engine.publisher)
 
     async def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every publish."""
@@ -245,22 +246,4 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-class _Batch:
-    __slots__ = ("_bus",)
-
-    def __init__(self, bus: EventBus) -> None:
-        self._bus = bus
-
-    async def __aenter__(self) -> None:
-        await self._bus._engine.publisher.begin_batch()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._bus._engine.publisher.end_batch()
 

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._async.publisher import PublishBatch
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.async_backend import Signal, call_handler, monotonic, time_ns
 from pytest_cfn._core.envelope import Envelope
@@ -334,9 +335,9 @@ class Messenger:
         )
         return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
 
-    def batch(self) -> _Batch:
+    def batch(self) -> PublishBatch:
         """``async with messenger.batch():`` sends inside are written in one go at the end."""
-        return _Batch(self)
+        return PublishBatch(self._engine.publisher)
 
     async def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every send."""
@@ -388,20 +389,3 @@ class Messenger:
     ) -> None:
         await self.close()
 
-
-class _Batch:
-    __slots__ = ("_messenger",)
-
-    def __init__(self, messenger: Messenger) -> None:
-        self._messenger = messenger
-
-    async def __aenter__(self) -> None:
-        await self._messenger._engine.publisher.begin_batch()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._messenger._engine.publisher.end_batch()

@@ -12,6 +12,7 @@ duplicates by publisher sequence number.
 from __future__ import annotations
 
 from collections import deque
+from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.connection import RespConnection, ServerRefusedError
@@ -229,3 +230,24 @@ class Publisher:
             f"cannot reach Redis at {self._conn.address.describe()} after "
             f"{len(delays)} attempt(s): {last}; {lost} unacknowledged publish(es) dropped"
         ) from last
+
+
+class PublishBatch:
+    """``async with bus.batch():`` publishes inside are written in one go when it
+    ends (or every 1,000 commands / 256 KB), like a pipeline."""
+
+    __slots__ = ("_publisher",)
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    async def __aenter__(self) -> None:
+        await self._publisher.begin_batch()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._publisher.end_batch()

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.engine import BusEngine
+from pytest_cfn._sync.publisher import PublishBatch
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.sync_backend import call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
@@ -187,10 +188,10 @@ class EventBus:
         else:
             self.route_cache.invalidate(event_type)
 
-    def batch(self) -> _Batch:
+    def batch(self) -> PublishBatch:
         """``with bus.batch():`` publishes inside are written in one go at the end
         (or every 1,000 commands / 256 KB), like a pipeline."""
-        return _Batch(self)
+        return PublishBatch(self._engine.publisher)
 
     def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every publish."""
@@ -246,22 +247,4 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _Batch:
-    __slots__ = ("_bus",)
-
-    def __init__(self, bus: EventBus) -> None:
-        self._bus = bus
-
-    def __enter__(self) -> None:
-        self._bus._engine.publisher.begin_batch()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._bus._engine.publisher.end_batch()
 

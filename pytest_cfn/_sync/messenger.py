@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.engine import BusEngine
+from pytest_cfn._sync.publisher import PublishBatch
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.sync_backend import Signal, call_handler, monotonic, time_ns
 from pytest_cfn._core.envelope import Envelope
@@ -335,9 +336,9 @@ class Messenger:
         )
         return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
 
-    def batch(self) -> _Batch:
+    def batch(self) -> PublishBatch:
         """``with messenger.batch():`` sends inside are written in one go at the end."""
-        return _Batch(self)
+        return PublishBatch(self._engine.publisher)
 
     def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every send."""
@@ -389,20 +390,3 @@ class Messenger:
     ) -> None:
         self.close()
 
-
-class _Batch:
-    __slots__ = ("_messenger",)
-
-    def __init__(self, messenger: Messenger) -> None:
-        self._messenger = messenger
-
-    def __enter__(self) -> None:
-        self._messenger._engine.publisher.begin_batch()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._messenger._engine.publisher.end_batch()

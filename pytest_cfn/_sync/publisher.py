@@ -13,6 +13,7 @@ duplicates by publisher sequence number.
 from __future__ import annotations
 
 from collections import deque
+from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.connection import RespConnection, ServerRefusedError
@@ -230,3 +231,24 @@ class Publisher:
             f"cannot reach Redis at {self._conn.address.describe()} after "
             f"{len(delays)} attempt(s): {last}; {lost} unacknowledged publish(es) dropped"
         ) from last
+
+
+class PublishBatch:
+    """``with bus.batch():`` publishes inside are written in one go when it
+    ends (or every 1,000 commands / 256 KB), like a pipeline."""
+
+    __slots__ = ("_publisher",)
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def __enter__(self) -> None:
+        self._publisher.begin_batch()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._publisher.end_batch()
