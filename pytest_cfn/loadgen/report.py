@@ -108,7 +108,7 @@ def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -
             options, "critical-loss", "critical_loss", float(totals.lost(CRITICAL)), "deliveries",
             float(t.max_critical_loss), "<=",
             "priority 8-9 measured events sent x on-time subscribers of their swarm, minus "
-            "those received",
+            "those received by the end of the drain",
             better="lower", missing=None if window else no_window,
         ),
         _gated(
@@ -156,7 +156,9 @@ def _explaining_metrics(
         _info("deliveries_per_s", totals.delivered() / window if facts.window_s else 0.0,
               "deliveries/s", "measured events received by on-time subscribers / window"),
         _info("loss", float(lost), "deliveries",
-              f"expected {expected} deliveries (all priorities) minus received", "lower"),
+              f"expected {expected} deliveries (all priorities) minus those received by the end "
+              f"of the drain (up to {options.drain:g} s after the window): lost or too late",
+              "lower"),
         _info("loss_rate", lost / expected if expected else 0.0, "fraction",
               "lost / expected deliveries", "lower"),
         _info("worst_subscriber_loss", float(totals.worst_subscriber_loss()), "events",
