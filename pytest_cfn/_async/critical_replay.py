@@ -57,6 +57,10 @@ class CriticalReplayer:
     def due(self, now: float) -> bool:
         return self.catch_up.due(now)
 
+    @property
+    def pending(self) -> bool:
+        return self.catch_up.pending
+
     async def run(self, deliver: Deliver) -> int:
         """One catch-up: hand every missed critical event to ``deliver``; returns how many."""
         catch_up = self.catch_up
@@ -64,10 +68,11 @@ class CriticalReplayer:
             catch_up.begin(monotonic())
         total = 0
         try:
+            server_time = await self._publisher.call("TIME")
             if not catch_up.loaded:
                 stored = await self._publisher.call("GET", catch_up.cursor_key)
-                server_time = await self._publisher.call("TIME")
                 catch_up.start_from(stored, server_time)
+            catch_up.set_horizon(server_time)
             more = True
             while more:
                 reply = await self._publisher.call(*catch_up.range_args())
@@ -77,6 +82,8 @@ class CriticalReplayer:
                     await deliver(env)
                 total += len(envelopes)
             await self._store_cursor()
+            with self._lock:
+                catch_up.finished(monotonic())
         except (CfnError, OSError, TimeoutError) as exc:
             log.warning("catch-up from %s failed, retrying later: %s", catch_up.stream_key, exc)
             with self._lock:
@@ -89,7 +96,7 @@ class CriticalReplayer:
         if not catch_up.loaded:
             return
         try:
-            reply = await self._publisher.call(*catch_up.range_args())
+            reply = await self._publisher.call(*catch_up.settle_range_args())
             with self._lock:
                 catch_up.settle(reply, self._decode)
             await self._store_cursor()

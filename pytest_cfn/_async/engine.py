@@ -211,7 +211,7 @@ class BusEngine:
         """Nothing queued, no handler running, no catch-up due."""
         with self._queue_lock:
             busy = self._dispatching or len(self.queue) > 0
-        return not busy and (self._replayer is None or not self._replayer.due(monotonic()))
+        return not busy and (self._replayer is None or not self._replayer.pending)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until the dispatch queue is empty and every handler has returned."""

@@ -12,7 +12,11 @@ where it stopped. It catches up (reads the stream after the cursor, hands on the
 entries it has not seen, moves the cursor) when it starts, after a reconnect,
 after its sequence tracking counted a gap, and every ``sync_interval`` seconds
 while critical events arrive (which also keeps the stored cursor fresh). An
-agent with no stored cursor starts ``replay_window`` seconds back.
+agent with no stored cursor starts ``replay_window`` seconds back. A catch-up
+reads only entries at least ``settle_time`` old by the server's clock, so that
+the live copy of a recent event arrives first and the catch-up does not race it
+(which would count the live copy as a duplicate); a follow-up catch-up
+``settle_time`` later takes the entries that were too new.
 
 Each entry is handed on once, in stream order: the ids of critical envelopes
 received live are remembered (a bounded map) with whether they have been handed
@@ -25,7 +29,7 @@ the ordinary messages sent before this subscriber started into "lost" ones.
 
 Exactly once holds while the subscriber runs and across a graceful restart (the
 cursor is settled on close); after a crash, the critical events delivered in
-the last ``sync_interval`` may be delivered again.
+the last ``sync_interval`` + ``settle_time`` may be delivered again.
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ class CriticalOptions:
     sync_interval: float = 1.0
     retry_delay: float = 1.0
     batch: int = 500
+    settle_time: float = 0.25
+    """A catch-up reads only entries at least this old (by the server's clock), so the
+    live copy of a recent event has had time to arrive and is not replayed as well;
+    newer entries wait for the next catch-up, scheduled ``settle_time`` later."""
 
     def __post_init__(self) -> None:
         for name in ("stream_length", "batch"):
@@ -75,6 +83,10 @@ class CriticalOptions:
         if not _finite(self.replay_window) or self.replay_window < 0:
             raise InvalidOptionError(
                 f"critical replay_window must be >= 0 seconds, got {self.replay_window!r}"
+            )
+        if not _finite(self.settle_time) or self.settle_time < 0:
+            raise InvalidOptionError(
+                f"critical settle_time must be >= 0 seconds, got {self.settle_time!r}"
             )
         for name in ("sync_interval", "retry_delay"):
             value = getattr(self, name)
@@ -157,7 +169,10 @@ class CatchUp:
         self.options = options
         self.cursor: str | None = None
         self._from: str | None = None
+        self._until: str = "+"
         self._requested = False
+        self._requested_run = False
+        self._follow_up = False
         self._retry_at = -math.inf
         self._last_run = -math.inf
         self._live_since_run = 0
@@ -179,6 +194,7 @@ class CatchUp:
     def request(self, reason: str) -> None:
         """Ask for a catch-up at the next chance (``start``, ``reconnect``, ``gap``)."""
         self._requested = True
+        self._follow_up = False
         self._retry_at = -math.inf
         self.requests[reason] = self.requests.get(reason, 0) + 1
 
@@ -205,6 +221,11 @@ class CatchUp:
         self._seen[message_id] = True
         return True
 
+    @property
+    def pending(self) -> bool:
+        """A catch-up is asked for (maybe not due yet: a follow-up or a retry)."""
+        return self._requested
+
     def due(self, now: float) -> bool:
         if now < self._retry_at:
             return False
@@ -213,10 +234,28 @@ class CatchUp:
         return self._live_since_run > 0 and now - self._last_run >= self.options.sync_interval
 
     def begin(self, now: float) -> None:
+        # A follow-up is needed unless this run is one and no live critical event has
+        # come in since the run before it (one that may be too new for this run).
+        self._requested_run = not self._follow_up or self._live_since_run > 0
+        self._follow_up = False
         self._requested = False
         self._live_since_run = 0
         self._last_run = now
         self.runs += 1
+
+    def finished(self, now: float) -> None:
+        """A catch-up ran to the end. Another follows once ``settle_time`` has passed,
+        for the entries that were too new to read, unless none can be left."""
+        if self._requested_run and self.options.settle_time > 0:
+            self._requested = True
+            self._follow_up = True
+            self._retry_at = now + self.options.settle_time
+
+    def set_horizon(self, server_time: Any) -> None:
+        """Read entries up to ``settle_time`` before the server's ``TIME`` reply."""
+        seconds, micros = int(server_time[0]), int(server_time[1])
+        horizon_ms = seconds * 1000 + micros // 1000 - int(self.options.settle_time * 1000)
+        self._until = str(max(0, horizon_ms))
 
     def failed(self, now: float) -> None:
         """A catch-up could not reach Redis: try again after ``retry_delay``."""
@@ -235,6 +274,12 @@ class CatchUp:
         self._from = f"{start_ms}-0"
 
     def range_args(self) -> tuple[str | int, ...]:
+        if self._from is None:
+            raise RuntimeError("catch-up position not loaded; call start_from first")
+        return ("XRANGE", self.stream_key, self._from, self._until, "COUNT", self.options.batch)
+
+    def settle_range_args(self) -> tuple[str | int, ...]:
+        """On close: every entry after the cursor, however new."""
         if self._from is None:
             raise RuntimeError("catch-up position not loaded; call start_from first")
         return ("XRANGE", self.stream_key, self._from, "+", "COUNT", self.options.batch)

@@ -58,6 +58,10 @@ class CriticalReplayer:
     def due(self, now: float) -> bool:
         return self.catch_up.due(now)
 
+    @property
+    def pending(self) -> bool:
+        return self.catch_up.pending
+
     def run(self, deliver: Deliver) -> int:
         """One catch-up: hand every missed critical event to ``deliver``; returns how many."""
         catch_up = self.catch_up
@@ -65,10 +69,11 @@ class CriticalReplayer:
             catch_up.begin(monotonic())
         total = 0
         try:
+            server_time = self._publisher.call("TIME")
             if not catch_up.loaded:
                 stored = self._publisher.call("GET", catch_up.cursor_key)
-                server_time = self._publisher.call("TIME")
                 catch_up.start_from(stored, server_time)
+            catch_up.set_horizon(server_time)
             more = True
             while more:
                 reply = self._publisher.call(*catch_up.range_args())
@@ -78,6 +83,8 @@ class CriticalReplayer:
                     deliver(env)
                 total += len(envelopes)
             self._store_cursor()
+            with self._lock:
+                catch_up.finished(monotonic())
         except (CfnError, OSError, TimeoutError) as exc:
             log.warning("catch-up from %s failed, retrying later: %s", catch_up.stream_key, exc)
             with self._lock:
@@ -90,7 +97,7 @@ class CriticalReplayer:
         if not catch_up.loaded:
             return
         try:
-            reply = self._publisher.call(*catch_up.range_args())
+            reply = self._publisher.call(*catch_up.settle_range_args())
             with self._lock:
                 catch_up.settle(reply, self._decode)
             self._store_cursor()
