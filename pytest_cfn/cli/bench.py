@@ -89,9 +89,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="agent counts of the sweep (default 10,50,100,500)",
     )
     parser.add_argument(
-        "--duration", type=_number(1, 3600, "seconds, 1..3600"), default=6.0, metavar="S",
-        help="measurement window of each load step, seconds (default 6; spawning and warm-up "
-        "come on top)",
+        "--duration", type=_number(1, 3600, "seconds, 1..3600"), default=8.0, metavar="S",
+        help="about the measurement window of each load step, seconds (default 8; spawning "
+        "and warm-up come on top; each step reports its own window)",
     )
     parser.add_argument(
         "--rate", type=_number(0.01, 10_000, "events/s per agent, 0.01..10000"), default=100.0,

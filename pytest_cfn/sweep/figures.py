@@ -17,7 +17,13 @@ from typing import Any
 from pytest_cfn._errors import CfnError
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
 from pytest_cfn.sweep.client_models import ADR_SEPARATED, ADR_SINGLE
-from pytest_cfn.sweep.document import LATENCY_METHOD, LOAD_METHOD, SweepData, saturated
+from pytest_cfn.sweep.document import (
+    LATENCY_METHOD,
+    LOAD_METHOD,
+    SweepData,
+    saturated,
+    sustained_lower_bound,
+)
 from pytest_cfn.targets import ADR_CLAIMS, ADR_CONNECTION_TABLE, Targets
 
 TARGET_COLOR = "#c0392b"
@@ -120,17 +126,24 @@ def throughput_figure(data: SweepData, baseline: SweepData | None) -> FigureResu
             if all(r["agent_rate"] == 100 for r in data.loads) else "offered")
     delivered = [r["delivered_per_s"] or 0.0 for r in data.loads]
     model = data.loads[0]["model"]
-    ax.plot(agents, delivered, "-", color=OURS_COLOR)
+    ax.plot(agents, delivered, "-", color=OURS_COLOR, linewidth=3, alpha=0.6)
     for row, value in zip(data.loads, delivered, strict=True):
         late = saturated(row)
         ax.plot([row["agents"]], [value], "o", color=OURS_COLOR,
                 markerfacecolor="white" if late else OURS_COLOR, markersize=8)
-        ax.annotate(f"{value:,.0f}" + ("\n(sent late)" if late else ""), (row["agents"], value),
-                    textcoords="offset points", xytext=(6, -14), fontsize=8)
+        ax.annotate(f"{value:,.0f}" + (" (sent late)" if late else ""), (row["agents"], value),
+                    textcoords="offset points", xytext=(8, -4), fontsize=8)
+        if late:
+            bound = sustained_lower_bound(row)
+            ax.plot([row["agents"]], [bound], "v", color=TARGET_COLOR, markersize=9)
+            ax.annotate(f">= {bound:,.0f} sustained", (row["agents"], bound), fontsize=8,
+                        textcoords="offset points", xytext=(8, -4), color=TARGET_COLOR)
     ax.plot([], [], "o-", color=OURS_COLOR, label=f"delivered, {model} model (measured)")
     if any(saturated(r) for r in data.loads):
         ax.plot([], [], "o", color=OURS_COLOR, markerfacecolor="white",
-                label="hollow: load generator saturated (send lag p99 > 100 ms)")
+                label="hollow: generator saturated, sent late")
+        ax.plot([], [], "v", color=TARGET_COLOR,
+                label="sustained lower bound (see method)")
     if baseline is not None and baseline.loads:
         ax.plot([r["agents"] for r in baseline.loads],
                 [r["delivered_per_s"] or 0.0 for r in baseline.loads], "o--",
@@ -146,9 +159,13 @@ def throughput_figure(data: SweepData, baseline: SweepData | None) -> FigureResu
     _agent_axis(ax, [*_agents(data), 100])
     _legend(ax)
     first = data.loads[-1]
+    windows = "/".join(f"{r['window_s']:.0f}" for r in data.loads)
     method = LOAD_METHOD.format(agents="N", model=model, swarms="N/10", rate=first["agent_rate"],
-                                window=first["window_s"])
-    return _finish(fig, "; ".join([method, *methods]), right=0.7)
+                                window=windows)
+    if any(saturated(r) for r in data.loads):
+        method += ("; sustained lower bound where the generator was saturated (send lag p99 > "
+                   "100 ms): delivered x window / (window + max latency)")
+    return _finish(fig, "; ".join([method, *methods]), right=0.68)
 
 
 def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
@@ -157,13 +174,22 @@ def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
         return None
     fig, ax = _new(f"Delivery latency vs agents, through Redis {data.version}")
     agents = [r["agents"] for r in rows]
-    for key, label, marker in (("p50_us", "p50", "o"), ("p99_us", "p99", "s"),
-                               ("p99_9_us", "p99.9", "^")):
+    top = 1.0
+    for key, label, marker, offset in (("p50_us", "p50", "o", (6, -11)),
+                                       ("p99_us", "p99", "s", (6, -9)),
+                                       ("p99_9_us", "p99.9", "^", (6, 4))):
         values = [float(r[key]) / 1000 for r in rows]
+        top = max(top, *values)
         ax.plot(agents, values, marker + "-", label=f"{label} (measured)")
         for n, v in zip(agents, values, strict=True):
             ax.annotate(f"{v:,.2f}" if v < 100 else f"{v:,.0f}", (n, v), fontsize=7,
-                        textcoords="offset points", xytext=(5, 3))
+                        textcoords="offset points", xytext=offset)
+    for row in rows:
+        if saturated(row):
+            ax.annotate("load generator saturated:\nits lateness is in the latency",
+                        (row["agents"], float(row["p50_us"]) / 1000), fontsize=7.5,
+                        color=TARGET_COLOR, ha="right", textcoords="offset points",
+                        xytext=(-8, -28))
     if baseline is not None:
         base = [r for r in baseline.loads if r.get("latency_count")]
         ax.plot([r["agents"] for r in base], [float(r["p99_us"]) / 1000 for r in base], "s--",
@@ -183,6 +209,7 @@ def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
     ax.axhline(claim, color=ADR_COLOR, linestyle="-.",
                label=f"ADR claim: {claim * 1000:g} µs average ({ADR_NOTE})")
     ax.set_yscale("log")
+    ax.set_ylim(claim / 3, top * 5)
     ax.set_ylabel("latency, ms (log scale)")
     _agent_axis(ax, _agents(data))
     _legend(ax)

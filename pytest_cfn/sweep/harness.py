@@ -93,8 +93,9 @@ class StepSpec:
     @property
     def spawn_allowance(self) -> float:
         """Seconds allowed for spawning and subscribing before the warm-up starts (measured
-        here: ~0.4 s for 500 agents in the shared model, ~1 s in the per-agent model)."""
-        return 1.5 + self.agents / 250.0
+        here: ~0.4 s for 500 agents in the shared model, ~1 s in the per-agent model); the
+        window is what is left of the run time, and each row reports its own."""
+        return 0.5 + self.agents / 500.0
 
     @property
     def run_time(self) -> int:
@@ -166,6 +167,7 @@ def run_step(
     heartbeat: Callable[[float], None] | None = None,
 ) -> StepRun:
     """Run one step to completion (or its deadline); never raises for a failed run."""
+    step_dir = step_dir.resolve()
     step_dir.mkdir(parents=True, exist_ok=True)
     report = step_dir / f"{spec.label}.json"
     log = step_dir / f"{spec.label}.log"

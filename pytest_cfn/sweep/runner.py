@@ -50,7 +50,7 @@ class SweepConfig:
     """What ``cfn bench`` runs (see ``pytest_cfn.cli.bench`` for the command line)."""
 
     agents: tuple[int, ...] = DEFAULT_AGENTS
-    duration: float = 6.0
+    duration: float = 8.0
     rate: float = 100.0
     model: str = "shared"
     probe_rate: float = 1.0
@@ -249,7 +249,7 @@ class SweepRun:
             return
         row = step_row(run.result, spec.kind)
         row["wall_s"] = round(run.wall_s, 1)
-        row["harness_json"] = str(run.report.relative_to(self.config.out))
+        row["harness_json"] = str(run.report.relative_to(self.config.out.resolve()))
         if row["status"] != "ok":
             row["error"] = "; ".join(row["notes"]) or "no measurement window"
             self.rows.append(row)
