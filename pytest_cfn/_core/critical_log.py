@@ -198,6 +198,15 @@ class CatchUp:
         self._retry_at = -math.inf
         self.requests[reason] = self.requests.get(reason, 0) + 1
 
+    def not_yet_handed_on(self, env: Envelope) -> bool:
+        """Called for each live envelope before sequence tracking: False for a critical
+        one a catch-up already handed on (the catch-up fed the tracker with it, so
+        this live copy is not a duplicate publish; it is counted as a live duplicate)."""
+        if env.priority < CRITICAL_PRIORITY or self._seen.get(env.id) is not True:
+            return True
+        self.live_duplicates += 1
+        return False
+
     def observe_live(self, env: Envelope, lost: int) -> bool:
         """Called for each live envelope after sequence tracking (``lost`` = its total).
         False if it is a critical one already handed on by a replay."""

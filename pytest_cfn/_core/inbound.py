@@ -8,6 +8,7 @@ duplicates and malformed input the same way.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,7 @@ class InboundProcessor:
 
     __slots__ = (
         "_channel_cache",
+        "before_tracking",
         "_channels",
         "_decode",
         "_kind",
@@ -65,6 +67,9 @@ class InboundProcessor:
         self.malformed: deque[MalformedMessage] = deque(maxlen=keep_malformed)
         self.malformed_count = 0
         self.received = 0
+        self.before_tracking: Callable[[Envelope], bool] | None = None
+        """Optional check between decoding and sequence tracking; False drops the
+        envelope untracked (a live copy of a critical event a catch-up handed on)."""
 
     def process(self, channel: bytes, payload: bytes) -> Envelope | None:
         """The envelope to dispatch, or None if it was malformed or a duplicate."""
@@ -96,6 +101,8 @@ class InboundProcessor:
                 payload,
                 f"envelope says sender swarm {env.swarm!r}, channel says {parsed[0]!r}",
             )
+            return None
+        if self.before_tracking is not None and not self.before_tracking(env):
             return None
         if self._tracker_observe(env.publisher, env.seq) is Verdict.DUPLICATE:
             return None

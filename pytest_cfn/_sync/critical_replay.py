@@ -44,6 +44,9 @@ class CriticalReplayer:
         self._lock = lock
         self._stored_cursor: str | None = None
 
+    def not_yet_handed_on(self, env: Envelope) -> bool:
+        return self.catch_up.not_yet_handed_on(env)
+
     def observe_live(self, env: Envelope) -> bool:
         """Call under the queue lock, after sequence tracking; False = drop (already replayed)."""
         return self.catch_up.observe_live(env, self._tracker.lost)

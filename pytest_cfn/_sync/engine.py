@@ -108,6 +108,7 @@ class BusEngine:
         self._replayer = CriticalReplayer(
             catch_up, self.publisher, self.codec, self.inbound.tracker, self._queue_lock
         )
+        self.inbound.before_tracking = self._replayer.not_yet_handed_on
 
     def request_catch_up(self, reason: str) -> None:
         if self._replayer is not None:
