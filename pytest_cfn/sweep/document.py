@@ -85,8 +85,6 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
     latency = {k: row.get(k) for k in ("latency_count", "p50_us", "p90_us", "p99_us",
                                         "p99_9_us", "max_us", "mean_us")}
     latency["count"] = latency.pop("latency_count")
-    if row.get("latency_encoded"):
-        latency["encoded"] = row["latency_encoded"]
     latency_method = LATENCY_METHOD.format(
         agents=row["agents"], model=row["model"], offered=row["offered"]
     )

@@ -1,0 +1,178 @@
+"""``cfn bench`` (the agent sweep) and ``cfn report``.
+
+The sweep runs for real: the cfn command in a subprocess, which drives the Locust harness in
+subprocesses of its own against an embedded redis-server (Locust is never imported here).
+``cfn report`` runs in-process on the committed fixture ``tests/data/sweep_result.json``, a
+short real sweep (10 and 20 agents).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_cfn.cli import main
+from pytest_cfn.results import read_result
+from pytest_cfn.sweep.document import SweepData, judged_throughput, sustained_lower_bound
+from pytest_cfn.sweep.figures import FIGURES
+from pytest_cfn.sweep.harness import find_locustfile
+
+FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
+FIGURE_FILES = [name for name, _, _ in FIGURES]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_figures(out: Path) -> None:
+    for name in FIGURE_FILES:
+        path = out / name
+        assert path.exists(), f"{name} was not drawn"
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 20_000, name
+    page = (out / "summary.html").read_text()
+    # Self-contained: every figure inline, none linked.
+    assert page.count("src='data:image/png;base64,") == len(FIGURE_FILES)
+    assert page.count("<img") == len(FIGURE_FILES)
+    markdown = (out / "summary.md").read_text()
+    for name in FIGURE_FILES:
+        assert f"]({name})" in markdown
+    assert markdown.count("Method: ") >= len(FIGURE_FILES)
+
+
+@pytest.mark.slow
+def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn", "bench", "--agents", "5,10", "--duration", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[ 5/8" in proc.stdout and "load: 5 agents, shared model" in proc.stdout
+    assert "connection probe: 10 agents, per-agent model" in proc.stdout
+
+    result = read_result(out / "results.json")
+    assert result.tool == "sweep" and result.redis.embedded
+    data = SweepData.from_result(result)
+    assert [r["agents"] for r in data.loads] == [5, 10]
+    assert [r["agents"] for r in data.probes] == [5, 10]
+    assert not data.failed
+    for row in data.loads:
+        assert row["delivered_per_s"] == pytest.approx(row["offered"], rel=0.05)
+        assert row["latency_count"] > 0 and row["loss_rate"] == 0
+        assert (out / row["harness_json"]).exists()
+    # One Event Bus + Messenger per swarm vs one per agent.
+    assert data.loads[1]["connections"] == 4
+    assert data.probes[1]["connections"] >= 30
+    assert len(data.ceiling) == 2 and data.round_trip is not None
+    assert data.cache is not None and len(data.cache["rows"]) == 8
+    assert [r["key"] for r in data.client_models] == [
+        "single-wait", "single-pipelined", "separated", "per-agent", "shared"
+    ]
+    assert all(m.method for m in result.metrics)
+    assert_figures(out)
+
+
+def test_report_draws_every_figure_from_a_saved_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
+    assert_figures(tmp_path)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| 10 | shared | 1,000 |" in markdown
+    assert "| event bus throughput | 398,373 events/s |" in markdown
+    printed = capsys.readouterr().out
+    assert "delivered ev/s" in printed and "wrote" in printed
+
+
+def _baseline_with(tmp_path: Path, scope: str, name: str, factor: float) -> Path:
+    document: dict[str, Any] = json.loads(FIXTURE.read_text())
+    for metric in document["metrics"]:
+        if metric["scope"] == scope and metric["name"] == name:
+            metric["value"] *= factor
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_report_with_a_baseline_compares_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The baseline's p99 was half of today's: today regressed by 100 %.
+    baseline = _baseline_with(tmp_path, "shared model, 10 agents", "delivery_p99", 0.5)
+    out = tmp_path / "cmp"
+    args = ["report", str(FIXTURE), "--baseline", str(baseline), "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "compared with" in printed and "1 of " in printed
+    line = next(x for x in printed.splitlines() if "delivery_p99" in x and "REGRESSED" in x)
+    assert "shared model, 10 agents" in line and "+100.0 %" in line
+    markdown = (out / "summary.md").read_text()
+    assert "Compared with the baseline" in markdown and "| REGRESSED |" in markdown
+    assert_figures(out)
+    assert main([*args, "--fail-on-regression"]) == 1
+    assert main([*args, "--fail-on-regression", "--max-regression", "150"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--agents", "0"], "0 agents is out of range"),
+        (["bench", "--agents", "ten"], "'ten' is not a whole number"),
+        (["bench", "--duration", "-1"], "out of range"),
+        (["bench", "--rate", "fast"], "is not a number"),
+        (["bench", "--model", "pooled"], "invalid choice: 'pooled'"),
+        (["bench", "--skip", "everything"], "is not a step that can be skipped"),
+        (["report"], "the following arguments are required"),
+        (["report", "r.json", "--max-regression", "lots"], "is not a number of percent"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: cfn" in err and message in err
+
+
+def test_report_of_an_unreadable_or_foreign_result_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read result file" in capsys.readouterr().err
+    foreign = json.loads(FIXTURE.read_text())
+    foreign["tool"] = "bench"
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(foreign))
+    assert main(["report", str(path)]) == 2
+    assert "holds a 'bench' result" in capsys.readouterr().err
+
+
+def test_bench_without_the_harness_or_with_a_bad_url_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "swarm.py"
+    assert main(["bench", "--locustfile", str(missing), "--out", str(tmp_path)]) == 2
+    assert f"--locustfile {missing}: no such file" in capsys.readouterr().err
+    assert main(["bench", "--redis", "http://127.0.0.1:1/0", "--out", str(tmp_path)]) == 2
+    assert "cfn bench: error:" in capsys.readouterr().err
+
+
+def test_the_harness_is_found_beside_the_package() -> None:
+    assert find_locustfile() == Path(__file__).resolve().parents[1] / "loadtests" / "swarm.py"
+
+
+def test_a_saturated_step_is_judged_on_its_sustained_lower_bound() -> None:
+    on_time = {"delivered_per_s": 50_000.0, "window_s": 10.0, "max_us": 30_000.0,
+               "send_lag_p99_ms": 2.0}
+    late = {**on_time, "max_us": 10_000_000.0, "send_lag_p99_ms": 4_000.0}
+    assert judged_throughput(on_time) == 50_000.0
+    # Every measured event was delivered within 10 s + 10 s.
+    assert sustained_lower_bound(late) == pytest.approx(25_000.0)
+    assert judged_throughput(late) == pytest.approx(25_000.0)
