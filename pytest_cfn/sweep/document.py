@@ -3,7 +3,7 @@ by ``cfn report``, so both draw from the same data.
 
 * ``steps``: one row per harness run (:func:`pytest_cfn.sweep.harness.step_row`), ``kind``
   ``load`` (the sweep at the offered rate) or ``probe`` (the per-agent model at a low rate,
-  for its connection count);
+  for its connection count), with its latency HdrHistogram encoded in ``latency_encoded``;
 * ``metrics``: the gated and informative figures, one per (scope, name), each with its method;
 * ``extra``: the server's ceiling and round trip, the route cache sweep, the client models,
   the settings and ``maxclients``.

@@ -413,20 +413,27 @@ def our_counterparts(data: SweepData) -> dict[str, tuple[float, str]]:
     models = {r["key"]: r for r in data.client_models}
     if "separated" in models:
         out["event_bus_throughput"] = (models["separated"]["rate"],
-                                       "one EventBus end to end through Redis, unpaced")
+                                       "one EventBus end to end, unpaced")
     if "single-wait" in models:
         out["single_client"] = (models["single-wait"]["rate"],
                                 "one connection, a reply awaited per publish")
     if "separated" in models and models.get("single-wait", {}).get("rate"):
         out["separation_speedup"] = (
             models["separated"]["rate"] / models["single-wait"]["rate"],
-            "separated EventBus / single connection, both through Redis",
+            "separated EventBus / single connection awaiting each reply",
         )
     at_100 = next((r for r in data.loads if r["agents"] == 100), None)
     if at_100 is not None:
         out["concurrent_100_agents"] = (at_100["delivered_per_s"] or 0.0,
                                         f"100 agents ({at_100['model']} model) delivered at "
                                         f"{at_100['offered']:,.0f} offered")
+        if at_100.get("message_deliveries_per_s"):
+            out["messenger_throughput"] = (
+                at_100["message_deliveries_per_s"],
+                "Messenger deliveries/s (each message to every agent of the receiving swarm) "
+                "of the harness's mix at 100 agents: what the mix offers, not a ceiling "
+                "(python -m pytest_cfn.bench measures the Messenger's)",
+            )
         if at_100.get("mean_us"):
             out["event_bus_avg_latency"] = (at_100["mean_us"] / 1000,
                                             "mean delivery latency at 100 agents")

@@ -143,9 +143,7 @@ def _adr_table(data: SweepData) -> Table:
         else:
             shown_claim = f"{number(claim)} {unit}"
             shown = f"{number(value[0])} {unit}" if value else "-"
-        ours_method = (f"{value[1]}, through Redis {data.version}" if value else
-                       "not measured by the sweep (python -m pytest_cfn.bench measures the "
-                       "Messenger)" if key == "messenger_throughput" else "not measured")
+        ours_method = f"{value[1]} (through Redis {data.version})" if value else "not measured"
         rows.append([key.replace("_", " "), shown_claim, method, shown, ours_method])
     return Table(["figure", "ADR-002", "ADR's method", "ours", "our method"], rows)
 
