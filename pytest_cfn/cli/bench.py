@@ -104,8 +104,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--probe-rate", type=_number(0.01, 10_000, "events/s per agent, 0.01..10000"),
-        default=1.0, metavar="R",
-        help="events/s per agent of the connection probe steps (default 1)",
+        default=2.0, metavar="R",
+        help="events/s per agent of the connection probe steps (default 2: enough for every "
+        "agent that sends Messenger messages to have opened its publisher connection)",
     )
     parser.add_argument(
         "--warmup", type=_number(0, 60, "seconds, 0..60"), default=1.0, metavar="S",

@@ -304,7 +304,8 @@ def connections_figure(data: SweepData, baseline: SweepData | None) -> FigureRes
     )
     if data.probes:
         method += (f"; the connection probe runs at {data.probes[0]['agent_rate']:g} events/s "
-                   "per agent, since the count does not depend on the rate")
+                   "per agent: publishers connect on their first send, so the rate only has to "
+                   "make every sending agent send once")
     return _finish(fig, method, right=0.7)
 
 

@@ -53,7 +53,7 @@ class SweepConfig:
     duration: float = 8.0
     rate: float = 100.0
     model: str = "shared"
-    probe_rate: float = 1.0
+    probe_rate: float = 2.0
     probe_duration: float = 2.0
     warmup: float = 1.0
     payload: int = 200
