@@ -184,12 +184,11 @@ def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
         for n, v in zip(agents, values, strict=True):
             ax.annotate(f"{v:,.2f}" if v < 100 else f"{v:,.0f}", (n, v), fontsize=7,
                         textcoords="offset points", xytext=offset)
-    for row in rows:
-        if saturated(row):
-            ax.annotate("load generator saturated:\nits lateness is in the latency",
-                        (row["agents"], float(row["p50_us"]) / 1000), fontsize=7.5,
-                        color=TARGET_COLOR, ha="right", textcoords="offset points",
-                        xytext=(-8, -28))
+    late = [str(row["agents"]) for row in rows if saturated(row)]
+    if late:
+        ax.text(0.7, 0.96, f"{', '.join(late)} agents: load generator saturated,\nits "
+                "lateness is in the latency", transform=ax.transAxes, fontsize=7.5,
+                color=TARGET_COLOR, ha="right", va="top")
     if baseline is not None:
         base = [r for r in baseline.loads if r.get("latency_count")]
         ax.plot([r["agents"] for r in base], [float(r["p99_us"]) / 1000 for r in base], "s--",
