@@ -4,10 +4,11 @@
     cfn bench --agents 10,100 --duration 4 --out /tmp/sweep
     cfn bench --redis redis://127.0.0.1:6379/0 --model per-agent
 
-Runs the Locust harness (loadtests/swarm.py) in subprocesses at each agent count, with the
-server's own ceiling (redis-benchmark), a round-trip floor, the route cache sweep and the
-client models measured in the same run, and writes results.json, summary.md, summary.html
-and the figures (PNG) to --out. Exit status: 0 when the report was written (verdicts are in
+On an embedded redis-server unless --redis (or $CFN_REDIS_URL) names one, runs the Locust
+harness (loadtests/swarm.py) in subprocesses at each agent count, with the server's own
+ceiling (redis-benchmark), a round-trip floor, the route cache sweep and the client models
+measured in the same run, and writes results.json, summary.md, summary.html and the figures
+(PNG) to --out. Exit status: 0 when the report was written (verdicts are in
 it), 1 when a step failed to run, 2 for a usage error or a server that cannot be reached.
 """
 
