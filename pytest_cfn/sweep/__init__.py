@@ -4,7 +4,8 @@ The Locust harness (``loadtests/swarm.py``) runs in subprocesses at each agent c
 (``harness``); the server's ceiling and floor (``references``), the route cache sweep
 (``cache_sweep``) and the connection layouts (``client_models``) are measured in the same run
 (``runner``); the document (``document``) feeds the figures (``figures``) and the summary page
-(``summary``), for ``cfn bench`` and ``cfn report`` alike.
+(``summary``, with ADR-002's figures beside ours from ``adr``), for ``cfn bench`` and
+``cfn report`` alike.
 """
 
 from __future__ import annotations

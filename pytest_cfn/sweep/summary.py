@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_cfn.results import Regression, compare
+from pytest_cfn.sweep.adr import adr_claims, number, our_counterparts
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
 from pytest_cfn.sweep.document import (
     SweepData,
@@ -19,13 +20,7 @@ from pytest_cfn.sweep.document import (
     saturated,
     sustained_lower_bound,
 )
-from pytest_cfn.sweep.figures import (
-    DrawnFigure,
-    adr_claims,
-    draw_all,
-    number,
-    our_counterparts,
-)
+from pytest_cfn.sweep.figures import DrawnFigure, draw_all
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 
