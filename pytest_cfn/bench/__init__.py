@@ -1,11 +1,12 @@
-"""The Event Bus benchmark, ``python -m pytest_cfn.bench`` (issue 2, item 6).
+"""The Event Bus and Messenger benchmark, ``python -m pytest_cfn.bench`` (issues 2 and 3).
 
 Against one real Redis server in one run it prints redis-benchmark's PUBLISH
 ceiling, redis-py's PubSub drain and pipeline rates as references, our publish
 rate, our end-to-end delivered events/s, latency at a fixed offered rate from
-the intended send time, and memory per idle bus, each with its method, its
-ratio to its reference and its target. ``cfn bench`` is the agent sweep
-(issue 6), not this.
+the intended send time, memory per idle bus, and the Messenger's delivered
+messages/s beside the Event Bus's events/s (``--only messenger``), each with its
+method, its ratio to its reference and its target. ``cfn bench`` is the agent
+sweep (issue 6), not this.
 """
 
 from __future__ import annotations

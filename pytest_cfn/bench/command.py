@@ -21,7 +21,7 @@ import redis
 
 from pytest_cfn._backends.address import URL_FORMS, parse_redis_url
 from pytest_cfn._errors import CfnError
-from pytest_cfn.bench.config import STEPS, BenchConfig, Target
+from pytest_cfn.bench.config import MESSAGE_BYTES, STEPS, WINDOW_BYTES, BenchConfig, Target
 from pytest_cfn.bench.report import build_result, print_summary
 from pytest_cfn.bench.runner import BenchRun
 from pytest_cfn.bench.workloads import wire_size
@@ -34,6 +34,7 @@ EXIT_USAGE = 2
 FULL = {"events": 200_000, "rate": 10_000.0, "duration": 5.0, "repeat": 3, "idle_buses": 50}
 QUICK = {"events": 2_000, "rate": 2_000.0, "duration": 0.5, "repeat": 1, "idle_buses": 3}
 MAX_PAYLOAD = 256 * 1024
+MIN_MESSAGE = 32
 
 
 def _number(
@@ -63,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_cfn.bench",
         description=(
-            "Measure the Event Bus against one real Redis server, in one run: "
-            "redis-benchmark's PUBLISH ceiling, redis-py's PubSub drain and pipeline rates "
+            "Measure the Event Bus and the Messenger against one real Redis server, in one "
+            "run: redis-benchmark's PUBLISH ceiling, redis-py's PubSub drain and pipeline rates "
             "(references), our publish rate, our end-to-end delivered events/s, latency at a "
-            "fixed offered rate from the intended send time, and memory per idle bus. Each "
-            "figure is printed with its method, its ratio to its reference and its target."
+            "fixed offered rate from the intended send time, memory per idle bus, and the "
+            "Messenger's delivered messages/s (5 KB) beside the Event Bus's events/s, "
+            "receiver-paced. Each figure is printed with its method, its ratio to its "
+            "reference and its target."
         ),
         epilog=(
             "Full defaults: --events 200000 --rate 10000 --duration 5 --repeat 3 "
@@ -83,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--events", metavar="N", type=_number(int, 100, 100_000_000, "an integer 100..1e8"),
-        help="events per throughput run (drain, pipeline, publish, end to end; default 200000)",
+        help="events per throughput run (drain, pipeline, publish, end to end, and each "
+        "layer of the messenger step; default 200000)",
     )
     parser.add_argument(
         "--rate", metavar="R", type=_number(float, 1, 1_000_000, "events/s, 1..1e6"),
@@ -101,8 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         "their envelope",
     )
     parser.add_argument(
+        "--message-bytes", metavar="BYTES",
+        type=_number(int, MIN_MESSAGE, MAX_PAYLOAD, f"bytes, {MIN_MESSAGE}..{MAX_PAYLOAD}"),
+        default=MESSAGE_BYTES,
+        help=f"Messenger message data size in the messenger step (default {MESSAGE_BYTES})",
+    )
+    parser.add_argument(
+        "--window-mb", metavar="MIB", type=_number(float, 0.1, 1024, "MiB, 0.1..1024"),
+        default=WINDOW_BYTES / 2**20,
+        help="messenger step: how far (MiB on the wire) the sender may run ahead of the "
+        f"receiver (default {WINDOW_BYTES / 2**20:g}; the server cuts a subscriber off at "
+        "its pub/sub output-buffer limit, 32 MB by default)",
+    )
+    parser.add_argument(
         "--repeat", metavar="K", type=_number(int, 1, 20, "an integer 1..20"),
-        help="rounds of the throughput steps; the median is reported (default 3)",
+        help="rounds of the throughput and messenger steps; the median is reported "
+        "(default 3)",
     )
     parser.add_argument(
         "--idle-buses", metavar="N", type=_number(int, 1, 1000, "an integer 1..1000"),
@@ -141,6 +159,8 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         json_path=args.json,
         quick=bool(args.quick),
         steps=tuple(step for step in STEPS if not args.only or step in args.only),
+        message_bytes=int(args.message_bytes),
+        window_bytes=int(args.window_mb * 2**20),
     )
     if config.rate * config.duration < 1:
         parser.error(
@@ -193,7 +213,8 @@ def _clients() -> str:
 
 def _print_header(stream: TextIO, config: BenchConfig, target: Target, where: str) -> None:
     machine = machine_info()
-    print(f"pytest-cfn Event Bus benchmark: Redis {target.version}, {where}", file=stream)
+    print(f"pytest-cfn Event Bus and Messenger benchmark: Redis {target.version}, {where}",
+          file=stream)
     print(f"clients: {target.clients}", file=stream)
     print(
         f"machine: {machine['cpu_usable']} CPUs usable ({machine['cpu_model']}), "
@@ -204,7 +225,8 @@ def _print_header(stream: TextIO, config: BenchConfig, target: Target, where: st
         f"settings: {config.events:,} events per throughput run x {config.repeat} round(s); "
         f"{config.payload} B event data ({target.wire_bytes} B JSON envelope on the wire); "
         f"latency at {config.rate:,.0f} events/s for {config.duration:g} s; "
-        f"{config.idle_buses} idle buses" + ("; --quick" if config.quick else ""),
+        f"{config.idle_buses} idle buses; {config.message_bytes:,} B Messenger messages, "
+        f"{config.window_bytes / 2**20:g} MiB window" + ("; --quick" if config.quick else ""),
         file=stream,
     )
     stream.flush()
@@ -238,7 +260,8 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
                     "events": config.events, "rate": config.rate, "duration": config.duration,
                     "payload": config.payload, "repeat": config.repeat,
                     "idle_buses": config.idle_buses, "quick": config.quick,
-                    "steps": list(config.steps),
+                    "steps": list(config.steps), "message_bytes": config.message_bytes,
+                    "window_bytes": config.window_bytes,
                 },
             },
         )

@@ -11,9 +11,14 @@ MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
 """Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
-STEPS = ("ceiling", "throughput", "latency", "memory")
+STEPS = ("ceiling", "throughput", "latency", "memory", "messenger")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
-latency at a fixed rate; memory per idle bus."""
+latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus."""
+MESSAGE_BYTES = 5 * 1024
+"""Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
+WINDOW_BYTES = 16 * 1024 * 1024
+"""How far (bytes on the wire) the sender may run ahead of the receiver in the Messenger
+step: half the server's default ``client-output-buffer-limit pubsub 32mb``."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class BenchConfig:
     json_path: Path | None
     quick: bool
     steps: tuple[str, ...] = STEPS
+    message_bytes: int = MESSAGE_BYTES
+    window_bytes: int = WINDOW_BYTES
 
     @property
     def warmup_events(self) -> int:

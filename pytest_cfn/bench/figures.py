@@ -19,6 +19,8 @@ from pytest_cfn.bench.config import (
 )
 from pytest_cfn.bench.reference import BENCHMARK_CLIENTS, DRAIN_BACKLOG_MAX, PIPELINE_DEPTH
 from pytest_cfn.bench.report import Figure, StepFailure
+from pytest_cfn.bench.windowed import BATCH as WINDOW_BATCH
+from pytest_cfn.bench.windowed import RECEIVER_QUEUE
 from pytest_cfn.metrics.latency import LatencyHistogram
 
 Item = Figure | StepFailure
@@ -314,3 +316,116 @@ def memory_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> F
             f"counted); kernel socket buffers are not in the figure. {target.method_tail}"
         ),
     )
+
+
+_LAYER_NAMES = {"events": ("Event Bus", "events"), "messages": ("Messenger", "messages")}
+
+
+def _windowed_method(
+    layer: str, runs: list[dict[str, Any]], cfg: BenchConfig, target: Target
+) -> str:
+    first = runs[0]
+    ends = (
+        "sync EventBus.publish() and a sync EventBus subscriber with one handler on 'bench.*'"
+        if layer == "events" else
+        "sync Messenger.send() to another swarm and a sync Messenger with one on_message "
+        "handler on its inbox (message:*:{swarm})"
+    )
+    unit = _LAYER_NAMES[layer][1]
+    return (
+        f"one sender process and one receiver process: {ends}, counted at the handler; the "
+        f"sender writes batch() blocks of up to {WINDOW_BATCH:,} as fast as it can, each only "
+        f"when it leaves at most {cfg.window_bytes / 2**20:g} MiB on the wire "
+        f"({first['window_messages']:,} {unit}) ahead of the receiver's handler count "
+        f"(receiver-paced window, so the server's 32 MB pub/sub output-buffer limit does not "
+        f"cut the subscriber off; receiver queue_size {RECEIVER_QUEUE:,}); delivered/s = "
+        f"handler calls / (receiver's last delivery - sender's first send), wall clock, one "
+        f"host; MB/s = delivered/s x data bytes / 1e6; {cfg.events:,} {unit} of "
+        f"{first['bytes']:,} B data ({first['wire_bytes']:,} B JSON envelope on the wire) per "
+        f"round, median of {cfg.repeat} round(s). {target.method_tail}"
+    )
+
+
+def _windowed_notes(runs: list[dict[str, Any]], ceiling: float | None) -> list[str]:
+    sender = _median(runs, "sender_cpu_us_per_message") or 0.0
+    receiver = _median(runs, "receiver_cpu_us_per_message") or 0.0
+    held = _median(runs, "held_seconds") or 0.0
+    seconds = _median(runs, "seconds") or 0.0
+    notes = [
+        f"{_rounds(runs)}; CPU per message (median): sender {sender:.2f} µs, receiver "
+        f"{receiver:.2f} µs; the sender waited on the window {held:.2f} of {seconds:.2f} s"
+    ]
+    if ceiling:
+        notes.append(
+            f"redis-benchmark PUBLISH -P 100 of {runs[0]['bytes']:,} B, no subscriber, this "
+            f"run: {ceiling:,.0f} requests/s"
+        )
+    return notes
+
+
+def _windowed_missing(layer: str, key: str, runs: list[dict[str, Any]]) -> Figure:
+    name, unit = _LAYER_NAMES[layer]
+    published = sum(int(run["published"]) for run in runs)
+    delivered = sum(int(run["delivered"]) for run in runs)
+    counters = {
+        key: sum(int(run["receiver_stats"].get(key, 0)) for run in runs)
+        for key in ("lost", "dropped", "duplicates", "reconnects", "malformed")
+    }
+    return Figure(
+        key=key,
+        title=f"{name} {runs[0]['bytes']:,} B missing", value=float(published - delivered),
+        unit=unit, better="lower",
+        notes=[
+            f"sent {published:,}, delivered {delivered:,} over {len(runs)} round(s); the "
+            "receiver's own counters: "
+            + ", ".join(f"{key} {value:,}" for key, value in counters.items())
+        ],
+        method=(
+            f"the {name} runs above: sent (the sender's count, all acknowledged by Redis) "
+            "minus delivered (handler calls), summed over the rounds."
+        ),
+    )
+
+
+def windowed_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
+    ceilings: dict[str, float],
+    cfg: BenchConfig,
+    target: Target,
+) -> list[Item]:
+    """The Event Bus's delivered events/s and the Messenger's delivered messages/s from
+    the same run, each also in MB/s, and what each lost; the Messenger's MB/s is held
+    to the Event Bus's (issue 3: as fast per byte)."""
+    items: list[Item] = []
+    bus_rate, bus_mb = _median(runs["events"]), _median(runs["events"], "mb_per_s")
+    for layer in ("events", "messages"):
+        name, unit = _LAYER_NAMES[layer]
+        prefix = "windowed_events" if layer == "events" else "messenger"
+        layer_runs = runs[layer]
+        if not layer_runs:
+            items.append(StepFailure(f"{name} delivered (receiver-paced)", errors[layer]))
+            continue
+        size = f"{layer_runs[0]['bytes']:,} B"
+        rate, mb = _median(layer_runs), _median(layer_runs, "mb_per_s")
+        assert rate is not None and mb is not None
+        notes = _windowed_notes(layer_runs, ceilings.get(layer))
+        if layer == "messages" and bus_rate:
+            notes.insert(0, f"{rate / bus_rate:.2f}x the Event Bus's events/s in this run")
+        method = _windowed_method(layer, layer_runs, cfg, target)
+        items.append(Figure(
+            key=f"{prefix}_delivered", title=f"{name} {size} delivered", value=rate,
+            unit=f"{unit}/s", reference_title="redis-benchmark -P 100, same size",
+            reference_value=ceilings.get(layer), notes=notes, method=method,
+        ))
+        gate = layer == "messages" and bus_mb is not None
+        items.append(Figure(
+            key=f"{prefix}_mb_per_s", title=f"{name} {size} MB/s", value=mb, unit="MB/s",
+            reference_title="Event Bus MB/s" if gate else None,
+            reference_value=bus_mb if gate else None,
+            target=bus_mb if gate else None, op=">=" if gate else None,
+            target_text=">= Event Bus MB/s",
+            method=f"the same runs as {name} {size} delivered: data bytes delivered per second.",
+        ))
+        items.append(_windowed_missing(layer, f"{prefix}_missing", layer_runs))
+    return items

@@ -42,6 +42,12 @@ def new_event() -> Event:
     return CONTEXT.Event()
 
 
+def new_counter() -> Any:
+    """A cross-process integer in shared memory (``.value``), without a lock: one worker
+    writes it, another only reads it, as a receiver's progress for a sender's window."""
+    return CONTEXT.RawValue("q", 0)
+
+
 def _worker_main(
     function: WorkerFunction, kwargs: dict[str, Any], results: multiprocessing.Queue[Any]
 ) -> None:

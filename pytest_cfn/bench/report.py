@@ -113,7 +113,7 @@ def print_section(stream: TextIO, heading: str, items: list[Figure | StepFailure
 
 def print_summary(stream: TextIO, figures: list[Figure], failures: list[StepFailure]) -> None:
     gated = [f for f in figures if f.op is not None and f.target is not None]
-    print("\nTargets (issue 2):", file=stream)
+    print("\nTargets (issues 2 and 3):", file=stream)
     for figure in gated:
         shown = format_value(figure.value, figure.unit)
         print(

@@ -21,12 +21,14 @@ from pytest_cfn.bench.figures import (
     latency_figures,
     memory_figure,
     throughput_figures,
+    windowed_figures,
 )
 from pytest_cfn.bench.memory import idle_bus_memory
 from pytest_cfn.bench.processes import (
     StepFailedError,
     Worker,
     WorkerFunction,
+    new_counter,
     new_event,
     sink_subscriber,
     wait_ready,
@@ -40,6 +42,14 @@ from pytest_cfn.bench.reference import (
     run_redis_benchmark,
 )
 from pytest_cfn.bench.report import Figure, StepFailure, print_section
+from pytest_cfn.bench.windowed import (
+    LAYERS,
+    data_size,
+    layer_wire_size,
+    window_messages,
+    windowed_receiver,
+    windowed_sender,
+)
 from pytest_cfn.bench.workloads import (
     TICK,
     latency_subscriber,
@@ -56,6 +66,7 @@ SECTIONS = {
     "throughput": "[2-4] Throughput: redis-py references and our bus",
     "latency": "[5] Latency at a fixed offered rate, from the intended send time",
     "memory": "[6] Memory per idle bus",
+    "messenger": "[7] The Messenger beside the Event Bus, receiver-paced (issue 3)",
 }
 
 
@@ -78,6 +89,7 @@ class BenchRun:
             "throughput": self._throughput,
             "latency": self._latency,
             "memory": self._memory,
+            "messenger": self._messenger,
         }
         for name in self.config.steps:
             heading = SECTIONS[name]
@@ -311,3 +323,81 @@ class BenchRun:
             worker.stop()
         self._record("idle_bus_memory", result)
         return [memory_figure(result, cfg, self.target)]
+
+    def _messenger(self) -> list[Item]:
+        """Event Bus and Messenger rounds, interleaved; redis-benchmark at both sizes."""
+        runs: dict[str, list[dict[str, Any]]] = {layer: [] for layer in LAYERS}
+        errors: dict[str, str] = {}
+        for round_index in range(self.config.repeat):
+            for layer in LAYERS:
+                try:
+                    result = self._windowed_once(layer)
+                except StepFailedError as exc:
+                    errors.setdefault(layer, str(exc))
+                    continue
+                result["round"] = round_index + 1
+                runs[layer].append(result)
+                self._record(f"windowed_{layer}", result)
+        ceilings = self._ceilings_at_layer_sizes()
+        return windowed_figures(runs, errors, ceilings, self.config, self.target)
+
+    def _ceilings_at_layer_sizes(self) -> dict[str, float]:
+        """redis-benchmark's pipelined PUBLISH (no subscriber) at each layer's size,
+        requests/s; a layer is left out when redis-benchmark is missing or fails."""
+        binary = self.target.redis_benchmark
+        ceilings: dict[str, float] = {}
+        if binary is None:
+            return ceilings
+        for layer in LAYERS:
+            try:
+                result = run_redis_benchmark(
+                    binary, self.target.url, requests=self.config.events, pipeline=100,
+                    channel=f"event:{self.swarm}:x", payload=self._layer_bytes(layer),
+                    timeout=REDIS_BENCHMARK_TIMEOUT,
+                )
+            except StepFailedError:
+                continue
+            self._record(f"redis_benchmark_p100_{layer}", result)
+            ceilings[layer] = result["rate"]
+        return ceilings
+
+    def _layer_bytes(self, layer: str) -> int:
+        return self.config.message_bytes if layer == "messages" else self.config.payload
+
+    def _windowed_once(self, layer: str) -> dict[str, Any]:
+        """One sender and one receiver process of ``layer``, the sender held to the window."""
+        cfg = self.config
+        payload = self._layer_bytes(layer)
+        wire = layer_wire_size(layer, payload)
+        window = window_messages(cfg.window_bytes, wire)
+        receiver = self._next_swarm()
+        sender = self._next_swarm() if layer == "messages" else receiver
+        progress = new_counter()
+        budget = cfg.step_budget(cfg.events)
+        sent, received = self._pair(
+            (f"{layer} receiver", windowed_receiver,
+             {"layer": layer, "swarm": receiver, "progress": progress}),
+            (f"{layer} sender", windowed_sender,
+             {"layer": layer, "swarm": sender, "to_swarm": receiver, "count": cfg.events,
+              "payload": payload, "window": window, "progress": progress}),
+            cfg.events, budget,
+        )
+        elapsed = received["last_wall"] - sent["started_wall"]
+        delivered = received["delivered"]
+        rate = delivered / elapsed if delivered and elapsed > 0 else 0.0
+        return {
+            "rate": rate,
+            "mb_per_s": rate * data_size(payload) / 1e6,
+            "bytes": data_size(payload),
+            "wire_bytes": wire,
+            "window_messages": window,
+            "published": sent["published"],
+            "delivered": delivered,
+            "seconds": elapsed,
+            "send_seconds": sent["seconds"],
+            "held_seconds": sent["held_seconds"],
+            "sender_cpu_us_per_message": sent["cpu_us_per_message"],
+            "receiver_cpu_us_per_message": received["cpu_us_per_message"],
+            "receiver_stats": received["stats"],
+            "sender_stats": sent["stats"],
+        }

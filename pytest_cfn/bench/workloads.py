@@ -29,7 +29,7 @@ def event_data(payload: int, stamp: int = _STAMP) -> dict[str, Any]:
     return {"t": stamp, "p": "x" * max(0, payload - _DATA_OVERHEAD)}
 
 
-def wire_size(swarm: str, payload: int) -> int:
+def wire_size(swarm: str, payload: int, event_type: str = TICK) -> int:
     """Bytes of one encoded envelope as our publisher sends it (the PUBLISH payload)."""
     from pytest_cfn._core.envelope import Codec, Envelope
 
@@ -38,7 +38,7 @@ def wire_size(swarm: str, payload: int) -> int:
         id=f"{publisher}-1000000",
         swarm=swarm,
         source="publisher",
-        type=TICK,
+        type=event_type,
         priority=5,
         seq=1_000_000,
         ts=time.time_ns(),
