@@ -36,8 +36,16 @@ FIGURES = {
     "latency_p99_9": "latency p99.9 at 2,000 events/s",
     "latency_max": "latency max at 2,000 events/s",
     "idle_bus_heap_bytes": "memory per idle bus (Python heap)",
+    "windowed_events_delivered": "Event Bus 200 B delivered",
+    "windowed_events_mb_per_s": "Event Bus 200 B MB/s",
+    "windowed_events_missing": "Event Bus 200 B missing",
+    "messenger_delivered": "Messenger 5,120 B delivered",
+    "messenger_mb_per_s": "Messenger 5,120 B MB/s",
+    "messenger_missing": "Messenger 5,120 B missing",
 }
-GATED = {"publish_rate", "e2e_delivered", "latency_p99", "idle_bus_heap_bytes"}
+GATED = {"publish_rate", "e2e_delivered", "latency_p99", "idle_bus_heap_bytes",
+         "messenger_mb_per_s"}
+MISSING = {"e2e_missing", "windowed_events_missing", "messenger_missing"}
 
 
 def run_bench(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
@@ -76,9 +84,10 @@ def test_quick_run_writes_a_valid_result_with_gated_metrics(quick_run: dict[str,
     assert result.redis.version.count(".") == 2
     metrics = {metric.name: metric for metric in result.metrics}
     assert set(metrics) == set(FIGURES)
-    assert metrics["e2e_missing"].value == 0
+    for name in MISSING:
+        assert metrics[name].value == 0, name
     for name, metric in metrics.items():
-        assert metric.value > 0 or name == "e2e_missing", name
+        assert metric.value > 0 or name in MISSING, name
         assert metric.method, name
         if name in GATED:
             assert metric.target is not None and metric.op is not None, name
@@ -92,9 +101,49 @@ def test_quick_run_writes_a_valid_result_with_gated_metrics(quick_run: dict[str,
     assert raw["extra"]["failed_steps"] == []
 
 
+def test_quick_run_prints_the_messenger_beside_the_event_bus_with_its_window(
+    quick_run: dict[str, Any],
+) -> None:
+    done = quick_run["done"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    heading = lines.index("[7] The Messenger beside the Event Bus, receiver-paced (issue 3)")
+    section = lines[heading:]
+    messenger = next(i for i, line in enumerate(section) if "Messenger 5,120 B delivered" in line)
+    assert "messages/s" in section[messenger]
+    assert "x the Event Bus's events/s in this run" in section[messenger + 1]
+    method = next(line for line in section[messenger:] if line.strip().startswith("method: "))
+    for words in ("one sender process and one receiver process", "batch()",
+                  "at most 16 MiB on the wire", "32 MB pub/sub output-buffer limit",
+                  "5,120 B data", "Messenger.send()"):
+        assert words in method, words
+    for title in ("Event Bus 200 B missing", "Messenger 5,120 B missing"):
+        missing = next(i for i, line in enumerate(section) if line.strip().startswith(title))
+        assert "sent 2,000, delivered 2,000" in section[missing + 1], section[missing + 1]
+    result = read_result(quick_run["path"])
+    metrics = {metric.name: metric for metric in result.metrics}
+    bus, messenger_mb = metrics["windowed_events_mb_per_s"], metrics["messenger_mb_per_s"]
+    assert messenger_mb.target == pytest.approx(bus.value) and messenger_mb.op == ">="
+    assert "receiver-paced window" in metrics["messenger_delivered"].method
+
+
+def test_message_bytes_sets_the_messenger_size_only(redis_server: Any) -> None:
+    done = run_bench("--quick", "--only", "messenger", "--message-bytes", "1024",
+                     "--redis", redis_server.url, timeout=120.0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Messenger 1,024 B delivered" in done.stdout
+    assert "Event Bus 200 B delivered" in done.stdout
+    assert "[2-4]" not in done.stdout and "[6]" not in done.stdout
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
+        (["--message-bytes", "5KB"], "--message-bytes"),
+        (["--message-bytes", "31"], "--message-bytes"),
+        (["--message-bytes", "300000"], "--message-bytes"),
+        (["--window-mb", "0"], "--window-mb"),
+        (["--only", "messages"], "--only"),
         (["--events", "0"], "--events"),
         (["--rate", "fast"], "--rate"),
         (["--payload", "-5"], "--payload"),
@@ -115,6 +164,11 @@ def test_quick_defaults_yield_to_explicit_flags() -> None:
     assert (config.events, config.payload, config.repeat, config.rate) == (5000, 64, 1, 2000.0)
     full = parse_config([])
     assert (full.events, full.rate, full.duration, full.repeat) == (200_000, 10_000.0, 5.0, 3)
+    assert (full.message_bytes, full.window_bytes) == (5120, 16 * 2**20)
+    assert full.steps[-1] == "messenger"
+    only = parse_config(["--only", "messenger", "--message-bytes", "10_240", "--window-mb", "8"])
+    assert (only.steps, only.message_bytes, only.window_bytes) == (
+        ("messenger",), 10_240, 8 * 2**20)
 
 
 def test_redis_benchmark_output_is_parsed_from_its_last_progress_line() -> None:
@@ -147,3 +201,27 @@ def test_ratio_and_verdict_follow_reference_and_target() -> None:
     figure.value = 50.0
     assert figure.verdict == "fail"
     assert Figure(key="k", title="t", value=1.0, unit="u", method="m").verdict == "info"
+
+
+def test_window_holds_the_configured_bytes_and_data_has_the_requested_size() -> None:
+    from pytest_cfn.bench.windowed import data_size, layer_wire_size, window_messages
+
+    wire = layer_wire_size("messages", 5120)
+    assert data_size(5120) == 5120 and 5120 < wire < 5120 + 400
+    window = window_messages(16 * 2**20, wire)
+    assert window * wire <= 16 * 2**20 < (window + 1) * wire
+    assert window_messages(1000, 5000) == 1
+
+
+def test_sender_gives_up_when_the_receivers_count_stalls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from pytest_cfn.bench import windowed
+
+    monkeypatch.setattr(windowed, "STALL_SECONDS", 0.05)
+    with pytest.raises(StepFailedError, match="stayed at 10 of 3,000 sent"):
+        windowed._hold(SimpleNamespace(value=10), needed=2000, sent=3000)
+    assert windowed._hold(SimpleNamespace(value=2000), needed=2000, sent=3000) == pytest.approx(
+        0.0, abs=0.01)
