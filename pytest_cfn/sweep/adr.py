@@ -54,7 +54,8 @@ def our_counterparts(data: SweepData) -> dict[str, tuple[float, str]]:
                 at_100["message_deliveries_per_s"],
                 "Messenger deliveries/s (each message to every agent of the receiving swarm) "
                 "of the harness's mix at 100 agents: what the mix offers, not a ceiling "
-                "(python -m pytest_cfn.bench measures the Messenger's)",
+                "(python -m pytest_cfn.bench --only messenger measures the Messenger's own "
+                "delivered messages/s, one sender and one receiver, receiver-paced)",
             )
         if at_100.get("mean_us"):
             out["event_bus_avg_latency"] = (at_100["mean_us"] / 1000,
