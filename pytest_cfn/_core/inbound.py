@@ -35,12 +35,12 @@ class InboundProcessor:
 
     __slots__ = (
         "_channel_cache",
-        "before_tracking",
         "_channels",
         "_decode",
         "_kind",
         "_swarm",
         "_tracker_observe",
+        "before_tracking",
         "malformed",
         "malformed_count",
         "received",
