@@ -10,20 +10,29 @@ import pytest
 
 from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.loadgen import options as o
-from pytest_cfn.loadgen.accounting import DeliveryRecorder, merge
+from pytest_cfn.loadgen.accounting import DeliveryRecorder, RunTotals, merge
 from pytest_cfn.loadgen.connections import count_connections
-from pytest_cfn.loadgen.report import RunFacts, build_metrics, render_table
+from pytest_cfn.loadgen.report import (
+    RunFacts,
+    build_metrics,
+    build_result,
+    generator_note,
+    render_table,
+)
 from pytest_cfn.loadgen.traffic import (
     MeasurementWindow,
     Schedule,
     aligned_end,
+    behind_schedule_ns,
     padding_for,
     role_mix,
     traffic_cycle,
 )
 from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.results import RedisInfo
 
 MS = 1_000_000
+S = 1_000_000_000
 
 
 def test_locust_is_not_imported_by_the_harness_logic() -> None:
@@ -216,8 +225,12 @@ def _facts(**kw: object) -> RunFacts:
 
 def _totals(latency_ms: float) -> object:
     recorder = DeliveryRecorder()
+    recorder.mark_window_start(0)
     recorder.published_counts("s")[9] = 100
-    recorder.add_subscriber("s", "a", 0).received[9] = 100
+    recorder.published_total = 100
+    tally = recorder.add_subscriber("s", "a", 0)
+    tally.received[9] = tally.arrivals = 100
+    recorder.mark_window_end(2 * S, 0)
     recorder.values_for("deliver", "x").extend([int(latency_ms * MS)] * 100)
     recorder.flush(round)
     return merge([recorder.snapshot([{"cache_hits": 999, "cache_misses": 1}])], 1)
@@ -251,3 +264,131 @@ def test_a_run_with_no_window_fails_its_gates_and_says_why() -> None:
     table = render_table(options, metrics, facts)
     assert "gates: FAILED" in table and "measurement window" in table
     assert LatencyHistogram().count == 0
+
+
+def test_window_rates_count_what_arrived_between_each_process_marks() -> None:
+    # Process A: 2 subscribers of s1, marks 2 s apart; B: 1 subscriber of s1, marks 4 s apart.
+    a, b = DeliveryRecorder(), DeliveryRecorder()
+    a_subs = [a.add_subscriber("s1", f"a{i}", 0) for i in range(2)]
+    b_sub = b.add_subscriber("s1", "b0", 0)
+    for tally in (*a_subs, b_sub):
+        tally.arrivals = 50  # before the window: not counted
+    a.published_total = 7
+    a.mark_window_start(1 * S)
+    b.mark_window_start(1 * S)
+    for tally in a_subs:
+        tally.arrivals += 200
+    b_sub.arrivals += 400
+    a.published_total += 300
+    a.mark_window_end(3 * S, behind_ns=5 * MS)
+    b.mark_window_end(5 * S, behind_ns=0)
+    late = b.add_subscriber("s1", "b1", 2 * S)  # subscribed after the window opened
+    late.arrivals = 10_000
+    totals = merge([a.snapshot([]), b.snapshot([])], window_start_ns=1 * S)
+    assert totals.marked_processes == 2
+    assert totals.arrival_rate == {"s1": pytest.approx(100 + 100 + 100)}
+    assert totals.arrivals_per_s() == pytest.approx(300.0)
+    # Three on-time subscribers each got 100 deliveries/s: 100 events/s.
+    assert totals.sustained_events_per_s() == pytest.approx(100.0)
+    assert totals.sent_per_s == pytest.approx(150.0)
+    assert totals.behind_ns == 5 * MS
+
+
+def test_behind_schedule_is_the_furthest_behind_agent() -> None:
+    assert behind_schedule_ns(10 * S, [10 * S + 1, 9 * S, None, 8 * S]) == 2 * S
+    assert behind_schedule_ns(10 * S, [11 * S, None]) == 0
+    assert behind_schedule_ns(10 * S, []) == 0
+
+
+def _simulate(capacity_per_s: float) -> tuple[RunTotals, RunFacts]:
+    """10 agents at 100 events/s each (1,000/s offered) fed by one sender that can publish
+    ``capacity_per_s`` events/s; 2 subscribers receive each event 1 ms after its actual send.
+    Like the harness, the sender keeps going after the window's end until every event
+    intended inside the window is sent, and the marks count what happened between them."""
+    agents, rate, transit = 10, 100.0, 1 * MS
+    cost = int(S / capacity_per_s)
+    schedules = [Schedule(rate, 0, i / agents) for i in range(agents)]
+    window = MeasurementWindow()
+    start = 1 * S
+    end = aligned_end(start, 3 * S, schedules[0].interval_ns)
+    window.open(start)
+    window.close(end)
+    clock, behind = 0, None
+    timeline: list[tuple[int, int, bool]] = []  # (time, 0 publish / 1 delivery, measured)
+    while True:
+        agent = min(schedules, key=Schedule.next_ns)
+        if agent.next_ns() >= end:
+            break
+        sent = max(clock, agent.next_ns())
+        if sent >= end and behind is None:
+            behind = behind_schedule_ns(end, (s.next_ns() for s in schedules))
+        intended = agent.take()
+        clock = sent + cost
+        measured = window.measured(intended)
+        timeline.append((sent, 0, measured))
+        timeline.extend([(sent + transit, 1, measured)] * 2)
+    recorder = DeliveryRecorder()
+    tallies = [recorder.add_subscriber("s", f"sub{i}", 0) for i in range(2)]
+    deliveries = recorder.values_for("deliver", "state.update")
+    which = 0
+    for at, kind, measured in sorted(timeline):
+        if at >= start and recorder.start_mark_ns is None:
+            recorder.mark_window_start(start)
+        if at >= end and recorder.end_mark_ns is None:
+            recorder.mark_window_end(end, behind or 0)
+        if kind == 0:
+            recorder.published_total += 1
+            recorder.published_counts("s")[5] += measured
+            continue
+        tally = tallies[which]
+        which ^= 1
+        tally.arrivals += 1
+        tally.received[5] += measured
+        if measured:
+            deliveries.append(at - start)
+    recorder.flush(round)
+    totals = merge([recorder.snapshot([])], window_start_ns=start)
+    facts = RunFacts(agents=agents, swarms=1, agent_rate=rate, window_s=(end - start) / S)
+    return totals, facts
+
+
+def test_a_saturated_generator_yields_a_throughput_below_the_offered_rate() -> None:
+    options = o.HarnessOptions.from_values({"cfn_gate": "throughput",
+                                            "cfn_target": ["min_throughput=900"]})
+    totals, facts = _simulate(capacity_per_s=400.0)
+    # Counted by intended send time, every offered event shows up as delivered (the old bug).
+    assert totals.delivered_events() / facts.window_s == pytest.approx(1000.0, rel=0.01)
+    metrics = {m.name: m for m in build_metrics(options, totals, facts)}
+    assert metrics["offered_rate"].value == 1000.0
+    assert metrics["throughput"].value == pytest.approx(400.0, rel=0.02)
+    assert metrics["sent_rate"].value == pytest.approx(400.0, rel=0.02)
+    assert metrics["deliveries_per_s"].value == pytest.approx(800.0, rel=0.02)
+    assert metrics["throughput"].verdict == "fail"
+    assert "delivery time" in metrics["throughput"].method
+    # Sending since t=0 at 40 % of the offered rate, at the end (3 s) it is 1.8 s behind.
+    assert metrics["generator_behind"].value == pytest.approx(1.8, abs=0.05)
+    note = generator_note(totals)
+    assert note is not None and note.startswith("load generator behind schedule by 1.8")
+    assert "generator's limit, not Redis's" in note
+    facts.notes.append(note)
+    table = render_table(options, list(metrics.values()), facts)
+    assert "note: load generator behind schedule by" in table
+    assert "FAILED: throughput" in table
+    result = build_result(options, list(metrics.values()), totals, facts, RedisInfo(version=""),
+                          {}, {})
+    assert result.extra["generator_saturated"] is True
+    assert result.extra["generator_behind_s"] == pytest.approx(1.8, abs=0.05)
+
+
+def test_a_generator_on_schedule_sustains_the_offered_rate() -> None:
+    options = o.HarnessOptions.from_values({"cfn_gate": "throughput",
+                                            "cfn_target": ["min_throughput=900"]})
+    totals, facts = _simulate(capacity_per_s=5000.0)
+    metrics = {m.name: m for m in build_metrics(options, totals, facts)}
+    assert metrics["throughput"].value == pytest.approx(1000.0, rel=0.01)
+    assert metrics["throughput"].verdict == "pass"
+    assert metrics["generator_behind"].value < 0.01
+    assert generator_note(totals) is None
+    result = build_result(options, list(metrics.values()), totals, facts, RedisInfo(version=""),
+                          {}, {})
+    assert result.extra["generator_saturated"] is False

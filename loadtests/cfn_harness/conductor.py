@@ -28,7 +28,13 @@ from cfn_harness.timers import loop_backend
 from pytest_cfn.loadgen.accounting import merge
 from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
 from pytest_cfn.loadgen.options import HarnessOptions
-from pytest_cfn.loadgen.report import RunFacts, build_metrics, build_result, render_table
+from pytest_cfn.loadgen.report import (
+    RunFacts,
+    build_metrics,
+    build_result,
+    generator_note,
+    render_table,
+)
 from pytest_cfn.loadgen.traffic import aligned_end
 from pytest_cfn.metrics import ServerSampler, machine_info
 from pytest_cfn.results import RedisInfo, redact_url, write_result
@@ -196,6 +202,9 @@ class Conductor:
                 "samples": summary.samples if summary else 0,
             },
         )
+        saturation = generator_note(totals)
+        if saturation is not None:
+            facts.notes.append(saturation)
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
         metrics = build_metrics(options, totals, facts)
         self.table = render_table(options, metrics, facts)
@@ -240,6 +249,12 @@ class Conductor:
             notes.append(
                 "the run ended before the measurement window opened (ramp-up + "
                 f"{self.options.warmup:g} s warm-up); run longer"
+            )
+        unmarked = sum(1 for s in snapshots if not s.get("window_marks"))
+        if window_s and unmarked:
+            notes.append(
+                f"{unmarked} process(es) did not mark the window's start and end: their "
+                "deliveries are missing from throughput, sent_rate and deliveries_per_s"
             )
         if self.unready:
             notes.append(

@@ -28,7 +28,7 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.loadgen.options import HarnessOptions
-from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow
+from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, behind_schedule_ns
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -160,8 +160,9 @@ class ProcessRuntime:
                 log.warning("coalescing writer stopped: %s", exc)
 
     def handlers(self, tally: SubscriberTally) -> tuple[Any, Any]:
-        """An agent's event and message handlers: latencies and counts of measured events
-        (those sent inside the window; warm-up traffic is delivered but not recorded)."""
+        """An agent's event and message handlers: every delivery is counted (for the window's
+        rates, by receive time); latencies and per-priority counts only of measured events
+        (those intended inside the window; warm-up traffic is delivered but not recorded)."""
         recorder = self.recorder
         lists = self._lists
         message_lists = self._message_lists
@@ -170,6 +171,7 @@ class ProcessRuntime:
         message_types = self.message_types
 
         def on_event(event: Any) -> None:
+            tally.arrivals += 1
             data = event.data
             if not data["m"]:
                 return
@@ -183,6 +185,7 @@ class ProcessRuntime:
             received[event.priority] += 1
 
         def on_message(message: Any) -> None:
+            tally.arrivals += 1
             envelope = message.envelope
             data = envelope.data
             if not data["m"]:
@@ -222,16 +225,22 @@ class ProcessRuntime:
         self.window.open(start_ns)
         self.go.set()
 
-        def note_cpu() -> None:
+        def mark_start() -> None:
             self._cpu_start = time.process_time()
+            self.recorder.mark_window_start(time_ns())
 
-        gevent.spawn_later(max(0.0, (start_ns - time_ns()) / 1e9), note_cpu)
+        gevent.spawn_later(max(0.0, (start_ns - time_ns()) / 1e9), mark_start)
 
     def on_stop(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
-        """Close the window, let the agents send their last measured events, wait for the
-        deliveries to settle, and send this process's snapshot to the conductor."""
+        """Close the window, mark its end (counts and how far behind schedule the agents
+        are), let the agents send their last measured events, wait for the deliveries to
+        settle, and send this process's snapshot to the conductor."""
         end_ns = int(msg.data["end_ns"])
         self.window.close(end_ns)
+        gevent.sleep(max(0.0, (end_ns - time_ns()) / 1e9))
+        now = time_ns()
+        behind = behind_schedule_ns(now, (c.next_intended_ns() for c in self.clients))
+        self.recorder.mark_window_end(now, behind)
         deadline = time.monotonic() + max(0.0, (end_ns - time_ns()) / 1e9) + self.options.drain
         while time.monotonic() < deadline and any(
             (c.next_intended_ns() or end_ns) < end_ns for c in self.clients

@@ -9,6 +9,11 @@ workers to the master); ``merge`` adds snapshots up and works out loss from coun
 * every subscriber (an agent's handler) counts the measured events it received, per priority;
 * expected deliveries = measured events sent to a swarm x its subscribers that were listening
   before the window opened (later ones are reported, not counted); lost = expected - received.
+
+Rates are counted by when things happened, not by when they were meant to: each process marks
+the window's start and end on its own clock (``mark_window_start``/``mark_window_end``) and
+counts the publishes and deliveries between the two marks, whatever their intended send time.
+A load generator that falls behind its schedule thus lowers the rates instead of hiding in them.
 """
 
 from __future__ import annotations
@@ -52,15 +57,21 @@ class LocustRow:
 
 
 class SubscriberTally:
-    """What one subscribing agent received: measured events per priority, and when it started."""
+    """What one subscribing agent received: measured events per priority, and when it started;
+    ``arrivals`` counts every delivery (measured or not) so a window can be counted by receive
+    time."""
 
-    __slots__ = ("agent", "ready_ns", "received", "swarm")
+    __slots__ = ("agent", "arrivals", "arrivals_at_start", "in_window", "ready_ns", "received",
+                 "swarm")
 
     def __init__(self, swarm: str, agent: str, ready_ns: int) -> None:
         self.swarm = swarm
         self.agent = agent
         self.ready_ns = ready_ns
         self.received = [0] * PRIORITIES
+        self.arrivals = 0
+        self.arrivals_at_start = 0
+        self.in_window = 0
 
 
 class DeliveryRecorder:
@@ -78,6 +89,29 @@ class DeliveryRecorder:
         self.published_total = 0
         self.publish_errors = 0
         self.deliveries = 0
+        self.start_mark_ns: int | None = None
+        self.end_mark_ns: int | None = None
+        self._published_at_start = 0
+        self.sent_in_window = 0
+        self.behind_ns = 0
+
+    def mark_window_start(self, now_ns: int) -> None:
+        """The window starts now (this process's clock): remember every counter."""
+        self.start_mark_ns = now_ns
+        self._published_at_start = self.published_total
+        for tally in self.subscribers:
+            tally.arrivals_at_start = tally.arrivals
+
+    def mark_window_end(self, now_ns: int, behind_ns: int) -> None:
+        """The window ends now: publishes and deliveries since the start mark, and how far
+        behind its schedule the load generator is (``behind_ns``, 0 when on time)."""
+        if self.start_mark_ns is None:
+            return
+        self.end_mark_ns = now_ns
+        self.sent_in_window = self.published_total - self._published_at_start
+        for tally in self.subscribers:
+            tally.in_window = tally.arrivals - tally.arrivals_at_start
+        self.behind_ns = max(0, behind_ns)
 
     def values_for(self, request_type: str, name: str) -> list[int]:
         """The list handlers append ``(request_type, name)`` latencies (ns) to; never replaced."""
@@ -144,6 +178,16 @@ class DeliveryRecorder:
                     pause()
         return rows
 
+    def _window_marks(self) -> dict[str, int] | None:
+        if self.start_mark_ns is None or self.end_mark_ns is None:
+            return None
+        return {
+            "start_ns": self.start_mark_ns,
+            "end_ns": self.end_mark_ns,
+            "sent": self.sent_in_window,
+            "behind_ns": self.behind_ns,
+        }
+
     def snapshot(self, bus_stats: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         """Everything this process measured, as plain data (call ``flush`` first)."""
         buses = list(bus_stats)
@@ -161,8 +205,10 @@ class DeliveryRecorder:
             "publish_errors": self.publish_errors,
             "deliveries": self.deliveries,
             "subscribers": [
-                [t.swarm, t.agent, t.ready_ns, list(t.received)] for t in self.subscribers
+                [t.swarm, t.agent, t.ready_ns, list(t.received), t.in_window]
+                for t in self.subscribers
             ],
+            "window_marks": self._window_marks(),
             "bus": {**counters, **worst, "buses": len(buses)},
             **extra,
         }
@@ -187,6 +233,10 @@ class RunTotals:
     deliveries: int = 0
     bus: dict[str, int] = field(default_factory=dict)
     sums: dict[str, float] = field(default_factory=dict)
+    marked_processes: int = 0
+    arrival_rate: dict[str, float] = field(default_factory=dict)
+    sent_per_s: float = 0.0
+    behind_ns: int = 0
 
     def expected(self, priorities: Iterable[int] = range(1, PRIORITIES)) -> int:
         wanted = list(priorities)
@@ -222,6 +272,19 @@ class RunTotals:
                 total += sum(self.received.get(swarm, [0])) / listeners
         return total
 
+    def sustained_events_per_s(self) -> float:
+        """Events delivered per second by receive time inside the window: each swarm's
+        deliveries to on-time subscribers / its on-time subscribers, added over swarms."""
+        return sum(
+            rate / self.listeners[swarm]
+            for swarm, rate in self.arrival_rate.items()
+            if self.listeners.get(swarm)
+        )
+
+    def arrivals_per_s(self) -> float:
+        """Deliveries to on-time subscribers per second, by receive time inside the window."""
+        return sum(self.arrival_rate.values())
+
     def worst_subscriber_loss(self) -> int:
         """The most measured events any one on-time subscriber missed."""
         sent = {s: sum(c) for s, c in self.published.items()}
@@ -230,10 +293,17 @@ class RunTotals:
 
 def merge(snapshots: Iterable[dict[str, Any]], window_start_ns: int) -> RunTotals:
     """Add up snapshots from every process; subscribers that started after the window opened
-    are counted in ``late_subscribers`` and left out of the loss accounting."""
+    are counted in ``late_subscribers`` and left out of the loss accounting. Each process's
+    window counts are divided by its own marked span and the rates added up."""
     totals = RunTotals()
     for snap in snapshots:
         totals.processes += 1
+        marks: dict[str, int] = snap.get("window_marks") or {}
+        span_s = (marks["end_ns"] - marks["start_ns"]) / 1e9 if marks else 0.0
+        if span_s > 0:
+            totals.marked_processes += 1
+            totals.sent_per_s += marks["sent"] / span_s
+            totals.behind_ns = max(totals.behind_ns, int(marks["behind_ns"]))
         for key, encoded in snap.get("latency", {}).items():
             histogram = LatencyHistogram.decode(encoded)
             totals.latency.setdefault(key, LatencyHistogram()).merge(histogram)
@@ -244,11 +314,14 @@ def merge(snapshots: Iterable[dict[str, Any]], window_start_ns: int) -> RunTotal
             mine = totals.published.setdefault(swarm, [0] * PRIORITIES)
             for p, n in enumerate(counts):
                 mine[p] += n
-        for swarm, _agent, ready_ns, received in snap.get("subscribers", []):
+        for swarm, _agent, ready_ns, received, in_window in snap.get("subscribers", []):
             if ready_ns > window_start_ns:
                 totals.late_subscribers += 1
                 continue
             totals.listeners[swarm] = totals.listeners.get(swarm, 0) + 1
+            if span_s > 0:
+                rates = totals.arrival_rate
+                rates[swarm] = rates.get(swarm, 0.0) + in_window / span_s
             mine = totals.received.setdefault(swarm, [0] * PRIORITIES)
             for p, n in enumerate(received):
                 mine[p] += n

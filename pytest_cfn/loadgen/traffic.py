@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._errors import InvalidOptionError
@@ -129,6 +129,12 @@ class MeasurementWindow:
         if self.start_ns is None or self.end_ns is None:
             return 0.0
         return max(0.0, (self.end_ns - self.start_ns) / 1e9)
+
+
+def behind_schedule_ns(now_ns: int, next_intended_ns: Iterable[int | None]) -> int:
+    """How far the furthest-behind agent is behind its schedule at ``now_ns``: now minus its
+    next intended send time (0 when every agent is on time; agents with no schedule skipped)."""
+    return max(0, max((now_ns - t for t in next_intended_ns if t is not None), default=0))
 
 
 def aligned_end(start_ns: int, earliest_end_ns: int, interval_ns: int) -> int:
