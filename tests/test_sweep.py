@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from pytest_cfn.cli import main
-from pytest_cfn.results import read_result
-from pytest_cfn.sweep.document import SweepData, judged_throughput, sustained_lower_bound
+from pytest_cfn.results import RedisInfo, read_result
+from pytest_cfn.sweep.document import SweepData, build_result, saturated
 from pytest_cfn.sweep.figures import FIGURES
 from pytest_cfn.sweep.harness import find_locustfile
+from pytest_cfn.sweep.summary import load_table
 
 FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
 FIGURE_FILES = [name for name, _, _ in FIGURES]
@@ -168,11 +169,28 @@ def test_the_harness_is_found_beside_the_package() -> None:
     assert find_locustfile() == Path(__file__).resolve().parents[1] / "loadtests" / "swarm.py"
 
 
-def test_a_saturated_step_is_judged_on_its_sustained_lower_bound() -> None:
-    on_time = {"delivered_per_s": 50_000.0, "window_s": 10.0, "max_us": 30_000.0,
-               "send_lag_p99_ms": 2.0}
-    late = {**on_time, "max_us": 10_000_000.0, "send_lag_p99_ms": 4_000.0}
-    assert judged_throughput(on_time) == 50_000.0
-    # Every measured event was delivered within 10 s + 10 s.
-    assert sustained_lower_bound(late) == pytest.approx(25_000.0)
-    assert judged_throughput(late) == pytest.approx(25_000.0)
+def _load_row(**changes: Any) -> dict[str, Any]:
+    rows = json.loads(FIXTURE.read_text())["steps"]
+    row = next(r for r in rows if r["kind"] == "load")
+    return {**row, "agents": 500, "offered": 50_000.0, **changes}
+
+
+@pytest.mark.parametrize(("delivered", "verdict"), [(20_000.0, "pass"), (8_000.0, "fail")])
+def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it_is(
+    delivered: float, verdict: str
+) -> None:
+    row = _load_row(delivered_per_s=delivered, generator_saturated=True, generator_behind_s=1.8)
+    assert saturated(row)
+    result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+    assert metric.value == delivered and metric.verdict == verdict
+    assert "load generator behind schedule by 1.80 s" in metric.method
+    assert "generator's limit, not Redis's" in metric.method
+    (shown,) = load_table(SweepData.from_result(result)).rows
+    assert shown[3] == f"{delivered:,.0f} (generator limit)"
+
+
+def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:
+    assert not saturated(_load_row(generator_saturated=False, send_lag_p99_ms=4_000.0))
+    assert saturated(_load_row(send_lag_p99_ms=4_000.0))
+    assert not saturated(_load_row())

@@ -22,15 +22,17 @@ from pytest_cfn.sweep.harness import LOAD, PROBE, step_row
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 TOOL = "sweep"
-SATURATED_LAG_MS = 100.0
-"""Send lag p99 above which a step's load generator is called saturated: it sent late."""
+LEGACY_SATURATED_LAG_MS = 100.0
+"""For results written before the harness reported ``generator_saturated``: send lag p99 above
+which a step's load generator is called saturated."""
 
 LOAD_METHOD = (
     "Locust harness (loadtests/swarm.py) in a subprocess: {agents} simulated agents ({model} "
     "model) in {swarms} swarms of 10, each publishing its role's mix at {rate:g} events/s on a "
     "constant-rate schedule (open model), every agent subscribed to its swarm; delivered = "
-    "measured events (intended inside a {window} s window) received, / window, each event "
-    "counted once (weighted by the share of its swarm's subscribers that got it)"
+    "deliveries received inside a {window} s window, counted by delivery time whenever the "
+    "event was meant to be sent, / window, each event counted once (a delivery weighs 1 / its "
+    "swarm's subscribers)"
 )
 LATENCY_METHOD = (
     "handler receive time minus the event's intended send time (wall clock, one host), every "
@@ -40,27 +42,21 @@ LATENCY_METHOD = (
 
 
 def saturated(row: dict[str, Any]) -> bool:
-    """True when the load generator fell behind its schedule (its own lateness shows)."""
+    """True when the harness found its load generator behind schedule at the window's end, so
+    the step's figures are the generator's limit, not the server's."""
+    flag = row.get("generator_saturated")
+    if flag is not None:
+        return bool(flag)
     lag = row.get("send_lag_p99_ms")
-    return lag is not None and lag > SATURATED_LAG_MS
+    return lag is not None and lag > LEGACY_SATURATED_LAG_MS
 
 
-def sustained_lower_bound(row: dict[str, Any]) -> float:
-    """Events/s the system certainly sustained: every measured event was sent no earlier than
-    the window's start and delivered by the window's end plus the largest latency, so
-    delivered x window / (window + max latency) is a lower bound, even when sent late."""
-    window = float(row.get("window_s") or 0.0)
-    if not window:
-        return 0.0
-    span = window + float(row.get("max_us") or 0.0) / 1e6
-    return float(row.get("delivered_per_s") or 0.0) * window / span
-
-
-def judged_throughput(row: dict[str, Any]) -> float:
-    """The rate judged against the target: delivered, or its lower bound when sent late."""
-    if saturated(row):
-        return sustained_lower_bound(row)
-    return float(row.get("delivered_per_s") or 0.0)
+def saturation_text(row: dict[str, Any]) -> str:
+    """How far behind the load generator was, in the words of the harness's note."""
+    behind = row.get("generator_behind_s")
+    if behind is None:
+        return f"load generator sent late (send lag p99 {row.get('send_lag_p99_ms') or 0:,.0f} ms)"
+    return f"load generator behind schedule by {behind:.2f} s"
 
 
 def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
@@ -74,13 +70,11 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
         "" if judged else f"; not judged: {row['offered']:,.0f} events/s offered is below "
         f"the {targets.min_throughput:,.0f} target"
     )
-    delivered = judged_throughput(row)
+    delivered = float(row.get("delivered_per_s") or 0.0)
     if saturated(row):
         throughput_method += (
-            f"; the generator was saturated (send lag p99 {row['send_lag_p99_ms']:,.0f} ms) and "
-            f"sent late, so the value is the sustained lower bound delivered x window / (window "
-            f"+ max latency) = {row['delivered_per_s']:,.0f} x {row['window_s']:.1f} / "
-            f"({row['window_s']:.1f} + {(row.get('max_us') or 0) / 1e6:.2f}) s"
+            f"; {saturation_text(row)} at the window's end: the figure is the generator's "
+            "limit, not Redis's"
         )
     latency = {k: row.get(k) for k in ("latency_count", "p50_us", "p90_us", "p99_us",
                                         "p99_9_us", "max_us", "mean_us")}

@@ -254,6 +254,8 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
                                               "max_us", "mean_us")},
         "transit_p99_ms": value("transit_p99"),
         "send_lag_p99_ms": value("send_lag_p99"),
+        "generator_behind_s": extra.get("generator_behind_s"),
+        "generator_saturated": extra.get("generator_saturated"),
         "connections": int(connections.get("total", 0)),
         "connections_by_role": dict(connections.get("by_role", {})),
         "max_per_subsystem": int(connections.get("max_per_subsystem", 0)),

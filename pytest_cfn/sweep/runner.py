@@ -26,7 +26,7 @@ from pytest_cfn.metrics.machine import machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.sweep.cache_sweep import cache_sweep
 from pytest_cfn.sweep.client_models import MODELS, run_model
-from pytest_cfn.sweep.document import build_result, saturated
+from pytest_cfn.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.sweep.harness import (
     LOAD,
     PROBE,
@@ -256,7 +256,7 @@ class SweepRun:
             self._fail(f"{what} {spec.agents} agents", row["error"])
             return
         self.rows.append(row)
-        flag = " (generator saturated: sent late)" if saturated(row) else ""
+        flag = f" ({saturation_text(row)}: its limit, not Redis's)" if saturated(row) else ""
         self._detail(
             f"delivered {_fmt_rate(row['delivered_per_s'])} events/s{flag}, p50 "
             f"{_fmt_ms(row['p50_us'])}, p99 {_fmt_ms(row['p99_us'])}, loss "
