@@ -22,8 +22,8 @@ from pytest_cfn.loadgen.report import (
 from pytest_cfn.loadgen.traffic import (
     MeasurementWindow,
     Schedule,
+    ScheduleLag,
     aligned_end,
-    behind_schedule_ns,
     padding_for,
     role_mix,
     traffic_cycle,
@@ -230,7 +230,7 @@ def _totals(latency_ms: float) -> object:
     recorder.published_total = 100
     tally = recorder.add_subscriber("s", "a", 0)
     tally.received[9] = tally.arrivals = 100
-    recorder.mark_window_end(2 * S, 0)
+    recorder.mark_window_end(2 * S, ScheduleLag())
     recorder.values_for("deliver", "x").extend([int(latency_ms * MS)] * 100)
     recorder.flush(round)
     return merge([recorder.snapshot([{"cache_hits": 999, "cache_misses": 1}])], 1)
@@ -280,8 +280,8 @@ def test_window_rates_count_what_arrived_between_each_process_marks() -> None:
         tally.arrivals += 200
     b_sub.arrivals += 400
     a.published_total += 300
-    a.mark_window_end(3 * S, behind_ns=5 * MS)
-    b.mark_window_end(5 * S, behind_ns=0)
+    a.mark_window_end(3 * S, ScheduleLag.at(3 * S, [3 * S - 5 * MS, 3 * S - 1 * MS]))
+    b.mark_window_end(5 * S, ScheduleLag.at(5 * S, [5 * S + 1]))
     late = b.add_subscriber("s1", "b1", 2 * S)  # subscribed after the window opened
     late.arrivals = 10_000
     totals = merge([a.snapshot([]), b.snapshot([])], window_start_ns=1 * S)
@@ -291,13 +291,16 @@ def test_window_rates_count_what_arrived_between_each_process_marks() -> None:
     # Three on-time subscribers each got 100 deliveries/s: 100 events/s.
     assert totals.sustained_events_per_s() == pytest.approx(100.0)
     assert totals.sent_per_s == pytest.approx(150.0)
-    assert totals.behind_ns == 5 * MS
+    assert totals.lag_at_end == ScheduleLag(6 * MS, 5 * MS, 3)
+    assert totals.lag_at_end.mean_s == pytest.approx(0.002)
 
 
-def test_behind_schedule_is_the_furthest_behind_agent() -> None:
-    assert behind_schedule_ns(10 * S, [10 * S + 1, 9 * S, None, 8 * S]) == 2 * S
-    assert behind_schedule_ns(10 * S, [11 * S, None]) == 0
-    assert behind_schedule_ns(10 * S, []) == 0
+def test_schedule_lag_is_the_mean_backlog_and_the_furthest_behind_agent() -> None:
+    lag = ScheduleLag.at(10 * S, [10 * S + 1, 9 * S, None, 7 * S])
+    assert (lag.total_ns, lag.max_ns, lag.agents) == (4 * S, 3 * S, 3)
+    assert lag.mean_s == pytest.approx(4 / 3) and lag.max_s == 3.0
+    assert ScheduleLag.at(10 * S, [11 * S, None]) == ScheduleLag(0, 0, 1)
+    assert ScheduleLag.at(10 * S, []).mean_s == 0.0
 
 
 def _simulate(capacity_per_s: float) -> tuple[RunTotals, RunFacts]:
@@ -321,7 +324,7 @@ def _simulate(capacity_per_s: float) -> tuple[RunTotals, RunFacts]:
             break
         sent = max(clock, agent.next_ns())
         if sent >= end and behind is None:
-            behind = behind_schedule_ns(end, (s.next_ns() for s in schedules))
+            behind = ScheduleLag.at(end, (s.next_ns() for s in schedules))
         intended = agent.take()
         clock = sent + cost
         measured = window.measured(intended)
@@ -335,7 +338,7 @@ def _simulate(capacity_per_s: float) -> tuple[RunTotals, RunFacts]:
         if at >= start and recorder.start_mark_ns is None:
             recorder.mark_window_start(start)
         if at >= end and recorder.end_mark_ns is None:
-            recorder.mark_window_end(end, behind or 0)
+            recorder.mark_window_end(end, behind or ScheduleLag.at(end, []))
         if kind == 0:
             recorder.published_total += 1
             recorder.published_counts("s")[5] += measured
@@ -392,3 +395,21 @@ def test_a_generator_on_schedule_sustains_the_offered_rate() -> None:
     result = build_result(options, list(metrics.values()), totals, facts, RedisInfo(version=""),
                           {}, {})
     assert result.extra["generator_saturated"] is False
+
+
+@pytest.mark.parametrize(("delivered", "verdict"), [(19_980, "pass"), (20_000, "pass"),
+                                                    (19_898, "fail")])
+def test_throughput_is_judged_at_the_resolution_of_its_count(delivered: int, verdict: str) -> None:
+    # 100 agents offering exactly the 10,000 events/s target over a 2 s window: the count is
+    # good to about one event per agent (50 events/s), so 9,990 meets it and 9,949 does not.
+    recorder = DeliveryRecorder()
+    tally = recorder.add_subscriber("s", "a", 0)
+    recorder.mark_window_start(0)
+    tally.arrivals = delivered
+    recorder.mark_window_end(2 * S, ScheduleLag())
+    totals = merge([recorder.snapshot([])], 1)
+    options = o.HarnessOptions.from_values({"cfn_gate": "throughput"})
+    metrics = {m.name: m for m in build_metrics(options, totals, _facts(agents=100))}
+    assert metrics["throughput"].value == delivered / 2
+    assert metrics["throughput"].verdict == verdict
+    assert "+/- 50.0 events/s" in metrics["throughput"].method

@@ -194,3 +194,18 @@ def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_l
     assert not saturated(_load_row(generator_saturated=False, send_lag_p99_ms=4_000.0))
     assert saturated(_load_row(send_lag_p99_ms=4_000.0))
     assert not saturated(_load_row())
+
+
+@pytest.mark.parametrize(("delivered", "resolution", "verdict"),
+                         [(9_999.5, 14.2, "PASS"), (9_980.0, 14.2, "FAIL"), (9_999.5, 0.0, "FAIL")])
+def test_the_100_agent_step_is_judged_at_the_resolution_of_the_harness_count(
+    delivered: float, resolution: float, verdict: str
+) -> None:
+    row = _load_row(agents=100, offered=10_000.0, delivered_per_s=delivered,
+                    delivered_resolution=resolution)
+    result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+    assert metric.verdict == verdict.lower()
+    assert (f"+/- {resolution:,.1f} events/s" in metric.method) == bool(resolution)
+    (shown,) = load_table(SweepData.from_result(result)).rows
+    assert shown[4] == verdict

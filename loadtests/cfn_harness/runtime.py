@@ -28,7 +28,7 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.loadgen.options import HarnessOptions
-from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, behind_schedule_ns
+from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -239,8 +239,8 @@ class ProcessRuntime:
         self.window.close(end_ns)
         gevent.sleep(max(0.0, (end_ns - time_ns()) / 1e9))
         now = time_ns()
-        behind = behind_schedule_ns(now, (c.next_intended_ns() for c in self.clients))
-        self.recorder.mark_window_end(now, behind)
+        lag = ScheduleLag.at(now, (c.next_intended_ns() for c in self.clients))
+        self.recorder.mark_window_end(now, lag)
         deadline = time.monotonic() + max(0.0, (end_ns - time_ns()) / 1e9) + self.options.drain
         while time.monotonic() < deadline and any(
             (c.next_intended_ns() or end_ns) < end_ns for c in self.clients

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_cfn.loadgen.traffic import ScheduleLag
 from pytest_cfn.metrics.latency import LatencyHistogram
 
 PRIORITIES = 10  # index 1..9; index 0 unused
@@ -93,7 +94,7 @@ class DeliveryRecorder:
         self.end_mark_ns: int | None = None
         self._published_at_start = 0
         self.sent_in_window = 0
-        self.behind_ns = 0
+        self.lag_at_end = ScheduleLag()
 
     def mark_window_start(self, now_ns: int) -> None:
         """The window starts now (this process's clock): remember every counter."""
@@ -102,16 +103,16 @@ class DeliveryRecorder:
         for tally in self.subscribers:
             tally.arrivals_at_start = tally.arrivals
 
-    def mark_window_end(self, now_ns: int, behind_ns: int) -> None:
+    def mark_window_end(self, now_ns: int, lag: ScheduleLag) -> None:
         """The window ends now: publishes and deliveries since the start mark, and how far
-        behind its schedule the load generator is (``behind_ns``, 0 when on time)."""
+        behind their schedules this process's agents are."""
         if self.start_mark_ns is None:
             return
         self.end_mark_ns = now_ns
         self.sent_in_window = self.published_total - self._published_at_start
         for tally in self.subscribers:
             tally.in_window = tally.arrivals - tally.arrivals_at_start
-        self.behind_ns = max(0, behind_ns)
+        self.lag_at_end = lag
 
     def values_for(self, request_type: str, name: str) -> list[int]:
         """The list handlers append ``(request_type, name)`` latencies (ns) to; never replaced."""
@@ -185,7 +186,9 @@ class DeliveryRecorder:
             "start_ns": self.start_mark_ns,
             "end_ns": self.end_mark_ns,
             "sent": self.sent_in_window,
-            "behind_ns": self.behind_ns,
+            "lag_total_ns": self.lag_at_end.total_ns,
+            "lag_max_ns": self.lag_at_end.max_ns,
+            "lag_agents": self.lag_at_end.agents,
         }
 
     def snapshot(self, bus_stats: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -236,7 +239,7 @@ class RunTotals:
     marked_processes: int = 0
     arrival_rate: dict[str, float] = field(default_factory=dict)
     sent_per_s: float = 0.0
-    behind_ns: int = 0
+    lag_at_end: ScheduleLag = field(default_factory=ScheduleLag)
 
     def expected(self, priorities: Iterable[int] = range(1, PRIORITIES)) -> int:
         wanted = list(priorities)
@@ -303,7 +306,9 @@ def merge(snapshots: Iterable[dict[str, Any]], window_start_ns: int) -> RunTotal
         if span_s > 0:
             totals.marked_processes += 1
             totals.sent_per_s += marks["sent"] / span_s
-            totals.behind_ns = max(totals.behind_ns, int(marks["behind_ns"]))
+            totals.lag_at_end = totals.lag_at_end.merged(ScheduleLag(
+                marks["lag_total_ns"], marks["lag_max_ns"], marks["lag_agents"]
+            ))
         for key, encoded in snap.get("latency", {}).items():
             histogram = LatencyHistogram.decode(encoded)
             totals.latency.setdefault(key, LatencyHistogram()).merge(histogram)

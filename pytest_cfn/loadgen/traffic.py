@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._errors import InvalidOptionError
@@ -131,10 +132,36 @@ class MeasurementWindow:
         return max(0.0, (self.end_ns - self.start_ns) / 1e9)
 
 
-def behind_schedule_ns(now_ns: int, next_intended_ns: Iterable[int | None]) -> int:
-    """How far the furthest-behind agent is behind its schedule at ``now_ns``: now minus its
-    next intended send time (0 when every agent is on time; agents with no schedule skipped)."""
-    return max(0, max((now_ns - t for t in next_intended_ns if t is not None), default=0))
+@dataclass(frozen=True)
+class ScheduleLag:
+    """How far agents are behind their schedules at one moment: for each agent, now minus its
+    next intended send time (0 when on time), added up and the largest, over ``agents``.
+
+    The mean is the load generator's backlog in seconds of its schedule (every agent has the
+    same rate); the largest is its most starved agent.
+    """
+
+    total_ns: int = 0
+    max_ns: int = 0
+    agents: int = 0
+
+    @classmethod
+    def at(cls, now_ns: int, next_intended_ns: Iterable[int | None]) -> ScheduleLag:
+        """The lag of the agents whose next intended times are given (None: no schedule yet)."""
+        lags = [max(0, now_ns - t) for t in next_intended_ns if t is not None]
+        return cls(sum(lags), max(lags, default=0), len(lags))
+
+    def merged(self, other: ScheduleLag) -> ScheduleLag:
+        return ScheduleLag(self.total_ns + other.total_ns, max(self.max_ns, other.max_ns),
+                           self.agents + other.agents)
+
+    @property
+    def mean_s(self) -> float:
+        return self.total_ns / self.agents / 1e9 if self.agents else 0.0
+
+    @property
+    def max_s(self) -> float:
+        return self.max_ns / 1e9
 
 
 def aligned_end(start_ns: int, earliest_end_ns: int, interval_ns: int) -> int:

@@ -243,6 +243,7 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "offered": agents * rate,
         "window_s": window,
         "delivered_per_s": value("throughput"),
+        "delivered_resolution": float(extra.get("throughput_resolution") or 0.0),
         "sent_per_s": value("sent_rate"),
         "deliveries_per_s": value("deliveries_per_s"),
         "message_deliveries_per_s": message_deliveries / window if window else 0.0,
