@@ -27,6 +27,7 @@ _PUBLISH = 0
 _CALL = 1
 MAX_BATCH_COMMANDS = 1000
 MAX_BATCH_BYTES = 256 * 1024
+BATCHES_IN_FLIGHT = 4
 _KEEP_ERRORS = 20
 
 
@@ -148,8 +149,11 @@ class Publisher:
         self._batch_bytes = 0
         self._in_flight.extend((_PUBLISH, c) for c in commands)
         await self._write(b"".join(commands))
-        if len(self._in_flight) > self._ack_window:
-            await self._read_acks(self._ack_window // 2)
+        # Batches keep a few of themselves in flight (a pipeline); single publishes keep
+        # only ack_window, so no single read of acknowledgements stalls the sender long.
+        limit = max(self._ack_window, BATCHES_IN_FLIGHT * MAX_BATCH_COMMANDS)
+        if len(self._in_flight) > limit:
+            await self._read_acks(limit // 2)
 
     async def _write(self, data: bytes) -> None:
         if not self._conn.connected:

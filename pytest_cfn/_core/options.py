@@ -32,7 +32,7 @@ class BusOptions:
     ping_timeout: float = 2.0
     connect_timeout: float = 5.0
     socket_timeout: float = 5.0
-    ack_window: int = 512
+    ack_window: int = 64
     dispatch_batch: int = 256
     keep_malformed: int = 100
 
