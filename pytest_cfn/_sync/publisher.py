@@ -44,7 +44,7 @@ class Publisher:
         breaker: CircuitBreaker,
         connect_timeout: float = 5.0,
         socket_timeout: float = 5.0,
-        ack_window: int = 4096,
+        ack_window: int = 64,
     ) -> None:
         self._conn = RespConnection(
             address, name, connect_timeout=connect_timeout, socket_timeout=socket_timeout
