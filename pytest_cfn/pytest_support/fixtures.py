@@ -88,61 +88,45 @@ def cfn_namespace(request: pytest.FixtureRequest) -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture
-def cfn_event_bus(
-    request: pytest.FixtureRequest, cfn_namespace: str
+def _factory(
+    request: pytest.FixtureRequest,
+    namespace: str,
+    fixture: str,
+    cls: Callable[..., Any],
+    made: _SyncMade | _AsyncMade,
 ) -> Iterator[Callable[..., Any]]:
-    """``cfn_event_bus(swarm="s1", agent="a1", **settings)`` -> a sync EventBus in the
-    test's namespace; every bus made is closed at teardown."""
+    """The body every bus/messenger factory fixture shares: a real server, the test's
+    namespace, and everything made closed at teardown."""
     session = _session(request)
-    _require_real_server(session, "cfn_event_bus")
-    from pytest_cfn._sync.event_bus import EventBus
-
+    _require_real_server(session, fixture)
     url = session.require_endpoint().url
-    made: list[Any] = []
 
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> EventBus:
-        kwargs = _with_namespace(cfn_namespace, settings, "cfn_event_bus")
-        bus = EventBus(url, swarm, agent, **kwargs)
-        made.append(bus)
-        return bus
+    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Any:
+        return made.add(cls(url, swarm, agent, **_with_namespace(namespace, settings, fixture)))
 
     yield make
-    _close_all(made)
+    made.close_all()
 
 
-@pytest.fixture
-def cfn_messenger(
-    request: pytest.FixtureRequest, cfn_namespace: str
-) -> Iterator[Callable[..., Any]]:
-    """``cfn_messenger(swarm="s1", agent="a1", **settings)`` -> a sync Messenger in the
-    test's namespace; closed at teardown."""
-    session = _session(request)
-    _require_real_server(session, "cfn_messenger")
-    from pytest_cfn._sync.messenger import Messenger
+class _SyncMade:
+    """Sync objects made by a factory; all are closed, the first error is raised."""
 
-    url = session.require_endpoint().url
-    made: list[Any] = []
+    def __init__(self) -> None:
+        self.items: list[Any] = []
 
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Messenger:
-        kwargs = _with_namespace(cfn_namespace, settings, "cfn_messenger")
-        messenger = Messenger(url, swarm, agent, **kwargs)
-        made.append(messenger)
-        return messenger
+    def add(self, item: Any) -> Any:
+        self.items.append(item)
+        return item
 
-    yield make
-    _close_all(made)
-
-
-def _close_all(objects: list[Any]) -> None:
-    errors = []
-    for item in reversed(objects):
-        try:
-            item.close()
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    def close_all(self) -> None:
+        errors = []
+        for item in reversed(self.items):
+            try:
+                item.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 class _AsyncMade:
@@ -183,27 +167,38 @@ class _AsyncMade:
 
 
 @pytest.fixture
+def cfn_event_bus(
+    request: pytest.FixtureRequest, cfn_namespace: str
+) -> Iterator[Callable[..., Any]]:
+    """``cfn_event_bus(swarm="s1", agent="a1", **settings)`` -> a sync EventBus in the
+    test's namespace; every bus made is closed at teardown."""
+    from pytest_cfn._sync.event_bus import EventBus
+
+    yield from _factory(request, cfn_namespace, "cfn_event_bus", EventBus, _SyncMade())
+
+
+@pytest.fixture
+def cfn_messenger(
+    request: pytest.FixtureRequest, cfn_namespace: str
+) -> Iterator[Callable[..., Any]]:
+    """``cfn_messenger(swarm="s1", agent="a1", **settings)`` -> a sync Messenger in the
+    test's namespace; every messenger made is closed at teardown."""
+    from pytest_cfn._sync.messenger import Messenger
+
+    yield from _factory(request, cfn_namespace, "cfn_messenger", Messenger, _SyncMade())
+
+
+@pytest.fixture
 def cfn_async_event_bus(
     request: pytest.FixtureRequest, cfn_namespace: str
 ) -> Iterator[Callable[..., Any]]:
     """``cfn_async_event_bus(swarm="s1", agent="a1", **settings)`` -> an asyncio EventBus
     in the test's namespace. Use it as ``async with ... as bus:`` or ``await bus.close()``;
     one left open is closed at teardown if its event loop still exists."""
-    session = _session(request)
-    _require_real_server(session, "cfn_async_event_bus")
     from pytest_cfn._async.event_bus import EventBus
 
-    url = session.require_endpoint().url
     made = _AsyncMade("cfn_async_event_bus")
-
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> EventBus:
-        kwargs = _with_namespace(cfn_namespace, settings, "cfn_async_event_bus")
-        bus = EventBus(url, swarm, agent, **kwargs)
-        made.add(bus)
-        return bus
-
-    yield make
-    made.close_all()
+    yield from _factory(request, cfn_namespace, "cfn_async_event_bus", EventBus, made)
 
 
 @pytest.fixture
@@ -211,21 +206,10 @@ def cfn_async_messenger(
     request: pytest.FixtureRequest, cfn_namespace: str
 ) -> Iterator[Callable[..., Any]]:
     """The asyncio twin of ``cfn_messenger``; close rules as for ``cfn_async_event_bus``."""
-    session = _session(request)
-    _require_real_server(session, "cfn_async_messenger")
     from pytest_cfn._async.messenger import Messenger
 
-    url = session.require_endpoint().url
     made = _AsyncMade("cfn_async_messenger")
-
-    def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Messenger:
-        kwargs = _with_namespace(cfn_namespace, settings, "cfn_async_messenger")
-        messenger = Messenger(url, swarm, agent, **kwargs)
-        made.add(messenger)
-        return messenger
-
-    yield make
-    made.close_all()
+    yield from _factory(request, cfn_namespace, "cfn_async_messenger", Messenger, made)
 
 
 @pytest.fixture
@@ -236,7 +220,7 @@ def cfn_swarm(
     **bus_settings)`` -> N simulated agents (mesh up to 7, hierarchical from 8)."""
     from pytest_cfn.pytest_support.swarm import build_swarm
 
-    made: list[SimulatedSwarm] = []
+    made = _SyncMade()
 
     def make(
         agents: int,
@@ -253,11 +237,11 @@ def cfn_swarm(
         handle = build_swarm(
             bus, agents, swarm=swarm, team_size=team_size, topology=topology, subscribe=subscribe
         )
-        made.append(handle)
+        made.add(handle)
         return handle
 
     yield make
-    _close_all(made)
+    made.close_all()
 
 
 @pytest.fixture
