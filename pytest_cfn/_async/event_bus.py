@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
-from pytest_cfn._async.publisher import PublishBatch
+from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
@@ -21,7 +20,6 @@ from pytest_cfn._core.critical_log import (
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler, HandlerRegistry
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
-from pytest_cfn._core.inbound import MalformedMessage
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
@@ -31,7 +29,7 @@ from pytest_cfn._errors import InvalidIdError
 log = logging.getLogger("pytest_cfn.bus")
 
 
-class EventBus:
+class EventBus(EngineFrontend):
     """Publish and subscribe to one swarm's events.
 
     Two connections: a publisher (made on the first publish) and a subscriber
@@ -187,19 +185,6 @@ class EventBus:
         else:
             self.route_cache.invalidate(event_type)
 
-    def batch(self) -> PublishBatch:
-        """``async with bus.batch():`` publishes inside are written in one go at the end
-        (or every 1,000 commands / 256 KB), like a pipeline."""
-        return PublishBatch(self._engine.publisher)
-
-    async def flush(self) -> int:
-        """Write what is batched and wait until Redis has acknowledged every publish."""
-        return await self._engine.publisher.flush()
-
-    async def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every received event has been handed to the handlers."""
-        return await self._engine.wait_idle(timeout)
-
     async def _deliver(self, event: Envelope) -> None:
         for handler in self._handlers.match(event.type):
             try:
@@ -207,11 +192,6 @@ class EventBus:
             except Exception:
                 self._engine.handler_errors += 1
                 log.exception("handler failed for event %s (%s)", event.id, event.type)
-
-    @property
-    def malformed(self) -> list[MalformedMessage]:
-        """The last malformed messages that were set aside (channel, payload, reason)."""
-        return self._engine.malformed
 
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()
@@ -231,19 +211,4 @@ class EventBus:
         if replay is not None:
             stats.update(replay)
         return stats
-
-    async def close(self) -> None:
-        """Flush, then close both connections and stop the workers."""
-        await self._engine.close()
-
-    async def __aenter__(self) -> EventBus:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 

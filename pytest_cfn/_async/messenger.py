@@ -6,17 +6,15 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
-from pytest_cfn._async.publisher import PublishBatch
+from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.async_backend import Signal, call_handler, monotonic, time_ns
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
-from pytest_cfn._core.inbound import MalformedMessage
 from pytest_cfn._core.message import (
     DEFAULT_HISTORY_SIZE,
     MESSAGE,
@@ -55,7 +53,7 @@ class _Pending:
         self.signal = Signal()
 
 
-class Messenger:
+class Messenger(EngineFrontend):
     """Send messages to other swarms, receive the ones addressed to this swarm.
 
     Two connections, as for the Event Bus: a publisher (made on the first send)
@@ -335,23 +333,6 @@ class Messenger:
         )
         return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
 
-    def batch(self) -> PublishBatch:
-        """``async with messenger.batch():`` sends inside are written in one go at the end."""
-        return PublishBatch(self._engine.publisher)
-
-    async def flush(self) -> int:
-        """Write what is batched and wait until Redis has acknowledged every send."""
-        return await self._engine.publisher.flush()
-
-    async def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every received message has been handed to the handlers."""
-        return await self._engine.wait_idle(timeout)
-
-    @property
-    def malformed(self) -> list[MalformedMessage]:
-        """The last malformed messages that were set aside (channel, payload, reason)."""
-        return self._engine.malformed
-
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()
         stats.update(
@@ -376,16 +357,4 @@ class Messenger:
         self._closing = True
         for pending in list(self._pending.values()):
             pending.signal.set()
-        await self._engine.close()
-
-    async def __aenter__(self) -> Messenger:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
+        await super().close()
