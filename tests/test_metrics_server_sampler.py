@@ -132,7 +132,7 @@ def test_our_clients_are_counted_by_role_and_the_pattern_is_seen(
     assert after.our_clients_by_role == {"pub": 1, "sub": 1}
     assert after.pubsub_numpat == before.pubsub_numpat + 1 == 1
     assert after.connected_clients >= after.our_clients + 1
-    assert after.max_omem >= 0
+    assert after.max_omem == max(int(c["omem"]) for c in client.client_list())
 
 
 def test_prefix_and_swarm_filters_select_our_connections(
@@ -177,7 +177,7 @@ def test_server_figures_are_read(client: redis.Redis) -> None:
     assert first.used_memory > 0
     assert second.total_commands_processed > first.total_commands_processed
     assert first.ts <= second.ts
-    assert first.instantaneous_ops_per_sec >= 0
+    assert isinstance(first.instantaneous_ops_per_sec, int)
 
 
 def test_maxclients_is_none_where_config_is_denied(client: redis.Redis, server_port: int) -> None:
