@@ -10,7 +10,7 @@ from typing import Any
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
-from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,
@@ -24,7 +24,7 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import InvalidIdError
+from pytest_cfn._errors import CfnError, InvalidIdError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -46,6 +46,7 @@ class EventBus(EngineFrontend):
         agent: str,
         *,
         on_reconnect: Callable[[int], None] | None = None,
+        on_error: Callable[[CfnError], None] | None = None,
         options: BusOptions | None = None,
         critical: CriticalOptions | None = None,
         **settings: Any,
@@ -69,6 +70,7 @@ class EventBus(EngineFrontend):
             options=options,
             deliver=self._deliver,
             on_reconnect=on_reconnect,
+            on_error=on_error,
         )
         self.channels = self._engine.channels
         self.critical = critical if critical is not None else CriticalOptions()
@@ -92,6 +94,7 @@ class EventBus(EngineFrontend):
             max_message_bytes=options.max_message_bytes,
         )
         self.route_errors = 0
+        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
 
     @classmethod
     def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
@@ -113,7 +116,11 @@ class EventBus(EngineFrontend):
         :meth:`unsubscribe`. Returns once Redis has confirmed the subscription."""
         self._engine.check_open()
         token = self._handlers.add(pattern, handler)
-        await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        try:
+            await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        except BaseException:
+            self._handlers.remove(token)
+            raise
         if not self._caught_up_at_start:
             self._caught_up_at_start = True
             self._engine.request_catch_up("start")
@@ -145,15 +152,16 @@ class EventBus(EngineFrontend):
         channel = planner.cached_route(event_type, now)
         if channel is None:
             channel = await self._resolve_route(event_type, now)
-        planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
             payload = engine.codec.encode(planned.envelope)
             await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, payload)
+                self._critical_stream.append_and_publish(channel, payload), priority
             )
         else:
-            await engine.publisher.send_publish(planned.command)
+            await engine.publisher.send_publish(planned.command, priority)
         return planned.envelope.id
 
     async def _resolve_route(self, event_type: str, now: float) -> str:

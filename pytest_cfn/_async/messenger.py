@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -11,7 +12,13 @@ from typing import Any
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
-from pytest_cfn._backends.async_backend import Signal, call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import (
+    QueueLock,
+    Signal,
+    call_handler,
+    monotonic,
+    time_ns,
+)
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
@@ -72,6 +79,7 @@ class Messenger(EngineFrontend):
         persist_history: bool = False,
         history_ttl: float = 3600.0,
         on_reconnect: Callable[[int], None] | None = None,
+        on_error: Callable[[CfnError], None] | None = None,
         options: BusOptions | None = None,
         **settings: Any,
     ) -> None:
@@ -101,6 +109,7 @@ class Messenger(EngineFrontend):
             deliver=self._deliver,
             on_reconnect=on_reconnect,
             intercept=self._take_reply,
+            on_error=on_error,
         )
         self.channels = self._engine.channels
         self._instance = f"{self.agent}.{os.urandom(4).hex()}"
@@ -111,7 +120,8 @@ class Messenger(EngineFrontend):
         self._next_token = 1
         self._request_handler: Handler | None = None
         self._pending: dict[str, _Pending] = {}
-        self._next_request = 0
+        self._request_numbers = itertools.count(1)
+        self._plan_lock = QueueLock()  # one sequence number per message, whatever the threads
         self._listening = False
         self._closing = False
         self.requests_sent = 0
@@ -182,8 +192,7 @@ class Messenger(EngineFrontend):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidOptionError(f"request timeout must be > 0 seconds, got {timeout!r}")
         await self.listen()
-        self._next_request += 1
-        correlation_id = f"{self._instance}:{self._next_request}"
+        correlation_id = f"{self._instance}:{next(self._request_numbers)}"
         pending = _Pending(to_swarm)
         self._pending[correlation_id] = pending
         try:
@@ -224,7 +233,10 @@ class Messenger(EngineFrontend):
             destination = self._add_destination(to_swarm)
         planner, channel = destination
         planner.admit(priority, monotonic())
-        planned = planner.plan(channel, message_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(
+                channel, message_type, data, priority, time_ns(), correlation_id
+            )
         if self._persist:
             payload = engine.codec.encode(planned.envelope)
             await engine.publisher.send_publish(
@@ -234,10 +246,11 @@ class Messenger(EngineFrontend):
                     payload,
                     self._history.size,
                     self._history_ttl,
-                )
+                ),
+                priority,
             )
         else:
-            await engine.publisher.send_publish(planned.command)
+            await engine.publisher.send_publish(planned.command, priority)
         self._history.add(Message(planned.envelope, to_swarm))
         return planned.envelope
 
@@ -255,8 +268,8 @@ class Messenger(EngineFrontend):
             max_message_bytes=self.options.max_message_bytes,
         )
         destination = (planner, self.channels.message(self.swarm, to_swarm))
-        self._destinations[to_swarm] = destination
-        return destination
+        # setdefault: two threads adding one destination at once share one sequence stream
+        return self._destinations.setdefault(to_swarm, destination)
 
     def _take_reply(self, env: Envelope) -> bool:
         """On the reader: hand a reply straight to its waiting request (so a request made
