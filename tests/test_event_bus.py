@@ -21,7 +21,6 @@ from pytest_cfn import (
     InvalidIdError,
     InvalidOptionError,
     MessageTooLargeError,
-    PublishFailedError,
     ServerUnavailableError,
     ThrottledError,
 )

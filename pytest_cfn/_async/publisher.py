@@ -19,8 +19,9 @@ When the retries of one call run out (the call failed):
 - priority 1-7 publishes still unacknowledged are dropped (ADR-002: fire and
   forget), counted in ``failed`` and ``dropped_by_priority``, and the call raises
   :class:`PublishFailedError` saying how many;
-- the circuit breaker records one failure (a failed call is one failure,
-  however many reconnect attempts it made).
+- a ``publish`` that raises is one circuit-breaker failure, however many
+  reconnect attempts it made (a critical one kept in the buffer is not a failed
+  call; ``flush`` and the library's own reads do not count either).
 
 Before the first connection ever succeeds nothing is kept: the call raises
 :class:`ServerUnavailableError` (a wrong URL or a server that is not there).
@@ -153,8 +154,13 @@ class Publisher:
             except PublishFailedError:
                 # Retries ran out; a critical publish is kept (and re-sent later), so
                 # this call accepted it. Others have been dropped and counted: raise.
-                if not critical or not self._ever_connected:
-                    raise
+                if critical and self._ever_connected:
+                    return
+                self._breaker.record_failure(monotonic())  # one failed call, one failure
+                raise
+            except ServerUnavailableError:
+                self._breaker.record_failure(monotonic())
+                raise
 
     async def _make_room(self) -> None:
         """The critical buffer is full: read acknowledgements if Redis is reachable,
@@ -343,7 +349,6 @@ class Publisher:
         """One failed call: keep the critical publishes (none if Redis was never
         reached), drop and count the others; returns (dropped, kept)."""
         self.give_ups += 1
-        self._breaker.record_failure(monotonic())
         keep = self._ever_connected
         kept: list[tuple[int, bytes]] = []
         dropped = 0

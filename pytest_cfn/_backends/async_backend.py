@@ -45,9 +45,12 @@ class AsyncStream:
             raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
+        transport = self._writer.transport
+        if transport.is_closing() or self._reader.at_eof():
+            # asyncio's write() never raises on a dead connection (it logs and discards)
+            raise ConnectionLostError(f"connection to Redis at {self._where} is closed")
         try:
             self._writer.write(data)
-            transport = self._writer.transport
             if transport.get_write_buffer_size() > 4 * READ_CHUNK:
                 await self._writer.drain()
         except OSError as exc:
