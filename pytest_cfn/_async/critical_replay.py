@@ -35,7 +35,7 @@ class CriticalReplayer:
         codec: Codec,
         tracker: SequenceTracker,
         lock: Any,
-        on_error: Callable[[CfnError], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.catch_up = catch_up
         self._publisher = publisher

@@ -24,7 +24,7 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import CfnError, InvalidIdError
+from pytest_cfn._errors import InvalidIdError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -46,7 +46,7 @@ class EventBus(EngineFrontend):
         agent: str,
         *,
         on_reconnect: Callable[[int], None] | None = None,
-        on_error: Callable[[CfnError], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         critical: CriticalOptions | None = None,
         **settings: Any,

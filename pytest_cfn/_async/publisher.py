@@ -42,7 +42,6 @@ from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._errors import (
-    CfnError,
     ConnectionFailedError,
     CriticalBufferFullError,
     PermissionDeniedError,
@@ -78,7 +77,7 @@ class Publisher:
         socket_timeout: float = 5.0,
         ack_window: int = 64,
         critical_buffer: int = DEFAULT_CRITICAL_BUFFER,
-        on_error: Callable[[CfnError], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._conn = RespConnection(
             address, name, connect_timeout=connect_timeout, socket_timeout=socket_timeout

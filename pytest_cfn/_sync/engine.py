@@ -37,13 +37,13 @@ from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._errors import BusClosedError, CfnError, PermissionDeniedError, PublishFailedError
+from pytest_cfn._errors import BusClosedError, PermissionDeniedError, PublishFailedError
 
 log = logging.getLogger("pytest_cfn.bus")
 
 Deliver = Callable[[Envelope], None]
 Intercept = Callable[[Envelope], bool]
-OnError = Callable[[CfnError], None]
+ErrorCallback = Callable[[BaseException], None]
 
 
 def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
@@ -67,7 +67,7 @@ class BusEngine:
         deliver: Deliver,
         on_reconnect: Callable[[int], None] | None = None,
         intercept: Intercept | None = None,
-        on_error: OnError | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> None:
         self.address = address
         self.options = options
@@ -107,7 +107,7 @@ class BusEngine:
         self._intercept = intercept
         self._subscribe_lock = Lock()
         self.permission_errors = 0
-        self.last_error: CfnError | None = None
+        self.last_error: BaseException | None = None
         self._replayer: CriticalReplayer | None = None
         self._subscriber: Subscriber | None = None
         self._dispatcher: Worker | None = None
@@ -144,7 +144,7 @@ class BusEngine:
         if self._closed:
             raise BusClosedError("this bus is closed; create a new one")
 
-    def report_error(self, error: CfnError) -> None:
+    def report_error(self, error: BaseException) -> None:
         """An error no caller is waiting for (a refused catch-up, a refused publish read
         lazily): counted, kept as ``last_error`` and handed to ``on_error``."""
         self.last_error = error

@@ -80,7 +80,7 @@ class Messenger(EngineFrontend):
         persist_history: bool = False,
         history_ttl: float = 3600.0,
         on_reconnect: Callable[[int], None] | None = None,
-        on_error: Callable[[CfnError], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         **settings: Any,
     ) -> None:

@@ -33,7 +33,7 @@ from pytest_cfn._errors import (
 log = logging.getLogger("pytest_cfn.subscriber")
 
 MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
-ErrorSink = Callable[[CfnError], None]
+ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
@@ -197,7 +197,7 @@ class Subscriber:
             self.messages += len(batch)
             self._on_messages(batch)
 
-    def _report(self, error: CfnError) -> None:
+    def _report(self, error: BaseException) -> None:
         """Hand an error to the bus's error callback (a log warning when there is none)."""
         if self._on_error is None:
             log.warning("subscriber %s: %s", self._conn.name, error)
