@@ -58,6 +58,10 @@ def test_cfn_acl_user_can_run_one_swarm_and_nothing_else(
     assert wait_until(lambda: (5, "live") in got and (8, "live-critical") in got, timeout=5)
     late.close()  # settles the cursor (SET critical-cursor:s1:late)
     assert late.stats()["replayed"] == 10 and late.stats()["permission_errors"] == 0
+    print(f"\nscenario cfn acl user [{fe.kind}]: critical sent before the subscriber 10, "
+          f"replayed {late.stats()['replayed']}, live sent 2, delivered "
+          f"{sum(1 for _, d in got if str(d).startswith('live'))}, permission errors "
+          f"{late.stats()['permission_errors']}")
 
     m = fe.make("Messenger", url, "s1", "lead", namespace=ns, persist_history=True,
                 on_error=errors.append)
@@ -103,6 +107,8 @@ def test_an_acl_refusal_of_the_catch_up_reaches_on_error_and_stats(
     pub.publish("agent.spawn", "live")
     pub.flush()
     assert wait_until(lambda: "live" in got)  # live delivery still works
+    print(f"\nscenario README-implied grants [{fe.kind}]: catch-up refusals reported to "
+          f"on_error {len(errors)} (PermissionDeniedError), live delivered {got.count('live')}")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -191,3 +191,27 @@ def test_steady_traffic_through_a_one_second_restart_loses_no_critical_event(
           f"{normal_sent}, delivered {normal_got}, refused (raised) {len(refused)}, dropped "
           f"after acceptance {stats['publish_failed'] - len(refused)}, detected lost "
           f"{sub_stats['lost']}; breaker opens {stats['breaker']['opens']}")
+
+
+def test_critical_messages_survive_a_killed_server_into_the_recipients_history(
+        fe: Frontend, fresh_redis_server: Any, ns: str) -> None:
+    server = fresh_redis_server
+    sender = fe.make("Messenger", server.url, "a", "lead", namespace=ns, persist_history=True,
+                     **FAST_RETRY)
+    sender.send("b", "before", priority=8)
+    sender.flush()
+    server.pause()
+    ids = [sender.send("b", n, priority=9) for n in range(10)]
+    kill_hard(server)
+    with pytest.raises(PublishFailedError, match=r"10 priority 8-9 publish\(es\) kept"):
+        sender.send("b", "dropped", priority=3)
+    assert sender.stats()["publish_dropped_by_priority"] == {3: 1}
+    server.start()
+    sender.flush()
+    receiver = fe.make("Messenger", server.url, "b", "lead", namespace=ns)
+    stored = receiver.stored_history()
+    assert [m.id for m in stored if m.priority == 9] == ids
+    assert "dropped" not in [m.data for m in stored]
+    print(f"\nscenario messenger paused+killed [{fe.kind}]: critical sent 10, in the "
+          f"recipient's history {len(stored)}, resent {sender.stats()['critical_resent']}, "
+          f"priority 3 dropped and raised {sender.stats()['publish_failed']}")

@@ -68,6 +68,10 @@ def test_fresh_messengers_hit_by_many_threads_open_one_subscriber_each(
         assert stats["request_timeouts"] == 0 and stats["duplicates"] == 0
         assert stats["unmatched_replies"] == 0
     assert server.stats()["duplicates"] == 0 and server.stats()["requests_answered"] == 200
+    print(f"\nscenario 10 messengers x 20 threads [{fe.kind}]: requests sent 200, answered "
+          f"{len(replies)}, timed out {sum(m.stats()['request_timeouts'] for m in clients)}, "
+          f"subscriber connections {sum(sub_connections(raw, ns, 'messages').values())} "
+          "(10 + the answering swarm's 1)")
     for m in [server, *clients]:
         m.close()
     assert wait_until(lambda: sub_connections(raw, ns, "messages") == Counter(), timeout=5)
@@ -98,6 +102,9 @@ def test_threads_subscribing_on_one_fresh_bus_share_one_confirmed_subscription(
     assert sub_connections(raw, ns, "events") == Counter({"s1": 1})
     stats = bus.stats()
     assert stats["handlers"] == 10 and stats["duplicates"] == 0 and stats["lost"] == 0
+    print(f"\nscenario 10 threads subscribe one bus [{fe.kind}]: sent 10 right after each "
+          f"subscribe() returned, delivered {sum(len(v) for v in got.values())}, subscriber "
+          f"connections {sum(sub_connections(raw, ns, 'events').values())}")
     bus.close()
     pub.close()
     assert wait_until(lambda: not [c for c in raw.client_list()
