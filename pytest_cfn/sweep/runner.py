@@ -275,7 +275,8 @@ def _server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
 
     server = RedisServer().start()
     try:
-        yield server.url, True, server.redis_benchmark, f"embedded redis-server pid {server.pid}"
+        yield (server.url, True, server.redis_benchmark,
+               f"embedded redis-server pid {server.pid} ({server.choice.describe()})")
     finally:
         server.stop()
 
