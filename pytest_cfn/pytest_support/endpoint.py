@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 PING_TIMEOUT = 3.0
 Backend = Literal["redis-server", "fakeredis"]
-FAKEREDIS_INSTALL = "pip install 'fakeredis[lua]'"
+FAKEREDIS_INSTALL = "pip install 'fakeredis[lua]>=2.31.1'"
 ZERO_INSTALL = (
     "or, with no binary at all, --cfn-redis=fakeredis:// (fakeredis's TCP server on loopback, "
     f"{FAKEREDIS_INSTALL}: functional tests only, figures not representative)"
@@ -144,12 +144,17 @@ def start_embedded(
 
 
 def require_fakeredis(choice: RedisChoice) -> None:
-    """At start-up: fakeredis:// needs the fakeredis package (looked up, not imported)."""
-    import importlib.util
-
-    if importlib.util.find_spec("fakeredis") is None:
+    """At start-up: fakeredis:// needs a fakeredis with its TCP server."""
+    try:
+        import fakeredis
+    except ImportError:
         raise pytest.UsageError(
             f"{choice.source}=fakeredis:// needs the fakeredis package ({FAKEREDIS_INSTALL})"
+        ) from None
+    if not hasattr(fakeredis, "TcpFakeServer"):
+        raise pytest.UsageError(
+            f"{choice.source}=fakeredis:// needs fakeredis's TCP server, which fakeredis "
+            f"{getattr(fakeredis, '__version__', '?')} lacks ({FAKEREDIS_INSTALL})"
         )
 
 

@@ -55,7 +55,7 @@ def cfn_server(
 
 @pytest.fixture(scope="session")
 def cfn_redis_url(cfn_server: RedisEndpoint) -> str:
-    """URL of the run's Redis (``fakeredis://`` under --cfn-redis=fakeredis://)."""
+    """URL of the run's Redis (fakeredis's loopback URL under --cfn-redis=fakeredis://)."""
     return cfn_server.url
 
 
