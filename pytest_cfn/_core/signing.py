@@ -26,6 +26,7 @@ rebuilt from the decoded envelope (:func:`signed_decoder`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 
@@ -105,20 +106,28 @@ def signing_keys(option: object) -> SigningKeys | None:
 
 
 class EnvelopeSigner:
-    """Seals outgoing payloads and opens incoming ones with one key ring."""
+    """Seals outgoing payloads and opens incoming ones with one key ring.
 
-    __slots__ = ("_current", "_head", "_keys")
+    Each key's HMAC state after the fixed prefix (domain and key id) is computed
+    once and copied per message, which saves the key setup on every envelope."""
+
+    __slots__ = ("_current", "_head", "_macs")
 
     def __init__(self, ring: SigningKeys) -> None:
-        self._keys = {kid.encode(): secret for kid, secret in ring.keys.items()}
-        self._current = (ring.current.encode(), ring.keys[ring.current])
+        self._macs = {
+            kid.encode(): hmac.new(secret, _DOMAIN + kid.encode() + b"\0", hashlib.sha256)
+            for kid, secret in ring.keys.items()
+        }
+        self._current = self._macs[ring.current.encode()]
         self._head = MARK + ring.current.encode() + b":"
 
     def seal(self, channel: bytes, body: bytes) -> bytes:
         """The signed frame of ``body`` for ``channel``."""
-        kid, secret = self._current
-        tag = hmac.digest(secret, b"%b%b\0%b\0%b" % (_DOMAIN, kid, channel, body), "sha256")
-        return self._head + tag + body
+        mac = self._current.copy()
+        mac.update(channel)
+        mac.update(b"\0")
+        mac.update(body)
+        return self._head + mac.digest() + body
 
     def split(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
         """``(key_id, tag, body)`` of a frame; ForgedMessageError if it is not one."""
@@ -133,16 +142,17 @@ class EnvelopeSigner:
         return payload[1:sep], payload[sep + 1 : end], payload[end:]
 
     def verify(self, kid: bytes, tag: bytes, channel: bytes, body: bytes) -> None:
-        secret = self._keys.get(kid)
-        if secret is None:
+        base = self._macs.get(kid)
+        if base is None:
             raise ForgedMessageError(
                 f"signed with key id {kid.decode('utf-8', 'replace')!r}, which this bus does "
-                f"not hold (it holds {sorted(k.decode() for k in self._keys)})"
+                f"not hold (it holds {sorted(k.decode() for k in self._macs)})"
             )
-        expected = hmac.digest(
-            secret, b"%b%b\0%b\0%b" % (_DOMAIN, kid, channel, body), "sha256"
-        )
-        if not hmac.compare_digest(expected, tag):
+        mac = base.copy()
+        mac.update(channel)
+        mac.update(b"\0")
+        mac.update(body)
+        if not hmac.compare_digest(mac.digest(), tag):
             raise ForgedMessageError(
                 "bad signature: the tag does not match the channel and envelope "
                 "(tampered, replayed onto another channel, or signed with another secret)"
