@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 Item = Figure | StepFailure
 BENCH_KEY = b"cfn-bench-signing-key-0123456789"
 VARIANTS = ("unsigned", "signed")
+LOSS_COUNTERS = ("lost", "dropped", "reconnects")
+"""The subscriber bus's own counters, so a round that fell behind says how."""
 
 
 def signing_publisher(
@@ -124,6 +126,7 @@ def signing_step(run: BenchRun) -> list[Item]:
                 "published": sent["published"],
                 "delivered": received["delivered"],
                 "forged": received["forged"],
+                **{key: received["stats"].get(key, 0) for key in LOSS_COUNTERS},
                 "publisher_cpu_us_per_event": sent["cpu_us_per_event"],
                 "subscriber_cpu_us_per_event": received["cpu_us_per_event"],
             }
@@ -169,8 +172,10 @@ def signing_figures(
             notes=[
                 "rounds: " + ", ".join(f"{r['rate']:,.0f}" for r in runs[variant]),
                 f"CPU per event (median): publisher {pub:.2f} µs, subscriber {sub:.2f} µs; "
-                f"delivered {delivered:,} of {published:,} published; forged "
-                f"{sum(r['forged'] for r in runs[variant])}",
+                f"delivered {delivered:,} of {published:,} published; the subscriber bus "
+                f"counted "
+                + ", ".join(f"{key} {sum(r[key] for r in runs[variant]):,}"
+                            for key in (*LOSS_COUNTERS, "forged")),
             ],
         ))
     pub_u, sub_u = _cpu(unsigned)
