@@ -151,15 +151,19 @@ def test_a_dying_reader_is_counted_reported_and_restarted(fe: Frontend, redis_se
     errors: list[BaseException] = []
     sub = fe.event_bus(redis_server.url, "s1", "reader", namespace=ns, on_error=errors.append)
     sub.subscribe("*", got.append)
-    engine = sub._engine
+    subscriber = sub._engine._subscriber
+    sink = subscriber._on_messages
     fault = RuntimeError("injected reader fault")
 
-    def crash_once(env: Any) -> bool:
-        engine._intercept = None
+    def crash_once(batch: Any) -> None:
+        subscriber._on_messages = sink
         raise fault
 
-    engine._intercept = crash_once
     pub = fe.event_bus(redis_server.url, "s1", "writer", namespace=ns)
+    pub.publish("agent.spawn", "before")
+    pub.flush()
+    assert wait_until(lambda: len(got) == 1)
+    subscriber._on_messages = crash_once
     pub.publish("agent.spawn", "lost with the reader")
     pub.flush()
     assert wait_until(lambda: errors == [fault])
@@ -167,8 +171,36 @@ def test_a_dying_reader_is_counted_reported_and_restarted(fe: Frontend, redis_se
     for n in range(20):
         pub.publish("agent.spawn", n)
     pub.flush()
-    assert wait_until(lambda: len(got) == 20), f"{len(got)} of 20 after the restart"
-    assert sub.stats()["worker_crashes"] == {"reader": 1, "dispatcher": 0}
+    assert wait_until(lambda: len(got) == 21), f"{len(got) - 1} of 20 after the restart"
+    stats = sub.stats()
+    assert stats["worker_crashes"] == {"reader": 1, "dispatcher": 0}
+    assert stats["lost"] == 1, "the message the reader died with shows up as a gap"
+
+
+def test_a_failing_check_sets_the_message_aside_without_killing_the_reader(
+        fe: Frontend, redis_server: Any, ns: str) -> None:
+    got: list[Any] = []
+    sub = fe.event_bus(redis_server.url, "s1", "reader", namespace=ns)
+    sub.subscribe("*", got.append)
+    engine = sub._engine
+    failed: list[int] = []
+
+    def fail_once(env: Any) -> bool:
+        if failed:
+            return False
+        failed.append(env.seq)
+        raise RecursionError("injected")
+
+    engine._intercept = fail_once
+    pub = fe.event_bus(redis_server.url, "s1", "writer", namespace=ns)
+    for n in range(10):
+        pub.publish("agent.spawn", n)
+    pub.flush()
+    assert wait_until(lambda: len(got) == 9)
+    stats = sub.stats()
+    assert (stats["malformed"], stats["subscriber_reconnects"]) == (1, 0)
+    assert stats["worker_crashes"] == {"reader": 0, "dispatcher": 0}
+    assert "RecursionError: injected" in sub.malformed[0].reason
 
 
 def test_a_dying_dispatcher_is_counted_reported_and_restarted(fe: Frontend, redis_server: Any,

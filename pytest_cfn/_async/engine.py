@@ -190,14 +190,14 @@ class BusEngine:
             for channel, payload in items:
                 try:
                     env = process(channel, payload)
+                    if env is None:
+                        continue
+                    if replayer is not None and not replayer.observe_live(env):
+                        continue
+                    if intercept is not None and intercept(env):
+                        continue
                 except Exception as exc:
                     self.inbound.set_aside(channel, payload, exc)
-                    continue
-                if env is None:
-                    continue
-                if replayer is not None and not replayer.observe_live(env):
-                    continue
-                if intercept is not None and intercept(env):
                     continue
                 push(env.priority, env)
             wake = self._sleeping
