@@ -84,7 +84,7 @@ def test_report_draws_every_figure_from_a_saved_result(
     assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
     assert_figures(tmp_path)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| 10 | shared | 1,000 |" in markdown
+    assert "| 10 | shared | 1 | 1,000 |" in markdown
     assert "| event bus throughput | 398,373 events/s |" in markdown
     printed = capsys.readouterr().out
     assert "delivered ev/s" in printed and "wrote" in printed
@@ -187,7 +187,7 @@ def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it
     assert "load generator behind schedule by 1.80 s" in metric.method
     assert "generator's limit, not Redis's" in metric.method
     (shown,) = load_table(SweepData.from_result(result)).rows
-    assert shown[3] == f"{delivered:,.0f} (generator limit)"
+    assert shown[4] == f"{delivered:,.0f} (generator limit)"
 
 
 def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:

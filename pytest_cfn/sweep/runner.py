@@ -39,6 +39,8 @@ from pytest_cfn.sweep.harness import (
 from pytest_cfn.sweep.references import publish_round_trip, server_ceiling
 
 DEFAULT_AGENTS = (10, 50, 100, 500)
+DEFAULT_REPEAT = 3
+DEFAULT_DURATION_S = 4.0
 REFERENCES = ("ceiling", "round-trip", "cache", "client-models")
 SKIPPABLE = (*REFERENCES, "probe")
 MODELS_OF_HARNESS = ("shared", "per-agent")
@@ -50,7 +52,8 @@ class SweepConfig:
     """What ``cfn bench`` runs (see ``pytest_cfn.cli.bench`` for the command line)."""
 
     agents: tuple[int, ...] = DEFAULT_AGENTS
-    duration: float = 8.0
+    duration: float = DEFAULT_DURATION_S
+    repeat: int = DEFAULT_REPEAT
     rate: float = 100.0
     model: str = "shared"
     probe_rate: float = 2.0
@@ -67,13 +70,16 @@ class SweepConfig:
         """The connection model the probe steps count: the one the load steps do not run."""
         return "per-agent" if self.model == "shared" else "shared"
 
-    def specs(self) -> list[StepSpec]:
-        loads = [StepSpec(LOAD, self.model, n, self.rate, self.duration, self.warmup,
-                          self.payload) for n in self.agents]
+    def specs(self) -> list[tuple[int, StepSpec]]:
+        """(repeat, step) in run order: the load points interleaved (10, 50, 100, 500, 10,
+        ...), so a drift of the machine during the run spreads over every point alike."""
+        loads = [(r, StepSpec(LOAD, self.model, n, self.rate, self.duration, self.warmup,
+                              self.payload)) for r in range(self.repeat) for n in self.agents]
         if "probe" in self.skip:
             return loads
-        probes = [StepSpec(PROBE, self.probe_model, n, self.probe_rate, self.probe_duration,
-                           min(self.warmup, 0.5), self.payload) for n in self.agents]
+        probes = [(0, StepSpec(PROBE, self.probe_model, n, self.probe_rate,
+                               self.probe_duration, min(self.warmup, 0.5), self.payload))
+                  for n in self.agents]
         return loads + probes
 
 
@@ -145,8 +151,8 @@ class SweepRun:
             }
             for name in references:
                 runners[name](url, benchmark)
-            for spec in specs:
-                self._harness_step(spec, locustfile, url)
+            for repeat, spec in specs:
+                self._harness_step(spec, repeat, locustfile, url)
         wall = time.monotonic() - self.started
         self.extra["wall_s"] = round(wall, 1)
         self.extra["failures"] = self.failures
@@ -162,7 +168,8 @@ class SweepRun:
     def _settings(self, locustfile: Path) -> dict[str, Any]:
         c = self.config
         return {
-            "agents": list(c.agents), "duration_s": c.duration, "rate_per_agent": c.rate,
+            "agents": list(c.agents), "repeat": c.repeat, "duration_s": c.duration,
+            "rate_per_agent": c.rate,
             "model": c.model, "probe_model": c.probe_model, "probe_rate": c.probe_rate,
             "probe_duration_s": c.probe_duration, "warmup_s": c.warmup,
             "payload_bytes": c.payload, "skipped": sorted(c.skip), "locustfile": str(locustfile),
@@ -235,25 +242,28 @@ class SweepRun:
                              f"({row['connections']} connection(s))")
         self.extra["client_models"] = rows
 
-    def _harness_step(self, spec: StepSpec, locustfile: Path, url: str) -> None:
+    def _harness_step(self, spec: StepSpec, repeat: int, locustfile: Path, url: str) -> None:
         what = "load" if spec.kind == LOAD else "connection probe"
+        run_of = f", run {repeat + 1} of {self.config.repeat}" if spec.kind == LOAD \
+            and self.config.repeat > 1 else ""
         self._step(f"{what}: {spec.agents} agents, {spec.model} model, "
-                   f"{spec.offered:,.0f} events/s offered, Locust -t {spec.run_time}s")
-        run = run_step(spec, locustfile, url, self.config.out / "steps",
+                   f"{spec.offered:,.0f} events/s offered{run_of}, Locust -t {spec.run_time}s")
+        run = run_step(spec, locustfile, url, self.config.out / "steps" / f"run{repeat + 1}",
                        heartbeat=lambda s: self._detail(f"... running, {s:.0f} s"))
         if run.result is None:
             self.rows.append({"kind": spec.kind, "model": spec.model, "agents": spec.agents,
                               "agent_rate": spec.rate, "offered": spec.offered,
-                              "status": "failed", "error": run.error})
-            self._fail(f"{what} {spec.agents} agents", run.error)
+                              "repeat": repeat, "status": "failed", "error": run.error})
+            self._fail(f"{what} {spec.agents} agents{run_of}", run.error)
             return
         row = step_row(run.result, spec.kind)
+        row["repeat"] = repeat
         row["wall_s"] = round(run.wall_s, 1)
         row["harness_json"] = str(run.report.relative_to(self.config.out.resolve()))
         if row["status"] != "ok":
             row["error"] = "; ".join(row["notes"]) or "no measurement window"
             self.rows.append(row)
-            self._fail(f"{what} {spec.agents} agents", row["error"])
+            self._fail(f"{what} {spec.agents} agents{run_of}", row["error"])
             return
         self.rows.append(row)
         flag = f" ({saturation_text(row)}: its limit, not Redis's)" if saturated(row) else ""
