@@ -208,4 +208,4 @@ def test_the_100_agent_step_is_judged_at_the_resolution_of_the_harness_count(
     assert metric.verdict == verdict.lower()
     assert (f"+/- {resolution:,.1f} events/s" in metric.method) == bool(resolution)
     (shown,) = load_table(SweepData.from_result(result)).rows
-    assert shown[4] == verdict
+    assert shown[5] == verdict

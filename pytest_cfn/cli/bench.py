@@ -32,6 +32,7 @@ from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import CfnError
+from pytest_cfn.sweep.calibration import calibration_lines
 from pytest_cfn.sweep.document import SweepData
 from pytest_cfn.sweep.runner import (
     DEFAULT_AGENTS,
@@ -184,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nSummary ({outcome.wall_s:.0f} s in all):", file=stream)
     print(render_text(load_table(data)), file=stream)
+    calibration = data.extra.get("calibration")
+    if calibration:
+        print("\nCalibration (injected vs measured):", file=stream)
+        for line in calibration_lines(calibration):
+            print(f"  {line}", file=stream)
     for failure in outcome.failures:
         print(f"FAILED: {failure}", file=stream)
     print(f"\nwrote {outcome.results_path}, {report.markdown}, {report.html} and "

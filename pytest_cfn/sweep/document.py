@@ -257,6 +257,13 @@ def _connections_metric(row: dict[str, Any], scope: str) -> Metric:
     )
 
 
+def _model_spread(row: dict[str, Any]) -> dict[str, Any]:
+    if int(row.get("runs", 1)) <= 1:
+        return {}
+    return {"low": float(row["rate_low"]), "high": float(row["rate_high"]),
+            "runs": int(row["runs"])}
+
+
 def _reference_metrics(extra: dict[str, Any]) -> list[Metric]:
     metrics = []
     for entry in extra.get("ceiling", []):
@@ -284,14 +291,24 @@ def _reference_metrics(extra: dict[str, Any]) -> list[Metric]:
                 "a seeded workload: the count is exact, its spread nil",
                 low=float(row["hit_rate"]), high=float(row["hit_rate"]),
             ))
+    calibration = extra.get("calibration") or {}
+    for shift in calibration.get("shifts", []):
+        metrics.append(Metric(
+            name=f"calibration_shift_{shift['injected_ms']:g}ms", value=shift["measured_ms"],
+            unit="ms", better="lower", scope="calibration", role="reference",
+            method=f"delivery p50 shift measured for +{shift['injected_ms']:g} ms injected "
+            f"({shift['error_pct']:+.1f} %); {calibration.get('method', '')}",
+        ))
     ceiling = next((float(e["rate"]) for e in extra.get("ceiling", [])
                     if e.get("pipeline") == 1), None)
     for row in extra.get("client_models", []):
         metrics.append(Metric(
             name=f"{row['key']}_events_per_s", value=float(row["rate"]), unit="events/s",
             method=row["method"] + ("; judged against a baseline as a ratio to redis-benchmark "
-                                    "PUBLISH -P 1 of the same run" if ceiling else ""),
-            scope="client models", reference=ceiling,
+                                    "PUBLISH -P 1 of the same run"
+                                    if ceiling and row.get("runs", 1) == 1 else ""),
+            scope="client models", reference=None if row.get("runs", 1) > 1 else ceiling,
+            **_model_spread(row),
         ))
     return metrics
 

@@ -20,12 +20,14 @@ from typing import Any, TextIO
 
 import redis
 
+from pytest_cfn._errors import CfnError
 from pytest_cfn.bench.processes import StepFailedError as WorkerFailedError
 from pytest_cfn.bench.processes import Worker
 from pytest_cfn.metrics.machine import machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.sweep.cache_sweep import cache_sweep
-from pytest_cfn.sweep.client_models import MODELS, run_model
+from pytest_cfn.sweep.calibration import DELAYS_MS, DROP_EVENTS, calibrate, calibration_lines
+from pytest_cfn.sweep.client_models import MODELS, combine_model_runs, run_model
 from pytest_cfn.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.sweep.harness import (
     LOAD,
@@ -41,7 +43,7 @@ from pytest_cfn.sweep.references import publish_round_trip, server_ceiling
 DEFAULT_AGENTS = (10, 50, 100, 500)
 DEFAULT_REPEAT = 3
 DEFAULT_DURATION_S = 4.0
-REFERENCES = ("ceiling", "round-trip", "cache", "client-models")
+REFERENCES = ("ceiling", "round-trip", "cache", "client-models", "calibrate")
 SKIPPABLE = (*REFERENCES, "probe")
 MODELS_OF_HARNESS = ("shared", "per-agent")
 WORKER_TIMEOUT_S = 90.0
@@ -136,7 +138,7 @@ class SweepRun:
         references = [name for name in REFERENCES if name not in config.skip]
         self._total = len(references) + len(specs)
         config.out.mkdir(parents=True, exist_ok=True)
-        with _server(config.redis_url) as (url, embedded, benchmark, where):
+        with measured_server(config.redis_url) as (url, embedded, benchmark, where):
             version, maxclients = _server_facts(url)
             self.say(
                 f"cfn bench: Redis {version}, {where}; {os.cpu_count()} CPUs; agents "
@@ -148,6 +150,7 @@ class SweepRun:
             runners: dict[str, Callable[[str, str | None], None]] = {
                 "ceiling": self._ceiling, "round-trip": self._round_trip,
                 "cache": self._cache, "client-models": self._client_models,
+                "calibrate": lambda u, b: self._calibrate(u, locustfile),
             }
             for name in references:
                 runners[name](url, benchmark)
@@ -220,7 +223,7 @@ class SweepRun:
     def _cache(self, url: str, benchmark: str | None) -> None:
         self._step("reference: route cache hit rate vs size (10,000 / 1,000 / 100 / none)")
         result = self._worker("route cache sweep", cache_sweep, url=url, swarm="cache",
-                              namespace=self.tag)
+                              namespace=self.tag, repeat=self.config.repeat)
         if result is None:
             return
         self.extra["cache"] = result
@@ -230,17 +233,37 @@ class SweepRun:
             self._detail(f"{workload} workload: {' / '.join(rates)}")
 
     def _client_models(self, url: str, benchmark: str | None) -> None:
-        self._step(f"reference: client models ({len(MODELS)} connection layouts)")
-        rows = []
-        for model in MODELS:
-            row = self._worker(f"client model {model['key']}", run_model, url=url,
-                               key=model["key"], swarm=f"models-{model['key']}",
-                               namespace=self.tag)
-            if row is not None:
-                rows.append(row)
-                self._detail(f"{model['key']:<17} {row['rate']:>11,.0f} events/s "
-                             f"({row['connections']} connection(s))")
+        self._step(f"reference: client models ({len(MODELS)} connection layouts, "
+                   f"{self.config.repeat} run(s) each)")
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for attempt in range(self.config.repeat):
+            for model in MODELS:
+                row = self._worker(f"client model {model['key']}", run_model, url=url,
+                                   key=model["key"], swarm=f"models-{model['key']}-{attempt}",
+                                   namespace=self.tag)
+                if row is not None:
+                    runs.setdefault(model["key"], []).append(row)
+        rows = [combine_model_runs(runs[m["key"]]) for m in MODELS if m["key"] in runs]
+        for row in rows:
+            spread = f" ({row['rate_low']:,.0f}-{row['rate_high']:,.0f})" if row["runs"] > 1 \
+                else ""
+            self._detail(f"{row['key']:<17} {row['rate']:>11,.0f} events/s{spread} "
+                         f"({row['connections']} connection(s))")
         self.extra["client_models"] = rows
+
+    def _calibrate(self, url: str, locustfile: Path) -> None:
+        self._step("calibration: the harness through a delay proxy (+"
+                   + " ms, +".join(f"{d:g}" for d in DELAYS_MS)
+                   + f" ms one-way) and {DROP_EVENTS} dropped events")
+        try:
+            result = calibrate(url, locustfile, self.config.out / "steps" / "calibration",
+                               say=self._detail)
+        except (CfnError, OSError) as exc:
+            self._fail("calibration", str(exc))
+            return
+        self.extra["calibration"] = result
+        for line in calibration_lines(result):
+            self._detail(line)
 
     def _harness_step(self, spec: StepSpec, repeat: int, locustfile: Path, url: str) -> None:
         what = "load" if spec.kind == LOAD else "connection probe"
@@ -276,8 +299,9 @@ class SweepRun:
 
 
 @contextmanager
-def _server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
-    """(url, embedded, redis-benchmark path, description) of the server the sweep measures."""
+def measured_server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
+    """(url, embedded, redis-benchmark path, description) of the server to measure: the one
+    at ``url``, else an embedded redis-server started here and stopped on the way out."""
     if url is not None:
         yield url, False, shutil.which("redis-benchmark"), f"server at {redact_url(url)}"
         return

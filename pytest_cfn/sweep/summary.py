@@ -15,8 +15,10 @@ from typing import Any
 from pytest_cfn.results import REGRESSION_RULE, Regression, compare
 from pytest_cfn.sweep.adr import adr_claims, number, our_counterparts
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
+from pytest_cfn.sweep.calibration import SHIFT_TOLERANCE
 from pytest_cfn.sweep.document import LOAD_METHOD, SweepData, meets_throughput, saturated
-from pytest_cfn.sweep.figures import DrawnFigure, draw_all
+from pytest_cfn.sweep.figure_style import DrawnFigure
+from pytest_cfn.sweep.figures import draw_all
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 
@@ -105,6 +107,28 @@ def load_table(data: SweepData) -> Table:
          "connections"],
         rows,
     )
+
+
+def calibration_table(calibration: dict[str, Any]) -> Table:
+    """Injected vs measured: each delay's p50 shift and the dropped events' reported loss."""
+    rows = []
+    for shift in calibration.get("shifts", []):
+        rows.append([f"one-way delay +{shift['injected_ms']:g} ms",
+                     f"{shift['injected_ms']:.3f} ms", f"{shift['measured_ms']:.3f} ms p50 shift",
+                     f"{shift['error_pct']:+.1f} %", f"+/- {SHIFT_TOLERANCE * 100:g} %",
+                     "OK" if shift["ok"] else "OUT OF BOUND"])
+    loss = calibration.get("loss")
+    if loss:
+        rows.append([f"{loss['asked']} events dropped on one subscriber connection",
+                     f"{loss['injected']} events", f"{loss['reported_loss']:,.0f} lost "
+                     f"deliveries (bus sequence gaps {loss.get('bus_lost') or 0:,.0f})",
+                     f"{loss['reported_loss'] - loss['injected']:+,.0f}", "exact",
+                     "OK" if loss["ok"] else "MISMATCH"])
+    for run in calibration.get("runs", []):
+        if "error" in run:
+            rows.append([f"+{run['injected_ms']:g} ms run", "-", run["error"], "-", "-",
+                         "FAILED"])
+    return Table(["injected fault", "injected", "measured", "error", "bound", "verdict"], rows)
 
 
 def _probe_table(data: SweepData) -> Table:
@@ -231,6 +255,11 @@ def build_blocks(
                             "delivery time inside the window, so the figure is what was really "
                             "sustained, and the >= 10k verdict judges it; but it is the "
                             "generator's limit, not Redis's."))
+    calibration = data.extra.get("calibration")
+    if calibration:
+        blocks += [("h2", "The instrument's calibration (same run)"),
+                   ("table", calibration_table(calibration)),
+                   ("p", "Method: " + str(calibration.get("method", "")))]
     if data.loads or data.probes:
         blocks += [("h2", "Connections"), ("table", _probe_table(data))]
     if data.ceiling or data.round_trip:
@@ -307,9 +336,8 @@ def render_html(blocks: list[Block]) -> str:
             figure = value.figure
             encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
             out.append(f"<h3>{html.escape(figure.title)}</h3>")
-            out.append(f"<img alt='{html.escape(figure.title)}' "
-                       f"src='data:image/png;base64,{encoded}'>")
-            out.append(f"<p class='method'>Method: {html.escape(figure.method)}</p>")
+            out.append(f"<img alt='{html.escape(figure.title)}: method printed under the "
+                       f"figure' src='data:image/png;base64,{encoded}'>")
     out.append("</body></html>")
     return "\n".join(out)
 
