@@ -129,6 +129,25 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunResult)
 
 
+def format_value(value: float, unit: str) -> str:
+    """One figure with its unit, as every table of the project prints it: percentages for
+    fractions, whole counts, ms to the µs, µs below a millisecond, KiB for memory, thousands
+    separators for rates (two decimals below 100 for the units that are not counts)."""
+    if unit == "fraction":
+        return f"{value * 100:.3f} %"
+    if unit in ("events", "connections", "deliveries", "subscribers", "reconnects"):
+        return f"{value:,.0f} {unit}"
+    if unit == "ms":
+        return f"{value:,.3f} ms"
+    if unit == "us":
+        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} µs"
+    if unit == "bytes":
+        return f"{value / 1024:,.1f} KiB" if value >= 1024 else f"{value:,.0f} B"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.2f} {unit}"
+
+
 def encode_result(result: RunResult) -> bytes:
     if not result.created:
         result.created = utc_now()

@@ -49,11 +49,12 @@ def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Pa
     out = tmp_path / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest_cfn", "bench", "--agents", "5,10", "--duration", "2",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+         "--repeat", "2", "--skip", "calibrate", "--out", str(out)],
+        capture_output=True, text=True, timeout=200, check=False, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "[ 5/8" in proc.stdout and "load: 5 agents, shared model" in proc.stdout
+    assert "[ 5/10" in proc.stdout and "load: 5 agents, shared model" in proc.stdout
+    assert "load: 10 agents, shared model, 1,000 events/s offered, run 2 of 2" in proc.stdout
     assert "connection probe: 10 agents, per-agent model" in proc.stdout
 
     result = read_result(out / "results.json")
@@ -62,15 +63,24 @@ def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Pa
     assert [r["agents"] for r in data.loads] == [5, 10]
     assert [r["agents"] for r in data.probes] == [5, 10]
     assert not data.failed
+    assert sorted((r["agents"], r["repeat"]) for r in result.steps if r["kind"] == "load") == [
+        (5, 0), (5, 1), (10, 0), (10, 1)]
     for row in data.loads:
+        assert row["runs"] == 2 and len(row["run_histograms"]) == 2
+        low, high = row["spread"]["delivered_per_s"]
+        assert low <= row["delivered_per_s"] <= high
         assert row["delivered_per_s"] == pytest.approx(row["offered"], rel=0.05)
         assert row["latency_count"] > 0 and row["loss_rate"] == 0
         assert (out / row["harness_json"]).exists()
+    delivered = next(m for m in result.metrics if m.name == "delivered_events_per_s")
+    assert delivered.runs == 2 and delivered.low is not None and delivered.high is not None
     # One Event Bus + Messenger per swarm vs one per agent.
     assert data.loads[1]["connections"] == 4
     assert data.probes[1]["connections"] >= 30
     assert len(data.ceiling) == 2 and data.round_trip is not None
     assert data.cache is not None and len(data.cache["rows"]) == 8
+    assert all(r["runs"] == 2 and r["rate_low"] <= r["rate"] <= r["rate_high"]
+               for r in data.client_models)
     assert [r["key"] for r in data.client_models] == [
         "single-wait", "single-pipelined", "separated", "per-agent", "shared"
     ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pytest_cfn.pytest_support.perf_sample import PerfSample, merge_by_scope, sample_metrics
-from pytest_cfn.results import Metric, Regression, RunResult, compare
+from pytest_cfn.results import Metric, Regression, RunResult, compare, format_value
 
 if TYPE_CHECKING:
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
@@ -92,16 +92,6 @@ def build_result(outcome: Outcome, endpoint: RedisEndpoint, extra: dict[str, Any
         metrics=list(outcome.metrics),
         extra=details,
     )
-
-
-def format_value(value: float, unit: str) -> str:
-    if unit == "fraction":
-        return f"{value * 100:.3f} %"
-    if unit in ("events", "connections"):
-        return f"{value:,.0f} {unit}"
-    if unit == "ms":
-        return f"{value:,.3f} ms"
-    return f"{value:,.0f} {unit}"
 
 
 def format_target(metric: Metric) -> str:

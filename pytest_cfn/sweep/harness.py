@@ -34,10 +34,6 @@ class HarnessNotFoundError(CfnError):
     """The Locust harness (``loadtests/swarm.py``) or Locust itself cannot be found."""
 
 
-class StepFailedError(CfnError):
-    """A harness run did not produce its JSON result (crash, timeout, no window)."""
-
-
 def find_locustfile(explicit: str | Path | None = None) -> Path:
     """``loadtests/swarm.py``: the explicit path, else beside the package in a source
     checkout, else under the working directory."""

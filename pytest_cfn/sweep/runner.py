@@ -21,8 +21,7 @@ from typing import Any, TextIO
 import redis
 
 from pytest_cfn._errors import CfnError
-from pytest_cfn.bench.processes import StepFailedError as WorkerFailedError
-from pytest_cfn.bench.processes import Worker
+from pytest_cfn.bench.processes import StepFailedError, Worker
 from pytest_cfn.metrics.machine import machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.sweep.cache_sweep import cache_sweep
@@ -192,7 +191,7 @@ class SweepRun:
             return
         try:
             entries = server_ceiling(benchmark, url, f"{self.tag}:ceiling", self.config.payload)
-        except WorkerFailedError as exc:
+        except StepFailedError as exc:
             self._fail("redis-benchmark ceiling", str(exc))
             return
         self.extra["ceiling"] = entries
@@ -203,7 +202,7 @@ class SweepRun:
         self._step("reference: PUBLISH round trip on one connection (the latency floor)")
         try:
             trip = publish_round_trip(url, f"{self.tag}:round-trip", self.config.payload)
-        except (WorkerFailedError, OSError) as exc:
+        except (StepFailedError, OSError) as exc:
             self._fail("round trip", str(exc))
             return
         self.extra["round_trip"] = trip
@@ -214,7 +213,7 @@ class SweepRun:
         worker = Worker(name, function, **kwargs).start()
         try:
             return worker.result(WORKER_TIMEOUT_S)
-        except WorkerFailedError as exc:
+        except StepFailedError as exc:
             self._fail(name, str(exc))
             return None
         finally:
