@@ -20,7 +20,7 @@ from pytest_cfn.cli import main
 from pytest_cfn.results import RedisInfo, read_result
 from pytest_cfn.sweep.document import SweepData, build_result, saturated
 from pytest_cfn.sweep.figures import FIGURES
-from pytest_cfn.sweep.harness import find_locustfile
+from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile
 from pytest_cfn.sweep.summary import load_table
 
 FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
@@ -219,3 +219,68 @@ def test_the_100_agent_step_is_judged_at_the_resolution_of_the_harness_count(
     assert (f"+/- {resolution:,.1f} events/s" in metric.method) == bool(resolution)
     (shown,) = load_table(SweepData.from_result(result)).rows
     assert shown[5] == verdict
+
+
+def test_an_installed_wheel_finds_the_harness_under_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sysconfig
+
+    import pytest_cfn
+
+    installed = tmp_path / "venv" / "share" / "pytest-cfn" / "loadtests" / "swarm.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("# the locustfile\n")
+    monkeypatch.setattr(pytest_cfn, "__file__", str(tmp_path / "site" / "pytest_cfn" / "x.py"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path / "venv"))
+    monkeypatch.chdir(tmp_path)
+    assert find_locustfile() == installed.resolve()
+    installed.unlink()
+    with pytest.raises(HarnessNotFoundError, match="share/pytest-cfn"):
+        find_locustfile()
+
+
+def test_the_wheel_ships_every_harness_module() -> None:
+    tomllib = pytest.importorskip("tomllib")
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"]
+    patterns = [p for files in shipped.values() for p in files]
+    harness = sorted(p.relative_to(root).as_posix()
+                     for p in (root / "loadtests").rglob("*.py"))
+    assert all(any(Path(name).match(pattern) for pattern in patterns) for name in harness)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["calibrate", "--delays", "fast"], "is not a number of milliseconds"),
+        (["calibrate", "--delays", "0"], "out of range"),
+        (["calibrate", "--drop", "-3"], "out of range"),
+        (["bench", "--repeat", "0"], "out of range"),
+        (["bench", "--repeat", "two"], "is not a whole number"),
+    ],
+)
+def test_bad_calibrate_and_repeat_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cfn_calibrate_measures_the_injected_delay_and_the_exact_loss(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn", "calibrate", "--delays", "3", "--drop", "15",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "calibration.json").read_text())
+    (shift,) = result["shifts"]
+    assert shift["injected_ms"] == 3 and abs(shift["error_pct"]) <= 10
+    assert result["loss"]["injected"] == 15 and result["loss"]["reported_loss"] == 15
+    assert "calibrated: wrote" in proc.stdout

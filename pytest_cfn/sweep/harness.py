@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class HarnessNotFoundError(CfnError):
 
 def find_locustfile(explicit: str | Path | None = None) -> Path:
     """``loadtests/swarm.py``: the explicit path, else beside the package in a source
-    checkout, else under the working directory."""
+    checkout, else where a wheel installs it (``<prefix>/share/pytest-cfn/loadtests``), else
+    under the working directory."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -44,6 +46,7 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
         return path.resolve()
     candidates = [
         Path(pytest_cfn.__file__).resolve().parents[1] / "loadtests" / "swarm.py",
+        Path(sysconfig.get_path("data")) / "share" / "pytest-cfn" / "loadtests" / "swarm.py",
         Path.cwd() / "loadtests" / "swarm.py",
     ]
     for path in candidates:
@@ -51,9 +54,9 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise HarnessNotFoundError(
-        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); it ships in "
-        "the source tree, not in the wheel: run cfn bench from a clone of pytest-cfn, or pass "
-        "--locustfile PATH"
+        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); reinstall "
+        "pytest-cfn (its wheel installs the harness under share/pytest-cfn/), run from a "
+        "clone of pytest-cfn, or pass --locustfile PATH"
     )
 
 
