@@ -26,7 +26,9 @@ A ``Metric`` is one measured figure against (optionally) one target::
      "runs": K, "low": min, "high": max,   # a figure repeated K times: value is the median
      "reference": 98765.0,                 # a same-run figure of the same unit (e.g. the
                                            # server's own rate) this one is judged against
-     "role": "figure" | "reference"}       # a reference (the server's yardstick) is not judged
+     "role": "figure" | "reference" | "saturated"}   # a reference (the server's yardstick)
+                                           # is not judged, nor a figure measured while the
+                                           # load generator was behind (its limit, not ours)
 
 Comparing two results (:func:`compare`) flags a regression only when it is outside the
 noise; :data:`REGRESSION_RULE` says how, and ``cfn report --help`` / ``--cfn-baseline`` print it.
@@ -71,7 +73,7 @@ class Metric(msgspec.Struct, kw_only=True, omit_defaults=False):
     low: float | None = None
     high: float | None = None
     reference: float | None = None
-    role: Literal["figure", "reference"] = "figure"
+    role: Literal["figure", "reference", "saturated"] = "figure"
 
 
 class RedisInfo(msgspec.Struct, kw_only=True):
@@ -190,7 +192,9 @@ REGRESSION_RULE = (
     "when figure / reference is also worse by more than the threshold, so a machine that is "
     "slower today as a whole is not a regression; (3) a single figure with neither is judged "
     "by the threshold alone (marked 'threshold only'). The server's own figures "
-    "(redis-benchmark, the round trip) are the yardstick and are never judged."
+    "(redis-benchmark, the round trip) are the yardstick and are never judged, nor are the "
+    "figures of a load point whose load generator fell behind its schedule in either run "
+    "(they measure the generator, not the system)."
 )
 
 
@@ -241,7 +245,11 @@ def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) 
         old = base.get((metric.scope, metric.name))
         if old is None or old.value == 0 or metric.role == "reference":
             continue
-        regressed, rule, detail = _judge(old, metric, max_regression_pct)
+        if "saturated" in (metric.role, old.role):
+            regressed, rule, detail = (False, "not judged",
+                                       "the load generator fell behind its schedule")
+        else:
+            regressed, rule, detail = _judge(old, metric, max_regression_pct)
         out.append(
             Regression(
                 name=metric.name,

@@ -243,6 +243,10 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
             "deliveries, from the same histogram as delivery_p99", better="lower", scope=scope,
             **_spread(row, "late_fraction"),
         ))
+    if saturated(row):
+        for metric in metrics:
+            if metric.name != "connections":
+                metric.role = "saturated"
     return metrics
 
 def _connections_metric(row: dict[str, Any], scope: str) -> Metric:

@@ -137,7 +137,7 @@ def _probe_table(data: SweepData) -> Table:
     for r in data.probes + data.loads:
         roles = ", ".join(f"{k} {v}" for k, v in sorted(r["connections_by_role"].items()))
         share = f"{r['connections'] / maxclients * 100:.1f} %" if maxclients else "-"
-        rows.append([str(r["agents"]), r["model"], f"{r['connections']:,}", roles,
+        rows.append([str(r["agents"]), r["model"], f"{r['connections']:,.0f}", roles,
                      f"{ADR_CONNECTION_TABLE.get(r['agents'], 4 * r['agents']):,}", share,
                      "CLIENT LIST peak, " + ("connection probe" if r["kind"] == "probe"
                                              else "load step")])
@@ -162,7 +162,9 @@ def _cache_table(cache: dict[str, Any]) -> Table:
         row = [f"{size:,}" if size else "none", f"{ADR_CLAIMED[size] * 100:g} %"]
         for workload in WORKLOADS:
             got = by.get((workload, size))
-            row += ([f"{got['hit_rate'] * 100:.2f} %", f"{got['publish_rate']:,.0f}"]
+            spread = (f" ({got['publish_rate_low']:,.0f}-{got['publish_rate_high']:,.0f})"
+                      if got and int(got.get("runs", 1)) > 1 else "")
+            row += ([f"{got['hit_rate'] * 100:.2f} %", f"{got['publish_rate']:,.0f}{spread}"]
                     if got else ["-", "-"])
         rows.append(row)
     return Table(["cache size", "ADR claim (in-process)", "hit rate, ADR workload",
@@ -173,7 +175,9 @@ def _cache_table(cache: dict[str, Any]) -> Table:
 def _models_table(data: SweepData) -> Table:
     return Table(
         ["layout", "connections", "delivered ev/s", "deliveries/s", "CPU µs/delivery", "method"],
-        [[r["label"].replace("\n", " "), str(r["connections"]), f"{r['rate']:,.0f}",
+        [[r["label"].replace("\n", " "), str(r["connections"]), f"{r['rate']:,.0f}" + (
+            f" ({r['rate_low']:,.0f}-{r['rate_high']:,.0f})" if int(r.get("runs", 1)) > 1
+            else ""),
           f"{r['deliveries_per_s']:,.0f}", f"{r['cpu_us_per_delivery']:.2f}", r["method"]]
          for r in data.client_models],
     )
