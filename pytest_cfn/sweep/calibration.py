@@ -1,7 +1,8 @@
 """The instrument's calibration: the Locust harness measured through faults of a known size.
 
 The harness runs (in a subprocess, as in the sweep) against :class:`DelayProxy` in front of
-the server, three times: with no delay, then +2 ms and +5 ms one-way on the delivery path. The
+the server, three times: with the proxy's base delay only, then +2 ms and +5 ms one-way on
+the delivery path. The
 shift of the delivery p50 from the no-delay run must be the injected delay within 10 %, or
 the instrument's latencies cannot be trusted to that precision. In the no-delay run the proxy
 also drops exactly N non-critical events on one agent's subscriber connection, in the middle
@@ -22,6 +23,10 @@ from pytest_cfn.sweep.delay_proxy import DelayProxy
 from pytest_cfn.sweep.harness import LOAD, StepSpec, run_step, step_row
 
 DELAYS_MS = (2.0, 5.0)
+BASE_DELAY_MS = 0.5
+"""Every run, the reference one included, goes through the proxy's timed path with at least
+this delay: forwarding at once (no delay) wakes the sending thread per chunk and costs a
+different hop than a timed send, which would bias every measured shift."""
 DROP_EVENTS = 20
 AGENTS = 10
 RATE = 100.0
@@ -67,7 +72,7 @@ def calibrate(
     loss: dict[str, Any] = {}
     with DelayProxy(host, port) as proxy:
         for delay_ms in (0.0, *delays_ms):
-            proxy.reset(delay_ms / 1000.0)
+            proxy.reset((BASE_DELAY_MS + delay_ms) / 1000.0)
             finished = threading.Event()
             armer = None
             if delay_ms == 0.0 and drop:
@@ -132,8 +137,10 @@ def method_text(agents: int, rate: float, duration: float, drop: int) -> str:
         f"the Locust harness ({agents} agents, {MODEL} model, {rate:g} events/s each, "
         f"{duration:g} s window) through a TCP proxy on 127.0.0.1 in front of the server; the "
         "proxy holds every server -> client chunk for the injected delay (a one-way delay on "
-        "the delivery path) and passes client -> server bytes at once; shift = delivery p50 "
-        "at the delay minus delivery p50 with no delay (the proxy's own hop cancels), bound "
+        "the delivery path) and passes client -> server bytes at once; every run, the "
+        f"reference one included, has a base delay of {BASE_DELAY_MS:g} ms so the proxy's own "
+        "hop is the same in each; shift = delivery p50 at base + the delay minus delivery p50 "
+        "at the base, bound "
         f"+/- {SHIFT_TOLERANCE * 100:g} %; loss: in the no-delay run the proxy drops {drop} "
         "non-critical events (priority < 8) on one agent's subscriber connection from the "
         "middle of the window, whole RESP frames; the harness must report exactly that many "
