@@ -6,7 +6,8 @@ stamps each chunk with its arrival time and queues it; one sends each queued chu
 ``delay_s`` has passed since its arrival, in order. So every byte the server sends reaches
 its client ``delay_s`` later (a one-way delay on the delivery path), and what clients send
 reaches the server at once: a publish -> delivery latency grows by exactly ``delay_s`` plus the
-proxy's own hop, which a run at ``delay_s = 0`` measures.
+proxy's own hop, which a reference run at a small base delay measures (a zero delay takes a
+different path: the sending thread is woken per chunk instead of by its timer).
 
 A known loss: :meth:`DelayProxy.drop_events` arms the proxy to drop the next ``count``
 non-critical pub/sub events (priority below 8 in the JSON envelope) on one subscriber
