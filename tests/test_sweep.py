@@ -94,7 +94,7 @@ def test_report_draws_every_figure_from_a_saved_result(
     assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
     assert_figures(tmp_path)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| 10 | shared | 1 | 1,000 |" in markdown
+    assert "| 10 | shared | 2 | 1,000 |" in markdown
     assert "| event bus throughput | 398,373 events/s |" in markdown
     printed = capsys.readouterr().out
     assert "delivered ev/s" in printed and "wrote" in printed
@@ -104,7 +104,8 @@ def _baseline_with(tmp_path: Path, scope: str, name: str, factor: float) -> Path
     document: dict[str, Any] = json.loads(FIXTURE.read_text())
     for metric in document["metrics"]:
         if metric["scope"] == scope and metric["name"] == name:
-            metric["value"] *= factor
+            for key in ("value", "low", "high"):
+                metric[key] *= factor
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(document))
     return path
@@ -121,12 +122,38 @@ def test_report_with_a_baseline_compares_side_by_side(
     printed = capsys.readouterr().out
     assert "compared with" in printed and "1 of " in printed
     line = next(x for x in printed.splitlines() if "delivery_p99" in x and "REGRESSED" in x)
-    assert "shared model, 10 agents" in line and "+100.0 %" in line
+    assert "shared model, 10 agents" in line and "+100.0 %" in line and "spread" in line
     markdown = (out / "summary.md").read_text()
     assert "Compared with the baseline" in markdown and "| REGRESSED |" in markdown
     assert_figures(out)
     assert main([*args, "--fail-on-regression"]) == 1
     assert main([*args, "--fail-on-regression", "--max-regression", "150"]) == 0
+
+
+def test_the_same_sweep_and_one_moved_inside_its_spread_show_no_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document: dict[str, Any] = json.loads(FIXTURE.read_text())
+    for metric in document["metrics"]:
+        if metric.get("runs", 1) > 1 and metric["high"] > metric["low"]:
+            # Worse by more than 10 % where the spread allows: still inside the baseline's.
+            metric["value"] = metric["high"] if metric["better"] == "lower" else metric["low"]
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(document))
+    for baseline in (FIXTURE, moved):
+        assert main(["report", str(FIXTURE), "--baseline", str(baseline), "--out",
+                     str(tmp_path / "cmp"), "--fail-on-regression"]) == 0
+        assert "0 of " in capsys.readouterr().out
+
+
+def test_the_calibration_is_shown_beside_the_figures(tmp_path: Path) -> None:
+    assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "## The instrument's calibration (same run)" in markdown
+    assert "| 20 events dropped on one subscriber connection | 20 events |" in markdown
+    assert markdown.index("calibration") < markdown.index("## Figures")
+    page = (tmp_path / "summary.html").read_text()
+    assert "`" not in page.split("<body>")[1].split("<img")[0]
 
 
 @pytest.mark.parametrize(
@@ -202,8 +229,8 @@ def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it
 
 def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:
     assert not saturated(_load_row(generator_saturated=False, send_lag_p99_ms=4_000.0))
-    assert saturated(_load_row(send_lag_p99_ms=4_000.0))
-    assert not saturated(_load_row())
+    assert saturated(_load_row(generator_saturated=None, send_lag_p99_ms=4_000.0))
+    assert not saturated(_load_row(generator_saturated=None))
 
 
 @pytest.mark.parametrize(("delivered", "resolution", "verdict"),

@@ -7,9 +7,10 @@ Runs the Locust harness (loadtests/swarm.py, in subprocesses, as cfn bench does)
 small TCP proxy on 127.0.0.1 in front of the server: once with the proxy's base delay
 (0.5 ms, so its own hop is the same in every run), then once for each injected one-way delay
 on top, on the delivery path (server -> client). The shift of the delivery p50 from the base
-run must equal the injected delay within 10 %. In the base run the proxy also drops exactly --drop non-critical events (priority < 8) on one agent's subscriber
-connection in the middle of the measurement window; the harness must report exactly that
-many lost deliveries. cfn bench runs the same calibration as one of its steps and shows it
+run must equal the injected delay within 10 %. In the base run the proxy also drops
+exactly --drop non-critical events (priority < 8) on one agent's subscriber connection in the
+middle of the measurement window; the harness must report exactly that many lost
+deliveries. cfn bench runs the same calibration as one of its steps and shows it
 beside its figures.
 
 Writes calibration.json to --out. Exit status: 0 when every injected fault was measured
