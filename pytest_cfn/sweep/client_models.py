@@ -209,6 +209,9 @@ def combine_model_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     middle = sorted(runs, key=lambda r: float(r["rate"]))[(len(runs) - 1) // 2]
     return {**middle, "rate": statistics.median(rates), "rate_low": min(rates),
             "rate_high": max(rates), "runs": len(runs),
+            "deliveries_per_s": statistics.median(float(r["deliveries_per_s"]) for r in runs),
+            "cpu_us_per_delivery": statistics.median(float(r["cpu_us_per_delivery"])
+                                                     for r in runs),
             "method": middle["method"].replace("; one run", f"; median of {len(runs)} runs, "
                                                "each in a fresh process, with their min-max")}
 
