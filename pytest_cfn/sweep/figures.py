@@ -271,6 +271,8 @@ def connections_figure(data: SweepData, baseline: SweepData | None) -> FigureRes
     ax.axhline(maxclients * fraction, color=TARGET_COLOR, linestyle="--",
                label=f"ADR limit: {fraction:.0%} of maxclients")
     ax.set_yscale("log")
+    lowest = min([max(1.0, float(r["connections"])) for r in (*data.probes, *data.loads)])
+    ax.set_ylim(lowest / 2.5, maxclients * 2)
     ax.set_ylabel("connections held (log scale)")
     agent_axis(ax, [*_agents(data), *ADR_CONNECTION_TABLE])
     legend_outside(ax)
