@@ -12,6 +12,7 @@ never reach a caller: the backends (``pytest_cfn._backends``) map them to
     ├── InvalidIdError, InvalidOptionError, MessageTooLargeError  (also ValueError)
     ├── InvalidHistogramError                                      (also ValueError)
     ├── MalformedMessageError
+    │   └── ForgedMessageError
     ├── BusClosedError
     ├── ConnectionFailedError                                      (also ConnectionError)
     │   ├── ServerUnavailableError
@@ -134,6 +135,10 @@ class RecoveryRefusedError(CfnError):
     """A swarm cannot be recovered: it finished, or its heartbeat is still fresh."""
 
 
+class ForgedMessageError(MalformedMessageError):
+    """An envelope is unsigned or its HMAC tag does not match, on a bus with ``signing_key``."""
+
+
 ACL_HINT = "run `cfn acl --swarm SWARM` for the ACL rules a swarm's agents need"
 
 
@@ -153,6 +158,7 @@ ALL_ERRORS = (
     MessageTooLargeError,
     InvalidHistogramError,
     MalformedMessageError,
+    ForgedMessageError,
     BusClosedError,
     ConnectionFailedError,
     ServerUnavailableError,

@@ -92,6 +92,7 @@ class EventBus(EngineFrontend):
             throttle=PriorityThrottle(options.throttle_rate, options.throttle_burst),
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
+            signer=self._engine.signer,
         )
         self.route_errors = 0
         self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
@@ -156,9 +157,8 @@ class EventBus(EngineFrontend):
             planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
-            payload = engine.codec.encode(planned.envelope)
             await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, payload), priority
+                self._critical_stream.append_and_publish(channel, planned.payload), priority
             )
         else:
             await engine.publisher.send_publish(planned.command, priority)

@@ -35,8 +35,9 @@ from pytest_cfn._core.message import (
     publish_with_history,
 )
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._core.outbound import OutboundPlanner
+from pytest_cfn._core.outbound import OutboundPlanner, check_priority
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.signing import signed_decoder
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
     BusClosedError,
@@ -191,6 +192,9 @@ class Messenger(EngineFrontend):
         seconds, leaving nothing pending. Do not call it inside :meth:`batch`."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidOptionError(f"request timeout must be > 0 seconds, got {timeout!r}")
+        # Every argument is checked before any IO (the subscription below connects).
+        validate_swarm_id(to_swarm)
+        check_priority(priority)
         await self.listen()
         correlation_id = f"{self._instance}:{next(self._request_numbers)}"
         pending = _Pending(to_swarm)
@@ -238,12 +242,11 @@ class Messenger(EngineFrontend):
                 channel, message_type, data, priority, time_ns(), correlation_id
             )
         if self._persist:
-            payload = engine.codec.encode(planned.envelope)
             await engine.publisher.send_publish(
                 publish_with_history(
                     history_key(self.channels, to_swarm),
                     channel,
-                    payload,
+                    planned.payload,
                     self._history.size,
                     self._history_ttl,
                 ),
@@ -266,6 +269,7 @@ class Messenger(EngineFrontend):
             throttle=self._throttle,
             breaker=self._engine.breaker,
             max_message_bytes=self.options.max_message_bytes,
+            signer=self._engine.signer,
         )
         destination = (planner, self.channels.message(self.swarm, to_swarm))
         # setdefault: two threads adding one destination at once share one sequence stream
@@ -344,7 +348,12 @@ class Messenger(EngineFrontend):
         raw = await self._engine.publisher.call(
             "LRANGE", history_key(self.channels, self.swarm), 0, stop
         )
-        return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
+        decode: Callable[[bytes], Envelope] = self._engine.codec.decode
+        signer = self._engine.signer
+        if signer is not None:
+            channels, me = self.channels, self.swarm
+            decode = signed_decoder(signer, decode, lambda env: channels.message(env.swarm, me))
+        return decode_stored(list(raw or []), decode, self.swarm)
 
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()
