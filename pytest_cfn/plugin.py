@@ -58,8 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cfn-baseline", dest="cfn_baseline", metavar="PATH", type=parse_baseline_path,
         default=None,
-        help="Compare figures with an earlier --cfn-report JSON; a regression beyond "
-        "--cfn-regression fails the run.",
+        help="Compare figures with an earlier --cfn-report JSON; a figure worse by more than "
+        "--cfn-regression AND outside the noise fails the run: a rate or latency must also be "
+        "worse as a ratio to a reference measured in the same run (raw PUBLISH rate and round "
+        "trip on the same server), so a machine slower as a whole is no regression; a figure "
+        "with no reference (counts, fractions, older baselines) is judged on the threshold. "
+        "One run's own noise is unknown: set --cfn-regression above it, or compare repeated "
+        "runs (cfn bench --repeat, cfn report --baseline).",
     )
     group.addoption(
         "--cfn-regression", dest="cfn_regression", metavar="PCT", type=parse_regression_pct,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from pytest_cfn._errors import CfnError
 
-SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report")
+SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report", "calibrate")
 EXIT_USAGE = 2
 
 

@@ -251,8 +251,23 @@ class CfnSession:
             return None
         from pytest_cfn.pytest_support.summary import build_outcome
 
-        self.outcome = build_outcome(self.samples, settings, self.baseline)
+        self.outcome = build_outcome(self.samples, settings, self.baseline, self._reference())
         return self.outcome
+
+    def _reference(self) -> dict[str, Any] | None:
+        """The same-run reference a comparison with a baseline needs, measured on a real
+        server when figures are compared or written (see ``pytest_cfn.results``)."""
+        endpoint = self.endpoint
+        wanted = self.baseline is not None or self.settings.report is not None
+        if endpoint is None or endpoint.is_fake or not self.samples or not wanted:
+            return None
+        from pytest_cfn._errors import CfnError
+        from pytest_cfn.sweep.references import same_run_reference
+
+        try:
+            return same_run_reference(endpoint.url, f"cfn-reference:{self.run_id}")
+        except (CfnError, OSError):
+            return None
 
     def result(self) -> RunResult:
         from pytest_cfn.pytest_support.summary import build_result
