@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "ReplyTimeoutError": _ERRORS,
     "RequestFailedError": _ERRORS,
     "RequestTimeoutError": _ERRORS,
+    "ServerCheckError": "pytest_cfn.server_probe",
     "ServerNotFoundError": _ERRORS,
     "ServerRefusedError": _ERRORS,
     "ServerReplyError": _ERRORS,
@@ -93,6 +94,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._sync.event_bus import EventBus as EventBus
     from pytest_cfn._sync.messenger import Messenger as Messenger
     from pytest_cfn._sync.swarm_state import SwarmState as SwarmState
+    from pytest_cfn.server_probe import ServerCheckError as ServerCheckError
 
 
 def __getattr__(name: str) -> Any:
