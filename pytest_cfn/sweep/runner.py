@@ -319,7 +319,8 @@ def measured_server(url: str | None) -> Iterator[tuple[str, bool, str | None, st
 
     server = RedisServer().start()
     try:
-        yield server.url, True, server.redis_benchmark, f"embedded redis-server pid {server.pid}"
+        yield (server.url, True, server.redis_benchmark,
+               f"embedded redis-server pid {server.pid} ({server.choice.describe()})")
     finally:
         server.stop()
 
