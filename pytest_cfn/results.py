@@ -186,15 +186,16 @@ def read_result(path: str | Path) -> RunResult:
 REGRESSION_RULE = (
     "A figure regressed only when it is worse than the baseline by more than the threshold AND "
     "the difference is outside the noise: (1) figures repeated in both runs (cfn bench "
-    "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap (every "
-    "run of today worse than every run of the baseline); (2) single figures that carry a "
+    "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap and "
+    "the gap between them is itself wider than the threshold (today's best run worse than the "
+    "baseline's worst by more than it); (2) single figures that carry a "
     "reference measured in the same run (the server's own rate or round trip) regress only "
     "when figure / reference is also worse by more than the threshold, so a machine that is "
     "slower today as a whole is not a regression; (3) a single figure with neither is judged "
     "by the threshold alone (marked 'threshold only'). The server's own figures "
     "(redis-benchmark, the round trip) are the yardstick and are never judged, nor are the "
-    "figures of a load point whose load generator fell behind its schedule in either run "
-    "(they measure the generator, not the system)."
+    "latencies of a load point whose load generator fell behind its schedule in either run "
+    "(they measure its backlog; what it delivered is still judged)."
 )
 
 
@@ -224,11 +225,15 @@ def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
     beyond = worse > max_pct
     if (old.low is not None and old.high is not None and new.low is not None
             and new.high is not None):
-        apart = new.high < old.low if new.better == "higher" else new.low > old.high
+        if new.better == "higher":
+            gap = _worse_pct(old.low, new.high, "higher")
+        else:
+            gap = _worse_pct(old.high, new.low, "lower")
+        apart = gap > 0
         detail = (f"today {new.low:,.4g}..{new.high:,.4g} ({new.runs} runs), baseline "
                   f"{old.low:,.4g}..{old.high:,.4g} ({old.runs} runs): "
-                  + ("ranges apart" if apart else "ranges overlap"))
-        return beyond and apart, "spread", detail
+                  + (f"ranges apart by {gap:.1f} %" if apart else "ranges overlap"))
+        return beyond and gap > max_pct, "spread", detail
     if old.reference and new.reference:
         ratio = _worse_pct(old.value / old.reference, new.value / new.reference, new.better)
         detail = (f"figure / same-run reference {old.value / old.reference:,.4g} -> "

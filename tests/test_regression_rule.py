@@ -44,6 +44,9 @@ def _rate(value: float, **kw: object) -> Metric:
         # Ranges apart and worse by more than the threshold.
         (_rate(100, low=95, high=105, runs=3), _rate(80, low=78, high=82, runs=3), True,
          "spread"),
+        # Median 15 % worse and ranges apart, but by less than the threshold: noise.
+        (_rate(100, low=90, high=110, runs=3), _rate(85, low=80, high=88, runs=3), False,
+         "spread"),
         # Ranges apart but within the threshold: not a regression either.
         (_rate(100, low=99, high=101, runs=3), _rate(95, low=94, high=96, runs=3), False,
          "spread"),
