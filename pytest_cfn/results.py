@@ -242,17 +242,30 @@ def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
     return beyond, "threshold only", "one run and no same-run reference: the threshold decides"
 
 
+def _from_zero(old: Metric, new: Metric) -> tuple[bool, str, str]:
+    """A figure that was 0 (a loss, say): no percentage exists, so any move in the worse
+    direction outside the noise is a regression."""
+    worse = new.value > 0 if new.better == "lower" else new.value < 0
+    if old.high is not None and new.low is not None and new.high is not None:
+        apart = new.low > old.high if new.better == "lower" else new.high < (old.low or 0.0)
+        return worse and apart, "spread", (f"from 0 to {new.low:,.4g}..{new.high:,.4g}: "
+                                           + ("ranges apart" if apart else "ranges overlap"))
+    return worse, "threshold only", f"from 0 to {new.value:,.4g}"
+
+
 def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) -> list[Regression]:
     """Figures present in both runs, each judged by :data:`REGRESSION_RULE`."""
     base = {(m.scope, m.name): m for m in baseline.metrics}
     out = []
     for metric in current.metrics:
         old = base.get((metric.scope, metric.name))
-        if old is None or old.value == 0 or metric.role == "reference":
+        if old is None or metric.role == "reference" or old.value == metric.value == 0:
             continue
         if "saturated" in (metric.role, old.role):
             regressed, rule, detail = (False, "not judged",
                                        "the load generator fell behind its schedule")
+        elif old.value == 0:
+            regressed, rule, detail = _from_zero(old, metric)
         else:
             regressed, rule, detail = _judge(old, metric, max_regression_pct)
         out.append(
@@ -261,7 +274,8 @@ def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) 
                 scope=metric.scope,
                 baseline=old.value,
                 current=metric.value,
-                change_pct=(metric.value - old.value) / abs(old.value) * 100.0,
+                change_pct=(metric.value - old.value) / abs(old.value) * 100.0
+                if old.value else 0.0,
                 regressed=regressed,
                 rule=rule,
                 detail=detail,

@@ -65,6 +65,18 @@ def test_a_figure_regresses_only_outside_the_noise(
     assert (result.regressed, result.rule) == (regressed, rule), result.detail
 
 
+def test_a_loss_that_was_zero_regresses_when_it_appears_outside_the_noise() -> None:
+    def loss(value: float, low: float, high: float) -> Metric:
+        return Metric(name="loss_rate", value=value, unit="fraction", method="m",
+                      better="lower", low=low, high=high, runs=3)
+
+    (appeared,) = compare(_run(loss(0, 0, 0)), _run(loss(0.5, 0.05, 0.6)), 10.0)
+    assert appeared.regressed and "from 0" in appeared.detail
+    (noise,) = compare(_run(loss(0, 0, 0.01)), _run(loss(0.005, 0, 0.01)), 10.0)
+    assert not noise.regressed
+    assert compare(_run(loss(0, 0, 0)), _run(loss(0, 0, 0)), 10.0) == []
+
+
 def test_latency_regresses_upwards_and_references_are_never_judged() -> None:
     old = Metric(name="p99", value=1.0, unit="ms", method="m", better="lower", low=0.9,
                  high=1.1, runs=3)
