@@ -71,7 +71,10 @@ class BusEngine:
         self.codec = Codec(options.codec)
         self.channels = ChannelNames(options.namespace)
         ring = signing_keys(options.signing_key)
-        self.signer = EnvelopeSigner(ring) if ring is not None else None
+        self.signer: EnvelopeSigner | None = None
+        if ring is not None:
+            ring.check_signer(swarm)
+            self.signer = EnvelopeSigner(ring)
         self.breaker = CircuitBreaker(
             failure_threshold=options.breaker_failures,
             reset_timeout=options.breaker_reset,
