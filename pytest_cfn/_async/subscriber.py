@@ -1,8 +1,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
 One worker reads the socket in large chunks and hands the messages of each
-chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
-queue). If no
+chunk to ``on_messages`` (which must not block for long: the bus queues them, or
+hands them to handlers that have proved fast, see ``engine``). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
@@ -14,7 +14,7 @@ at-most-once); the receivers' sequence tracking counts them as lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
@@ -25,7 +25,7 @@ from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
-MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
+MessageSink = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
@@ -117,10 +117,10 @@ class Subscriber:
             if isinstance(reply, ServerReplyError):
                 raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
             if reply[0] == _PMESSAGE:
-                self._on_messages([(reply[2], reply[3])])
+                await self._on_messages([(reply[2], reply[3])])
             else:
                 self._handle_reply(reply)
-        self._drain_parser()
+        await self._drain_parser()
 
     async def _run(self) -> None:
         conn = self._conn
@@ -150,9 +150,9 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
-            self._drain_parser()
+            await self._drain_parser()
 
-    def _drain_parser(self) -> None:
+    async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
         get = self._conn.buffered_reply
         batch: list[tuple[bytes, bytes]] = []
@@ -172,7 +172,7 @@ class Subscriber:
             reply = get()
         if batch:
             self.messages += len(batch)
-            self._on_messages(batch)
+            await self._on_messages(batch)
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]

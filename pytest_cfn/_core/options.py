@@ -35,6 +35,8 @@ class BusOptions:
     ack_window: int = 64
     dispatch_batch: int = 256
     keep_malformed: int = 100
+    inline_dispatch: bool = True
+    """Let handlers that have proved fast run in the socket reader (see ``engine``)."""
 
     def __post_init__(self) -> None:
         if self.codec not in FORMATS:

@@ -8,6 +8,17 @@ priority order and calls the handlers. A slow handler therefore never stalls the
 socket (which would get the connection cut by the server's output-buffer limit):
 the queue fills, and its overflow policy drops the lowest priorities first,
 counting every drop.
+
+Handing a chunk from the reader to the dispatcher costs a wake-up, and in the
+sync front end a GIL hand-over between two threads (up to the 5 ms switch
+interval when the reader is busy): that is where the latency tail came from.
+So handlers that have proved fast run in the reader itself when the dispatcher
+is idle (``inline`` dispatch): after ``INLINE_AFTER`` consecutive deliveries of
+at most ``FAST_DELIVERY`` each; one chunk that takes longer than
+``INLINE_BUDGET`` (or ``FAST_DELIVERY`` per event) sends dispatching back to
+the dispatcher worker until the handlers have proved fast again. Order is the
+queue's either way (highest priority first), and a catch-up in progress keeps
+everything on the dispatcher.
 """
 
 from __future__ import annotations
@@ -32,6 +43,10 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import BusClosedError
 
 log = logging.getLogger("pytest_cfn.bus")
+
+INLINE_AFTER = 1000
+FAST_DELIVERY = 0.00005
+INLINE_BUDGET = 0.002
 
 Deliver = Callable[[Envelope], None]
 Intercept = Callable[[Envelope], bool]
@@ -100,6 +115,12 @@ class BusEngine:
         self._sleeping = False
         self._closed = False
         self._dispatching = False
+        # The Messenger's reader takes request replies (intercept): its handlers stay off
+        # the reader, so a handler may wait for a reply.
+        self._inline_allowed = options.inline_dispatch and intercept is None
+        self._inline_ok = False
+        self._inline_running = False
+        self._fast_streak = 0
         self.delivered = 0
         self.handler_errors = 0
 
@@ -148,11 +169,14 @@ class BusEngine:
             self._on_reconnect(count)
 
     def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Called by the reader with the messages of one chunk: check, queue, wake."""
+        """Called by the reader with the messages of one chunk: check, queue, then
+        deliver them here (inline) or wake the dispatcher."""
         process = self.inbound.process
         replayer = self._replayer
         intercept = self._intercept
-        push = self.queue.push
+        queue = self.queue
+        push = queue.push
+        batch: list[Envelope] = []
         with self._queue_lock:
             for channel, payload in items:
                 env = process(channel, payload)
@@ -163,10 +187,44 @@ class BusEngine:
                 if intercept is not None and intercept(env):
                     continue
                 push(env.priority, env)
-            wake = self._sleeping
-            self._sleeping = False
+            inline = (
+                self._inline_ok
+                and self._sleeping
+                and not self._closed
+                and (replayer is None or not replayer.pending)
+            )
+            if inline:
+                batch = queue.pop_batch(len(queue))
+                self._inline_running = True
+                wake = False
+            else:
+                wake = self._sleeping
+                self._sleeping = False
         if wake:
             self._wake.wake()
+        if inline and batch:
+            started = monotonic()
+            self._deliver_batch(batch)
+            elapsed = monotonic() - started
+            with self._queue_lock:
+                self._inline_running = False
+                if elapsed > INLINE_BUDGET and elapsed > FAST_DELIVERY * len(batch):
+                    self._inline_ok = False
+                    self._fast_streak = 0
+        elif inline:
+            with self._queue_lock:
+                self._inline_running = False
+
+    def _learn_speed(self, events: int, elapsed: float) -> None:
+        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline."""
+        if not self._inline_allowed:
+            return
+        if elapsed <= FAST_DELIVERY * events:
+            self._fast_streak += events
+            if self._fast_streak >= INLINE_AFTER:
+                self._inline_ok = True
+        else:
+            self._fast_streak = 0
 
     def _dispatch_loop(self) -> None:
         queue = self.queue
@@ -187,17 +245,24 @@ class BusEngine:
             if not batch:
                 self._wake.wait(0.2)
                 continue
-            delivered = len(batch)
-            for env in batch:
-                if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
-                    delivered -= 1
-                    continue
-                try:
-                    self._deliver(env)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("handler failed for %s", getattr(env, "id", env))
-            self.delivered += delivered
+            started = monotonic()
+            self._deliver_batch(batch)
+            self._learn_speed(len(batch), monotonic() - started)
+
+    def _deliver_batch(self, batch: list[Envelope]) -> None:
+        """Hand a batch (in dispatch order) to the handlers; count deliveries and errors."""
+        replayer = self._replayer
+        delivered = len(batch)
+        for env in batch:
+            if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
+                delivered -= 1
+                continue
+            try:
+                self._deliver(env)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("handler failed for %s", getattr(env, "id", env))
+        self.delivered += delivered
 
     def _deliver_one(self, env: Envelope) -> None:
         try:
@@ -212,7 +277,7 @@ class BusEngine:
     def idle(self) -> bool:
         """Nothing queued, no handler running, no catch-up due."""
         with self._queue_lock:
-            busy = self._dispatching or len(self.queue) > 0
+            busy = self._dispatching or self._inline_running or len(self.queue) > 0
         return not busy and (self._replayer is None or not self._replayer.pending)
 
     def wait_idle(self, timeout: float) -> bool:

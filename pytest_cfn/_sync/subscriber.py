@@ -2,8 +2,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
 One worker reads the socket in large chunks and hands the messages of each
-chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
-queue). If no
+chunk to ``on_messages`` (which must not block for long: the bus queues them, or
+hands them to handlers that have proved fast, see ``engine``). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
