@@ -30,7 +30,15 @@ from pytest_cfn._async.critical_replay import CriticalReplayer
 from pytest_cfn._async.publisher import Publisher
 from pytest_cfn._async.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import QueueLock, Wakeup, Worker, monotonic, sleep, spawn
+from pytest_cfn._backends.async_backend import (
+    QueueLock,
+    Wakeup,
+    Worker,
+    monotonic,
+    sleep,
+    spawn,
+    time_ns,
+)
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
@@ -39,6 +47,7 @@ from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.stages import StageProbe
 from pytest_cfn._errors import BusClosedError
 
 log = logging.getLogger("pytest_cfn.bus")
@@ -120,6 +129,7 @@ class BusEngine:
         self._inline_ok = False
         self._inline_running = False
         self._fast_streak = 0
+        self.stage_probe: StageProbe | None = None
         self.delivered = 0
         self.handler_errors = 0
 
@@ -176,6 +186,8 @@ class BusEngine:
         queue = self.queue
         push = queue.push
         batch: list[Envelope] = []
+        probe = self.stage_probe
+        fresh: list[Envelope] = []
         with self._queue_lock:
             for channel, payload in items:
                 env = process(channel, payload)
@@ -186,6 +198,10 @@ class BusEngine:
                 if intercept is not None and intercept(env):
                     continue
                 push(env.priority, env)
+                if probe is not None:
+                    fresh.append(env)
+            if probe is not None and self._subscriber is not None:
+                probe.received(self._subscriber.read_ns, time_ns(), fresh)
             inline = (
                 self._inline_ok
                 and self._sleeping

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
@@ -64,6 +64,8 @@ class Subscriber:
         self.pings = 0
         self.watchdog_trips = 0
         self.messages = 0
+        self.read_ns = 0
+        """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
 
     @property
     def connected(self) -> bool:
@@ -150,6 +152,7 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
+            self.read_ns = time_ns()
             await self._drain_parser()
 
     async def _drain_parser(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from pytest_cfn._sync.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
@@ -65,6 +65,8 @@ class Subscriber:
         self.pings = 0
         self.watchdog_trips = 0
         self.messages = 0
+        self.read_ns = 0
+        """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
 
     @property
     def connected(self) -> bool:
@@ -151,6 +153,7 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
+            self.read_ns = time_ns()
             self._drain_parser()
 
     def _drain_parser(self) -> None:
