@@ -73,6 +73,13 @@ class RespConnection:
             raise ConnectionLostError("not connected")
         await stream.write(data)
 
+    def write_nowait(self, data: bytes) -> None:
+        """Write without awaiting (asyncio: into the transport's buffer)."""
+        stream = self._stream
+        if stream is None:
+            raise ConnectionLostError("not connected")
+        stream.write_nowait(data)
+
     async def drain(self) -> None:
         if self._stream is not None:
             await self._stream.drain()

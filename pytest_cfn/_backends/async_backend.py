@@ -41,6 +41,10 @@ class AsyncStream:
         if transport.get_write_buffer_size() > 4 * READ_CHUNK:
             await self._writer.drain()
 
+    def write_nowait(self, data: bytes) -> None:
+        """Into the transport's buffer (sent at once when the socket takes it)."""
+        self._writer.write(data)
+
     async def drain(self) -> None:
         await self._writer.drain()
 
@@ -117,6 +121,50 @@ class Wakeup:
         except asyncio.TimeoutError:
             pass
         self._event.clear()
+
+
+class WriteCoalescer:
+    """Auto-pipelining for one connection: the first publish of an event-loop iteration
+    is written at once; the ones after it in the same iteration wait in the publisher
+    and go out in one write when the loop comes round (``call_soon``), as ioredis's
+    ``enableAutoPipelining`` does. ``flush`` is called with the publisher's lock free
+    and must not await; it runs again an iteration later while a coroutine holds it."""
+
+    __slots__ = ("_busy", "_flush", "_lock", "_loop")
+
+    def __init__(self, flush: Callable[[], None], lock: asyncio.Lock, name: str) -> None:
+        self._flush = flush
+        self._lock = lock
+        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def busy(self) -> bool:
+        """True when a publish was already written in this loop iteration."""
+        return self._busy
+
+    def wrote(self) -> None:
+        if not self._busy:
+            self._busy = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._end_iteration)
+
+    def schedule(self) -> None:
+        """Coalesced publishes are written when this iteration ends (see ``wrote``)."""
+        if not self._busy:
+            self.wrote()
+
+    def _end_iteration(self) -> None:
+        if self._lock.locked():
+            assert self._loop is not None
+            self._loop.call_soon(self._end_iteration)
+            return
+        self._busy = False
+        self._flush()
+
+    async def close(self) -> None:
+        return None
 
 
 class QueueLock:

@@ -74,6 +74,13 @@ class RespConnection:
             raise ConnectionLostError("not connected")
         stream.write(data)
 
+    def write_nowait(self, data: bytes) -> None:
+        """Write without awaiting (asyncio: into the transport's buffer)."""
+        stream = self._stream
+        if stream is None:
+            raise ConnectionLostError("not connected")
+        stream.write_nowait(data)
+
     def drain(self) -> None:
         if self._stream is not None:
             self._stream.drain()

@@ -8,6 +8,15 @@ acknowledged it; when the connection breaks, the publisher reconnects with
 backoff and writes the unacknowledged commands again. Redis may have executed
 some of them already, so a retry can duplicate a message: receivers drop such
 duplicates by publisher sequence number.
+
+Plain publishes are auto-pipelined (``WriteCoalescer``, one per backend): a
+publish that comes while a write has just been made (asyncio: in the same
+event-loop iteration; threads: within a few µs, or while another thread held
+the connection) joins a pending write, which goes out as one write when the
+loop comes round (or the flusher thread runs), or once it holds
+``AUTO_MAX_COMMANDS`` / ``AUTO_MAX_BYTES``. A lone publish is written at once.
+Coalesced commands are in ``in_flight`` from the moment they are written, so
+acknowledgements, errors and retries count them like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 
 from pytest_cfn._sync.connection import RespConnection, ServerRefusedError
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.sync_backend import Lock, monotonic, sleep
+from pytest_cfn._backends.sync_backend import Lock, WriteCoalescer, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
@@ -29,6 +38,8 @@ _CALL = 1
 MAX_BATCH_COMMANDS = 1000
 MAX_BATCH_BYTES = 256 * 1024
 BATCHES_IN_FLIGHT = 4
+AUTO_MAX_COMMANDS = 256
+AUTO_MAX_BYTES = 64 * 1024
 _KEEP_ERRORS = 20
 
 
@@ -57,6 +68,8 @@ class Publisher:
         self._batch: list[bytes] = []
         self._batch_bytes = 0
         self._batch_depth = 0
+        self._coalescer = WriteCoalescer(self._write_pending_now, self._lock, name)
+        self.coalesced_writes = 0
         self._ever_connected = False
         self.acknowledged = 0
         self.retries = 0
@@ -91,10 +104,39 @@ class Publisher:
                 ):
                     self._write_batch()
                 return
+            coalescer = self._coalescer
+            if self._batch or coalescer.busy():
+                self._batch.append(command)
+                self._batch_bytes += len(command)
+                if len(self._batch) >= AUTO_MAX_COMMANDS or self._batch_bytes >= AUTO_MAX_BYTES:
+                    self.coalesced_writes += 1
+                    self._write_batch()
+                else:
+                    coalescer.schedule()
+                return
             self._in_flight.append((_PUBLISH, command))
             self._write(command)
+            coalescer.wrote()
             if len(self._in_flight) > self._ack_window:
                 self._read_acks(self._ack_window // 2)
+
+    def _write_pending_now(self) -> None:
+        """The coalescer's flush: write what plain publishes left pending, without
+        waiting. Called with the connection to itself; a broken connection is found
+        (and everything unacknowledged re-sent) by the next publish, flush or read."""
+        if self._batch_depth or not self._batch:
+            return
+        commands = self._batch
+        self._batch = []
+        self._batch_bytes = 0
+        self._in_flight.extend((_PUBLISH, c) for c in commands)
+        self.coalesced_writes += 1
+        if not self._conn.connected:
+            return
+        try:
+            self._conn.write_nowait(b"".join(commands))
+        except (OSError, ConnectionLostError):
+            self._conn.abort()
 
     def begin_batch(self) -> None:
         with self._lock:
@@ -141,6 +183,7 @@ class Publisher:
             return self.acknowledged - before
 
     def close(self) -> None:
+        self._coalescer.close()
         with self._lock:
             self._conn.close()
 
