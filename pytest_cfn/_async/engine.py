@@ -338,6 +338,8 @@ class BusEngine:
             "publish_errors": self.publisher.reply_errors,
             "acknowledged": self.publisher.acknowledged,
             "in_flight": self.publisher.in_flight,
+            "coalesced_writes": self.publisher.coalesced_writes,
+            "pending_writes": self.publisher.pending,
             "breaker_state": str(breaker["state"]),
             "breaker": breaker,
             "connections": self.connection_count(),

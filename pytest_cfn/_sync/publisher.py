@@ -87,6 +87,11 @@ class Publisher:
     def in_flight(self) -> int:
         return len(self._in_flight) + len(self._batch)
 
+    @property
+    def pending(self) -> int:
+        """Publishes not written yet (an open batch, or coalesced by auto-pipelining)."""
+        return len(self._batch)
+
     def connect(self) -> None:
         with self._lock:
             if not self._conn.connected:
