@@ -13,7 +13,7 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
-from pytest_cfn._core.resp import encode_publish
+from pytest_cfn._core.resp import encode_publish_after, publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
@@ -24,6 +24,7 @@ from pytest_cfn._errors import (
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+_MAX_PREFIXES = 10_000
 
 
 class PlannedPublish:
@@ -44,6 +45,7 @@ class OutboundPlanner:
         "_channels",
         "_encode",
         "_max_bytes",
+        "_prefixes",
         "_publisher",
         "_seq",
         "_source",
@@ -80,6 +82,7 @@ class OutboundPlanner:
         self._publisher = publisher
         self._seq = 0
         self._max_bytes = max_message_bytes
+        self._prefixes: dict[str, bytes] = {}
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -155,7 +158,12 @@ class OutboundPlanner:
             )
         self._seq = seq
         self.published += 1
-        return PlannedPublish(encode_publish(channel.encode(), payload), env, priority)
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
+        return PlannedPublish(encode_publish_after(prefix, payload), env, priority)
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)

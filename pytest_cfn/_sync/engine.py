@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from pytest_cfn._sync.critical_replay import CriticalReplayer
@@ -56,6 +57,8 @@ log = logging.getLogger("pytest_cfn.bus")
 INLINE_AFTER = 1000
 FAST_DELIVERY = 0.00005
 INLINE_BUDGET = 0.002
+
+_PRIORITY = attrgetter("priority")
 
 Deliver = Callable[[Envelope], None]
 Intercept = Callable[[Envelope], bool]
@@ -185,10 +188,8 @@ class BusEngine:
         replayer = self._replayer
         intercept = self._intercept
         queue = self.queue
-        push = queue.push
-        batch: list[Envelope] = []
-        probe = self.stage_probe
         fresh: list[Envelope] = []
+        append = fresh.append
         with self._queue_lock:
             for channel, payload in items:
                 env = process(channel, payload)
@@ -198,9 +199,8 @@ class BusEngine:
                     continue
                 if intercept is not None and intercept(env):
                     continue
-                push(env.priority, env)
-                if probe is not None:
-                    fresh.append(env)
+                append(env)
+            probe = self.stage_probe
             if probe is not None and self._subscriber is not None:
                 probe.received(self._subscriber.read_ns, time_ns(), fresh)
             inline = (
@@ -209,8 +209,16 @@ class BusEngine:
                 and not self._closed
                 and (replayer is None or not replayer.pending)
             )
+            if inline and not queue:
+                # What the queue would hand out: highest priority first, FIFO within one
+                # (a stable sort), without the pushes and pops.
+                batch = sorted(fresh, key=_PRIORITY, reverse=True)
+            else:
+                push = queue.push
+                for env in fresh:
+                    push(env.priority, env)
+                batch = queue.pop_batch(len(queue)) if inline else []
             if inline:
-                batch = queue.pop_batch(len(queue))
                 self._inline_running = True
                 wake = False
             else:
@@ -218,18 +226,19 @@ class BusEngine:
                 self._sleeping = False
         if wake:
             self._wake.wake()
-        if inline and batch:
-            started = monotonic()
-            self._deliver_batch(batch)
+        if not inline:
+            return
+        started = monotonic()
+        try:
+            if batch:
+                self._deliver_batch(batch)
+        finally:
             elapsed = monotonic() - started
             with self._queue_lock:
                 self._inline_running = False
                 if elapsed > INLINE_BUDGET and elapsed > FAST_DELIVERY * len(batch):
                     self._inline_ok = False
                     self._fast_streak = 0
-        elif inline:
-            with self._queue_lock:
-                self._inline_running = False
 
     def _learn_speed(self, events: int, elapsed: float) -> None:
         """Dispatcher side: count consecutive fast deliveries; enough of them allow inline."""
