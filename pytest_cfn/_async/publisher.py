@@ -226,17 +226,20 @@ class Publisher:
         acked = 0
         try:
             while len(in_flight) > keep:
-                reply = conn.buffered_reply()
-                if reply is False:
-                    reply = await conn.read_reply(conn.socket_timeout)
-                kind, _ = in_flight.popleft()
-                acked += 1
-                if isinstance(reply, ServerReplyError):
-                    if kind == _CALL:
-                        raise reply
-                    self._note_error(str(reply))
-                elif kind == _CALL and want_call_reply and not in_flight:
-                    return reply
+                replies = conn.buffered_replies(len(in_flight) - keep)
+                if not replies:
+                    replies = [await conn.read_reply(conn.socket_timeout)]
+                for reply in replies:
+                    kind = in_flight.popleft()[0]
+                    acked += 1
+                    if kind == _PUBLISH and type(reply) is int:
+                        continue
+                    if isinstance(reply, ServerReplyError):
+                        if kind == _CALL:
+                            raise reply
+                        self._note_error(str(reply))
+                    elif kind == _CALL and want_call_reply and not in_flight:
+                        return reply
             return None
         finally:
             if acked:

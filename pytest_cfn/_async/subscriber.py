@@ -29,6 +29,7 @@ MessageSink = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
+_CHUNK_REPLIES = 1 << 30
 
 
 class Subscriber:
@@ -157,11 +158,9 @@ class Subscriber:
 
     async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
-        get = self._conn.buffered_reply
         batch: list[tuple[bytes, bytes]] = []
         append = batch.append
-        reply = get()
-        while reply is not False:
+        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
@@ -172,7 +171,6 @@ class Subscriber:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
                 log.warning("Redis error on the subscriber connection: %s", reply)
-            reply = get()
         if batch:
             self.messages += len(batch)
             await self._on_messages(batch)

@@ -100,6 +100,25 @@ class ReplyParser:
             reply = self._gets(False)
         return reply
 
+    def get_many(self, limit: int) -> list[Any]:
+        """Up to ``limit`` complete replies, in order (one call for a whole chunk)."""
+        out: list[Any] = []
+        append = out.append
+        gets = self._gets
+        while limit > 0:
+            reply = gets(False)
+            if reply is False:
+                if not self._left:
+                    break
+                size = min(self._left, FEED_SLICE)
+                self._reader.feed(self._data, self._offset, size)
+                self._offset += size
+                self._left -= size
+                continue
+            append(reply)
+            limit -= 1
+        return out
+
     def reset(self) -> None:
         self._reader = hiredis.Reader(replyError=ServerReplyError)
         self._gets = self._reader.gets

@@ -89,6 +89,10 @@ class RespConnection:
         """A reply already received and parsed, or ``False``; never blocks."""
         return self._parser.get()
 
+    def buffered_replies(self, limit: int) -> list[Any]:
+        """Up to ``limit`` replies already received, in order; never blocks."""
+        return self._parser.get_many(limit)
+
     def read_reply(self, timeout: float | None) -> Any:
         """The next reply (error replies are returned, not raised)."""
         parser = self._parser
