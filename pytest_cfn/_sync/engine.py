@@ -44,7 +44,7 @@ from pytest_cfn._backends.sync_backend import (
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
-from pytest_cfn._core.critical_log import CatchUp
+from pytest_cfn._core.critical_log import CRITICAL_PRIORITY, CatchUp
 from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
@@ -195,11 +195,17 @@ class BusEngine:
                 env = process(channel, payload)
                 if env is None:
                     continue
-                if replayer is not None and not replayer.observe_live(env):
+                if (
+                    replayer is not None
+                    and env.priority >= CRITICAL_PRIORITY
+                    and not replayer.observe_live(env)
+                ):
                     continue
                 if intercept is not None and intercept(env):
                     continue
                 append(env)
+            if replayer is not None:
+                replayer.observe_gaps()
             probe = self.stage_probe
             if probe is not None and self._subscriber is not None:
                 probe.received(self._subscriber.read_ns, time_ns(), fresh)
