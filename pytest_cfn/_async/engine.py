@@ -133,6 +133,7 @@ class BusEngine:
         self._inline_running = False
         self._fast_streak = 0
         self.stage_probe: StageProbe | None = None
+        self.inline_delivered = 0
         self.delivered = 0
         self.handler_errors = 0
 
@@ -212,7 +213,7 @@ class BusEngine:
                 self._inline_ok
                 and self._sleeping
                 and not self._closed
-                and (replayer is None or not replayer.pending)
+                and (replayer is None or not replayer.due(monotonic()))
             )
             if inline and not queue:
                 # What the queue would hand out: highest priority first, FIFO within one
@@ -234,6 +235,7 @@ class BusEngine:
         if not inline:
             return
         started = monotonic()
+        self.inline_delivered += len(batch)
         try:
             if batch:
                 await self._deliver_batch(batch)
@@ -246,7 +248,8 @@ class BusEngine:
                     self._fast_streak = 0
 
     def _learn_speed(self, events: int, elapsed: float) -> None:
-        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline."""
+        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline,
+        a slow batch (as a slow inline chunk) ends it."""
         if not self._inline_allowed:
             return
         if elapsed <= FAST_DELIVERY * events:
@@ -255,6 +258,8 @@ class BusEngine:
                 self._inline_ok = True
         else:
             self._fast_streak = 0
+            if elapsed > INLINE_BUDGET:
+                self._inline_ok = False
 
     async def _dispatch_loop(self) -> None:
         queue = self.queue
@@ -354,6 +359,8 @@ class BusEngine:
             "acknowledged": self.publisher.acknowledged,
             "in_flight": self.publisher.in_flight,
             "coalesced_writes": self.publisher.coalesced_writes,
+            "inline_dispatch": self._inline_ok,
+            "inline_delivered": self.inline_delivered,
             "pending_writes": self.publisher.pending,
             "breaker_state": str(breaker["state"]),
             "breaker": breaker,

@@ -134,6 +134,7 @@ class BusEngine:
         self._inline_running = False
         self._fast_streak = 0
         self.stage_probe: StageProbe | None = None
+        self.inline_delivered = 0
         self.delivered = 0
         self.handler_errors = 0
 
@@ -213,7 +214,7 @@ class BusEngine:
                 self._inline_ok
                 and self._sleeping
                 and not self._closed
-                and (replayer is None or not replayer.pending)
+                and (replayer is None or not replayer.due(monotonic()))
             )
             if inline and not queue:
                 # What the queue would hand out: highest priority first, FIFO within one
@@ -235,6 +236,7 @@ class BusEngine:
         if not inline:
             return
         started = monotonic()
+        self.inline_delivered += len(batch)
         try:
             if batch:
                 self._deliver_batch(batch)
@@ -247,7 +249,8 @@ class BusEngine:
                     self._fast_streak = 0
 
     def _learn_speed(self, events: int, elapsed: float) -> None:
-        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline."""
+        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline,
+        a slow batch (as a slow inline chunk) ends it."""
         if not self._inline_allowed:
             return
         if elapsed <= FAST_DELIVERY * events:
@@ -256,6 +259,8 @@ class BusEngine:
                 self._inline_ok = True
         else:
             self._fast_streak = 0
+            if elapsed > INLINE_BUDGET:
+                self._inline_ok = False
 
     def _dispatch_loop(self) -> None:
         queue = self.queue
@@ -355,6 +360,8 @@ class BusEngine:
             "acknowledged": self.publisher.acknowledged,
             "in_flight": self.publisher.in_flight,
             "coalesced_writes": self.publisher.coalesced_writes,
+            "inline_dispatch": self._inline_ok,
+            "inline_delivered": self.inline_delivered,
             "pending_writes": self.publisher.pending,
             "breaker_state": str(breaker["state"]),
             "breaker": breaker,
