@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -159,7 +160,7 @@ def aio_paced_publisher(
         from pytest_cfn.aio import EventBus
 
         pad = event_data(payload)["p"]
-        written: dict[int, int] | None = {} if explain else None
+        written: array[int] | None = array("q") if explain else None
         schedule = PacedSchedule(rate, duration, warmup)
         async with EventBus.from_url(url, swarm=swarm, agent="publisher") as bus:
             await bus.connect()
@@ -177,7 +178,8 @@ def aio_paced_publisher(
                             ids.append(await publish(TICK if measured else WARM, data))
                 if written is not None:
                     now = time.time_ns()
-                    written.update((seq_of(sent_id), now) for sent_id in ids)
+                    for sent_id in ids:
+                        written.extend((seq_of(sent_id), now))
                 await asyncio.sleep(0)
             await bus.flush()
             stats = bus.stats()

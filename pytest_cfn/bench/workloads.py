@@ -9,6 +9,7 @@ ns) where latency is measured, a fixed stamp elsewhere.
 from __future__ import annotations
 
 import time
+from array import array
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -173,7 +174,8 @@ class LatencyRecorder:
         self.from_send = LatencyHistogram()
         self.count = 0
         self.warm = 0
-        self.stamps: dict[int, tuple[int, int, int]] | None = {} if explain else None
+        # seq, intended, publish call, handler: flat integers, nothing for the GC to walk
+        self.stamps: array[int] | None = array("q") if explain else None
 
     def __call__(self, event: Any) -> None:
         received = time.time_ns()
@@ -183,7 +185,7 @@ class LatencyRecorder:
             self.histogram.record(received - intended)
             self.from_send.record(received - event.ts)
             if self.stamps is not None:
-                self.stamps[event.seq] = (intended, event.ts, received)
+                self.stamps.extend((event.seq, intended, event.ts, received))
         else:
             self.warm += 1
 
@@ -197,9 +199,11 @@ class LatencyRecorder:
             "stats": lean_stats(stats),
         }
         if self.stamps is not None and probe is not None:
-            read = {seq: stamp for (_, seq), stamp in probe.stamps.items()}
+            read = probe.stamps()
+            flat = self.stamps
             out["stages"] = {
-                seq: (*stamp, *read.get(seq, (0, 0))) for seq, stamp in self.stamps.items()
+                flat[i]: (flat[i + 1], flat[i + 2], flat[i + 3], *read.get(flat[i], (0, 0)))
+                for i in range(0, len(flat), 4)
             }
         return out
 
@@ -252,7 +256,7 @@ def paced_publisher(
     from pytest_cfn import EventBus
 
     pad = event_data(payload)["p"]
-    written: dict[int, int] | None = {} if explain else None
+    written: array[int] | None = array("q") if explain else None
     with EventBus.from_url(url, swarm=swarm, agent="publisher") as bus:
         bus.connect()
         publish = bus.publish
@@ -262,7 +266,7 @@ def paced_publisher(
                 intended_ns, measured = due[0]
                 sent_id = publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
                 if written is not None:
-                    written[seq_of(sent_id)] = time.time_ns()
+                    written.extend((seq_of(sent_id), time.time_ns()))
                 return
             ids = []
             with bus.batch():
@@ -270,7 +274,8 @@ def paced_publisher(
                     ids.append(publish(TICK if measured else WARM, {"t": intended_ns, "p": pad}))
             if written is not None:
                 now = time.time_ns()
-                written.update((seq_of(sent_id), now) for sent_id in ids)
+                for sent_id in ids:
+                    written.extend((seq_of(sent_id), now))
 
         run = send_paced(rate, duration, warmup, send)
         bus.flush()
@@ -278,7 +283,7 @@ def paced_publisher(
     return paced_result(run, stats, written)
 
 
-def paced_result(run: Any, stats: dict[str, Any], written: dict[int, int] | None) -> dict[str, Any]:
+def paced_result(run: Any, stats: dict[str, Any], written: array[int] | None) -> dict[str, Any]:
     """A paced publisher's report (sync and asyncio alike)."""
     out: dict[str, Any] = {
         "published": stats["published"],
@@ -290,7 +295,7 @@ def paced_result(run: Any, stats: dict[str, Any], written: dict[int, int] | None
         "stats": lean_stats(stats),
     }
     if written is not None:
-        out["written"] = written
+        out["written"] = {written[i]: written[i + 1] for i in range(0, len(written), 2)}
     return out
 
 
