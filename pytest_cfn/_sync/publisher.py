@@ -22,6 +22,7 @@ acknowledgements, errors and retries count them like any other.
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 from types import TracebackType
 from typing import Any
 
@@ -134,7 +135,7 @@ class Publisher:
         commands = self._batch
         self._batch = []
         self._batch_bytes = 0
-        self._in_flight.extend((_PUBLISH, c) for c in commands)
+        self._in_flight.extend(zip(repeat(_PUBLISH), commands))
         self.coalesced_writes += 1
         if not self._conn.connected:
             return
@@ -196,7 +197,7 @@ class Publisher:
         commands = self._batch
         self._batch = []
         self._batch_bytes = 0
-        self._in_flight.extend((_PUBLISH, c) for c in commands)
+        self._in_flight.extend(zip(repeat(_PUBLISH), commands))
         self._write(b"".join(commands))
         # Batches keep a few of themselves in flight (a pipeline); single publishes keep
         # only ack_window, so no single read of acknowledgements stalls the sender long.
