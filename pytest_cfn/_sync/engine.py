@@ -11,14 +11,16 @@ counting every drop.
 
 Handing a chunk from the reader to the dispatcher costs a wake-up, and in the
 sync front end a GIL hand-over between two threads (up to the 5 ms switch
-interval when the reader is busy): that is where the latency tail came from.
+interval when the reader is busy), and CPU on both threads for every chunk.
 So handlers that have proved fast run in the reader itself when the dispatcher
-is idle (``inline`` dispatch): after ``INLINE_AFTER`` consecutive deliveries of
-at most ``FAST_DELIVERY`` each; one chunk that takes longer than
-``INLINE_BUDGET`` (or ``FAST_DELIVERY`` per event) sends dispatching back to
-the dispatcher worker until the handlers have proved fast again. Order is the
-queue's either way (highest priority first), and a catch-up in progress keeps
-everything on the dispatcher.
+is idle (``inline`` dispatch): after ``INLINE_AFTER`` deliveries of at most
+``FAST_DELIVERY`` each with no slow batch between them (a batch slower than
+``INLINE_BUDGET`` and ``FAST_DELIVERY`` per event starts the count again; one
+that is merely not fast, a scheduler hiccup, does not count). One inline chunk
+that slow, or ``SLOW_STRIKES`` not-fast chunks in a row, sends dispatching back
+to the dispatcher worker until the handlers have proved fast again. Order is the
+queue's either way (highest priority first), and a catch-up that is due or
+running keeps everything on the dispatcher.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ log = logging.getLogger("pytest_cfn.bus")
 INLINE_AFTER = 1000
 FAST_DELIVERY = 0.00005
 INLINE_BUDGET = 0.002
+SLOW_STRIKES = 16
 
 _PRIORITY = attrgetter("priority")
 
@@ -133,6 +136,7 @@ class BusEngine:
         self._inline_ok = False
         self._inline_running = False
         self._fast_streak = 0
+        self._slow_strikes = 0
         self.stage_probe: StageProbe | None = None
         self.inline_delivered = 0
         self.delivered = 0
@@ -244,9 +248,12 @@ class BusEngine:
             elapsed = monotonic() - started
             with self._queue_lock:
                 self._inline_running = False
-                if elapsed > INLINE_BUDGET and elapsed > FAST_DELIVERY * len(batch):
+                fast = elapsed <= FAST_DELIVERY * len(batch)
+                self._slow_strikes = 0 if fast else self._slow_strikes + 1
+                if (not fast and elapsed > INLINE_BUDGET) or self._slow_strikes >= SLOW_STRIKES:
                     self._inline_ok = False
                     self._fast_streak = 0
+                    self._slow_strikes = 0
 
     def _learn_speed(self, events: int, elapsed: float) -> None:
         """Dispatcher side: count consecutive fast deliveries; enough of them allow inline,
@@ -257,10 +264,9 @@ class BusEngine:
             self._fast_streak += events
             if self._fast_streak >= INLINE_AFTER:
                 self._inline_ok = True
-        else:
+        elif elapsed > INLINE_BUDGET:
             self._fast_streak = 0
-            if elapsed > INLINE_BUDGET:
-                self._inline_ok = False
+            self._inline_ok = False
 
     def _dispatch_loop(self) -> None:
         queue = self.queue
