@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_cfn._core.envelope import FORMATS
 from pytest_cfn._core.outbound import DEFAULT_MAX_MESSAGE_BYTES
+from pytest_cfn._core.signing import SigningKeyOption, signing_keys
 from pytest_cfn._errors import InvalidOptionError
 
 
@@ -37,8 +38,12 @@ class BusOptions:
     keep_malformed: int = 100
     inline_dispatch: bool = True
     """Let handlers that have proved fast run in the socket reader (see ``engine``)."""
+    signing_key: SigningKeyOption = field(default=None, repr=False)
+    """HMAC-SHA256 signed envelopes (see ``pytest_cfn._core.signing``): bytes, a
+    ``{key_id: secret}`` ring or ``SigningKeys``; None sends and accepts unsigned ones."""
 
     def __post_init__(self) -> None:
+        signing_keys(self.signing_key)
         if self.codec not in FORMATS:
             raise InvalidOptionError(f"codec {self.codec!r} is not known; use one of {FORMATS}")
         positive = {

@@ -17,6 +17,7 @@ from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
 from pytest_cfn._core.resp import encode_publish_after, publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.signing import EnvelopeSigner
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
     CircuitOpenError,
@@ -29,12 +30,26 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 _MAX_PREFIXES = 10_000
 
 
+def check_priority(priority: object) -> int:
+    """The priority if it is an integer 1-9, else InvalidOptionError saying so (the
+    check ``OutboundPlanner.admit`` makes inline, for calls that must fail before IO)."""
+    if type(priority) is not int or not 1 <= priority <= 9:
+        raise InvalidOptionError(
+            f"priority {priority!r} is out of range; priorities are integers "
+            "1 (low) to 9 (critical)"
+        )
+    return priority
+
+
 class PlannedPublish(msgspec.Struct, frozen=True, gc=False):
-    """One encoded ``PUBLISH`` ready for the wire (a Struct: built in C, once per publish)."""
+    """One encoded ``PUBLISH`` ready for the wire, and its payload (signed when the
+    bus signs) for the commands that also store it (critical stream, history). A
+    Struct: built in C, once per publish."""
 
     command: bytes
     envelope: Envelope
     priority: int
+    payload: bytes
 
 
 class OutboundPlanner:
@@ -47,6 +62,7 @@ class OutboundPlanner:
         "_prefixes",
         "_publisher",
         "_seq",
+        "_signer",
         "_source",
         "_swarm",
         "breaker",
@@ -68,6 +84,7 @@ class OutboundPlanner:
         throttle: PriorityThrottle,
         breaker: CircuitBreaker,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        signer: EnvelopeSigner | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -82,6 +99,7 @@ class OutboundPlanner:
         self._seq = 0
         self._max_bytes = max_message_bytes
         self._prefixes: dict[str, bytes] = {}
+        self._signer = signer
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -161,14 +179,17 @@ class OutboundPlanner:
                 f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
                 "(set max_message_bytes to change it)"
             )
+        raw_channel = channel.encode()
+        if self._signer is not None:
+            payload = self._signer.seal(raw_channel, payload)
         self._seq = seq
         self.published += 1
         prefix = self._prefixes.get(channel)
         if prefix is None:
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
-            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
-        return PlannedPublish(encode_publish_after(prefix, payload), env, priority)
+            prefix = self._prefixes[channel] = publish_prefix(raw_channel)
+        return PlannedPublish(encode_publish_after(prefix, payload), env, priority, payload)
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)

@@ -17,9 +17,10 @@ PLAIN_TARGET_FACTOR = 0.7
 """Issue 14's target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
 MAX_P99_9_US = 3000.0
 """Issue 14's target: p99.9 under 3 ms at each offered rate."""
-STEPS = ("ceiling", "throughput", "latency", "memory", "messenger")
+STEPS = ("ceiling", "throughput", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
-latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus."""
+latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus;
+end to end with and without signed envelopes."""
 MESSAGE_BYTES = 5 * 1024
 """Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
 WINDOW_BYTES = 16 * 1024 * 1024
