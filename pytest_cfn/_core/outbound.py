@@ -179,16 +179,15 @@ class OutboundPlanner:
                 f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
                 "(set max_message_bytes to change it)"
             )
-        raw_channel = channel.encode()
         if self._signer is not None:
-            payload = self._signer.seal(raw_channel, payload)
+            payload = self._signer.seal(channel.encode(), payload)
         self._seq = seq
         self.published += 1
         prefix = self._prefixes.get(channel)
         if prefix is None:
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
-            prefix = self._prefixes[channel] = publish_prefix(raw_channel)
+            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
         return PlannedPublish(encode_publish_after(prefix, payload), env, priority, payload)
 
     def record_success(self, now: float) -> None:
