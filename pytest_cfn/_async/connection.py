@@ -79,6 +79,13 @@ class RespConnection:
             raise ConnectionLostError("not connected")
         await stream.write(data)
 
+    def write_nowait(self, data: bytes) -> None:
+        """Write without awaiting (asyncio: into the transport's buffer)."""
+        stream = self._stream
+        if stream is None:
+            raise ConnectionLostError("not connected")
+        stream.write_nowait(data)
+
     async def drain(self) -> None:
         if self._stream is not None:
             await self._stream.drain()
@@ -86,6 +93,10 @@ class RespConnection:
     def buffered_reply(self) -> Any:
         """A reply already received and parsed, or ``False``; never blocks."""
         return self._parser.get()
+
+    def buffered_replies(self, limit: int) -> list[Any]:
+        """Up to ``limit`` replies already received, in order; never blocks."""
+        return self._parser.get_many(limit)
 
     async def read_reply(self, timeout: float | None) -> Any:
         """The next reply (error replies are returned, not raised)."""

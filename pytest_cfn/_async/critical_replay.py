@@ -63,6 +63,10 @@ class CriticalReplayer:
         """Call under the queue lock, after sequence tracking; False = drop (already replayed)."""
         return self.catch_up.observe_live(env, self._tracker.lost)
 
+    def observe_gaps(self) -> None:
+        """Call under the queue lock after a chunk: a new sequence gap asks for a catch-up."""
+        self.catch_up.observe_lost(self._tracker.lost)
+
     def claim(self, message_id: str) -> bool:
         """Call before handing on a live critical envelope; False = a catch-up already did."""
         return self.catch_up.claim(message_id)

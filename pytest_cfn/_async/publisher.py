@@ -25,6 +25,14 @@ When the retries of one call run out (the call failed):
 
 Before the first connection ever succeeds nothing is kept: the call raises
 :class:`ServerUnavailableError` (a wrong URL or a server that is not there).
+Plain publishes are auto-pipelined (``WriteCoalescer``, one per backend): a
+publish that comes while a write has just been made (asyncio: in the same
+event-loop iteration; threads: within a few µs, or while another thread held
+the connection) joins a pending write, which goes out as one write when the
+loop comes round (or the flusher thread runs), or once it holds
+``AUTO_MAX_COMMANDS`` / ``AUTO_MAX_BYTES``. A lone publish is written at once.
+Coalesced commands are in ``in_flight`` from the moment they are written, so
+acknowledgements, errors and retries count them like any other.
 """
 
 from __future__ import annotations
@@ -37,12 +45,13 @@ from typing import Any
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, monotonic, sleep
+from pytest_cfn._backends.async_backend import Lock, WriteCoalescer, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._errors import (
     ConnectionFailedError,
+    ConnectionLostError,
     CriticalBufferFullError,
     PermissionDeniedError,
     PublishFailedError,
@@ -58,6 +67,8 @@ DEFAULT_CRITICAL_BUFFER = 10_000
 MAX_BATCH_COMMANDS = 1000
 MAX_BATCH_BYTES = 256 * 1024
 BATCHES_IN_FLIGHT = 4
+AUTO_MAX_COMMANDS = 256
+AUTO_MAX_BYTES = 64 * 1024
 _KEEP_ERRORS = 20
 
 log = logging.getLogger("pytest_cfn.publisher")
@@ -94,6 +105,8 @@ class Publisher:
         self._batch_bytes = 0
         self._critical = 0  # priority 8-9 publishes queued or in flight, not acknowledged
         self._batch_depth = 0
+        self._coalescer = WriteCoalescer(self._write_pending_now, self._lock, name)
+        self.coalesced_writes = 0
         self._ever_connected = False
         self.acknowledged = 0
         self.retries = 0
@@ -121,6 +134,11 @@ class Publisher:
         """Priority 8-9 publishes accepted and not yet acknowledged by Redis."""
         return self._critical
 
+    @property
+    def pending(self) -> int:
+        """Publishes not written yet (an open batch, or coalesced by auto-pipelining)."""
+        return len(self._batch)
+
     async def connect(self) -> None:
         async with self._lock:
             if not self._conn.connected:
@@ -146,8 +164,23 @@ class Publisher:
                     ):
                         await self._write_batch()
                     return
+                coalescer = self._coalescer
+                if self._batch or coalescer.busy():
+                    self._batch.append(command)
+                    self._batch_kinds.append(priority)
+                    self._batch_bytes += len(command)
+                    if (
+                        len(self._batch) >= AUTO_MAX_COMMANDS
+                        or self._batch_bytes >= AUTO_MAX_BYTES
+                    ):
+                        self.coalesced_writes += 1
+                        await self._write_batch()
+                    else:
+                        coalescer.schedule()
+                    return
                 self._in_flight.append((priority, command))
                 await self._write(command)
+                coalescer.wrote()
                 if len(self._in_flight) > self._ack_window:
                     await self._read_acks(self._ack_window // 2)
             except PublishFailedError:
@@ -179,6 +212,26 @@ class Publisher:
                 f"the next call that reaches Redis; flush() waits for them, or raise "
                 f"critical_buffer. Last failure: {self.last_failure or 'none'}"
             )
+
+    def _write_pending_now(self) -> None:
+        """The coalescer's flush: write what plain publishes left pending, without
+        waiting. Called with the connection to itself; a broken connection is found
+        (and everything unacknowledged re-sent) by the next publish, flush or read."""
+        if self._batch_depth or not self._batch:
+            return
+        commands = self._batch
+        kinds = self._batch_kinds
+        self._batch = []
+        self._batch_kinds = []
+        self._batch_bytes = 0
+        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self.coalesced_writes += 1
+        if not self._conn.connected:
+            return
+        try:
+            self._conn.write_nowait(b"".join(commands))
+        except (OSError, ConnectionLostError):
+            self._conn.abort()
 
     async def begin_batch(self) -> None:
         async with self._lock:
@@ -231,6 +284,7 @@ class Publisher:
             return self.acknowledged - before
 
     async def close(self) -> None:
+        await self._coalescer.close()
         async with self._lock:
             await self._conn.close()
 
@@ -271,19 +325,22 @@ class Publisher:
         acked = 0
         try:
             while len(in_flight) > keep:
-                reply = conn.buffered_reply()
-                if reply is False:
-                    reply = await conn.read_reply(conn.socket_timeout)
-                kind, _ = in_flight.popleft()
-                acked += 1
-                if kind >= KEPT_PRIORITY:
-                    self._critical -= 1
-                if isinstance(reply, ServerReplyError):
-                    if kind == _CALL:
-                        raise reply_error(reply, "a command on the publisher connection")
-                    self._note_error(reply)
-                elif kind == _CALL and want_call_reply and not in_flight:
-                    return reply
+                replies = conn.buffered_replies(len(in_flight) - keep)
+                if not replies:
+                    replies = [await conn.read_reply(conn.socket_timeout)]
+                for reply in replies:
+                    kind = in_flight.popleft()[0]
+                    acked += 1
+                    if kind >= KEPT_PRIORITY:
+                        self._critical -= 1
+                    if kind > INTERNAL and type(reply) is int:
+                        continue
+                    if isinstance(reply, ServerReplyError):
+                        if kind == _CALL:
+                            raise reply_error(reply, "a command on the publisher connection")
+                        self._note_error(reply)
+                    elif kind == _CALL and want_call_reply and not in_flight:
+                        return reply
             return None
         finally:
             if acked:

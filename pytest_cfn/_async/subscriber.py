@@ -1,8 +1,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
 One worker reads the socket in large chunks and hands the messages of each
-chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
-queue). If no
+chunk to ``on_messages`` (which must not block for long: the bus queues them, or
+hands them to handlers that have proved fast, see ``engine``). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
@@ -17,11 +17,11 @@ is reported to ``on_crash`` and the reader starts again on a fresh connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._errors import (
@@ -34,11 +34,12 @@ from pytest_cfn._errors import (
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
-MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
+MessageSink = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
+_CHUNK_REPLIES = 1 << 30
 
 
 class Subscriber:
@@ -79,6 +80,8 @@ class Subscriber:
         self.watchdog_trips = 0
         self.messages = 0
         self.crashes = 0
+        self.read_ns = 0
+        """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
 
     @property
     def connected(self) -> bool:
@@ -145,10 +148,10 @@ class Subscriber:
                     raise refused
                 raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
             if reply[0] == _PMESSAGE:
-                self._on_messages([(reply[2], reply[3])])
+                await self._on_messages([(reply[2], reply[3])])
             else:
                 self._handle_reply(reply)
-        self._drain_parser()
+        await self._drain_parser()
 
     async def _supervised_run(self) -> None:
         crashes = 0
@@ -197,15 +200,14 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
-            self._drain_parser()
+            self.read_ns = time_ns()
+            await self._drain_parser()
 
-    def _drain_parser(self) -> None:
+    async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
-        get = self._conn.buffered_reply
         batch: list[tuple[bytes, bytes]] = []
         append = batch.append
-        reply = get()
-        while reply is not False:
+        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
@@ -216,10 +218,9 @@ class Subscriber:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
                 self._report(reply_error(reply, "a command on the subscriber connection"))
-            reply = get()
         if batch:
             self.messages += len(batch)
-            self._on_messages(batch)
+            await self._on_messages(batch)
 
     def _report(self, error: BaseException) -> None:
         """Hand an error to the bus's error callback (a log warning when there is none)."""

@@ -18,6 +18,14 @@ time_ns = time.time_ns
 Lock = asyncio.Lock
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
+def _buffered(reader: asyncio.StreamReader) -> bool:
+    """Bytes already received and waiting in ``reader`` (a read returns at once)."""
+    return bool(getattr(reader, "_buffer", None))
+
+
 class AsyncStream:
     """A connected byte stream with read timeouts. OS errors leave it as
     :class:`ConnectionLostError` (:class:`ReplyTimeoutError` for a timeout)."""
@@ -32,11 +40,19 @@ class AsyncStream:
         self._where = where
 
     async def read(self, timeout: float | None) -> bytes:
-        """Up to READ_CHUNK bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time."""
+        """Up to READ_CHUNK bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time.
+
+        ``asyncio.wait_for`` wraps the read in a task of its own (Python < 3.12), some
+        10 µs a call: bytes already buffered are taken without it, and
+        ``asyncio.timeout`` (3.11+) bounds the wait where it exists."""
+        reader = self._reader
         try:
-            if timeout is None:
-                return await self._reader.read(READ_CHUNK)
-            return await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
+            if timeout is None or reader.at_eof() or _buffered(reader):
+                return await reader.read(READ_CHUNK)
+            if _timeout is not None:
+                async with _timeout(timeout):
+                    return await reader.read(READ_CHUNK)
+            return await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
         except asyncio.TimeoutError as exc:  # a distinct class before Python 3.11
             raise ReplyTimeoutError(
                 f"Redis at {self._where} sent nothing within {timeout} s"
@@ -55,6 +71,12 @@ class AsyncStream:
                 await self._writer.drain()
         except OSError as exc:
             raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
+
+    def write_nowait(self, data: bytes) -> None:
+        """Into the transport's buffer (sent at once when the socket takes it)."""
+        if self._writer.transport.is_closing() or self._reader.at_eof():
+            raise ConnectionLostError(f"connection to Redis at {self._where} is closed")
+        self._writer.write(data)
 
     async def drain(self) -> None:
         try:
@@ -141,6 +163,50 @@ class Wakeup:
         except asyncio.TimeoutError:
             pass
         self._event.clear()
+
+
+class WriteCoalescer:
+    """Auto-pipelining for one connection: the first publish of an event-loop iteration
+    is written at once; the ones after it in the same iteration wait in the publisher
+    and go out in one write when the loop comes round (``call_soon``), as ioredis's
+    ``enableAutoPipelining`` does. ``flush`` is called with the publisher's lock free
+    and must not await; it runs again an iteration later while a coroutine holds it."""
+
+    __slots__ = ("_busy", "_flush", "_lock", "_loop")
+
+    def __init__(self, flush: Callable[[], None], lock: asyncio.Lock, name: str) -> None:
+        self._flush = flush
+        self._lock = lock
+        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def busy(self) -> bool:
+        """True when a publish was already written in this loop iteration."""
+        return self._busy
+
+    def wrote(self) -> None:
+        if not self._busy:
+            self._busy = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._end_iteration)
+
+    def schedule(self) -> None:
+        """Coalesced publishes are written when this iteration ends (see ``wrote``)."""
+        if not self._busy:
+            self.wrote()
+
+    def _end_iteration(self) -> None:
+        if self._lock.locked():
+            assert self._loop is not None
+            self._loop.call_soon(self._end_iteration)
+            return
+        self._busy = False
+        self._flush()
+
+    async def close(self) -> None:
+        return None
 
 
 class QueueLock:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.critical_log import CRITICAL_PRIORITY
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker, Verdict
 from pytest_cfn._core.signing import EnvelopeSigner, describe_undecodable
@@ -74,8 +75,9 @@ class InboundProcessor:
         self.forged_count = 0
         self.received = 0
         self.before_tracking: Callable[[Envelope], bool] | None = None
-        """Optional check between decoding and sequence tracking; False drops the
-        envelope untracked (a live copy of a critical event a catch-up handed on)."""
+        """Optional check of critical envelopes between decoding and sequence tracking;
+        False drops the envelope untracked (a live copy of a critical event a catch-up
+        handed on)."""
 
     def process(self, channel: bytes, payload: bytes) -> Envelope | None:
         """The envelope to dispatch, or None if it was malformed or a duplicate."""
@@ -122,7 +124,11 @@ class InboundProcessor:
                 f"envelope says sender swarm {env.swarm!r}, channel says {parsed[0]!r}",
             )
             return None
-        if self.before_tracking is not None and not self.before_tracking(env):
+        if (
+            env.priority >= CRITICAL_PRIORITY
+            and self.before_tracking is not None
+            and not self.before_tracking(env)
+        ):
             return None
         if self._tracker_observe(env.publisher, env.seq) is Verdict.DUPLICATE:
             return None

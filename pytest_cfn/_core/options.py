@@ -39,6 +39,8 @@ class BusOptions:
     a critical publish() raises CriticalBufferFullError at once when this many wait."""
     dispatch_batch: int = 256
     keep_malformed: int = 100
+    inline_dispatch: bool = True
+    """Let handlers that have proved fast run in the socket reader (see ``engine``)."""
     signing_key: SigningKeyOption = field(default=None, repr=False)
     """HMAC-SHA256 signed envelopes (see ``pytest_cfn._core.signing``): bytes, a
     ``{key_id: secret}`` ring or ``SigningKeys``; None sends and accepts unsigned ones."""

@@ -12,12 +12,26 @@ counting every drop.
 Neither worker dies silently: anything that escapes the reader or the
 dispatcher is counted (``worker_crashes``), reported to ``on_error`` and the
 worker is restarted (the reader on a fresh connection).
+
+Handing a chunk from the reader to the dispatcher costs a wake-up, and in the
+sync front end a GIL hand-over between two threads (up to the 5 ms switch
+interval when the reader is busy), and CPU on both threads for every chunk.
+So handlers that have proved fast run in the reader itself when the dispatcher
+is idle (``inline`` dispatch): after ``INLINE_AFTER`` deliveries of at most
+``FAST_DELIVERY`` each with no slow batch between them (a batch slower than
+``INLINE_BUDGET`` and ``FAST_DELIVERY`` per event starts the count again; one
+that is merely not fast, a scheduler hiccup, does not count). One inline chunk
+that slow, or ``SLOW_STRIKES`` not-fast chunks in a row, sends dispatching back
+to the dispatcher worker until the handlers have proved fast again. Order is the
+queue's either way (highest priority first), and a catch-up that is due or
+running keeps everything on the dispatcher.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from pytest_cfn._sync.critical_replay import CriticalReplayer
@@ -32,19 +46,28 @@ from pytest_cfn._backends.sync_backend import (
     monotonic,
     sleep,
     spawn,
+    time_ns,
 )
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
-from pytest_cfn._core.critical_log import CatchUp
+from pytest_cfn._core.critical_log import CRITICAL_PRIORITY, CatchUp
 from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.signing import EnvelopeSigner, signing_keys
+from pytest_cfn._core.stages import StageProbe
 from pytest_cfn._errors import BusClosedError, PermissionDeniedError, PublishFailedError
 
 log = logging.getLogger("pytest_cfn.bus")
+
+INLINE_AFTER = 1000
+FAST_DELIVERY = 0.00005
+INLINE_BUDGET = 0.002
+SLOW_STRIKES = 16
+
+_PRIORITY = attrgetter("priority")
 
 Deliver = Callable[[Envelope], None]
 Intercept = Callable[[Envelope], bool]
@@ -128,6 +151,15 @@ class BusEngine:
         self._sleeping = False
         self._closed = False
         self._dispatching = False
+        # The Messenger's reader takes request replies (intercept): its handlers stay off
+        # the reader, so a handler may wait for a reply.
+        self._inline_allowed = options.inline_dispatch and intercept is None
+        self._inline_ok = False
+        self._inline_running = False
+        self._fast_streak = 0
+        self._slow_strikes = 0
+        self.stage_probe: StageProbe | None = None
+        self.inline_delivered = 0
         self.delivered = 0
         self.handler_errors = 0
 
@@ -219,29 +251,90 @@ class BusEngine:
                 log.exception("on_error callback failed")
 
     def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Called by the reader with the messages of one chunk: check, queue, wake."""
+        """Called by the reader with the messages of one chunk: check, queue, then
+        deliver them here (inline) or wake the dispatcher."""
         process = self.inbound.process
         replayer = self._replayer
         intercept = self._intercept
-        push = self.queue.push
+        queue = self.queue
+        fresh: list[Envelope] = []
+        append = fresh.append
         with self._queue_lock:
             for channel, payload in items:
                 try:
                     env = process(channel, payload)
                     if env is None:
                         continue
-                    if replayer is not None and not replayer.observe_live(env):
+                    if (
+                        replayer is not None
+                        and env.priority >= CRITICAL_PRIORITY
+                        and not replayer.observe_live(env)
+                    ):
                         continue
                     if intercept is not None and intercept(env):
                         continue
                 except Exception as exc:
                     self.inbound.set_aside(channel, payload, exc)
                     continue
-                push(env.priority, env)
-            wake = self._sleeping
-            self._sleeping = False
+                append(env)
+            if replayer is not None:
+                replayer.observe_gaps()
+            probe = self.stage_probe
+            if probe is not None and self._subscriber is not None:
+                probe.received(self._subscriber.read_ns, time_ns(), fresh)
+            inline = (
+                self._inline_ok
+                and self._sleeping
+                and not self._closed
+                and (replayer is None or not replayer.due(monotonic()))
+            )
+            if inline and not queue:
+                # What the queue would hand out: highest priority first, FIFO within one
+                # (a stable sort), without the pushes and pops.
+                batch = sorted(fresh, key=_PRIORITY, reverse=True)
+            else:
+                push = queue.push
+                for env in fresh:
+                    push(env.priority, env)
+                batch = queue.pop_batch(len(queue)) if inline else []
+            if inline:
+                self._inline_running = True
+                wake = False
+            else:
+                wake = self._sleeping
+                self._sleeping = False
         if wake:
             self._wake.wake()
+        if not inline:
+            return
+        started = monotonic()
+        self.inline_delivered += len(batch)
+        try:
+            if batch:
+                self._deliver_batch(batch)
+        finally:
+            elapsed = monotonic() - started
+            with self._queue_lock:
+                self._inline_running = False
+                fast = elapsed <= FAST_DELIVERY * len(batch)
+                self._slow_strikes = 0 if fast else self._slow_strikes + 1
+                if (not fast and elapsed > INLINE_BUDGET) or self._slow_strikes >= SLOW_STRIKES:
+                    self._inline_ok = False
+                    self._fast_streak = 0
+                    self._slow_strikes = 0
+
+    def _learn_speed(self, events: int, elapsed: float) -> None:
+        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline,
+        a slow batch (as a slow inline chunk) ends it."""
+        if not self._inline_allowed:
+            return
+        if elapsed <= FAST_DELIVERY * events:
+            self._fast_streak += events
+            if self._fast_streak >= INLINE_AFTER:
+                self._inline_ok = True
+        elif elapsed > INLINE_BUDGET:
+            self._fast_streak = 0
+            self._inline_ok = False
 
     def _supervised_dispatch(self) -> None:
         crashes = 0
@@ -275,17 +368,24 @@ class BusEngine:
             if not batch:
                 self._wake.wait(0.2)
                 continue
-            delivered = len(batch)
-            for env in batch:
-                if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
-                    delivered -= 1
-                    continue
-                try:
-                    self._deliver(env)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("handler failed for %s", getattr(env, "id", env))
-            self.delivered += delivered
+            started = monotonic()
+            self._deliver_batch(batch)
+            self._learn_speed(len(batch), monotonic() - started)
+
+    def _deliver_batch(self, batch: list[Envelope]) -> None:
+        """Hand a batch (in dispatch order) to the handlers; count deliveries and errors."""
+        replayer = self._replayer
+        delivered = len(batch)
+        for env in batch:
+            if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
+                delivered -= 1
+                continue
+            try:
+                self._deliver(env)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("handler failed for %s", getattr(env, "id", env))
+        self.delivered += delivered
 
     def _deliver_one(self, env: Envelope) -> None:
         try:
@@ -300,7 +400,7 @@ class BusEngine:
     def idle(self) -> bool:
         """Nothing queued, no handler running, no catch-up due."""
         with self._queue_lock:
-            busy = self._dispatching or len(self.queue) > 0
+            busy = self._dispatching or self._inline_running or len(self.queue) > 0
         return not busy and (self._replayer is None or not self._replayer.pending)
 
     def wait_idle(self, timeout: float) -> bool:
@@ -357,6 +457,10 @@ class BusEngine:
             "critical_resent": publisher.critical_resent,
             "permission_errors": self.permission_errors,
             "last_error": str(self.last_error) if self.last_error is not None else None,
+            "coalesced_writes": publisher.coalesced_writes,
+            "inline_dispatch": self._inline_ok,
+            "inline_delivered": self.inline_delivered,
+            "pending_writes": publisher.pending,
             "breaker_state": str(breaker["state"]),
             "breaker_next_probe_in": breaker["next_probe_in"],
             "breaker": breaker,

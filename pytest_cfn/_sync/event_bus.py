@@ -150,8 +150,7 @@ class EventBus(EngineFrontend):
             engine.check_open()
         planner = self._planner
         now = monotonic()
-        planner.admit(priority, now)
-        channel = planner.cached_route(event_type, now)
+        channel = planner.admit_cached(priority, event_type, now)
         if channel is None:
             channel = self._resolve_route(event_type, now)
         with self._plan_lock:

@@ -10,7 +10,13 @@ MAX_IDLE_BUS_BYTES = 1024 * 1024
 MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
-"""Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
+"""Issue 14's target: end to end delivered >= 2x redis-py's end to end in the same run."""
+CPU_TARGET_FACTOR = 0.5
+"""Issue 14's target: CPU per publish and per delivery <= 0.5x redis-py's, same run."""
+PLAIN_TARGET_FACTOR = 0.7
+"""Issue 14's target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
+MAX_P99_9_US = 3000.0
+"""Issue 14's target: p99.9 under 3 ms at each offered rate."""
 STEPS = ("ceiling", "throughput", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
 latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus;
@@ -38,6 +44,10 @@ class BenchConfig:
     steps: tuple[str, ...] = STEPS
     message_bytes: int = MESSAGE_BYTES
     window_bytes: int = WINDOW_BYTES
+    also_rates: tuple[float, ...] = ()
+    """Offered rates measured after ``rate`` in the latency step (issue 14: 1,000 and 20,000)."""
+    explain: bool = False
+    """Per-stage timestamps of our latency runs, printed under each figure (``--explain``)."""
 
     @property
     def warmup_events(self) -> int:
