@@ -21,7 +21,7 @@ import socket
 import time
 
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import ServerUnavailableError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ServerCheckError", "check_server"]
 
@@ -40,8 +40,9 @@ _SERVICES = (
 URL_HELP = "redis://[user:password@]host:port/db"
 
 
-class ServerCheckError(CfnError, ConnectionError):
-    """The URL does not lead to a Redis server this client can use; the message says why."""
+class ServerCheckError(ServerUnavailableError):
+    """The URL does not lead to a Redis server this client can use; the message says why
+    (checked before anything runs, so ``except ServerUnavailableError`` catches it too)."""
 
 
 class _Silent(Exception):
