@@ -27,6 +27,7 @@ from pytest_cfn import EventBus
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
+from pytest_cfn.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.loadgen.options import HarnessOptions
 from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
@@ -98,6 +99,8 @@ class ProcessRuntime:
         self.go = gevent.event.Event()
         self.failed_agents = 0
         self.closed = False
+        self.ledger = ArrivalLedger()
+        self.swarm_size = 0
 
     def configure(self) -> None:
         """Read the settings the conductor chose (they reach workers with the spawn message)."""
@@ -111,10 +114,14 @@ class ProcessRuntime:
         self.bus_options = BusOptions(namespace=self.options.namespace)
         self.swarms = max(1, self.options.swarms)
         self.rate = self.options.rate
+        self.swarm_size = int(values.get("cfn_swarm_size") or 0)
         runner = self.environment.runner
         if isinstance(runner, WorkerRunner):
-            self.processes = max(1, int(values.get("expect_workers") or 1))
-            self.index = max(0, runner.worker_index)
+            # the conductor deals each worker of the run a dense slot (Locust's worker_index
+            # keeps counting across reconnects, and a web UI master has no --expect-workers)
+            slots = values.get("cfn_worker_slots") or {}
+            self.processes = max(1, len(slots) or int(values.get("expect_workers") or 1))
+            self.index = int(slots.get(runner.client_id, max(0, runner.worker_index)))
         if self.options.mix is not None:
             self.message_types = {e.type for e in self.options.mix if e.message} | {
                 e.type for mix in ROLE_MIXES.values() for e in mix if e.message
@@ -124,12 +131,15 @@ class ProcessRuntime:
         self._greenlets.append(gevent.spawn(self._report_ready))
 
     def place_agent(self, role: str) -> tuple[str, str, str]:
-        """(agent id, swarm, peer swarm), dealt to swarms round robin across processes."""
+        """(agent id, swarm, peer swarm): slots interleaved across processes, dealt into swarms
+        of ``swarm_size`` (however many agents come, from the command line or the web UI),
+        or round robin over ``--cfn-swarms``."""
         n = self._agents
         self._agents += 1
         slot = n * self.processes + self.index
-        swarm = slot % self.swarms
-        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name((swarm + 1) % self.swarms)
+        swarm = slot // self.swarm_size if self.swarm_size else slot % self.swarms
+        peer = (swarm + 1) % max(self.swarms, swarm + 1)
+        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer)
 
     def shared_bus(self, swarm: str) -> Any:
         bus = self._shared.get(swarm)
@@ -230,6 +240,23 @@ class ProcessRuntime:
             self.recorder.mark_window_start(time_ns())
 
         gevent.spawn_later(max(0.0, (start_ns - time_ns()) / 1e9), mark_start)
+        self._greenlets.append(gevent.spawn(self._tick_arrivals, start_ns))
+
+    def _received(self, window_start_ns: int) -> tuple[int, int]:
+        """Measured deliveries so far to agents subscribed before the window (all, p8-9)."""
+        total = critical = 0
+        for tally in self.recorder.subscribers:
+            if tally.ready_ns <= window_start_ns:
+                received = tally.received
+                total += sum(received)
+                critical += received[8] + received[9]
+        return total, critical
+
+    def _tick_arrivals(self, window_start_ns: int) -> None:
+        """Feed the ledger that tells late deliveries from on-time ones, until the final."""
+        while not self.closed and self.window.start_ns is not None:
+            self.ledger.tick(time_ns(), *self._received(window_start_ns))
+            gevent.sleep(TICK_S)
 
     def on_stop(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         """Close the window, mark its end (counts and how far behind schedule the agents
@@ -237,6 +264,10 @@ class ProcessRuntime:
         settle, and send this process's snapshot to the conductor."""
         end_ns = int(msg.data["end_ns"])
         self.window.close(end_ns)
+        cutoff_ns = end_ns + int(self.options.drain * 1e9)
+        start_ns = self.window.start_ns or end_ns
+        gevent.spawn_later(max(0.0, (cutoff_ns - time_ns()) / 1e9),
+                           lambda: self.ledger.tick(time_ns(), *self._received(start_ns)))
         gevent.sleep(max(0.0, (end_ns - time_ns()) / 1e9))
         now = time_ns()
         lag = ScheduleLag.at(now, (c.next_intended_ns() for c in self.clients))
@@ -249,6 +280,9 @@ class ProcessRuntime:
         self._wait_settled(time.monotonic() + self.options.drain)
         cpu_s = time.process_time() - self._cpu_start if self._cpu_start is not None else 0.0
         add_rows(self.environment.stats, self.recorder.flush(bucket_response_time))
+        if time_ns() <= cutoff_ns:  # settled before the cutoff: nothing can be late
+            self.ledger.tick(cutoff_ns, *self._received(start_ns))
+        late = self.ledger.late(cutoff_ns, *self._received(start_ns))
         snapshot = self.recorder.snapshot(
             self.bus_stats(),
             process=self.index,
@@ -257,6 +291,7 @@ class ProcessRuntime:
             gevent_backend=loop_backend(),
             monkey_patched=bool(monkey.is_module_patched("socket"))
             and bool(monkey.is_module_patched("threading")),
+            late=late.to_dict(),
         )
         assert environment.runner is not None
         environment.runner.send_message("cfn_final", snapshot)
