@@ -175,19 +175,42 @@ def _load_row(**changes: Any) -> dict[str, Any]:
     return {**row, "agents": 500, "offered": 50_000.0, **changes}
 
 
-@pytest.mark.parametrize(("delivered", "verdict"), [(20_000.0, "pass"), (8_000.0, "fail")])
-def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it_is(
-    delivered: float, verdict: str
+@pytest.mark.parametrize("delivered", [20_000.0, 8_000.0])
+def test_a_saturated_step_is_not_judged_whatever_it_delivered_and_says_whose_limit_it_is(
+    delivered: float,
 ) -> None:
-    row = _load_row(delivered_per_s=delivered, generator_saturated=True, generator_behind_s=1.8)
+    row = _load_row(delivered_per_s=delivered, generator_saturated=True, generator_behind_s=1.8,
+                    generator_limit=["send_lag_p99 812.0 ms > 5 ms"])
     assert saturated(row)
     result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
-    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
-    assert metric.value == delivered and metric.verdict == verdict
+    by_name = {m.name: m for m in result.metrics}
+    metric = by_name["delivered_events_per_s"]
+    assert metric.value == delivered and metric.verdict == "not-judged"
+    assert by_name["delivery_p99"].verdict == "not-judged"
     assert "load generator behind schedule by 1.80 s" in metric.method
+    assert "load generator limit: send_lag_p99 812.0 ms > 5 ms" in metric.method
     assert "generator's limit, not Redis's" in metric.method
     (shown,) = load_table(SweepData.from_result(result)).rows
     assert shown[3] == f"{delivered:,.0f} (generator limit)"
+    assert shown[4] == "not judged" and shown[8] == "not judged"
+
+
+def test_a_step_with_lost_or_late_deliveries_never_passes_and_a_small_one_is_n_a() -> None:
+    for lossy in ({"lost": 12.0}, {"late": 3.0}):
+        row = _load_row(agents=100, offered=10_000.0, delivered_per_s=10_000.0,
+                        generator_saturated=False, **lossy)
+        result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+        (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+        assert metric.verdict == "fail", lossy
+        (name,) = lossy
+        assert f"deliveries {name}" in metric.method
+        assert load_table(SweepData.from_result(result)).rows[0][4] == "FAIL"
+    small = _load_row(agents=20, offered=2_000.0, delivered_per_s=2_000.0,
+                      generator_saturated=False)
+    result = build_result([small], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+    assert metric.verdict == "n/a" and "below the 10,000 target" in metric.method
+    assert load_table(SweepData.from_result(result)).rows[0][4] == "n/a"
 
 
 def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:

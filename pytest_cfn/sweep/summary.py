@@ -14,8 +14,9 @@ from typing import Any
 from pytest_cfn.results import Regression, compare
 from pytest_cfn.sweep.adr import adr_claims, number, our_counterparts
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
-from pytest_cfn.sweep.document import SweepData, meets_throughput, saturated
+from pytest_cfn.sweep.document import SweepData, saturated
 from pytest_cfn.sweep.figures import DrawnFigure, draw_all
+from pytest_cfn.sweep.harness import latency_verdict, throughput_verdict
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 
@@ -41,8 +42,8 @@ def _ms(us: float | None) -> str:
     return f"{ms:,.0f}" if ms >= 100 else f"{ms:.2f}"
 
 
-def _verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
+def _verdict(verdict: str) -> str:
+    return {"pass": "PASS", "fail": "FAIL", "not-judged": "not judged"}.get(verdict, verdict)
 
 
 def load_table(data: SweepData) -> Table:
@@ -51,17 +52,17 @@ def load_table(data: SweepData) -> Table:
     rows = []
     for r in data.loads:
         delivered = r["delivered_per_s"] or 0.0
-        judged = r["offered"] >= targets.min_throughput
         p99_ms = (r.get("p99_us") or 0.0) / 1000.0
         shown = f"{delivered:,.0f}"
         if saturated(r):
             shown += " (generator limit)"
         rows.append([
             str(r["agents"]), r["model"], f"{r['offered']:,.0f}", shown,
-            _verdict(meets_throughput(r, targets.min_throughput)) if judged else "not judged",
+            _verdict(throughput_verdict(r, targets.min_throughput)[0]),
             _ms(r.get("p50_us")), _ms(r.get("p99_us")), _ms(r.get("p99_9_us")),
-            _verdict(p99_ms <= targets.max_p99_ms) if r.get("latency_count") else "FAIL",
-            f"{(r['loss_rate'] or 0.0) * 100:.2f} %",
+            _verdict(latency_verdict(r, p99_ms, targets.max_p99_ms)[0]),
+            f"{(r['loss_rate'] or 0.0) * 100:.2f} %"
+            + (f" ({int(r['late']):,} late)" if r.get("late") else ""),
             _ms((r.get("send_lag_p99_ms") or 0.0) * 1000),
             _ms((r.get("transit_p99_ms") or 0.0) * 1000),
             f"{r['connections']:,}",
@@ -182,12 +183,15 @@ def build_blocks(
                         "minus intended time) as well as the transit (handler receive time minus "
                         "the actual publish time); both p99s are in the table."))
     if any(saturated(r) for r in data.loads):
-        blocks.append(("p", "'generator limit': the load generator (one Locust process) was "
-                            "behind its schedule at the window's end by more than the harness's "
-                            "limit (see the step's note). Delivered events are counted by their "
-                            "delivery time inside the window, so the figure is what was really "
-                            "sustained, and the >= 10k verdict judges it; but it is the "
-                            "generator's limit, not Redis's."))
+        blocks.append(("p", "'generator limit': the load generator (the Locust processes) was "
+                            "the limit of the step: its send lag p99 over the harness's limit, "
+                            "its agents behind schedule at the window's end, or a process at "
+                            "95 % of a core (see the step's note). Delivered events are counted "
+                            "by their delivery time inside the window, so the figure is what "
+                            "was really sustained, but it is the generator's limit, not Redis's: "
+                            "the >= 10k and p99 verdicts say 'not judged'. 'n/a': the step "
+                            "offers less than the target. A step with lost or late deliveries "
+                            "never passes >= 10k."))
     if data.loads or data.probes:
         blocks += [("h2", "Connections"), ("table", _probe_table(data))]
     if data.ceiling or data.round_trip:
