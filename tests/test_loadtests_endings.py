@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -152,7 +153,8 @@ def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
              "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
              "--master-bind-port", port, "--cfn-redis", server.url, "--cfn-model", "shared",
              "--cfn-rate", "100", "--cfn-warmup", "0.5", "--cfn-drain", "0.5",
-             "--cfn-gate", "throughput,p99,critical-loss", "--cfn-report", str(report)],
+             "--cfn-gate", "throughput,p99,critical-loss", "--cfn-report", str(report),
+             "--json-file", str(tmp_path / "stats")],
             tmp_path,
         )
         reaper.append(master)
@@ -181,10 +183,14 @@ def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
     # lost, and the late ones are among the received.
     assert extra["delivered"] + extra["lost"] == extra["expected_deliveries"]
     assert extra["late"] <= extra["delivered"]
-    table = out.text
-    assert f"late                         {extra['late']:,.0f} deliveries" in table or (
-        f"late                         {extra['late']:.2f} deliveries" in table), table
-    assert "lost                         " in table
+    for name in ("late", "lost"):  # both rows of the printed table, with the JSON's counts
+        row = re.search(rf"^{name}\s+([\d,.]+) deliveries$", out.text, re.MULTILINE)
+        assert row is not None, out.text[-3000:]
+        assert float(row.group(1).replace(",", "")) == extra[name]
+    # Locust's failure column holds the lost deliveries.
+    rows = json.loads((tmp_path / "stats.json").read_text())
+    (lost_row,) = [r for r in rows if r["name"] == "lost (never arrived)"]
+    assert lost_row["method"] == "deliver" and lost_row["num_failures"] == extra["lost"]
     # B's agents were ~2 s behind schedule: the load-dependent gates are not judged.
     assert m["throughput"]["verdict"] != "pass"
     assert code in (1, 3), out.text[-3000:] + err.text[-3000:]

@@ -59,8 +59,9 @@ FINAL_GRACE_S = 10.0
 READY_TIMEOUT_S = 60
 WATCH_INTERVAL_S = 0.25
 # Locust's own words when it stops a test or loses a worker (locust/runners.py).
+# (a worker marked missing is the watcher's to report, with its id)
 LOCUST_STOPS = ("The last worker went missing", "The last worker quit", "Stopping Locust",
-                "failed to send heartbeat", "Timeout waiting for all workers to stop")
+                "Timeout waiting for all workers to stop")
 # Worse outcomes win when several runs (web UI) end in one process.
 EXIT_RANK = {EXIT_PASSED: 0, 3: 1, 1: 2, EXIT_ABNORMAL: 3}
 
