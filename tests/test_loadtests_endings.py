@@ -292,3 +292,30 @@ def test_workers_killed_mid_run_end_it_abnormally_with_a_table_and_a_result(
     assert "sent their final report" in reasons
     if killed == 2:
         assert "The last worker went missing" in reasons
+
+
+@pytest.mark.slow
+def test_agents_that_cannot_start_end_the_run_abnormally(
+    tmp_path: Path, reaper: list[subprocess.Popen[str]]
+) -> None:
+    # maxclients 40 leaves room for about half of 20 per-agent agents (3-4 connections each):
+    # Locust records the others' exceptions, which the harness must not hide behind exit 0.
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxclients", 40)
+        client.close()
+        report = tmp_path / "maxclients.json"
+        proc, out, err = start(
+            ["--headless", "-u", "20", "-r", "20", "-t", "4s", "--only-summary", "--cfn-redis",
+             server.url, "--cfn-rate", "10", "--cfn-warmup", "0.5", "--cfn-drain", "0.5",
+             "--cfn-gate", "connections", "--cfn-report", str(report)],
+            tmp_path,
+        )
+        reaper.append(proc)
+        code = finish(proc)
+    assert code == 4, out.text[-3000:] + err.text[-3000:]
+    assert "max number of clients reached" in out.text
+    result = json.loads(report.read_text())
+    (reason,) = result["extra"]["abnormal"]
+    assert "exception(s) raised in Locust users" in reason
+    assert result["extra"]["verdict"]["outcome"] == "abnormal"

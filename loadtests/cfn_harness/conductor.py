@@ -28,6 +28,7 @@ from typing import Any
 import gevent
 import msgspec
 import redis
+from locust import log as locust_log
 from locust.env import Environment
 from locust.rpc.protocol import Message as RpcMessage
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner
@@ -298,8 +299,21 @@ class Conductor:
         if missing:
             self.note_abnormal(f"{len(self.expected) - len(missing)} of {len(self.expected)} "
                                f"process(es) sent their final report; none from {missing}")
+        self._note_exceptions(runner)
         self._report(start, end, self._server_cpu())
         self._show_lost_as_failures()
+
+    def _note_exceptions(self, runner: Any) -> None:
+        """Errors Locust would have exited non-zero for: exceptions raised in users (an agent
+        that could not start, say) or in a greenlet. The harness sets the exit code itself,
+        so it must not hide them."""
+        raised = sum(int(row.get("count", 0)) for row in runner.exceptions.values())
+        if raised:
+            first = next(iter(runner.exceptions.values()))
+            self.note_abnormal(f"{raised} exception(s) raised in Locust users, e.g. "
+                               f"{str(first.get('msg', ''))[:200]!r} (see the log)")
+        if locust_log.unhandled_greenlet_exception:
+            self.note_abnormal("an unhandled exception in a greenlet (see the log)")
 
     def _report(self, start: int | None, end: int, server_cpu_end: float | None) -> None:
         options = self.options
