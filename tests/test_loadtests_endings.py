@@ -220,21 +220,28 @@ def _wait_for_users(base: str, users: int, timeout: float = 30) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["local", "2-workers"])
 def test_the_web_ui_deals_swarms_of_10_and_prints_the_table_at_stop(
-    tmp_path: Path, redis_url: str, reaper: list[subprocess.Popen[str]]
+    tmp_path: Path, redis_url: str, reaper: list[subprocess.Popen[str]], processes: list[str]
 ) -> None:
+    # Two tests in one web UI session (START 20 users, STOP, START 30, STOP), locally and with
+    # two workers (no --expect-workers: the master deals each worker its slot).
     port = free_port()
     report = tmp_path / "ui.json"
     proc, out, err = start(
         ["--web-host", "127.0.0.1", "--web-port", str(port), "--cfn-redis", redis_url,
          "--cfn-rate", "20", "--cfn-warmup", "0.5", "--cfn-drain", "0.5",
-         "--cfn-gate", "connections", "--cfn-report", str(report)],
+         "--cfn-gate", "connections", "--cfn-report", str(report), *processes],
         tmp_path,
     )
     reaper.append(proc)
     base = f"http://127.0.0.1:{port}"
     err.wait_for("Starting web interface", timeout=60)
     _wait_for_users(base, 0)
+    deadline = time.monotonic() + 30
+    while processes and len(_get(base, "/stats/requests").get("workers", [])) < 2:
+        assert time.monotonic() < deadline, "the two workers never connected"
+        time.sleep(0.2)
     for run, users in ((1, 20), (2, 30)):
         assert _post(base, "/swarm", {"user_count": str(users), "spawn_rate": str(users)})[
             "success"]
