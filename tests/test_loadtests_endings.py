@@ -140,11 +140,12 @@ def test_an_overloaded_generator_is_not_judged_and_exits_3(
 def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
     tmp_path: Path, reaper: list[subprocess.Popen[str]]
 ) -> None:
-    # Master + 2 workers, 20 agents in 2 swarms (both workers in both). When the run time is
-    # up, worker B is stopped (SIGSTOP) and the server cuts every subscriber off (as its
-    # output-buffer limit does to a slow one); worker A keeps publishing until the window's
-    # end. B wakes 1.8 s later, after the window's end + 0.5 s drain: what it reads then is
-    # late, what was published while its subscriber was cut off never arrives (lost).
+    # Master + 2 workers, 20 agents in 2 swarms (both workers in both). 0.8 s before the run
+    # time is up, worker B is stopped (SIGSTOP) and the server cuts every subscriber off (as
+    # its output-buffer limit does to a slow one); worker A keeps publishing until the
+    # window's end. B wakes 2.6 s later, about 1 s after the window's end + the 0.5 s drain
+    # (and before Locust would call it missing): what it reads then is late, what was
+    # published while its subscriber was cut off never arrives (lost).
     with RedisServer() as server:
         port = str(free_port())
         report = tmp_path / "stall.json"
@@ -161,7 +162,8 @@ def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
         workers = [start(["--worker", "--master-host", "127.0.0.1", "--master-port", port],
                          tmp_path)[0] for _ in range(2)]
         reaper.extend(workers)
-        err.wait_for("--run-time limit reached", timeout=60)
+        err.wait_for("Run time limit set to 5 seconds", timeout=60)
+        time.sleep(4.2)
         stalled = workers[1]
         os.kill(stalled.pid, signal.SIGSTOP)
         killer = redis.Redis.from_url(server.url)
@@ -169,7 +171,7 @@ def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
             assert killer.client_kill_filter(_type="pubsub") > 0
         finally:
             killer.close()
-        time.sleep(1.8)
+        time.sleep(2.6)
         os.kill(stalled.pid, signal.SIGCONT)
         code = finish(master)
         for worker in workers:
