@@ -328,3 +328,17 @@ def test_agents_that_cannot_start_end_the_run_abnormally(
     (reason,) = result["extra"]["abnormal"]
     assert "exception(s) raised in Locust users" in reason
     assert result["extra"]["verdict"]["outcome"] == "abnormal"
+
+
+def test_the_locustfile_documents_its_verdicts_and_exit_codes(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SWARM), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = " ".join(proc.stdout.split())
+    assert "--cfn-send-lag-limit MS" in text and "(default 5 ms)" in text
+    assert "NOT JUDGED" in text and "'n/a'" in text
+    for code in ("0 every judged gate passed", "1 a gate missed its target",
+                 "3 not judged: load generator limit", "4 the run ended abnormally"):
+        assert code in text
+    assert "--processes N or --master/--worker" in text
+    assert "MonkeyPatchWarning" not in proc.stderr
