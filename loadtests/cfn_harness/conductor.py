@@ -10,11 +10,11 @@ it opens the measurement window after the warm-up.
 When the test stops (the run time, the STOP button, a signal, or Locust itself) a finishing
 greenlet of its own closes the window, gathers every process's snapshot (``cfn_final``), merges
 them, judges the gates and writes the JSON; whoever stops or quits waits for it, so no run ends
-without its table and its result. While the test runs a watcher notes what makes an end
-abnormal (a worker missing heartbeats, quitting or crashing; Locust stopping the test itself);
-the exit code, set at ``quitting``, follows :mod:`pytest_cfn.loadgen.verdicts`. The table is
-printed at ``test_stop`` under the web UI, and at ``quit`` (after Locust's own statistics) when
-headless.
+without its table and its result. While the test runs, an EndWatch (``endwatch.py``) notes what
+makes an end abnormal (a worker missing heartbeats, quitting or crashing; Locust stopping the
+test itself; exceptions in users); the exit code, set at ``quitting``, follows
+:mod:`pytest_cfn.loadgen.verdicts`. The table is printed at ``test_stop`` under the web UI, and
+at ``quit`` (after Locust's own statistics) when headless.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 import gevent
 import msgspec
 import redis
-from locust import log as locust_log
 from locust.env import Environment
 from locust.rpc.protocol import Message as RpcMessage
-from locust.runners import STATE_MISSING, LocalRunner, MasterRunner
+from locust.runners import LocalRunner, MasterRunner
 from locust.stats import StatsError
 
+from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
 from pytest_cfn.loadgen.accounting import merge
 from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
@@ -49,7 +49,13 @@ from pytest_cfn.loadgen.report import (
     render_table,
 )
 from pytest_cfn.loadgen.traffic import aligned_end
-from pytest_cfn.loadgen.verdicts import EXIT_ABNORMAL, EXIT_CODES, EXIT_PASSED
+from pytest_cfn.loadgen.verdicts import (
+    EXIT_ABNORMAL,
+    EXIT_CODES,
+    EXIT_GATE_FAILED,
+    EXIT_NOT_JUDGED,
+    EXIT_PASSED,
+)
 from pytest_cfn.metrics import ServerSampler, machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 
@@ -58,26 +64,7 @@ time_ns = time.time_ns
 END_LEAD_S = 0.3
 FINAL_GRACE_S = 10.0
 READY_TIMEOUT_S = 60
-WATCH_INTERVAL_S = 0.25
-# Locust's own words when it stops a test or loses a worker (locust/runners.py).
-# (a worker marked missing is the watcher's to report, with its id)
-LOCUST_STOPS = ("The last worker went missing", "The last worker quit", "Stopping Locust",
-                "Timeout waiting for all workers to stop")
-# Worse outcomes win when several runs (web UI) end in one process.
-EXIT_RANK = {EXIT_PASSED: 0, 3: 1, 1: 2, EXIT_ABNORMAL: 3}
-
-
-class _LocustLog(logging.Handler):
-    """Hands the conductor Locust's log lines that say it stopped the test or lost a worker."""
-
-    def __init__(self, conductor: Conductor) -> None:
-        super().__init__(logging.INFO)
-        self.conductor = conductor
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if any(words in message for words in LOCUST_STOPS):
-            self.conductor.note_abnormal(f"Locust: {message}")
+EXIT_RANK = {EXIT_PASSED: 0, EXIT_NOT_JUDGED: 1, EXIT_GATE_FAILED: 2, EXIT_ABNORMAL: 3}
 
 
 class Conductor:
@@ -94,7 +81,7 @@ class Conductor:
         self.runs = 0
         self._auto_swarms = True
         self._greenlets: list[gevent.Greenlet] = []
-        self._log_handler = _LocustLog(self)
+        self.watch = EndWatch(environment)
         self._new_run()
 
     def _new_run(self) -> None:
@@ -103,8 +90,6 @@ class Conductor:
         self.finals: dict[str, dict[str, Any]] = {}
         self.expected: set[str] = set()
         self.participants: set[str] = set()
-        self.gone: dict[str, str] = {}
-        self.abnormal: list[str] = []
         self.peak: ConnectionCount | None = None
         self.server_cpu_start: float | None = None
         self.failed: bool | None = None
@@ -143,7 +128,6 @@ class Conductor:
         self.client.ping()
         self.sampler = ServerSampler.from_url(url, interval=1.0).start()
         self._greenlets.append(gevent.spawn(self._count_connections))
-        logging.getLogger("locust").addHandler(self._log_handler)
 
     def _share_settings(self, agents: int) -> None:
         """Swarms, per-agent rate and worker slots for ``agents`` users, into the options
@@ -176,31 +160,7 @@ class Conductor:
         assert parsed is not None
         self.agents = int(getattr(parsed, "num_users", 0) or 0) or self.agents
         self._share_settings(self.agents)
-        self._greenlets.append(gevent.spawn(self._watch_workers))
-
-    def note_abnormal(self, reason: str) -> None:
-        if self.started and reason not in self.abnormal:
-            self.abnormal.append(reason)
-
-    def _watch_workers(self) -> None:
-        """Until the report is written: workers Locust marks missing, and workers that leave
-        while the test runs."""
-        runner = self.environment.runner
-        if not isinstance(runner, MasterRunner):
-            return
-        while self.started and self.table == "":
-            present = {str(c.id): c for c in runner.clients.all}
-            self.participants |= set(present)
-            for client_id, client in present.items():
-                if client.state == STATE_MISSING and client_id not in self.gone:
-                    self.gone[client_id] = "missing"
-                    self.note_abnormal(f"worker {client_id} missed its heartbeats "
-                                       "(Locust marked it missing)")
-            for client_id in self.participants - set(present):
-                if client_id not in self.gone and self._finishing is None:
-                    self.gone[client_id] = "left"
-                    self.note_abnormal(f"worker {client_id} quit or was lost during the test")
-            gevent.sleep(WATCH_INTERVAL_S)
+        self.watch.begin(self.participants)
 
     def _count_connections(self) -> None:
         while self.client is not None:
@@ -260,6 +220,7 @@ class Conductor:
         if not self.started:
             return
         if self._finishing is None:
+            self.watch.stopping = True
             self._finishing = gevent.spawn(self._finish)
         self._finishing.join()
 
@@ -278,11 +239,10 @@ class Conductor:
         start = self.window_start
         end = now if start is None else aligned_end(start, now + int(END_LEAD_S * 1e9), interval)
         if isinstance(runner, MasterRunner):
-            self.participants |= {str(c.id) for c in runner.clients.all}
-            self.expected = set(self.participants)
+            self.expected = self.watch.participants | {str(c.id) for c in runner.clients.all}
             wanted = int(getattr(self.environment.parsed_options, "expect_workers", 0) or 0)
             if wanted and len(self.expected) < wanted:
-                self.note_abnormal(f"{len(self.expected)} worker(s) took part, "
+                self.watch.note(f"{len(self.expected)} worker(s) took part, "
                                    f"{wanted} expected (--expect-workers)")
         else:
             self.expected = {"local"}
@@ -291,29 +251,17 @@ class Conductor:
         runner.send_message("cfn_stop", {"end_ns": end})
         deadline = time.monotonic() + max(0.0, (end - time_ns()) / 1e9) + 2 * self.options.drain
         deadline += FINAL_GRACE_S
-        while time.monotonic() < deadline and not self.expected - set(self.gone) <= set(
+        while time.monotonic() < deadline and not self.expected - set(self.watch.gone) <= set(
             self.finals
         ):
             gevent.sleep(0.1)
         missing = sorted(self.expected - set(self.finals))
         if missing:
-            self.note_abnormal(f"{len(self.expected) - len(missing)} of {len(self.expected)} "
+            self.watch.note(f"{len(self.expected) - len(missing)} of {len(self.expected)} "
                                f"process(es) sent their final report; none from {missing}")
-        self._note_exceptions(runner)
+        self.watch.note_exceptions(runner)
         self._report(start, end, self._server_cpu())
         self._show_lost_as_failures()
-
-    def _note_exceptions(self, runner: Any) -> None:
-        """Errors Locust would have exited non-zero for: exceptions raised in users (an agent
-        that could not start, say) or in a greenlet. The harness sets the exit code itself,
-        so it must not hide them."""
-        raised = sum(int(row.get("count", 0)) for row in runner.exceptions.values())
-        if raised:
-            first = next(iter(runner.exceptions.values()))
-            self.note_abnormal(f"{raised} exception(s) raised in Locust users, e.g. "
-                               f"{str(first.get('msg', ''))[:200]!r} (see the log)")
-        if locust_log.unhandled_greenlet_exception:
-            self.note_abnormal("an unhandled exception in a greenlet (see the log)")
 
     def _report(self, start: int | None, end: int, server_cpu_end: float | None) -> None:
         options = self.options
@@ -347,7 +295,7 @@ class Conductor:
             late=late,
             critical_late=critical_late,
             process_cpu_percent=process_cpu_percent(snapshots),
-            abnormal=list(self.abnormal),
+            abnormal=list(self.watch.reasons),
         )
         saturation = generator_note(totals)
         if saturation is not None:
@@ -389,6 +337,7 @@ class Conductor:
             },
         )
         self.report_path = write_result(self._report_file(facts.agents), result)
+        self.watch.end()
 
     def _report_file(self, agents: int) -> Path:
         options = self.options
@@ -400,17 +349,18 @@ class Conductor:
 
     def _write_fallback(self, reason: str) -> None:
         """The result of a run whose report could not be built: the reason, exit code 4."""
-        self.note_abnormal(reason)
-        verdict = {"outcome": "abnormal", "exit_code": EXIT_ABNORMAL, "abnormal": self.abnormal}
+        abnormal = [r for r in self.watch.reasons if r != reason] + [reason]
+        self.watch.end()
+        verdict = {"outcome": "abnormal", "exit_code": EXIT_ABNORMAL, "abnormal": abnormal}
         self.table = "\n".join([
             "pytest-cfn load harness: no figures",
-            "run: ABNORMAL END: " + "; ".join(self.abnormal),
+            "run: ABNORMAL END: " + "; ".join(abnormal),
             f"exit code {EXIT_ABNORMAL}: {EXIT_CODES[EXIT_ABNORMAL]}",
         ])
         self._keep_exit_code(EXIT_ABNORMAL)
         self.failed = True
         result = RunResult(tool="locust", redis=RedisInfo(version=""), machine=machine_info(),
-                           extra={"abnormal": self.abnormal, "verdict": verdict,
+                           extra={"abnormal": abnormal, "verdict": verdict,
                                   "processes_reported": sorted(self.finals),
                                   "processes_expected": sorted(self.expected)})
         try:
@@ -503,7 +453,7 @@ class Conductor:
     def print_and_stop(self) -> None:
         """At quit: the table last (unless the STOP button printed it), then the server goes."""
         self.print_table()
-        logging.getLogger("locust").removeHandler(self._log_handler)
+        self.watch.close()
         gevent.killall(self._greenlets, block=False)
         if self.sampler is not None:
             self.sampler.stop()
