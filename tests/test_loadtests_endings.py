@@ -99,6 +99,16 @@ def reaper() -> Iterator[list[subprocess.Popen[str]]]:
             proc.wait()
 
 
+def processes_on_own_port(workers: int) -> list[str]:
+    """``--processes N`` on a master port of the test's own (Locust's default 5557 is shared
+    by every Locust run on the machine)."""
+    if not workers:
+        return []
+    port = str(free_port())
+    return ["--processes", str(workers), "--master-bind-host", "127.0.0.1",
+            "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
+
+
 def metrics(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in result["metrics"]}
 
@@ -222,13 +232,14 @@ def _wait_for_users(base: str, users: int, timeout: float = 30) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["local", "2-workers"])
+@pytest.mark.parametrize("workers", [0, 2], ids=["local", "2-workers"])
 def test_the_web_ui_deals_swarms_of_10_and_prints_the_table_at_stop(
-    tmp_path: Path, redis_url: str, reaper: list[subprocess.Popen[str]], processes: list[str]
+    tmp_path: Path, redis_url: str, reaper: list[subprocess.Popen[str]], workers: int
 ) -> None:
     # Two tests in one web UI session (START 20 users, STOP, START 30, STOP), locally and with
     # two workers (no --expect-workers: the master deals each worker its slot).
     port = free_port()
+    processes = processes_on_own_port(workers)
     report = tmp_path / "ui.json"
     proc, out, err = start(
         ["--web-host", "127.0.0.1", "--web-port", str(port), "--cfn-redis", redis_url,
@@ -278,7 +289,8 @@ def test_workers_killed_mid_run_end_it_abnormally_with_a_table_and_a_result(
     # or both (Locust: "The last worker went missing, stopping test"). Exit 4, never 0.
     report = tmp_path / "abnormal.json"
     proc, out, err = start(
-        ["--headless", "--processes", "2", "-u", "20", "-r", "20", "-t", "6s", "--only-summary",
+        ["--headless", *processes_on_own_port(2), "-u", "20", "-r", "20", "-t", "6s",
+         "--only-summary",
          "--cfn-redis", redis_url, "--cfn-rate", "20", "--cfn-warmup", "0.5",
          "--cfn-drain", "0.5", "--cfn-gate", "connections", "--cfn-report", str(report)],
         tmp_path,

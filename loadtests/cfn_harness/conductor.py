@@ -58,6 +58,7 @@ from pytest_cfn.loadgen.verdicts import (
 )
 from pytest_cfn.metrics import ServerSampler, machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
+from pytest_cfn.server_probe import check_server
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -118,12 +119,13 @@ class Conductor:
 
             self.server = RedisServer().start()
             parsed.cfn_redis = self.server.url
-            log.info("cfn: started an embedded redis-server %s at %s", self.server.version,
-                     self.server.url)
+            log.info("cfn: started an embedded redis-server %s at %s (%s)", self.server.version,
+                     self.server.url, self.server.choice.describe())
         if not self.options.namespace:
             parsed.cfn_namespace = f"lt{os.getpid()}x{os.urandom(3).hex()}"
         self._share_settings(self.agents)
         url = str(self.options.redis)
+        check_server(url)
         self.client = redis.Redis.from_url(url, socket_timeout=2.0, client_name="cfn-sampler")
         self.client.ping()
         self.sampler = ServerSampler.from_url(url, interval=1.0).start()

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,13 +38,10 @@ class HarnessNotFoundError(CfnError):
     """The Locust harness (``loadtests/swarm.py``) or Locust itself cannot be found."""
 
 
-class StepFailedError(CfnError):
-    """A harness run did not produce its JSON result (crash, timeout, no window)."""
-
-
 def find_locustfile(explicit: str | Path | None = None) -> Path:
     """``loadtests/swarm.py``: the explicit path, else beside the package in a source
-    checkout, else under the working directory."""
+    checkout, else where a wheel installs it (``<prefix>/share/pytest-cfn/loadtests``), else
+    under the working directory."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -51,6 +49,7 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
         return path.resolve()
     candidates = [
         Path(pytest_cfn.__file__).resolve().parents[1] / "loadtests" / "swarm.py",
+        Path(sysconfig.get_path("data")) / "share" / "pytest-cfn" / "loadtests" / "swarm.py",
         Path.cwd() / "loadtests" / "swarm.py",
     ]
     for path in candidates:
@@ -58,9 +57,9 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise HarnessNotFoundError(
-        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); it ships in "
-        "the source tree, not in the wheel: run cfn bench from a clone of pytest-cfn, or pass "
-        "--locustfile PATH"
+        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); reinstall "
+        "pytest-cfn (its wheel installs the harness under share/pytest-cfn/), run from a "
+        "clone of pytest-cfn, or pass --locustfile PATH"
     )
 
 
@@ -257,7 +256,8 @@ def throughput_verdict(row: dict[str, Any], target: float) -> tuple[Verdict, str
     if delivered + float(row.get("delivered_resolution") or 0.0) < target:
         return "fail", f"{delivered:,.0f} events/s delivered"
     # results from before lost and late were told apart only have "loss" (both together)
-    counts = {"lost": row.get("lost", row.get("loss")), "late": row.get("late")}
+    counts = {"lost": row.get("lost", row.get("loss")),
+              "late (after the drain)": row.get("arrived_late")}
     spoilt = [f"{int(n):,} deliveries {k}" for k, n in counts.items() if n]
     if spoilt:
         return "fail", ", ".join(spoilt)
@@ -311,7 +311,7 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "message_deliveries_per_s": message_deliveries / window if window else 0.0,
         "loss": lost,
         "lost": lost,
-        "late": value("late") or 0.0,
+        "arrived_late": value("late") or 0.0,
         "loss_rate": value("loss_rate"),
         "critical_loss": value("critical_loss"),
         "latency_count": int(latency.get("count", 0)),
