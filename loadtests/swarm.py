@@ -155,8 +155,7 @@ class CfnAgent(User):
 
     @task
     def follow_schedule(self) -> None:
-        assert RUNTIME is not None
-        self.client.run_schedule(RUNTIME.rate, random.random())
+        self.client.follow_schedule(random.random())
 
     def on_stop(self) -> None:
         client = getattr(self, "client", None)
