@@ -189,7 +189,7 @@ class CfnAgent(User):
 
     @task
     def follow_schedule(self) -> None:
-        self.client.run_schedule(self.client.runtime.rate, random.random())
+        self.client.follow_schedule(random.random())
 
     def on_stop(self) -> None:
         client = getattr(self, "client", None)

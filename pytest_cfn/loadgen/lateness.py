@@ -3,7 +3,8 @@
 A delivery is **late** when it arrived after the window's end plus the drain (the *cutoff*),
 **lost** when it never arrived by the time the process sends its final report. Handlers only
 count what they receive; a ticker records the process's running totals with their time
-(:meth:`ArrivalLedger.tick`, every few tens of ms and once exactly at the cutoff). The latest
+(:meth:`ArrivalLedger.tick`, every TICK_S, and once exactly at the cutoff after crediting every
+delivery so far). The latest
 tick at or before the cutoff holds the on-time counts; whatever arrived since is late.
 
 This also holds for a process that was stalled (SIGSTOP, a long GC, a saturated loop) and
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-TICK_S = 0.05
+TICK_S = 0.1
 HORIZON_S = 300.0
 
 

@@ -285,8 +285,8 @@ def _explaining_metrics(
               "CPU seconds of every Locust process in the window / window", "lower"),
         _info("harness_cpu_busiest_process", max(facts.process_cpu_percent.values(), default=0.0),
               "% of one core",
-              "CPU seconds of the busiest Locust process from its window start mark to its "
-              "final report / its window; at 95 % or more it is the limit of the run", "lower"),
+              "CPU seconds of the busiest Locust process between its window marks / its "
+              "window; at 95 % or more it is the limit of the run", "lower"),
     ]
     if facts.server_cpu_s is not None:
         out.append(_info("server_cpu_percent", facts.server_cpu_s / window * 100
@@ -315,7 +315,9 @@ def process_cpu_percent(snapshots: Iterable[dict[str, Any]]) -> dict[str, float]
         span_s = (marks["end_ns"] - marks["start_ns"]) / 1e9 if marks else 0.0
         if span_s > 0:
             name = f"process {snap.get('process', '?')}"
-            out[name] = float(snap.get("sums", {}).get("cpu_s", 0.0)) / span_s * 100
+            sums = snap.get("sums", {})
+            cpu_s = sums.get("window_cpu_s", sums.get("cpu_s", 0.0))
+            out[name] = float(cpu_s) / span_s * 100
     return out
 
 
