@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from pytest_cfn.cli import main
-from pytest_cfn.results import RedisInfo, read_result
+from pytest_cfn.results import Metric, RedisInfo, RunResult, read_result
 from pytest_cfn.sweep.document import SweepData, build_result, saturated
 from pytest_cfn.sweep.figures import FIGURES
-from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile
+from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile, step_row
 from pytest_cfn.sweep.summary import load_table
 
 FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
@@ -334,3 +334,23 @@ def test_cfn_calibrate_measures_the_injected_delay_and_the_exact_loss(tmp_path: 
     assert shift["injected_ms"] == 3 and abs(shift["error_pct"]) <= 10
     assert result["loss"]["injected"] == 15 and result["loss"]["reported_loss"] == 15
     assert "calibrated: wrote" in proc.stdout
+
+
+def test_a_harness_run_that_ended_abnormally_is_a_failed_step_with_its_reason() -> None:
+    result = RunResult(
+        tool="locust", redis=RedisInfo(version="7.0.15"), metrics=[
+            Metric(name="lost", value=7.0, unit="deliveries", method=""),
+            Metric(name="late", value=2.0, unit="deliveries", method=""),
+        ],
+        extra={"agents": 20, "agent_rate": 100.0, "model": "shared", "window_s": 4.0,
+               "abnormal": ["worker w1 missed its heartbeats (Locust marked it missing)"],
+               "verdict": {"outcome": "abnormal", "exit_code": 4,
+                           "generator_limit": ["send_lag_p99 9.0 ms > 5 ms"]}},
+    )
+    step = step_row(result)
+    assert step["status"] == "abnormal"
+    assert step["abnormal"] == ["worker w1 missed its heartbeats (Locust marked it missing)"]
+    assert step["lost"] == step["loss"] == 7.0 and step["arrived_late"] == 2.0
+    assert step["generator_limit"] == ["send_lag_p99 9.0 ms > 5 ms"]
+    result.extra["abnormal"] = []
+    assert step_row(result)["status"] == "ok"
