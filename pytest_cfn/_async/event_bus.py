@@ -10,7 +10,7 @@ from typing import Any
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
-from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,
@@ -95,6 +95,7 @@ class EventBus(EngineFrontend):
             signer=self._engine.signer,
         )
         self.route_errors = 0
+        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
 
     @classmethod
     def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
@@ -116,7 +117,11 @@ class EventBus(EngineFrontend):
         :meth:`unsubscribe`. Returns once Redis has confirmed the subscription."""
         self._engine.check_open()
         token = self._handlers.add(pattern, handler)
-        await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        try:
+            await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        except BaseException:
+            self._handlers.remove(token)
+            raise
         if not self._caught_up_at_start:
             self._caught_up_at_start = True
             self._engine.request_catch_up("start")
@@ -148,14 +153,15 @@ class EventBus(EngineFrontend):
         channel = planner.cached_route(event_type, now)
         if channel is None:
             channel = await self._resolve_route(event_type, now)
-        planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
             await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, planned.payload)
+                self._critical_stream.append_and_publish(channel, planned.payload), priority
             )
         else:
-            await engine.publisher.send_publish(planned.command)
+            await engine.publisher.send_publish(planned.command, priority)
         return planned.envelope.id
 
     async def _resolve_route(self, event_type: str, now: float) -> str:

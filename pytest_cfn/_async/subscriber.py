@@ -24,11 +24,18 @@ from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
+from pytest_cfn._errors import (
+    CfnError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    SubscribeFailedError,
+    reply_error,
+)
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
 MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
+ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _PING = encode_command("PING")
@@ -45,6 +52,7 @@ class Subscriber:
         *,
         on_reconnect: Callable[[int], None] | None = None,
         on_crash: Callable[[str, BaseException], None] | None = None,
+        on_error: ErrorSink | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
         connect_timeout: float = 5.0,
@@ -56,6 +64,7 @@ class Subscriber:
         self._on_messages = on_messages
         self._on_reconnect = on_reconnect
         self._on_crash = on_crash
+        self._on_error = on_error
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._backoff = reconnect_backoff or ExponentialWithJitterBackoff(base=0.05, cap=1.0)
@@ -80,12 +89,21 @@ class Subscriber:
         return list(self._patterns)
 
     async def psubscribe(self, pattern: str, timeout: float = 5.0) -> None:
-        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it."""
+        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it.
+
+        Not safe to call concurrently: the bus serialises its subscribe calls. The
+        first call connects; if that fails nothing is left behind, and the error
+        (ServerUnavailableError, PermissionDeniedError...) reaches the caller."""
         if pattern in self._patterns:
             return
         self._patterns.append(pattern)
         if self._worker is None:
-            await self._connect_and_subscribe()
+            try:
+                await self._connect_and_subscribe()
+            except BaseException:
+                self._patterns.remove(pattern)
+                await self._conn.close()
+                raise
             self._worker = spawn(self._supervised_run, name=f"cfn-reader:{self._conn.name}")
             return
         async with self._write_lock:
@@ -98,6 +116,7 @@ class Subscriber:
             await self._confirm_signal.wait(0.05)
             deadline_left -= 0.05
         if pattern not in self._confirmed:
+            self._patterns.remove(pattern)
             raise SubscribeFailedError(
                 f"Redis did not confirm PSUBSCRIBE {pattern!r} within {timeout} s"
             )
@@ -121,6 +140,9 @@ class Subscriber:
         while len(self._confirmed) < len(set(self._patterns)):
             reply = await conn.read_reply(conn.connect_timeout)
             if isinstance(reply, ServerReplyError):
+                refused = reply_error(reply, f"PSUBSCRIBE {' '.join(self._patterns)}")
+                if refused is not reply:
+                    raise refused
                 raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
             if reply[0] == _PMESSAGE:
                 self._on_messages([(reply[2], reply[3])])
@@ -193,11 +215,21 @@ class Subscriber:
                 else:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
-                log.warning("Redis error on the subscriber connection: %s", reply)
+                self._report(reply_error(reply, "a command on the subscriber connection"))
             reply = get()
         if batch:
             self.messages += len(batch)
             self._on_messages(batch)
+
+    def _report(self, error: BaseException) -> None:
+        """Hand an error to the bus's error callback (a log warning when there is none)."""
+        if self._on_error is None:
+            log.warning("subscriber %s: %s", self._conn.name, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback failed")
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]
@@ -214,9 +246,14 @@ class Subscriber:
         while not self._closing:
             try:
                 await self._connect_and_subscribe()
-            except (OSError, ConnectionLostError, TimeoutError, SubscribeFailedError) as exc:
+            except (ConnectionFailedError, SubscribeFailedError) as exc:
                 failures += 1
                 log.debug("reconnect attempt %d failed: %s", failures, exc)
+                await sleep(self._backoff.compute(failures))
+                continue
+            except CfnError as exc:  # refused (an ACL, AUTH): report it, keep trying slowly
+                failures += 1
+                self._report(exc)
                 await sleep(self._backoff.compute(failures))
                 continue
             self.reconnects += 1

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -18,31 +19,48 @@ Lock = asyncio.Lock
 
 
 class AsyncStream:
-    """A connected byte stream with read timeouts."""
+    """A connected byte stream with read timeouts. OS errors leave it as
+    :class:`ConnectionLostError` (:class:`ReplyTimeoutError` for a timeout)."""
 
-    __slots__ = ("_reader", "_writer")
+    __slots__ = ("_reader", "_where", "_writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str = "?"
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._where = where
 
     async def read(self, timeout: float | None) -> bytes:
-        """Up to READ_CHUNK bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
-        if timeout is None:
-            return await self._reader.read(READ_CHUNK)
+        """Up to READ_CHUNK bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time."""
         try:
+            if timeout is None:
+                return await self._reader.read(READ_CHUNK)
             return await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
         except asyncio.TimeoutError as exc:  # a distinct class before Python 3.11
-            raise TimeoutError(f"no data within {timeout} s") from exc
+            raise ReplyTimeoutError(
+                f"Redis at {self._where} sent nothing within {timeout} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
         transport = self._writer.transport
-        if transport.get_write_buffer_size() > 4 * READ_CHUNK:
-            await self._writer.drain()
+        if transport.is_closing() or self._reader.at_eof():
+            # asyncio's write() never raises on a dead connection (it logs and discards)
+            raise ConnectionLostError(f"connection to Redis at {self._where} is closed")
+        try:
+            self._writer.write(data)
+            if transport.get_write_buffer_size() > 4 * READ_CHUNK:
+                await self._writer.drain()
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
 
     async def drain(self) -> None:
-        await self._writer.drain()
+        try:
+            await self._writer.drain()
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
 
     async def close(self) -> None:
         self._writer.close()
@@ -57,6 +75,8 @@ class AsyncStream:
 
 
 async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
+    """A connected stream; :class:`ServerUnavailableError` when none can be made."""
+    where = address.describe()
     if address.unix_path:
         coro = asyncio.open_unix_connection(address.unix_path, limit=READ_CHUNK)
     else:
@@ -64,11 +84,15 @@ async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
     try:
         reader, writer = await asyncio.wait_for(coro, timeout)
     except asyncio.TimeoutError as exc:
-        raise TimeoutError(f"connect to {address.describe()} timed out after {timeout} s") from exc
+        raise ServerUnavailableError(
+            f"cannot reach Redis at {where}: no answer within {timeout} s"
+        ) from exc
+    except OSError as exc:
+        raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return AsyncStream(reader, writer)
+    return AsyncStream(reader, writer, where)
 
 
 async def sleep(seconds: float) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -33,23 +34,33 @@ class SyncStream:
     ``recv(n)`` allocates ``n`` bytes while it waits, so an idle subscriber blocked
     in a 256 KB read would hold 256 KB; the read size starts small and doubles
     while reads come back full (a backlog), and halves again when they do not.
+    OS errors leave it as :class:`ConnectionLostError` (:class:`ReplyTimeoutError`
+    for a timeout).
     """
 
-    __slots__ = ("_chunk", "_closed", "_sock", "_timeout")
+    __slots__ = ("_chunk", "_closed", "_sock", "_timeout", "_where")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, where: str = "?") -> None:
         self._sock = sock
+        self._where = where
         self._closed = False
         self._chunk = MIN_READ_CHUNK
         self._timeout: float | None = -1.0
 
     def read(self, timeout: float | None) -> bytes:
-        """Some bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
-        if timeout != self._timeout:
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
-        chunk = self._chunk
-        data = self._sock.recv(chunk)
+        """Some bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time."""
+        try:
+            if timeout != self._timeout:
+                self._sock.settimeout(timeout)
+                self._timeout = timeout
+            chunk = self._chunk
+            data = self._sock.recv(chunk)
+        except TimeoutError as exc:
+            raise ReplyTimeoutError(
+                f"Redis at {self._where} sent nothing within {timeout} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
         size = len(data)
         if size == chunk:
             if chunk < READ_CHUNK:
@@ -60,7 +71,14 @@ class SyncStream:
 
     def write(self, data: bytes) -> None:
         """Send everything; the socket's current read timeout bounds a stalled send."""
-        self._sock.sendall(data)
+        try:
+            self._sock.sendall(data)
+        except TimeoutError as exc:
+            raise ReplyTimeoutError(
+                f"Redis at {self._where} took no data for {self._timeout} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
 
     def drain(self) -> None:
         return None
@@ -81,18 +99,27 @@ class SyncStream:
 
 
 def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
-    if address.unix_path:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address.unix_path)
-        except OSError:
-            sock.close()
-            raise
-    else:
-        sock = socket.create_connection((address.host, address.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return SyncStream(sock)
+    """A connected stream; :class:`ServerUnavailableError` when none can be made."""
+    where = address.describe()
+    try:
+        if address.unix_path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address.unix_path)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except TimeoutError as exc:
+        raise ServerUnavailableError(
+            f"cannot reach Redis at {where}: no answer within {timeout} s"
+        ) from exc
+    except OSError as exc:
+        raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+    return SyncStream(sock, where)
 
 
 def sleep(seconds: float) -> None:

@@ -86,19 +86,25 @@ class InboundProcessor:
         if parsed is None:
             self._set_aside(channel, payload, "channel name is not a valid channel of this bus")
             return None
+        signer = self._signer
         body = payload
-        if self._signer is not None:
+        if signer is not None:
             try:
-                body = self._signer.open(channel, payload)
+                kid, body = signer.open_frame(channel, payload)
             except ForgedMessageError as exc:
-                self.forged_count += 1
-                self._keep(channel, payload, f"forged: {exc}")
+                self._forged(channel, payload, exc)
                 return None
         try:
             env = self._decode(body)
         except MalformedMessageError as exc:
             self._set_aside(channel, payload, describe_undecodable(payload, exc))
             return None
+        if signer is not None and signer.binds_keys:
+            try:
+                signer.check_sender(kid, env.swarm)
+            except ForgedMessageError as exc:
+                self._forged(channel, payload, exc)
+                return None
         if self._kind == "event":
             # The channel's swarm is ours (checked when it was parsed); the envelope's
             # swarm is the sender's, which differs when a route override sent it here.
@@ -150,6 +156,10 @@ class InboundProcessor:
         """Count and keep a message whose processing raised (never kill the reader)."""
         reason = f"could not be processed: {type(error).__name__}: {error}"
         self._set_aside(channel, payload, reason)
+
+    def _forged(self, channel: bytes, payload: bytes, error: ForgedMessageError) -> None:
+        self.forged_count += 1
+        self._keep(channel, payload, f"forged: {error}")
 
     def _keep(self, channel: bytes, payload: bytes, reason: str) -> None:
         self.malformed.append(

@@ -119,9 +119,13 @@ class OutboundPlanner:
                 "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
             )
         if not self.breaker.allow(now, priority):
+            breaker = self.breaker
             raise CircuitOpenError(
-                "circuit breaker is open after repeated publish failures; priorities 8-9 "
-                "still go through, others are refused until it half-opens"
+                f"circuit breaker is open after {breaker.failure_threshold} failed publish "
+                f"calls in a row; it lets a trial publish through in "
+                f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
+                "successes close it); priorities 8-9 still go through, others are refused "
+                "until then"
             )
         return priority
 

@@ -11,13 +11,11 @@ from typing import Any
 
 import hiredis
 
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import ServerReplyError
+
+__all__ = ["ReplyParser", "ServerReplyError", "encode_command", "encode_publish"]
 
 _PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n$"
-
-
-class ServerReplyError(CfnError):
-    """Redis answered a command with an error reply (``-ERR ...``)."""
 
 
 def encode_command(*args: str | bytes | int) -> bytes:

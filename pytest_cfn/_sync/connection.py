@@ -8,11 +8,12 @@ from typing import Any
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import SyncStream, connect_stream
 from pytest_cfn._core.resp import ReplyParser, ServerReplyError, encode_command
-from pytest_cfn._errors import CfnError, ConnectionLostError
-
-
-class ServerRefusedError(CfnError):
-    """The server refused the connection handshake (AUTH, SELECT or CLIENT SETNAME)."""
+from pytest_cfn._errors import (
+    ConnectionLostError,
+    PermissionDeniedError,
+    ServerRefusedError,
+    reply_error,
+)
 
 
 class RespConnection:
@@ -40,7 +41,9 @@ class RespConnection:
         return self._stream is not None
 
     def connect(self) -> None:
-        """Open the socket and log in; raises OSError/TimeoutError or ServerRefusedError."""
+        """Open the socket and log in. Raises ServerUnavailableError (no connection),
+        ConnectionLostError (it broke during the handshake), ServerRefusedError (AUTH,
+        SELECT or CLIENT SETNAME refused) or PermissionDeniedError (an ACL refused it)."""
         self.close()
         self._parser.reset()
         stream = connect_stream(self.address, self.connect_timeout)
@@ -61,6 +64,9 @@ class RespConnection:
             for _ in commands:
                 reply = self.read_reply(self.connect_timeout)
                 if isinstance(reply, ServerReplyError):
+                    refused = reply_error(reply, "the connection handshake")
+                    if isinstance(refused, PermissionDeniedError):
+                        raise refused
                     raise ServerRefusedError(
                         f"Redis at {self.address.describe()} refused the connection: {reply}"
                     )
@@ -106,7 +112,7 @@ class RespConnection:
         self.write(encode_command(*args))
         reply = self.read_reply(self.socket_timeout)
         if isinstance(reply, ServerReplyError):
-            raise reply
+            raise reply_error(reply, str(args[0]))
         return reply
 
     def abort(self) -> None:

@@ -24,7 +24,15 @@ from pytest_cfn._sync.critical_replay import CriticalReplayer
 from pytest_cfn._sync.publisher import Publisher
 from pytest_cfn._sync.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.sync_backend import QueueLock, Wakeup, Worker, monotonic, sleep, spawn
+from pytest_cfn._backends.sync_backend import (
+    Lock,
+    QueueLock,
+    Wakeup,
+    Worker,
+    monotonic,
+    sleep,
+    spawn,
+)
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
@@ -34,7 +42,7 @@ from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.signing import EnvelopeSigner, signing_keys
-from pytest_cfn._errors import BusClosedError
+from pytest_cfn._errors import BusClosedError, PermissionDeniedError, PublishFailedError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -71,7 +79,10 @@ class BusEngine:
         self.codec = Codec(options.codec)
         self.channels = ChannelNames(options.namespace)
         ring = signing_keys(options.signing_key)
-        self.signer = EnvelopeSigner(ring) if ring is not None else None
+        self.signer: EnvelopeSigner | None = None
+        if ring is not None:
+            ring.check_signer(swarm)
+            self.signer = EnvelopeSigner(ring)
         self.breaker = CircuitBreaker(
             failure_threshold=options.breaker_failures,
             reset_timeout=options.breaker_reset,
@@ -88,6 +99,8 @@ class BusEngine:
             connect_timeout=options.connect_timeout,
             socket_timeout=options.socket_timeout,
             ack_window=options.ack_window,
+            critical_buffer=options.critical_buffer,
+            on_error=self.report_error,
         )
         self.inbound = InboundProcessor(
             self.codec,
@@ -101,8 +114,11 @@ class BusEngine:
         self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
         self._deliver = deliver
         self._on_reconnect = on_reconnect
-        self._intercept = intercept
         self._on_error = on_error
+        self._intercept = intercept
+        self._subscribe_lock = Lock()
+        self.permission_errors = 0
+        self.last_error: BaseException | None = None
         self.worker_crashes: dict[str, int] = {"reader": 0, "dispatcher": 0}
         self._replayer: CriticalReplayer | None = None
         self._subscriber: Subscriber | None = None
@@ -123,6 +139,7 @@ class BusEngine:
             self.codec,
             self.inbound.tracker,
             self._queue_lock,
+            on_error=self.report_error,
             signer=self.signer,
             channels=self.channels,
         )
@@ -141,27 +158,47 @@ class BusEngine:
         if self._closed:
             raise BusClosedError("this bus is closed; create a new one")
 
+    def report_error(self, error: BaseException) -> None:
+        """An error no caller is waiting for (a refused catch-up, a refused publish read
+        lazily): counted, kept as ``last_error`` and handed to ``on_error``."""
+        self.last_error = error
+        if isinstance(error, PermissionDeniedError):
+            self.permission_errors += 1
+        if self._on_error is None:
+            log.warning("%s: %s", self._sub_name, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback failed")
+
     def subscribe_pattern(self, pattern: str) -> None:
-        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use)."""
+        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use) and
+        return once Redis has confirmed it. Callers from several threads or tasks are
+        served one at a time, so a bus never opens a second subscriber connection."""
         self.check_open()
-        if self._subscriber is None:
-            self._subscriber = Subscriber(
-                self.address,
-                self._sub_name,
-                self._on_raw_messages,
-                on_reconnect=self._reconnected,
-                on_crash=self._worker_failed,
-                ping_interval=self.options.ping_interval,
-                ping_timeout=self.options.ping_timeout,
-                connect_timeout=self.options.connect_timeout,
-                reconnect_backoff=ExponentialWithJitterBackoff(
-                    base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
-                ),
-            )
-            self._dispatcher = spawn(
-                self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
-            )
-        self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+        with self._subscribe_lock:
+            self.check_open()
+            if self._subscriber is None:
+                self._subscriber = Subscriber(
+                    self.address,
+                    self._sub_name,
+                    self._on_raw_messages,
+                    on_reconnect=self._reconnected,
+                    on_crash=self._worker_failed,
+                    on_error=self.report_error,
+                    ping_interval=self.options.ping_interval,
+                    ping_timeout=self.options.ping_timeout,
+                    connect_timeout=self.options.connect_timeout,
+                    reconnect_backoff=ExponentialWithJitterBackoff(
+                        base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
+                    ),
+                )
+            self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+            if self._dispatcher is None:
+                self._dispatcher = spawn(
+                    self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
+                )
 
     def _reconnected(self, count: int) -> None:
         self.request_catch_up("reconnect")
@@ -286,7 +323,8 @@ class BusEngine:
     def stats(self) -> dict[str, Any]:
         inbound = self.inbound.stats()
         queue = self.queue.stats()
-        breaker = self.breaker.stats()
+        breaker = self.breaker.stats(monotonic())
+        publisher = self.publisher
         sub = self._subscriber
         return {
             "delivered": self.delivered,
@@ -308,30 +346,48 @@ class BusEngine:
             "subscriber_reconnects": sub.reconnects if sub else 0,
             "publisher_reconnects": self.publisher.reconnects,
             "watchdog_trips": sub.watchdog_trips if sub else 0,
-            "retries": self.publisher.retries,
-            "publish_failed": self.publisher.failed,
-            "publish_errors": self.publisher.reply_errors,
-            "acknowledged": self.publisher.acknowledged,
-            "in_flight": self.publisher.in_flight,
+            "retries": publisher.retries,
+            "publish_failed": publisher.failed,
+            "publish_dropped_by_priority": dict(publisher.dropped_by_priority),
+            "publish_give_ups": publisher.give_ups,
+            "publish_errors": publisher.reply_errors,
+            "acknowledged": publisher.acknowledged,
+            "in_flight": publisher.in_flight,
+            "critical_pending": publisher.critical_pending,
+            "critical_resent": publisher.critical_resent,
+            "permission_errors": self.permission_errors,
+            "last_error": str(self.last_error) if self.last_error is not None else None,
             "breaker_state": str(breaker["state"]),
+            "breaker_next_probe_in": breaker["next_probe_in"],
             "breaker": breaker,
             "connections": self.connection_count(),
         }
 
     def close(self) -> None:
+        """Stop the workers, flush, close both connections. Raises PublishFailedError
+        (after closing everything) if priority 8-9 publishes are left unacknowledged."""
         if self._closed:
             return
         self._closed = True
         self._wake.wake()
-        if self._dispatcher is not None:
-            self._dispatcher.join(2.0)
-            self._dispatcher = None
+        with self._subscribe_lock:  # a subscribe under way finishes first
+            dispatcher, self._dispatcher = self._dispatcher, None
+            subscriber, self._subscriber = self._subscriber, None
+        if dispatcher is not None:
+            dispatcher.join(2.0)
         if self._replayer is not None:
             self._replayer.settle()
         try:
             self.publisher.flush()
         except Exception as exc:
             log.warning("could not flush pending publishes at close: %s", exc)
+        abandoned = self.publisher.critical_pending
         self.publisher.close()
-        if self._subscriber is not None:
-            self._subscriber.close()
+        if subscriber is not None:
+            subscriber.close()
+        if abandoned:
+            raise PublishFailedError(
+                f"closed with {abandoned} priority 8-9 publish(es) that Redis at "
+                f"{self.address.describe()} never acknowledged ({self.publisher.last_failure}); "
+                "they are lost. flush() before close() waits for them while Redis is away"
+            )
