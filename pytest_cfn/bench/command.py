@@ -174,6 +174,9 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
 def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str]]:
     """(url, embedded, redis-benchmark path, description) of the server to measure."""
     if config.redis_url is not None:
+        from pytest_cfn.server_probe import check_server
+
+        check_server(config.redis_url)
         yield (config.redis_url, False, shutil.which("redis-benchmark"),
                f"server at {redact_url(config.redis_url)}")
         return
@@ -183,7 +186,8 @@ def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str]]:
     server.start()
     try:
         yield (server.url, True, server.redis_benchmark,
-               f"embedded redis-server pid {server.pid} at {server.url}")
+               f"embedded redis-server pid {server.pid} at {server.url} "
+               f"({server.choice.describe()})")
     finally:
         server.stop()
 
