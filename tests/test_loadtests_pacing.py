@@ -113,7 +113,7 @@ def test_a_per_agent_tap_counts_what_its_agent_received() -> None:
     tally = recorder.add_subscriber("s1", "a1", 0)
     tap = DeliveryTap(codes, own=tally)
     on_event, on_message = tap.on_event(), tap.on_message()
-    for i in range(20):
+    for _ in range(20):
         on_event(_event("state.update", 5, 1, 0, 0))
     on_event(_event("cfn.loop.phase", 9, 1, 0, 0))
     on_event(_event("state.update", 5, 0, 0, 0))  # warm-up: arrives, not measured
