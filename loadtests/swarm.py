@@ -11,8 +11,8 @@ model) the traffic of its role:
 Run it::
 
     locust -f loadtests/swarm.py --headless -u 100 -r 50 -t 30s
-    locust -f loadtests/swarm.py --headless -u 500 -r 100 -t 60s --cfn-total-rate 10000 \\
-        --cfn-model shared --cfn-redis redis://127.0.0.1:6379/0
+    locust -f loadtests/swarm.py --headless -u 500 -r 250 -t 60s --cfn-total-rate 50000 \\
+        --cfn-model shared --processes 2 --cfn-redis redis://127.0.0.1:6379/0
 
 With no ``--cfn-redis`` an embedded redis-server is started and stopped. At the end of each test
 (the run time, the web UI's STOP, a signal) it prints a table of measured figures against

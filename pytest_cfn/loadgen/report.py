@@ -280,6 +280,7 @@ def _explaining_metrics(
               if cpu_events else 0.0, "us",
               "CPU seconds of every Locust process in the window / (publishes + deliveries)",
               "lower"),
+        *_cpu_per_delivery(totals, facts),
         _info("harness_cpu_percent", facts.harness_cpu_s / window * 100
               if facts.window_s else 0.0, "% of one core",
               "CPU seconds of every Locust process in the window / window", "lower"),
@@ -293,6 +294,23 @@ def _explaining_metrics(
                          if facts.window_s else 0.0, "% of one core",
                          "redis-server used_cpu_sys + used_cpu_user over the window", "lower"))
     return out
+
+
+def _cpu_per_delivery(totals: RunTotals, facts: RunFacts) -> list[Metric]:
+    """The harness's own cost beside its rates: CPU between the window's marks per delivery
+    and per publish counted between the same marks (every Locust process added up)."""
+    cpu_s = totals.sums.get("window_cpu_s", 0.0)
+    deliveries = totals.arrivals_per_s() * facts.window_s
+    publishes = totals.sent_per_s * facts.window_s
+    method = ("CPU seconds of every Locust process between the window's start and end marks "
+              "(process_time: the bus's reads, decoding and writes in those processes included) "
+              "/ {} counted between the same marks")
+    return [
+        _info("harness_cpu_us_per_delivery", cpu_s / deliveries * 1e6 if deliveries else 0.0,
+              "us", method.format("deliveries"), "lower"),
+        _info("harness_cpu_us_per_publish", cpu_s / publishes * 1e6 if publishes else 0.0,
+              "us", method.format("publishes"), "lower"),
+    ]
 
 
 def throughput_resolution(facts: RunFacts) -> float:
