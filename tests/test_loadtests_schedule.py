@@ -42,7 +42,8 @@ def test_the_pacing_schedule_keeps_the_offered_rate(
     assert m["sent_rate"]["value"] == pytest.approx(offered, rel=0.03)
     assert m["generator_behind"]["value"] < 0.05
     assert 0 < m["send_lag_p99"]["value"] < 50.0, m["send_lag_p99"]
-    assert m["loss"]["value"] == 0 and m["critical_loss"]["value"] == 0
+    assert m["lost"]["value"] == 0 and m["late"]["value"] == 0
+    assert m["critical_loss"]["value"] == 0
     extra = result["extra"]
     assert extra["delivered"] == extra["expected_deliveries"] > 0
     # Measured sends: every agent the same number (whole intervals), none missing.
