@@ -11,19 +11,28 @@ model) the traffic of its role:
 Run it::
 
     locust -f loadtests/swarm.py --headless -u 100 -r 50 -t 30s
-    locust -f loadtests/swarm.py --headless -u 500 -r 100 -t 60s --cfn-total-rate 10000 \\
-        --cfn-model shared --cfn-redis redis://127.0.0.1:6379/0
+    locust -f loadtests/swarm.py --headless -u 500 -r 250 -t 60s --cfn-total-rate 50000 \\
+        --cfn-model shared --processes 2 --cfn-redis redis://127.0.0.1:6379/0
 
-With no ``--cfn-redis`` an embedded redis-server is started and stopped. At the end it prints a
-table of measured figures against ADR-002's targets, writes the JSON result to ``reports/``,
-and exits 1 when a gated target is missed (``--cfn-gate`` selects the gates). Locust's own
-statistics show "publish" (the publish call), and "deliver"/"message" (from the intended send
-time to each subscribing agent's handler, added once a second in aggregate; Locust rounds to
-whole ms, the gate table and the JSON have HdrHistogram µs figures). See ``--help`` for the
-``--cfn-*`` options.
+With no ``--cfn-redis`` an embedded redis-server is started and stopped. At the end of each test
+(the run time, the web UI's STOP, a signal) it prints a table of measured figures against
+ADR-002's targets and writes the JSON result to ``reports/``. Exit codes: 0 every judged gate
+passed, 1 a gate missed its target, 3 not judged: the load generator was the limit (send lag
+p99 over ``--cfn-send-lag-limit``, agents behind schedule, a process at 95 % of a core), 4 the
+run ended abnormally (workers missing or lost, fewer reports than processes, Locust stopping
+the test itself). ``--cfn-gate`` selects the gates; see ``pytest_cfn.loadgen.verdicts``.
+``python loadtests/swarm.py --help`` lists the ``--cfn-*`` options (Locust's ``--help`` cannot:
+it is printed before the locustfile is imported).
+Locust's own statistics show "publish" (the publish call), and "deliver"/"message" (from the
+intended send time to each subscribing agent's handler, added in aggregate; lost deliveries
+are failures of the "deliver" row "lost (never arrived)"; Locust rounds to whole ms, the gate
+table and the JSON have HdrHistogram µs figures). See ``--help`` for the ``--cfn-*`` options.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # run as a script (--help): gevent patches first, as under locust
+    import locust  # noqa: F401
 
 from cfn_harness.timers import use_precise_timers
 
@@ -46,6 +55,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
 from pytest_cfn._errors import CfnError  # noqa: E402
 from pytest_cfn.loadgen import options as cfn_options  # noqa: E402
 from pytest_cfn.loadgen.traffic import role_mix  # noqa: E402
+from pytest_cfn.loadgen.verdicts import SEND_LAG_LIMIT_MS, help_text  # noqa: E402
 
 RUNTIME: ProcessRuntime | None = None
 CONDUCTOR: Conductor | None = None
@@ -67,12 +77,13 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any, **_: Any) -> None:
     o = cfn_options
-    group = parser.add_argument_group("pytest-cfn load harness")
+    group = parser.add_argument_group("pytest-cfn load harness", description=help_text())
     group.add_argument("--cfn-redis", type=_checked(o.parse_redis), default=None,
                        help="Redis URL (redis://host:port/db or unix:///path); default: start "
                             "an embedded redis-server for the run")
     group.add_argument("--cfn-swarms", type=_checked(o.parse_swarms), default=0,
-                       help="swarms the agents are spread over (default 0: one per 10 agents)")
+                       help="swarms the agents are dealt to round robin (default 0: swarms of 10 "
+                            "agents, however they are spawned, web UI included)")
     group.add_argument("--cfn-rate", type=_checked(o.parse_rate), default=None,
                        help="events/s each agent offers, constant rate, open model (default 100)")
     group.add_argument("--cfn-total-rate", type=_checked(o.parse_rate), default=None,
@@ -103,6 +114,25 @@ def _add_options(parser: Any, **_: Any) -> None:
                        help="shared model: write the coalesced publishes every N ms")
     group.add_argument("--cfn-namespace", type=_checked(o.parse_namespace), default=None,
                        help="channel/connection namespace (default: a fresh one per run)")
+    group.add_argument("--cfn-send-lag-limit", type=_checked(o.parse_positive_float),
+                       default=SEND_LAG_LIMIT_MS, metavar="MS",
+                       help="send lag p99 (actual minus intended publish time) above which the "
+                            "load generator is the limit and throughput, delivery p99 and "
+                            f"critical loss are NOT JUDGED, exit code 3 (default "
+                            f"{SEND_LAG_LIMIT_MS:g} ms)")
+
+
+def _runtime() -> ProcessRuntime:
+    assert RUNTIME is not None, "swarm.py's init listener did not run"
+    return RUNTIME
+
+
+def _fresh_runtime(environment: Environment) -> None:
+    """Each test (the web UI can run several) gets a runtime of its own."""
+    global RUNTIME
+    if RUNTIME is None or RUNTIME.closed:
+        RUNTIME = ProcessRuntime(environment)
+    RUNTIME.configure()
 
 
 @events.init.add_listener
@@ -112,12 +142,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     parsed = environment.parsed_options
     if parsed is not None and parsed.cfn_rate is not None and parsed.cfn_total_rate is not None:
         sys.exit("cfn: give --cfn-rate (per agent) or --cfn-total-rate (in total), not both")
-    if isinstance(runner, (LocalRunner, WorkerRunner)):
-        RUNTIME = runtime = ProcessRuntime(environment)
-        runner.register_message("cfn_window", runtime.on_window)
-        runner.register_message("cfn_stop", runtime.on_stop, concurrent=True)
-        environment.events.test_start.add_listener(lambda **_: runtime.configure())
-        environment.events.test_stop.add_listener(lambda **_: runtime.close())
+    hooks = environment.events
     if isinstance(runner, (LocalRunner, MasterRunner)):
         CONDUCTOR = conductor = Conductor(environment)
         try:
@@ -127,10 +152,20 @@ def _on_init(environment: Environment, **_: Any) -> None:
             sys.exit(f"cfn: cannot start the harness: {exc}")
         runner.register_message("cfn_final", conductor.on_final)
         runner.register_message("cfn_ready", conductor.on_ready)
-        environment.events.spawning_complete.add_listener(conductor.on_spawning_complete)
-        environment.events.test_stopping.add_listener(lambda **_: conductor.finish())
-        environment.events.quitting.add_listener(lambda **_: conductor.gate_exit_code())
-        environment.events.quit.add_listener(lambda **_: conductor.print_and_stop())
+        # before the runtime's listener: the settings are dealt before agents read them
+        hooks.test_start.add_listener(conductor.on_test_start)
+        hooks.spawning_complete.add_listener(conductor.on_spawning_complete)
+        hooks.test_stopping.add_listener(lambda **_: conductor.finish())
+        hooks.test_stop.add_listener(conductor.on_test_stop)
+        hooks.quitting.add_listener(lambda **_: conductor.gate_exit_code())
+        hooks.quit.add_listener(lambda **_: conductor.print_and_stop())
+    if isinstance(runner, (LocalRunner, WorkerRunner)):
+        RUNTIME = ProcessRuntime(environment)
+        runner.register_message("cfn_window", lambda *a, **k: _runtime().on_window(*a, **k))
+        runner.register_message("cfn_stop", lambda *a, **k: _runtime().on_stop(*a, **k),
+                                concurrent=True)
+        hooks.test_start.add_listener(lambda **_: _fresh_runtime(environment))
+        hooks.test_stop.add_listener(lambda **_: _runtime().close())
 
 
 class CfnAgent(User):
@@ -140,8 +175,7 @@ class CfnAgent(User):
     role = "implementer"
 
     def on_start(self) -> None:
-        runtime = RUNTIME
-        assert runtime is not None, "swarm.py's init listener did not run"
+        runtime = _runtime()
         runtime.configure()
         agent, swarm, peer = runtime.place_agent(self.role)
         try:
@@ -155,8 +189,7 @@ class CfnAgent(User):
 
     @task
     def follow_schedule(self) -> None:
-        assert RUNTIME is not None
-        self.client.run_schedule(RUNTIME.rate, random.random())
+        self.client.follow_schedule(random.random())
 
     def on_stop(self) -> None:
         client = getattr(self, "client", None)
@@ -183,3 +216,19 @@ class Coordinator(CfnAgent):
 
     weight = 1
     role = "coordinator"
+
+
+def _print_help() -> None:
+    """``python loadtests/swarm.py --help``: the harness's options, verdicts and exit codes
+    (Locust's own ``--help`` is printed before it imports a locustfile, so it cannot list
+    them)."""
+    parser = argparse.ArgumentParser(
+        prog="locust -f loadtests/swarm.py",
+        description="Simulated CFN agents (ADR-002) for Locust (its own options: locust --help)",
+    )
+    _add_options(parser)
+    parser.print_help()
+
+
+if __name__ == "__main__":
+    _print_help()

@@ -17,7 +17,8 @@ Schema ``pytest-cfn/result``, version 1. One file holds one run::
 A ``Metric`` is one measured figure against (optionally) one target::
 
     {"name": "throughput", "value": 12345.0, "unit": "events/s",
-     "target": 10000.0, "op": ">=", "verdict": "pass" | "fail" | "info",
+     "target": 10000.0, "op": ">=",
+     "verdict": "pass" | "fail" | "info" | "n/a" | "not-judged",
      "method": "delivered events counted at the handlers / wall time, ...",
      "better": "higher" | "lower",
      "latency": {"count": N, "p50_us": .., "p90_us": .., "p99_us": .., "p99_9_us": ..,
@@ -49,7 +50,9 @@ from pytest_cfn._errors import CfnError
 SCHEMA = "pytest-cfn/result"
 SCHEMA_VERSION = 1
 
-Verdict = Literal["pass", "fail", "info"]
+Verdict = Literal["pass", "fail", "info", "n/a", "not-judged"]
+"""``n/a``: the target cannot be met by construction (e.g. the offered rate is below it);
+``not-judged``: the figure was set by the load generator's limit, not by Redis."""
 Op = Literal[">=", "<=", ">", "<", "=="]
 Better = Literal["higher", "lower"]
 

@@ -28,8 +28,9 @@ from pytest_cfn.loadgen.traffic import (
     role_mix,
     traffic_cycle,
 )
+from pytest_cfn.loadgen.verdicts import GeneratorLimit, generator_limit, help_text, run_outcome
 from pytest_cfn.metrics.latency import LatencyHistogram
-from pytest_cfn.results import RedisInfo
+from pytest_cfn.results import Metric, RedisInfo, RunResult
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -366,7 +367,9 @@ def test_a_saturated_generator_yields_a_throughput_below_the_offered_rate() -> N
     assert metrics["throughput"].value == pytest.approx(400.0, rel=0.02)
     assert metrics["sent_rate"].value == pytest.approx(400.0, rel=0.02)
     assert metrics["deliveries_per_s"].value == pytest.approx(800.0, rel=0.02)
-    assert metrics["throughput"].verdict == "fail"
+    # The generator, not Redis, set the figure: neither a pass nor a fail.
+    assert metrics["throughput"].verdict == "not-judged"
+    assert metrics["throughput"].method.startswith("not judged: load generator limit (agents")
     assert "delivery time" in metrics["throughput"].method
     # Sending since t=0 at 40 % of the offered rate, at the end (3 s) it is 1.8 s behind.
     assert metrics["generator_behind"].value == pytest.approx(1.8, abs=0.05)
@@ -376,11 +379,17 @@ def test_a_saturated_generator_yields_a_throughput_below_the_offered_rate() -> N
     facts.notes.append(note)
     table = render_table(options, list(metrics.values()), facts)
     assert "note: load generator behind schedule by" in table
-    assert "FAILED: throughput" in table
+    assert "gates: NOT JUDGED (not judged: load generator limit): throughput" in table
+    assert "--processes N" in table and "--master and --worker" in table
+    assert "exit code 3: not judged: load generator limit" in table
+    assert "FAILED" not in table and "all passed" not in table
     result = build_result(options, list(metrics.values()), totals, facts, RedisInfo(version=""),
                           {}, {})
     assert result.extra["generator_saturated"] is True
     assert result.extra["generator_behind_s"] == pytest.approx(1.8, abs=0.05)
+    assert result.extra["verdict"]["outcome"] == "not-judged"
+    assert result.extra["verdict"]["exit_code"] == 3
+    assert result.extra["verdict"]["not_judged"] == ["throughput"]
 
 
 def test_a_generator_on_schedule_sustains_the_offered_rate() -> None:
@@ -413,3 +422,91 @@ def test_throughput_is_judged_at_the_resolution_of_its_count(delivered: int, ver
     assert metrics["throughput"].value == delivered / 2
     assert metrics["throughput"].verdict == verdict
     assert "+/- 50.0 events/s" in metrics["throughput"].method
+
+
+def _judged(capacity_per_s: float, gate: str, *targets: str, **facts_changes: object) -> tuple[
+    dict[str, Metric], str, RunResult
+]:
+    options = o.HarnessOptions.from_values({"cfn_gate": gate, "cfn_target": list(targets)})
+    totals, facts = _simulate(capacity_per_s=capacity_per_s)
+    facts.connections = _facts().connections
+    for name, value in facts_changes.items():
+        setattr(facts, name, value)
+    metrics = build_metrics(options, totals, facts)
+    table = render_table(options, metrics, facts)
+    result = build_result(options, metrics, totals, facts, RedisInfo(version=""), {}, {})
+    return {m.name: m for m in metrics}, table, result
+
+
+def test_a_target_the_offered_rate_cannot_reach_is_not_applicable_not_a_failure() -> None:
+    # 10 agents x 100 events/s = 1,000/s can never deliver the ADR's 10,000/s.
+    metrics, table, result = _judged(5000.0, "throughput,connections")
+    assert metrics["throughput"].verdict == "n/a"
+    assert "offer 1,000 events/s, below the 10,000 target" in metrics["throughput"].method
+    assert "not applicable (cannot be met by construction): throughput" in table
+    assert "gates: all passed" in table and "exit code 0" in table
+    assert result.extra["verdict"]["not_applicable"] == ["throughput"]
+    assert result.extra["verdict"]["exit_code"] == 0
+
+
+def test_a_send_lag_over_the_limit_or_a_busy_process_means_not_judged() -> None:
+    # On schedule (behind 0 s), but a process at 97 % of a core: load gates not judged,
+    # the connection gate is still judged.
+    metrics, table, result = _judged(
+        5000.0, "throughput,p99,connections", "min_throughput=900", "max_p99_ms=1000",
+        process_cpu_percent={"process 0": 97.0, "process 1": 40.0},
+    )
+    assert metrics["throughput"].verdict == "not-judged"
+    assert metrics["delivery_p99"].verdict == "not-judged"
+    assert metrics["connections_per_subsystem"].verdict == "pass"
+    assert "process 0 97 %" in metrics["throughput"].method
+    assert "process 1" not in metrics["throughput"].method
+    assert result.extra["verdict"]["exit_code"] == 3
+    assert "NOT JUDGED" in table and "PASS" in table
+
+
+def test_send_lag_p99_over_the_limit_is_a_generator_limit() -> None:
+    limit = generator_limit(12.5, 0.0, {}, send_lag_limit_ms=5.0)
+    assert limit.limited and limit.text() == "send_lag_p99 12.5 ms > 5 ms"
+    assert not generator_limit(4.9, 0.05, {"process 0": 94.0}).limited
+
+
+def test_a_run_with_lost_deliveries_never_passes_throughput() -> None:
+    metrics, table, _ = _judged(5000.0, "throughput", "min_throughput=900", late=3)
+    assert metrics["throughput"].verdict == "fail"
+    assert metrics["throughput"].method.startswith("3 deliveries late;")
+    assert metrics["late"].value == 3
+    assert "gates: FAILED: throughput" in table and "exit code 1" in table
+    totals, facts = _simulate(capacity_per_s=5000.0)
+    totals.received["s"][5] -= 7  # seven deliveries never arrived
+    options = o.HarnessOptions.from_values({"cfn_gate": "throughput",
+                                            "cfn_target": ["min_throughput=900"]})
+    judged = {m.name: m for m in build_metrics(options, totals, facts)}
+    assert judged["lost"].value == 7 and judged["late"].value == 0
+    assert judged["throughput"].verdict == "fail"
+    assert judged["throughput"].method.startswith("7 deliveries lost;")
+
+
+def test_an_abnormal_end_wins_over_every_verdict_and_exits_4() -> None:
+    reason = "worker w1 missed heartbeats (Locust marked it missing)"
+    metrics, table, result = _judged(5000.0, "connections", abnormal=[reason])
+    assert metrics["connections_per_subsystem"].verdict == "pass"
+    assert f"run: ABNORMAL END: {reason}" in table
+    assert "all passed" not in table and "exit code 4: the run ended abnormally" in table
+    assert result.extra["verdict"]["outcome"] == "abnormal"
+    assert result.extra["verdict"]["exit_code"] == 4
+    assert result.extra["abnormal"] == [reason]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "abnormal", "code"),
+    [(["pass", "n/a", "info"], [], 0), (["pass", "fail", "not-judged"], [], 1),
+     (["pass", "not-judged"], [], 3), (["fail"], ["worker quit"], 4), ([], [], 0)],
+)
+def test_the_exit_code_follows_the_documented_precedence(
+    verdicts: list[str], abnormal: list[str], code: int
+) -> None:
+    metrics = [Metric(name=f"m{i}", value=0.0, unit="x", method="", verdict=v)  # type: ignore[arg-type]
+               for i, v in enumerate(verdicts)]
+    assert run_outcome(metrics, GeneratorLimit(), abnormal).exit_code == code
+    assert str(code) in help_text()

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from pytest_cfn.cli import main
-from pytest_cfn.results import RedisInfo, read_result
+from pytest_cfn.results import Metric, RedisInfo, RunResult, read_result
 from pytest_cfn.sweep.document import SweepData, build_result, saturated
 from pytest_cfn.sweep.figures import FIGURES
-from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile
+from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile, step_row
 from pytest_cfn.sweep.summary import load_table
 
 FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
@@ -213,19 +213,42 @@ def _load_row(**changes: Any) -> dict[str, Any]:
     return {**row, "agents": 500, "offered": 50_000.0, **changes}
 
 
-@pytest.mark.parametrize(("delivered", "verdict"), [(20_000.0, "pass"), (8_000.0, "fail")])
-def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it_is(
-    delivered: float, verdict: str
+@pytest.mark.parametrize("delivered", [20_000.0, 8_000.0])
+def test_a_saturated_step_is_not_judged_whatever_it_delivered_and_says_whose_limit_it_is(
+    delivered: float,
 ) -> None:
-    row = _load_row(delivered_per_s=delivered, generator_saturated=True, generator_behind_s=1.8)
+    row = _load_row(delivered_per_s=delivered, generator_saturated=True, generator_behind_s=1.8,
+                    generator_limit=["send_lag_p99 812.0 ms > 5 ms"])
     assert saturated(row)
     result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
-    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
-    assert metric.value == delivered and metric.verdict == verdict
+    by_name = {m.name: m for m in result.metrics}
+    metric = by_name["delivered_events_per_s"]
+    assert metric.value == delivered and metric.verdict == "not-judged"
+    assert by_name["delivery_p99"].verdict == "not-judged"
     assert "load generator behind schedule by 1.80 s" in metric.method
+    assert "load generator limit: send_lag_p99 812.0 ms > 5 ms" in metric.method
     assert "generator's limit, not Redis's" in metric.method
     (shown,) = load_table(SweepData.from_result(result)).rows
     assert shown[4] == f"{delivered:,.0f} (generator limit)"
+    assert shown[5] == "not judged" and shown[9] == "not judged"
+
+
+def test_a_step_with_lost_or_late_deliveries_never_passes_and_a_small_one_is_n_a() -> None:
+    for lossy in ({"lost": 12.0}, {"arrived_late": 3.0}):
+        row = _load_row(agents=100, offered=10_000.0, delivered_per_s=10_000.0,
+                        generator_saturated=False, **lossy)
+        result = build_result([row], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+        (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+        assert metric.verdict == "fail", lossy
+        assert ("12 deliveries lost" if "lost" in lossy else
+                "3 deliveries late (after the drain)") in metric.method
+        assert load_table(SweepData.from_result(result)).rows[0][5] == "FAIL"
+    small = _load_row(agents=20, offered=2_000.0, delivered_per_s=2_000.0,
+                      generator_saturated=False)
+    result = build_result([small], redis=RedisInfo(version="7.0.15"), machine={}, extra={})
+    (metric,) = [m for m in result.metrics if m.name == "delivered_events_per_s"]
+    assert metric.verdict == "n/a" and "below the 10,000 target" in metric.method
+    assert load_table(SweepData.from_result(result)).rows[0][5] == "n/a"
 
 
 def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:
@@ -346,3 +369,23 @@ def test_library_layouts_are_judged_as_a_ratio_to_the_raw_layout_of_the_same_pas
     assert by_name["single-pipelined_events_per_s"].role == "reference"
     ratio = by_name["shared_vs_raw"]
     assert ratio.role == "figure" and ratio.runs == 2 and ratio.low == pytest.approx(0.1)
+
+
+def test_a_harness_run_that_ended_abnormally_is_a_failed_step_with_its_reason() -> None:
+    result = RunResult(
+        tool="locust", redis=RedisInfo(version="7.0.15"), metrics=[
+            Metric(name="lost", value=7.0, unit="deliveries", method=""),
+            Metric(name="late", value=2.0, unit="deliveries", method=""),
+        ],
+        extra={"agents": 20, "agent_rate": 100.0, "model": "shared", "window_s": 4.0,
+               "abnormal": ["worker w1 missed its heartbeats (Locust marked it missing)"],
+               "verdict": {"outcome": "abnormal", "exit_code": 4,
+                           "generator_limit": ["send_lag_p99 9.0 ms > 5 ms"]}},
+    )
+    step = step_row(result)
+    assert step["status"] == "abnormal"
+    assert step["abnormal"] == ["worker w1 missed its heartbeats (Locust marked it missing)"]
+    assert step["lost"] == step["loss"] == 7.0 and step["arrived_late"] == 2.0
+    assert step["generator_limit"] == ["send_lag_p99 9.0 ms > 5 ms"]
+    result.extra["abnormal"] = []
+    assert step_row(result)["status"] == "ok"

@@ -1,19 +1,21 @@
-"""One simulated agent's client: its Event Bus and Messenger, publishing on a constant-rate
-schedule and recording what its subscriptions deliver.
+"""One simulated agent's client: its Event Bus and Messenger, the sends the process's pacing
+schedule asks of it, and the taps that count what its subscriptions deliver.
 
-Locust's custom-client idiom (``locust/contrib/postgres.py``): the client wraps the library and
-fires ``events.request`` for each publish ("publish", event type), with the call's time and any
-error. Deliveries are not fired one by one (a process handles only ~150k Locust events/s and
-deliveries fan out); handlers append to the process's DeliveryRecorder and the runtime adds
-them to Locust's statistics once a second ("deliver"/"message", event type).
+The agent does not pace itself: the process runs one pacing schedule over all its agents
+(``ProcessRuntime``) and calls :meth:`CfnClient.send` for each due slot. Publishes are not
+fired as Locust request events one by one; the runtime adds them to Locust's statistics in
+aggregate (counts per event type, the mean time of a publish call per scheduler tick), as it
+does deliveries. A publish that fails is fired at once, with its exception.
 
 In the per-agent model the client owns its connections (Event Bus and Messenger: 2 + 2, as
-ADR-002's table counts). In the shared model it borrows its swarm's bus and messenger from the
-process (one set per swarm per process) and only adds its handlers.
+ADR-002's table counts) and a tap on each is its handler. In the shared model it borrows its
+swarm's bus and messenger from the process (one set per swarm per process, each with the
+process's tap as its first handler) and adds a handler of its own that the tap checks.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,8 @@ import gevent
 from pytest_cfn import EventBus
 from pytest_cfn._errors import CfnError
 from pytest_cfn.loadgen.options import MixEntry
-from pytest_cfn.loadgen.traffic import Schedule, padding_for, traffic_cycle
+from pytest_cfn.loadgen.taps import DeliveryTap
+from pytest_cfn.loadgen.traffic import padding_for, traffic_cycle
 
 MESSENGER: type[Any] | None
 try:  # without a Messenger (older library) messages ride the destination's Event Bus
@@ -38,12 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
-perf_counter = time.perf_counter
 NEVER_NS = 1 << 62
 
 
 class CfnClient:
-    """The connections of one agent and the accounting of what it sends and receives."""
+    """The connections of one agent, its sends, and the accounting of what it receives."""
 
     def __init__(
         self,
@@ -59,138 +61,129 @@ class CfnClient:
         self.agent = agent
         self.role = role
         self.peer_swarm = peer_swarm
-        self._cycle = traffic_cycle(mix)
-        self._fire = runtime.environment.events.request.fire
         self._owned: list[Any] = []
         self._tokens: list[tuple[Any, int]] = []
+        self._listening: list[tuple[DeliveryTap, list[Any]]] = []
+        self.closed = False
         try:
             self._connect(runtime, swarm, agent)
         except BaseException:
             self.close()
             raise
+        self._cycle = self._plan(mix)
+        self.sender = runtime.swarm_sender(swarm) if self.shared else runtime.new_sender()
 
     def _connect(self, runtime: ProcessRuntime, swarm: str, agent: str) -> None:
         options = runtime.options
         self.shared = options.model == "shared"
-        self.bus = runtime.shared_bus(swarm) if self.shared else self._own_bus(swarm)
-        self.messenger = self._messenger(swarm)
-        self._links: dict[str, Any] = {}
         self.padding = padding_for(
             options.payload, swarm, agent, f"{agent}.00000000", "state.update"
         )
-        self.size = max(options.payload, 150)
         # counted as late (left out of loss accounting) unless subscribing completes
         self.tally = runtime.recorder.add_subscriber(swarm, agent, NEVER_NS)
-        on_event, on_message = runtime.handlers(self.tally)
-        self._tokens.append((self.bus, self.bus.subscribe("*", on_event)))
-        if self.messenger is not None:
-            self._tokens.append((self.messenger, self.messenger.on_message(on_message)))
+        if self.shared:
+            self.bus = runtime.shared_bus(swarm)
+            self._listen(self.bus, runtime.tap_of(self.bus), messages=False)
+            self.messenger = runtime.shared_messenger(swarm)
+            if self.messenger is not None:
+                self._listen(self.messenger, runtime.tap_of(self.messenger), messages=True)
+        else:
+            self.bus = EventBus(runtime.url, swarm, agent, options=runtime.bus_options)
+            self._owned.append(self.bus)
+            tap = runtime.new_tap(self.tally)
+            self._tokens.append((self.bus, self.bus.subscribe("*", tap.on_event())))
+            self.messenger = None
+            if MESSENGER is not None:
+                self.messenger = MESSENGER(runtime.url, swarm, agent, options=runtime.bus_options)
+                self._owned.append(self.messenger)
+                tap = runtime.new_tap(self.tally)
+                self._tokens.append((self.messenger, self.messenger.on_message(tap.on_message())))
         self.tally.ready_ns = time_ns()
 
-    def _own_bus(self, swarm: str) -> Any:
-        bus = EventBus(self.runtime.url, swarm, self.agent, options=self.runtime.bus_options)
-        self._owned.append(bus)
-        return bus
+    def _listen(self, owner: Any, tap: DeliveryTap, *, messages: bool) -> None:
+        """A handler of this agent's own behind the shared bus's tap (which must already be
+        subscribed, so adding it does not yield between the tap's count and the handler)."""
+        received = tap.add_listener(self.tally, messages=messages)
+        try:
+            token = owner.on_message(received.append) if messages else owner.subscribe(
+                "*", received.append
+            )
+        except BaseException:
+            tap.remove_listener(received)
+            raise
+        self._tokens.append((owner, token))
+        self._listening.append((tap, received))
 
-    def _messenger(self, swarm: str) -> Any:
-        if MESSENGER is None:
-            return None
-        if self.shared:
-            return self.runtime.shared_messenger(swarm)
-        messenger = MESSENGER(self.runtime.url, swarm, self.agent, options=self.runtime.bus_options)
-        self._owned.append(messenger)
-        return messenger
+    def _plan(self, mix: tuple[MixEntry, ...]) -> Any:
+        """The role's traffic as an endless cycle of ready-made send steps."""
+        runtime = self.runtime
+        steps = []
+        seen: dict[MixEntry, tuple[Any, ...]] = {}
+        for entry in itertools.islice(traffic_cycle(mix), sum(e.weight for e in mix if e.weight)):
+            step = seen.get(entry)
+            if step is None:
+                destination = self.peer_swarm if entry.message else self.swarm
+                if entry.message and self.messenger is not None:
+                    target = self.messenger.send
+                    first: str = destination
+                elif entry.message:
+                    target = self._link(destination).publish
+                    first = entry.type
+                else:
+                    target = self.bus.publish
+                    first = entry.type
+                step = seen[entry] = (
+                    target, first, entry.type, entry.priority, entry.message,
+                    runtime.recorder.published_counts(destination),
+                    runtime.publish_index(entry.type),
+                )
+            steps.append(step)
+        return itertools.cycle(steps)
 
     def _link(self, swarm: str) -> Any:
         """Without a Messenger: the Event Bus of the destination swarm, publisher side only."""
-        link = self._links.get(swarm)
-        if link is None:
-            if swarm == self.swarm:
-                link = self.bus
-            elif self.shared:
-                link = self.runtime.shared_bus(swarm)
-            else:
-                link = EventBus(
-                    self.runtime.url, swarm, self.agent, options=self.runtime.bus_options
-                )
-                self._owned.append(link)
-            self._links[swarm] = link
+        if self.shared:
+            return self.runtime.shared_bus(swarm)
+        link = EventBus(self.runtime.url, swarm, self.agent, options=self.runtime.bus_options)
+        self._owned.append(link)
         return link
 
-    def run_schedule(self, rate: float, phase: float) -> None:
-        """Once every agent has subscribed, publish on the schedule until the window closes
-        (then idle until Locust stops us)."""
+    def send(self, intended_ns: int, measured: int) -> None:
+        """One event (or message) of the role's traffic, with its intended send time."""
+        target, first, event_type, priority, message, counts, index = next(self._cycle)
         runtime = self.runtime
-        window = runtime.window
-        recorder = runtime.recorder
-        lag = recorder.lag_pending
-        runtime.go.wait()
-        schedule = Schedule(rate, time_ns(), phase)
-        self.schedule = schedule
-        sleep = gevent.sleep
-        while True:
-            end = window.end_ns
-            t = schedule.next_ns()
-            if end is not None and t >= end:
-                break
-            delay = (t - time_ns()) / 1e9
-            if delay > 0:
-                sleep(delay)
-                continue
-            schedule.take()
-            measured = window.measured(t)
-            if measured:
-                lag.append(time_ns() - t)
-            self.publish(next(self._cycle), t, measured)
-        while True:
-            sleep(3600)
-
-    def publish(self, entry: MixEntry, intended_ns: int, measured: bool) -> None:
-        """One event (or message) with its intended send time; fires a Locust request event."""
-        data = {"t": intended_ns, "m": 1 if measured else 0, "a": self.agent, "p": self.padding}
-        recorder = self.runtime.recorder
-        destination = self.swarm
-        start = perf_counter()
+        data = {"t": intended_ns, "m": measured, "a": self.agent, "p": self.padding}
+        if message:
+            data["k"] = event_type
         try:
-            if entry.message:
-                destination = self.peer_swarm
-                data["k"] = entry.type
-                if self.messenger is not None:
-                    self.messenger.send(destination, data, entry.priority)
-                else:
-                    self._link(destination).publish(entry.type, data, entry.priority)
-            else:
-                self.bus.publish(entry.type, data, entry.priority)
+            target(first, data, priority)
         except CfnError as exc:
-            recorder.publish_errors += 1
-            self._fire(
-                request_type="publish",
-                name=entry.type,
-                response_time=(perf_counter() - start) * 1000,
-                response_length=0,
-                exception=exc,
-            )
+            runtime.publish_failed(event_type, exc)
             return
-        self._fire(
-            request_type="publish",
-            name=entry.type,
-            response_time=(perf_counter() - start) * 1000,
-            response_length=self.size,
-            exception=None,
-        )
-        recorder.published_total += 1
+        runtime.publishes[index] += 1
         if measured:
-            recorder.published_counts(destination)[entry.priority] += 1
+            counts[priority] += 1
 
-    def next_intended_ns(self) -> int | None:
-        schedule = getattr(self, "schedule", None)
-        return schedule.next_ns() if schedule is not None else None
+    def follow_schedule(self, phase: float) -> None:
+        """The Locust task: hand this agent to the process's pacing schedule; then, in the
+        per-agent model, write this agent's due sends as the schedule hands them over (in
+        the shared model the swarm's sender does) until Locust stops the user."""
+        if not self.closed:
+            self.runtime.schedule_agent(self, phase)
+        if self.shared:
+            while True:
+                gevent.sleep(3600)
+        self.runtime.run_sender(self.sender)
+        while True:
+            gevent.sleep(3600)
 
     def stats(self) -> list[dict[str, Any]]:
         """Counters of the connections this agent owns (shared ones are the runtime's)."""
         return [bus.stats() for bus in self._owned]
 
     def close(self) -> None:
+        self.closed = True
+        self.runtime.unschedule_agent(self)
         for owner, token in self._tokens:
             remove = getattr(owner, "unsubscribe", None) or owner.remove_handler
             try:
@@ -198,6 +191,9 @@ class CfnClient:
             except CfnError:
                 pass
         self._tokens.clear()
+        for tap, received in self._listening:
+            tap.remove_listener(received)
+        self._listening.clear()
         for bus in self._owned:
             try:
                 bus.close()

@@ -1,12 +1,20 @@
 """The conductor: runs in the master (or in the only process) and owns the run as a whole.
 
 At init it checks the options, starts an embedded redis-server when no ``--cfn-redis`` is given,
-and writes the settings every worker must share into the parsed options (Locust sends them
-with the spawn message). Once spawning is complete and every agent has reported its
-subscriptions confirmed (``cfn_ready``), it opens the measurement window after the warm-up.
-When the test stops it closes the window, gathers every process's snapshot (``cfn_final``),
-merges them, judges the gates, writes the JSON and sets the exit code in ``quitting``. The gate
-table is printed at ``quit``, after Locust's own statistics.
+and starts the server samplers. At each test start (headless, or the web UI's START) it writes
+the settings every worker must share into the parsed options (Locust sends them with the spawn
+message): the swarms for the number of users asked for, and a dense slot per worker. Once
+spawning is complete and every agent has reported its subscriptions confirmed (``cfn_ready``),
+it opens the measurement window after the warm-up.
+
+When the test stops (the run time, the STOP button, a signal, or Locust itself) a finishing
+greenlet of its own closes the window, gathers every process's snapshot (``cfn_final``), merges
+them, judges the gates and writes the JSON; whoever stops or quits waits for it, so no run ends
+without its table and its result. While the test runs, an EndWatch (``endwatch.py``) notes what
+makes an end abnormal (a worker missing heartbeats, quitting or crashing; Locust stopping the
+test itself; exceptions in users); the exit code, set at ``quitting``, follows
+:mod:`pytest_cfn.loadgen.verdicts`. The table is printed at ``test_stop`` under the web UI, and
+at ``quit`` (after Locust's own statistics) when headless.
 """
 
 from __future__ import annotations
@@ -23,21 +31,33 @@ import redis
 from locust.env import Environment
 from locust.rpc.protocol import Message as RpcMessage
 from locust.runners import LocalRunner, MasterRunner
+from locust.stats import StatsError
 
+from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
 from pytest_cfn.loadgen.accounting import merge
 from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
-from pytest_cfn.loadgen.options import HarnessOptions
+from pytest_cfn.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
 from pytest_cfn.loadgen.report import (
     RunFacts,
     build_metrics,
     build_result,
     generator_note,
+    late_counts,
+    outcome_of,
+    process_cpu_percent,
     render_table,
 )
 from pytest_cfn.loadgen.traffic import aligned_end
+from pytest_cfn.loadgen.verdicts import (
+    EXIT_ABNORMAL,
+    EXIT_CODES,
+    EXIT_GATE_FAILED,
+    EXIT_NOT_JUDGED,
+    EXIT_PASSED,
+)
 from pytest_cfn.metrics import ServerSampler, machine_info
-from pytest_cfn.results import RedisInfo, redact_url, write_result
+from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.server_probe import check_server
 
 log = logging.getLogger("cfn.harness")
@@ -45,10 +65,11 @@ time_ns = time.time_ns
 END_LEAD_S = 0.3
 FINAL_GRACE_S = 10.0
 READY_TIMEOUT_S = 60
+EXIT_RANK = {EXIT_PASSED: 0, EXIT_NOT_JUDGED: 1, EXIT_GATE_FAILED: 2, EXIT_ABNORMAL: 3}
 
 
 class Conductor:
-    """Master-side (or stand-alone) control of one harness run."""
+    """Master-side (or stand-alone) control of the harness's runs."""
 
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
@@ -57,21 +78,32 @@ class Conductor:
         self.sampler: ServerSampler | None = None
         self.client: redis.Redis | None = None
         self.agents = 0
+        self.exit_code: int | None = None
+        self.runs = 0
+        self._auto_swarms = True
+        self._greenlets: list[gevent.Greenlet] = []
+        self.watch = EndWatch(environment)
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """Forget the previous run (the web UI can start several in one process)."""
         self.window_start: int | None = None
         self.finals: dict[str, dict[str, Any]] = {}
         self.expected: set[str] = set()
+        self.participants: set[str] = set()
         self.peak: ConnectionCount | None = None
         self.server_cpu_start: float | None = None
         self.failed: bool | None = None
-        self.table = ""
-        self.report_path: Path | None = None
-        self._finished = False
-        self._greenlets: list[gevent.Greenlet] = []
-        self._opening: gevent.Greenlet | None = None
-        self._spawned_at = time.monotonic()
         self.ready: dict[str, tuple[int, int]] = {}
         self.unready = 0
         self.subscribe_s = 0.0
+        self.printed = False
+        self.table = ""
+        self.report_path: Path | None = None
+        self.started = False
+        self._finishing: gevent.Greenlet | None = None
+        self._opening: gevent.Greenlet | None = None
+        self._spawned_at = time.monotonic()
 
     def start(self) -> None:
         """At init: settings, the server, the samplers."""
@@ -79,6 +111,8 @@ class Conductor:
         assert parsed is not None
         values = vars(parsed)
         self.options = HarnessOptions.from_values(values)
+        self._auto_swarms = not self.options.swarms
+        self._total_rate = self.options.total_rate
         self.agents = int(values.get("num_users") or 0) or 1
         if not self.options.redis:
             from pytest_cfn.server import RedisServer
@@ -89,10 +123,7 @@ class Conductor:
                      self.server.url, self.server.choice.describe())
         if not self.options.namespace:
             parsed.cfn_namespace = f"lt{os.getpid()}x{os.urandom(3).hex()}"
-        parsed.cfn_swarms = self.options.swarm_count(self.agents)
-        parsed.cfn_rate = self.options.agent_rate(self.agents)
-        parsed.cfn_total_rate = None
-        self.options = HarnessOptions.from_values(vars(parsed))
+        self._share_settings(self.agents)
         url = str(self.options.redis)
         check_server(url)
         self.client = redis.Redis.from_url(url, socket_timeout=2.0, client_name="cfn-sampler")
@@ -100,13 +131,47 @@ class Conductor:
         self.sampler = ServerSampler.from_url(url, interval=1.0).start()
         self._greenlets.append(gevent.spawn(self._count_connections))
 
+    def _share_settings(self, agents: int) -> None:
+        """Swarms, per-agent rate and worker slots for ``agents`` users, into the options
+        Locust ships to the workers with the spawn message."""
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        options = self.options
+        parsed.cfn_swarms = options.swarm_count(agents) if self._auto_swarms else options.swarms
+        parsed.cfn_swarm_size = DEFAULT_AGENTS_PER_SWARM if self._auto_swarms else 0
+        if self._total_rate is not None:
+            parsed.cfn_rate = self._total_rate / max(1, agents)
+        else:
+            parsed.cfn_rate = options.rate
+        parsed.cfn_total_rate = None
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            active = runner.clients.ready + runner.clients.running + runner.clients.spawning
+            ids = sorted(str(c.id) for c in active)
+            parsed.cfn_worker_slots = {client_id: i for i, client_id in enumerate(ids)}
+            self.participants = set(ids)
+        self.options = HarnessOptions.from_values(vars(parsed))
+
+    def on_test_start(self, **_: Any) -> None:
+        """Before any user spawns: a fresh run, dealt for the number of users asked for."""
+        if self._finishing is not None:
+            self._new_run()
+        self.started = True
+        self.runs += 1
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        self.agents = int(getattr(parsed, "num_users", 0) or 0) or self.agents
+        self._share_settings(self.agents)
+        self.watch.begin(self.participants)
+
     def _count_connections(self) -> None:
-        while not self._finished and self.client is not None:
-            try:
-                sample = count_connections(self.client.client_list(), self.options.namespace)
-                self.peak = keep_largest(self.peak, sample)
-            except (redis.RedisError, OSError) as exc:
-                log.debug("CLIENT LIST failed: %s", exc)
+        while self.client is not None:
+            if self.started and self._finishing is None:
+                try:
+                    sample = count_connections(self.client.client_list(), self.options.namespace)
+                    self.peak = keep_largest(self.peak, sample)
+                except (redis.RedisError, OSError) as exc:
+                    log.debug("CLIENT LIST failed: %s", exc)
             gevent.sleep(1.0)
 
     def _server_cpu(self) -> float | None:
@@ -152,10 +217,23 @@ class Conductor:
         self.finals[str(msg.node_id)] = msg.data
 
     def finish(self) -> None:
-        """Close the window, gather every process's snapshot, judge, write the JSON (once)."""
-        if self._finished:
+        """Close the window, gather, judge and write (once per run); waits until that is done,
+        in a greenlet of its own that Locust's stop or quit cannot kill half-way."""
+        if not self.started:
             return
-        self._finished = True
+        if self._finishing is None:
+            self.watch.stopping = True
+            self._finishing = gevent.spawn(self._finish)
+        self._finishing.join()
+
+    def _finish(self) -> None:
+        try:
+            self._gather_and_report()
+        except Exception as exc:  # the run must still end with a table, a result, an exit code
+            log.exception("cfn: building the report failed")
+            self._write_fallback(f"the harness failed to build its report: {exc!r}")
+
+    def _gather_and_report(self) -> None:
         runner = self.environment.runner
         assert runner is not None
         interval = round(1e9 / self.options.rate)
@@ -163,7 +241,11 @@ class Conductor:
         start = self.window_start
         end = now if start is None else aligned_end(start, now + int(END_LEAD_S * 1e9), interval)
         if isinstance(runner, MasterRunner):
-            self.expected = {str(c.id) for c in runner.clients.all}
+            self.expected = self.watch.participants | {str(c.id) for c in runner.clients.all}
+            wanted = int(getattr(self.environment.parsed_options, "expect_workers", 0) or 0)
+            if wanted and len(self.expected) < wanted:
+                self.watch.note(f"{len(self.expected)} worker(s) took part, "
+                                   f"{wanted} expected (--expect-workers)")
         else:
             self.expected = {"local"}
         if self._opening is not None and start is None:
@@ -171,23 +253,32 @@ class Conductor:
         runner.send_message("cfn_stop", {"end_ns": end})
         deadline = time.monotonic() + max(0.0, (end - time_ns()) / 1e9) + 2 * self.options.drain
         deadline += FINAL_GRACE_S
-        while time.monotonic() < deadline and not self.expected <= set(self.finals):
+        while time.monotonic() < deadline and not self.expected - set(self.watch.gone) <= set(
+            self.finals
+        ):
             gevent.sleep(0.1)
-        server_cpu_end = self._server_cpu()
-        self._report(start, end, server_cpu_end)
+        missing = sorted(self.expected - set(self.finals))
+        if missing:
+            self.watch.note(f"{len(self.expected) - len(missing)} of {len(self.expected)} "
+                               f"process(es) sent their final report; none from {missing}")
+        self.watch.note_exceptions(runner)
+        self._report(start, end, self._server_cpu())
+        self._show_lost_as_failures()
 
     def _report(self, start: int | None, end: int, server_cpu_end: float | None) -> None:
         options = self.options
         window_s = (end - start) / 1e9 if start is not None and end > start else 0.0
         snapshots = [self.finals[k] for k in sorted(self.finals)]
         totals = merge(snapshots, start if start is not None else end)
+        self.totals = totals
         summary = self.sampler.summary() if self.sampler is not None else None
         server_cpu = None
         if self.server_cpu_start is not None and server_cpu_end is not None:
             server_cpu = server_cpu_end - self.server_cpu_start
+        late, critical_late = late_counts(snapshots)
         facts = RunFacts(
             agents=sum(int(s.get("agents", 0)) for s in snapshots) or self.agents,
-            swarms=options.swarms,
+            swarms=len(totals.listeners) or options.swarms,
             agent_rate=options.rate,
             window_s=window_s,
             harness_cpu_s=totals.sums.get("cpu_s", 0.0),
@@ -203,6 +294,10 @@ class Conductor:
                 "commands_per_sec": summary.commands_per_sec if summary else None,
                 "samples": summary.samples if summary else 0,
             },
+            late=late,
+            critical_late=critical_late,
+            process_cpu_percent=process_cpu_percent(snapshots),
+            abnormal=list(self.watch.reasons),
         )
         saturation = generator_note(totals)
         if saturation is not None:
@@ -210,7 +305,9 @@ class Conductor:
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
         metrics = build_metrics(options, totals, facts)
         self.table = render_table(options, metrics, facts)
-        self.failed = any(m.verdict == "fail" for m in metrics)
+        outcome = outcome_of(metrics, facts)
+        self.failed = outcome.exit_code != EXIT_PASSED
+        self._keep_exit_code(outcome.exit_code)
         version = summary.redis_version if summary and summary.redis_version else ""
         result = build_result(
             options,
@@ -230,6 +327,10 @@ class Conductor:
                 and bool(snapshots),
                 "processes_reported": sorted(self.finals),
                 "processes_expected": sorted(self.expected),
+                "agents_per_swarm": dict(sorted(totals.listeners.items())),
+                "late_exact": all(bool((s.get("late") or {}).get("exact", True))
+                                  for s in snapshots),
+                "run": self.runs,
                 "conductor_backend": loop_backend(),
                 "subscribed_after_s": round(self.subscribe_s, 3),
                 "server_samples": msgspec.to_builtins(self.sampler.samples)
@@ -237,16 +338,66 @@ class Conductor:
                 else [],
             },
         )
-        path = Path(options.report) if options.report else Path("reports") / (
-            f"locust-{options.model}-{facts.agents}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        self.report_path = write_result(self._report_file(facts.agents), result)
+        self.watch.end()
+
+    def _report_file(self, agents: int) -> Path:
+        options = self.options
+        if options.report:
+            path = Path(options.report)
+            return path if self.runs <= 1 else path.with_stem(f"{path.stem}-run{self.runs}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path("reports") / f"locust-{options.model}-{agents}-{stamp}-{self.runs}.json"
+
+    def _write_fallback(self, reason: str) -> None:
+        """The result of a run whose report could not be built: the reason, exit code 4."""
+        abnormal = [r for r in self.watch.reasons if r != reason] + [reason]
+        self.watch.end()
+        verdict = {"outcome": "abnormal", "exit_code": EXIT_ABNORMAL, "abnormal": abnormal}
+        self.table = "\n".join([
+            "pytest-cfn load harness: no figures",
+            "run: ABNORMAL END: " + "; ".join(abnormal),
+            f"exit code {EXIT_ABNORMAL}: {EXIT_CODES[EXIT_ABNORMAL]}",
+        ])
+        self._keep_exit_code(EXIT_ABNORMAL)
+        self.failed = True
+        result = RunResult(tool="locust", redis=RedisInfo(version=""), machine=machine_info(),
+                           extra={"abnormal": abnormal, "verdict": verdict,
+                                  "processes_reported": sorted(self.finals),
+                                  "processes_expected": sorted(self.expected)})
+        try:
+            self.report_path = write_result(self._report_file(self.agents), result)
+        except OSError as exc:
+            log.error("cfn: cannot write the result: %s", exc)
+
+    def _keep_exit_code(self, code: int) -> None:
+        if self.exit_code is None or EXIT_RANK[code] > EXIT_RANK[self.exit_code]:
+            self.exit_code = code
+
+    def _show_lost_as_failures(self) -> None:
+        """Lost deliveries in Locust's failure column: one ``deliver`` row of requests that
+        never got a response (the master's statistics are the ones Locust prints and shows)."""
+        lost = self.totals.lost()
+        if not lost:
+            return
+        stats = self.environment.stats
+        name = "lost (never arrived)"
+        bus = self.totals.bus
+        error = (f"{lost} measured deliveries never arrived (bus sequence gaps "
+                 f"{bus.get('lost', 0)}, queue drops {bus.get('dropped', 0)})")
+        second = int(time.time())
+        for entry in (stats.get(name, "deliver"), stats.total):
+            entry.num_requests += lost
+            entry.num_none_requests += lost
+            entry.num_failures += lost
+            entry.num_reqs_per_sec[second] += lost
+            entry.num_fail_per_sec[second] += lost
+        stats.errors[StatsError.create_key("deliver", name, error)] = StatsError(
+            "deliver", name, error, occurrences=lost
         )
-        self.report_path = write_result(path, result)
 
     def _notes(self, late: int, window_s: float, snapshots: list[dict[str, Any]]) -> list[str]:
         notes = []
-        missing = self.expected - set(self.finals)
-        if missing:
-            notes.append(f"no final report from {len(missing)} process(es): {sorted(missing)}")
         if window_s == 0.0:
             notes.append(
                 "the run ended before the measurement window opened (ramp-up + "
@@ -267,6 +418,11 @@ class Conductor:
             notes.append(
                 f"{late} agent(s) subscribed after the window opened; raise --cfn-warmup"
             )
+        inexact = [str(s.get("process")) for s in snapshots
+                   if not (s.get("late") or {}).get("exact", True)]
+        if inexact:
+            notes.append(f"process(es) {', '.join(inexact)} heard of the window's end long after "
+                         "it (stalled): their late count is a lower bound")
         backends = {str(s.get("gevent_backend")) for s in snapshots}
         if backends - {"linux_iouring", "select"}:
             notes.append(
@@ -275,24 +431,37 @@ class Conductor:
             )
         return notes
 
-    def gate_exit_code(self) -> None:
-        """At quitting: finish if the test did not stop normally, and fail the run on a miss."""
-        if not self._finished:
-            self.finish()
-        if self.failed:
-            self.environment.process_exit_code = 1
+    def on_test_stop(self, **_: Any) -> None:
+        """After the test stopped: under the web UI the table is printed now (STOP)."""
+        self.finish()
+        parsed = self.environment.parsed_options
+        if not getattr(parsed, "headless", False):
+            self.print_table()
 
-    def print_and_stop(self) -> None:
-        """At quit: the gate table last, then the embedded server goes."""
-        if self.table:
+    def gate_exit_code(self) -> None:
+        """At quitting: finish a run that is still going, then the worst run's exit code."""
+        if self.started:
+            self.finish()
+        if self.exit_code is not None:
+            self.environment.process_exit_code = self.exit_code
+
+    def print_table(self) -> None:
+        if self.table and not self.printed:
+            self.printed = True
             print(self.table, flush=True)
             if self.report_path is not None:
                 print(f"cfn: result written to {self.report_path}", flush=True)
+
+    def print_and_stop(self) -> None:
+        """At quit: the table last (unless the STOP button printed it), then the server goes."""
+        self.print_table()
+        self.watch.close()
         gevent.killall(self._greenlets, block=False)
         if self.sampler is not None:
             self.sampler.stop()
         if self.client is not None:
             self.client.close()
+            self.client = None
         if self.server is not None:
             self.server.stop()
             self.server = None

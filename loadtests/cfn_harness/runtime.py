@@ -22,16 +22,22 @@ from locust.runners import WorkerRunner
 from locust.stats import RequestStats, StatsEntry, bucket_response_time
 
 from cfn_harness.client import MESSENGER, NEVER_NS, CfnClient
+from cfn_harness.senders import Sender
 from cfn_harness.timers import loop_backend
 from pytest_cfn import EventBus
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
+from pytest_cfn.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.loadgen.options import HarnessOptions
+from pytest_cfn.loadgen.pacing import ProcessSchedule, PublishTicks
+from pytest_cfn.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
 from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
+perf_counter = time.perf_counter
+TICK_LIMIT = 2000  # sends per scheduler tick before it yields (far behind its schedule)
 BRIDGE_INTERVAL_S = 0.2
 STABLE_S = 0.3
 READY_INTERVAL_S = 0.25
@@ -83,6 +89,9 @@ class ProcessRuntime:
         self.window = MeasurementWindow()
         self.clients: list[CfnClient] = []
         self.message_types = {e.type for mix in ROLE_MIXES.values() for e in mix if e.message}
+        self.type_codes = TypeCodes(self.message_types)
+        self.taps: list[DeliveryTap] = []
+        self._tap_of: dict[int, DeliveryTap] = {}
         self.swarms = 1
         self.rate = 100.0
         self.processes = 1
@@ -91,13 +100,22 @@ class ProcessRuntime:
         self._shared: dict[str, Any] = {}
         self._shared_messengers: dict[str, Any] = {}
         self._greenlets: list[gevent.Greenlet] = []
-        self._lists: dict[str, list[int]] = {}
-        self._message_lists: dict[str, list[int]] = {}
+        self.schedule: ProcessSchedule[CfnClient] = ProcessSchedule(self.rate, 0)
+        self.publish_names: list[str] = []
+        self.publishes: list[int] = []
+        self._publish_index: dict[str, int] = {}
+        self.senders: list[Sender] = []
+        self._swarm_senders: dict[str, Sender] = {}
+        self._ticks = PublishTicks()
+        self._carry: list[TapBatch] = []
         self._cpu_start: float | None = None
+        self._cpu_end: float | None = None
         self._configured = False
         self.go = gevent.event.Event()
         self.failed_agents = 0
         self.closed = False
+        self.ledger = ArrivalLedger()
+        self.swarm_size = 0
 
     def configure(self) -> None:
         """Read the settings the conductor chose (they reach workers with the spawn message)."""
@@ -111,32 +129,50 @@ class ProcessRuntime:
         self.bus_options = BusOptions(namespace=self.options.namespace)
         self.swarms = max(1, self.options.swarms)
         self.rate = self.options.rate
+        self.swarm_size = int(values.get("cfn_swarm_size") or 0)
+        self.schedule = ProcessSchedule(self.rate, 0)
         runner = self.environment.runner
         if isinstance(runner, WorkerRunner):
-            self.processes = max(1, int(values.get("expect_workers") or 1))
-            self.index = max(0, runner.worker_index)
+            # the conductor deals each worker of the run a dense slot (Locust's worker_index
+            # keeps counting across reconnects, and a web UI master has no --expect-workers)
+            slots = values.get("cfn_worker_slots") or {}
+            self.processes = max(1, len(slots) or int(values.get("expect_workers") or 1))
+            self.index = int(slots.get(runner.client_id, max(0, runner.worker_index)))
         if self.options.mix is not None:
-            self.message_types = {e.type for e in self.options.mix if e.message} | {
-                e.type for mix in ROLE_MIXES.values() for e in mix if e.message
-            }
+            self.message_types |= {e.type for e in self.options.mix if e.message}
+            self.type_codes.message_types |= self.message_types
         self._configured = True
         self._greenlets.append(gevent.spawn(self._bridge_loop))
         self._greenlets.append(gevent.spawn(self._report_ready))
+        self._greenlets.append(gevent.spawn(self._pace))
 
     def place_agent(self, role: str) -> tuple[str, str, str]:
-        """(agent id, swarm, peer swarm), dealt to swarms round robin across processes."""
+        """(agent id, swarm, peer swarm): slots interleaved across processes, dealt into swarms
+        of ``swarm_size`` (however many agents come, from the command line or the web UI),
+        or round robin over ``--cfn-swarms``."""
         n = self._agents
         self._agents += 1
         slot = n * self.processes + self.index
-        swarm = slot % self.swarms
-        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name((swarm + 1) % self.swarms)
+        swarm = slot // self.swarm_size if self.swarm_size else slot % self.swarms
+        peer = (swarm + 1) % max(self.swarms, swarm + 1)
+        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer)
+
+    def new_tap(self, own: SubscriberTally | None = None) -> DeliveryTap:
+        tap = DeliveryTap(self.type_codes, own)
+        self.taps.append(tap)
+        return tap
+
+    def tap_of(self, owner: Any) -> DeliveryTap:
+        return self._tap_of[id(owner)]
 
     def shared_bus(self, swarm: str) -> Any:
+        """The swarm's Event Bus of this process, its tap subscribed first."""
         bus = self._shared.get(swarm)
         if bus is None:
             bus = EventBus(self.url, swarm, f"proc{self.index}", options=self.bus_options)
             self._shared[swarm] = bus
-            self._greenlets.append(gevent.spawn(self._coalesce, bus))
+            tap = self._tap_of[id(bus)] = self.new_tap()
+            bus.subscribe("*", tap.on_event())
         return bus
 
     def shared_messenger(self, swarm: str) -> Any:
@@ -144,62 +180,107 @@ class ProcessRuntime:
         if messenger is None and MESSENGER is not None:
             messenger = MESSENGER(self.url, swarm, f"proc{self.index}", options=self.bus_options)
             self._shared_messengers[swarm] = messenger
-            self._greenlets.append(gevent.spawn(self._coalesce, messenger))
+            tap = self._tap_of[id(messenger)] = self.new_tap()
+            messenger.on_message(tap.on_message())
         return messenger
 
-    def _coalesce(self, bus: Any) -> None:
-        """Hold a batch open and write it every flush interval: the shared model's agents'
-        publishes go out as one pipelined write instead of one write each."""
-        interval = self.options.flush_ms / 1000.0
-        try:
-            while not self.closed:
-                with bus.batch():
-                    gevent.sleep(interval)
-        except (CfnError, OSError) as exc:
-            if not self.closed:
-                log.warning("coalescing writer stopped: %s", exc)
+    def publish_index(self, event_type: str) -> int:
+        """The slot of ``event_type`` in :attr:`publishes` (publishes per type, for Locust)."""
+        index = self._publish_index.get(event_type)
+        if index is None:
+            index = self._publish_index[event_type] = len(self.publish_names)
+            self.publish_names.append(event_type)
+            self.publishes.append(0)
+        return index
 
-    def handlers(self, tally: SubscriberTally) -> tuple[Any, Any]:
-        """An agent's event and message handlers: every delivery is counted (for the window's
-        rates, by receive time); latencies and per-priority counts only of measured events
-        (those intended inside the window; warm-up traffic is delivered but not recorded)."""
-        recorder = self.recorder
-        lists = self._lists
-        message_lists = self._message_lists
-        transit = recorder.transit_pending
-        received = tally.received
-        message_types = self.message_types
+    def new_sender(self, *batched: Any) -> Sender:
+        """A sender for one agent (per-agent model: run by its user greenlet) or for one
+        swarm's shared bus and messenger (shared model: its own greenlet, writes batched)."""
+        sender = Sender(self.recorder.lag_pending, self._ticks, batched)
+        if self.window.start_ns is not None:
+            sender.measure_from(self.window.start_ns)
+        self.senders.append(sender)
+        return sender
 
-        def on_event(event: Any) -> None:
-            tally.arrivals += 1
-            data = event.data
-            if not data["m"]:
-                return
+    def swarm_sender(self, swarm: str) -> Sender:
+        sender = self._swarm_senders.get(swarm)
+        if sender is None:
+            owners = [self.shared_bus(swarm)]
+            messenger = self.shared_messenger(swarm)
+            if messenger is not None:
+                owners.append(messenger)
+            sender = self._swarm_senders[swarm] = self.new_sender(*owners)
+            self._greenlets.append(gevent.spawn(self.run_sender, sender))
+        return sender
+
+    def run_sender(self, sender: Sender) -> None:
+        sender.run_guarded(lambda: self.closed, lambda exc: self.publish_failed("batch", exc))
+
+    def publish_failed(self, event_type: str, exc: Exception) -> None:
+        self.recorder.publish_errors += 1
+        self.environment.events.request.fire(
+            request_type="publish", name=event_type, response_time=0.0, response_length=0,
+            exception=exc,
+        )
+
+    def schedule_agent(self, client: CfnClient, phase: float) -> None:
+        self.schedule.add(client, phase)
+
+    def unschedule_agent(self, client: CfnClient) -> None:
+        self.schedule.remove(client)
+
+    def _pace(self) -> None:
+        """The process's one pacing loop: sleep until the next intended send of any agent,
+        then hand every due slot to its agent's sender (see ``pytest_cfn.loadgen.pacing``
+        and ``senders``). In the shared model ticks are at least ``--cfn-flush-ms`` apart, so
+        a tick's sends to one swarm are one write."""
+        self.go.wait()
+        schedule = self.schedule
+        schedule.base_ns = time_ns()
+        window = self.window
+        shared = self.options.model == "shared"
+        min_tick_ns = int(self.options.flush_ms * 1e6) if shared else 0
+        sleep = gevent.sleep
+        last = 0
+
+        def hand(client: CfnClient, t: int) -> None:
+            client.sender.hand(client, t)
+
+        while not self.closed:
+            end = window.end_ns
+            nxt = schedule.next_ns()
+            if nxt is None or (end is not None and nxt >= end):
+                sleep(0.01)
+                continue
             now = time_ns()
-            values = lists.get(event.type)
-            if values is None:
-                kind = "message" if event.type in message_types else "deliver"
-                values = lists[event.type] = recorder.values_for(kind, event.type)
-            values.append(now - data["t"])
-            transit.append(now - event.ts)
-            received[event.priority] += 1
+            wait = max(nxt - now, last + min_tick_ns - now)
+            if wait > 0:
+                sleep(wait / 1e9)
+                now = time_ns()
+            last = now
+            if schedule.run_due(now, end, hand, TICK_LIMIT) >= TICK_LIMIT:
+                sleep(0)  # far behind: let the senders, readers and heartbeats run
 
-        def on_message(message: Any) -> None:
-            tally.arrivals += 1
-            envelope = message.envelope
-            data = envelope.data
-            if not data["m"]:
-                return
-            now = time_ns()
-            kind = data["k"]
-            values = message_lists.get(kind)
-            if values is None:
-                values = message_lists[kind] = recorder.values_for("message", kind)
-            values.append(now - data["t"])
-            transit.append(now - envelope.ts)
-            received[envelope.priority] += 1
+    def _collect(self, pause: bool = True) -> list[TapBatch]:
+        """Credit every agent with its deliveries so far and take the taps' arrays (with
+        ``pause=False`` in one go, for the window's marks)."""
+        batches, self._carry = self._carry, []
+        for i, tap in enumerate(self.taps):
+            batch = tap.count()
+            if batch is not None:
+                batches.append(batch)
+            if pause and i % 64 == 63:
+                _pause()
+        return batches
 
-        return on_event, on_message
+    def _fold(self, batches: list[TapBatch], pause: Any = None) -> list[LocustRow]:
+        rows: list[LocustRow] = []
+        if batches:
+            rows = fold(self.recorder, TapBatch.join(batches), self.type_codes,
+                        bucket_response_time, pause)
+        rows += self.recorder.flush(bucket_response_time, pause)
+        rows += self._ticks.rows(self.publish_names, self.publishes, bucket_response_time)
+        return rows
 
     def _report_ready(self) -> None:
         """Tell the conductor how many agents have subscribed (or failed to), until it opens
@@ -218,18 +299,46 @@ class ProcessRuntime:
         stats = self.environment.stats
         while not self.closed:
             gevent.sleep(BRIDGE_INTERVAL_S)
-            add_rows(stats, self.recorder.flush(bucket_response_time, _pause))
+            add_rows(stats, self._fold(self._collect(), _pause))
 
     def on_window(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         start_ns = int(msg.data["start_ns"])
         self.window.open(start_ns)
+        for sender in self.senders:
+            sender.measure_from(start_ns)
         self.go.set()
 
         def mark_start() -> None:
+            batches = self._collect(pause=False)
             self._cpu_start = time.process_time()
+            self.recorder.published_total = sum(self.publishes)
             self.recorder.mark_window_start(time_ns())
+            self._carry.extend(batches)
 
         gevent.spawn_later(max(0.0, (start_ns - time_ns()) / 1e9), mark_start)
+        self._greenlets.append(gevent.spawn(self._tick_arrivals, start_ns))
+
+    def _received(self, window_start_ns: int) -> tuple[int, int]:
+        """Measured deliveries credited so far (taps are counted every BRIDGE_INTERVAL_S) to
+        agents subscribed before the window: (all, p8-9)."""
+        total = critical = 0
+        for tally in self.recorder.subscribers:
+            if tally.ready_ns <= window_start_ns:
+                received = tally.received
+                total += sum(received)
+                critical += received[8] + received[9]
+        return total, critical
+
+    def _tick_at_cutoff(self, window_start_ns: int) -> None:
+        """The exact on-time counts: every tap credited to its agents at the cutoff."""
+        self._carry.extend(self._collect(pause=False))
+        self.ledger.tick(time_ns(), *self._received(window_start_ns))
+
+    def _tick_arrivals(self, window_start_ns: int) -> None:
+        """Feed the ledger that tells late deliveries from on-time ones, until the final."""
+        while not self.closed and self.window.start_ns is not None:
+            self.ledger.tick(time_ns(), *self._received(window_start_ns))
+            gevent.sleep(TICK_S)
 
     def on_stop(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         """Close the window, mark its end (counts and how far behind schedule the agents
@@ -237,26 +346,40 @@ class ProcessRuntime:
         settle, and send this process's snapshot to the conductor."""
         end_ns = int(msg.data["end_ns"])
         self.window.close(end_ns)
+        cutoff_ns = end_ns + int(self.options.drain * 1e9)
+        start_ns = self.window.start_ns or end_ns
+        gevent.spawn_later(max(0.0, (cutoff_ns - time_ns()) / 1e9), self._tick_at_cutoff,
+                           start_ns)
         gevent.sleep(max(0.0, (end_ns - time_ns()) / 1e9))
+        self._carry.extend(self._collect(pause=False))
+        cpu_end = time.process_time()
         now = time_ns()
-        lag = ScheduleLag.at(now, (c.next_intended_ns() for c in self.clients))
+        started = self.go.is_set() and self.schedule.base_ns > 0
+        lag = ScheduleLag.at(now, self.schedule.next_for_each() if started else ())
+        self.recorder.published_total = sum(self.publishes)
         self.recorder.mark_window_end(now, lag)
-        deadline = time.monotonic() + max(0.0, (end_ns - time_ns()) / 1e9) + self.options.drain
-        while time.monotonic() < deadline and any(
-            (c.next_intended_ns() or end_ns) < end_ns for c in self.clients
-        ):
+        deadline = time.monotonic() + self.options.drain
+        while time.monotonic() < deadline and started and (
+            self.schedule.next_ns() or end_ns
+        ) < end_ns:
             gevent.sleep(0.05)
         self._wait_settled(time.monotonic() + self.options.drain)
         cpu_s = time.process_time() - self._cpu_start if self._cpu_start is not None else 0.0
-        add_rows(self.environment.stats, self.recorder.flush(bucket_response_time))
+        window_cpu_s = cpu_end - self._cpu_start if self._cpu_start is not None else 0.0
+        add_rows(self.environment.stats, self._fold(self._collect(pause=False)))
+        self.recorder.published_total = sum(self.publishes)
+        if time_ns() <= cutoff_ns:  # settled before the cutoff: nothing can be late
+            self.ledger.tick(cutoff_ns, *self._received(start_ns))
+        late = self.ledger.late(cutoff_ns, *self._received(start_ns))
         snapshot = self.recorder.snapshot(
             self.bus_stats(),
             process=self.index,
             agents=len(self.clients),
-            sums={"cpu_s": cpu_s},
+            sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s},
             gevent_backend=loop_backend(),
             monkey_patched=bool(monkey.is_module_patched("socket"))
             and bool(monkey.is_module_patched("threading")),
+            late=late.to_dict(),
         )
         assert environment.runner is not None
         environment.runner.send_message("cfn_final", snapshot)
@@ -266,6 +389,7 @@ class ProcessRuntime:
         last = -1
         since = time.monotonic()
         while time.monotonic() < deadline:
+            self._carry.extend(self._collect(pause=False))
             total = sum(sum(t.received) for t in self.recorder.subscribers)
             now = time.monotonic()
             if total != last:
@@ -287,6 +411,8 @@ class ProcessRuntime:
             return
         self.closed = True
         self.go.set()
+        for sender in self.senders:
+            sender.stop()
         for client in list(self.clients):
             client.close()
         for bus in [*self._shared.values(), *self._shared_messengers.values()]:

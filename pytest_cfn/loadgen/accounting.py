@@ -18,6 +18,7 @@ A load generator that falls behind its schedule thus lowers the rates instead of
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ BUS_COUNTERS = (
 )
 Bucket = Callable[[float], int]
 # Locust keeps whole milliseconds below 100 ms; integer rounding there avoids a call per value.
-_WHOLE_MS_BELOW_NS = 99_500_000
+WHOLE_MS_BELOW_NS = 99_500_000
 
 
 @dataclass
@@ -83,7 +84,7 @@ class DeliveryRecorder:
         self.latency: dict[tuple[str, str], LatencyHistogram] = {}
         self.transit_pending: list[int] = []
         self.transit = LatencyHistogram()
-        self.lag_pending: list[int] = []
+        self.lag_pending: array[int] = array("q")
         self.send_lag = LatencyHistogram()
         self.subscribers: list[SubscriberTally] = []
         self.published: dict[str, list[int]] = {}
@@ -123,6 +124,13 @@ class DeliveryRecorder:
             self.latency[key] = LatencyHistogram()
         return values
 
+    def histogram(self, key: tuple[str, str]) -> LatencyHistogram:
+        """The latency histogram of ``(request_type, name)``, made on first use."""
+        histogram = self.latency.get(key)
+        if histogram is None:
+            histogram = self.latency[key] = LatencyHistogram()
+        return histogram
+
     def published_counts(self, swarm: str) -> list[int]:
         """Measured events sent to ``swarm``, by priority; publishers increment it in place."""
         counts = self.published.get(swarm)
@@ -150,7 +158,7 @@ class DeliveryRecorder:
             self.latency[key].record_many(batch)
             self.deliveries += len(batch)
             low, high = min(batch), max(batch)
-            if high < _WHOLE_MS_BELOW_NS:
+            if high < WHOLE_MS_BELOW_NS:
                 counts = Counter([(v + 500_000) // 1_000_000 for v in batch])
             else:
                 counts = Counter([bucket(v / 1e6) for v in batch])
@@ -172,7 +180,7 @@ class DeliveryRecorder:
             (self.lag_pending, self.send_lag),
         ):
             if pending:
-                batch = pending[:]
+                batch = list(pending)
                 del pending[:]
                 histogram.record_many(batch)
                 if pause is not None:

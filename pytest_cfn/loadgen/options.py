@@ -202,6 +202,7 @@ class HarnessOptions:
     drain: float = 3.0
     flush_ms: float = 1.0
     namespace: str = ""
+    send_lag_limit_ms: float = 5.0
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> HarnessOptions:
@@ -232,6 +233,7 @@ class HarnessOptions:
             drain=float(get("drain", 3.0)),
             flush_ms=float(get("flush_ms", 1.0)),
             namespace=get("namespace", "") or "",
+            send_lag_limit_ms=float(get("send_lag_limit", 5.0)),
         )
 
     def swarm_count(self, agents: int) -> int:

@@ -1,25 +1,42 @@
-"""The end of a harness run: figures against ADR-002's targets, the gate table, the JSON result."""
+"""The end of a harness run: figures against ADR-002's targets, the gate table, the JSON result.
+
+How each gate is judged and what the exit code is: :mod:`pytest_cfn.loadgen.verdicts`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_cfn.loadgen.accounting import RunTotals
 from pytest_cfn.loadgen.connections import ConnectionCount
 from pytest_cfn.loadgen.options import HarnessOptions
+from pytest_cfn.loadgen.verdicts import (
+    BEHIND_SCHEDULE_LIMIT_S,
+    KEPT_UP,
+    GeneratorLimit,
+    RunOutcome,
+    decide,
+    generator_limit,
+    run_outcome,
+)
 from pytest_cfn.results import Metric, Op, RedisInfo, RunResult, Verdict, judge
 from pytest_cfn.targets import ADR_CONNECTION_TABLE
 
 CRITICAL = (8, 9)
-BEHIND_SCHEDULE_LIMIT_S = 0.1
-"""A load generator whose agents are behind their schedules by more than this on average at
-the window's end is saturated: the rates it produced are its own limit, not the server's."""
+VERDICT_SHOWN = {"pass": "PASS", "fail": "FAIL", "info": "", "n/a": "n/a",
+                 "not-judged": "NOT JUDGED"}
 
 
 @dataclass
 class RunFacts:
-    """What the master knows about the run besides the merged snapshots."""
+    """What the master knows about the run besides the merged snapshots.
+
+    ``late``/``critical_late``: measured deliveries that arrived after the window's end plus
+    the drain (counted as received, never as lost); ``abnormal``: why the run did not end
+    as it should (empty when it did); ``generator``: filled by :func:`build_metrics` when
+    left as None."""
 
     agents: int
     swarms: int
@@ -32,6 +49,11 @@ class RunFacts:
     max_connected_clients: int = 0
     server: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    late: int = 0
+    critical_late: int = 0
+    process_cpu_percent: dict[str, float] = field(default_factory=dict)
+    abnormal: list[str] = field(default_factory=list)
+    generator: GeneratorLimit | None = None
 
 
 def _gated(
@@ -48,19 +70,25 @@ def _gated(
     latency: dict[str, Any] | None = None,
     missing: str | None = None,
     resolution: float = 0.0,
+    not_applicable: str | None = None,
+    generator: GeneratorLimit = KEPT_UP,
+    cannot_pass: str | None = None,
 ) -> Metric:
-    """A gated metric: judged when ``gate`` is selected; a metric with no data fails. A value
-    within ``resolution`` of the target (the figure's counting precision) meets it."""
+    """A gated metric, judged by the rules of :mod:`pytest_cfn.loadgen.verdicts`. A value
+    within ``resolution`` of the target (the figure's counting precision) meets it;
+    ``cannot_pass`` turns a pass into a fail (e.g. throughput with lost deliveries)."""
     verdict: Verdict
-    if gate not in options.gates:
-        verdict = "info"
-        method += " (not gated in this run)"
-    elif missing is not None:
-        verdict = "fail"
-        method = f"{missing}; {method}"
+    decided = decide(gate, options.gates, missing=missing, not_applicable=not_applicable,
+                     generator=generator)
+    if decided is not None:
+        verdict, reason = decided
+        method = f"{method} ({reason})" if verdict == "info" else f"{reason}; {method}"
     else:
         verdict = judge(value + resolution if op in (">=", ">") else value - resolution,
                         target, op)
+        if verdict == "pass" and cannot_pass is not None:
+            verdict = "fail"
+            method = f"{cannot_pass}; {method}"
     return Metric(
         name=name,
         value=value,
@@ -84,6 +112,18 @@ def _info(name: str, value: float, unit: str, method: str, better: str = "higher
     )
 
 
+def run_generator_limit(
+    options: HarnessOptions, totals: RunTotals, facts: RunFacts
+) -> GeneratorLimit:
+    """Whether the load generator, not Redis, was the limit of this run (and why)."""
+    return generator_limit(
+        totals.send_lag.percentile(99) / 1e6 if totals.send_lag.count else 0.0,
+        totals.lag_at_end.mean_s,
+        facts.process_cpu_percent,
+        options.send_lag_limit_ms,
+    )
+
+
 def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -> list[Metric]:
     """Every figure of the run; the six ADR gates first, then the figures that explain them."""
     t = options.targets
@@ -94,12 +134,29 @@ def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -
     lookups = totals.bus.get("cache_hits", 0) + totals.bus.get("cache_misses", 0)
     conns = facts.connections
     resolution = throughput_resolution(facts)
+    if facts.generator is None:
+        facts.generator = run_generator_limit(options, totals, facts)
+    generator = facts.generator
     if not window:
         unsustained: str | None = no_window
     elif not totals.marked_processes:
         unsustained = "no process marked the window's start and end"
     else:
         unsustained = None
+    offered = facts.agents * facts.agent_rate
+    short = None
+    if offered < t.min_throughput:
+        short = (f"{facts.agents} agents x {facts.agent_rate:g} events/s offer {offered:,.0f} "
+                 f"events/s, below the {t.min_throughput:,.0f} target")
+    lost = totals.lost()
+    spoilt = [f"{lost:,} deliveries lost"] if lost else []
+    if facts.late:
+        spoilt.append(f"{facts.late:,} deliveries late")
+    if totals.publish_errors:
+        spoilt.append(f"{totals.publish_errors:,} publishes failed")
+    no_critical = None
+    if window and not totals.expected(CRITICAL):
+        no_critical = "no priority 8-9 event was sent to a subscribed swarm in the window"
     metrics = [
         _gated(
             options, "throughput", "throughput",
@@ -110,8 +167,10 @@ def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -
             "on its own clock), whenever the event was meant to be sent, / the window; each "
             "event counts once (a delivery weighs 1 / its swarm's on-time subscribers). A load "
             "generator behind its schedule lowers it. Judged at the count's resolution: the "
-            f"window's edges split about one event per agent, +/- {resolution:,.1f} events/s",
-            missing=unsustained, resolution=resolution,
+            f"window's edges split about one event per agent, +/- {resolution:,.1f} events/s; "
+            "never a pass with lost or late deliveries or failed publishes",
+            missing=unsustained, resolution=resolution, not_applicable=short,
+            generator=generator, cannot_pass=", ".join(spoilt) or None,
         ),
         _gated(
             options, "p99", "delivery_p99", latency.percentile(99) / 1e6, "ms",
@@ -120,13 +179,15 @@ def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -
             "every delivery to every subscribing agent, HdrHistogram",
             better="lower", latency=percentiles,
             missing=None if latency.count else "no deliveries were measured",
+            generator=generator,
         ),
         _gated(
             options, "critical-loss", "critical_loss", float(totals.lost(CRITICAL)), "deliveries",
             float(t.max_critical_loss), "<=",
             "priority 8-9 measured events sent x on-time subscribers of their swarm, minus "
-            "those received by the end of the drain",
+            "those received by the end of the drain and late watch (late ones are not lost)",
             better="lower", missing=None if window else no_window,
+            not_applicable=no_critical, generator=generator,
         ),
         _gated(
             options, "cache-hit-rate", "cache_hit_rate",
@@ -180,10 +241,16 @@ def _explaining_metrics(
               "time), mean over agents: the load generator's backlog in seconds of its "
               f"schedule; over {BEHIND_SCHEDULE_LIMIT_S:g} s it is saturated (furthest-behind "
               f"agent: {lag.max_s:.2f} s)", "lower"),
-        _info("loss", float(lost), "deliveries",
-              f"expected {expected} deliveries (all priorities) minus those received by the end "
-              f"of the drain (up to {options.drain:g} s after the window): lost or too late",
-              "lower"),
+        _info("lost", float(lost), "deliveries",
+              f"never arrived: expected {expected} deliveries (all priorities: measured events "
+              "sent x on-time subscribers of their swarm) minus those received by the end of "
+              f"the drain and the late watch (up to 2 x {options.drain:g} s after the window); "
+              "bus_lost (sequence gaps) and bus_dropped (queue overflow) say where", "lower"),
+        _info("late", float(facts.late), "deliveries",
+              f"arrived, but after the window's end + the {options.drain:g} s drain (each "
+              "process's clock); counted as received, never as lost", "lower"),
+        _info("critical_late", float(facts.critical_late), "deliveries",
+              "priority 8-9 deliveries among the late ones", "lower"),
         _info("loss_rate", lost / expected if expected else 0.0, "fraction",
               "lost / expected deliveries", "lower"),
         _info("worst_subscriber_loss", float(totals.worst_subscriber_loss()), "events",
@@ -199,8 +266,9 @@ def _explaining_metrics(
         _info("transit_p99", totals.transit.percentile(99) / 1e6, "ms",
               "handler receive time minus the actual publish time (envelope ts)", "lower"),
         _info("send_lag_p99", totals.send_lag.percentile(99) / 1e6, "ms",
-              "actual publish time minus intended send time: the load generator's own lateness",
-              "lower"),
+              "actual publish time minus intended send time: the load generator's own lateness; "
+              f"over {options.send_lag_limit_ms:g} ms (--cfn-send-lag-limit) the load-dependent "
+              "gates are not judged", "lower"),
         _info("connections", float(facts.connections.total if facts.connections else 0),
               "connections",
               f"peak connections of this run (CLIENT LIST); ADR-002's table: {adr_connections} "
@@ -212,15 +280,37 @@ def _explaining_metrics(
               if cpu_events else 0.0, "us",
               "CPU seconds of every Locust process in the window / (publishes + deliveries)",
               "lower"),
+        *_cpu_per_delivery(totals, facts),
         _info("harness_cpu_percent", facts.harness_cpu_s / window * 100
               if facts.window_s else 0.0, "% of one core",
               "CPU seconds of every Locust process in the window / window", "lower"),
+        _info("harness_cpu_busiest_process", max(facts.process_cpu_percent.values(), default=0.0),
+              "% of one core",
+              "CPU seconds of the busiest Locust process between its window marks / its "
+              "window; at 95 % or more it is the limit of the run", "lower"),
     ]
     if facts.server_cpu_s is not None:
         out.append(_info("server_cpu_percent", facts.server_cpu_s / window * 100
                          if facts.window_s else 0.0, "% of one core",
                          "redis-server used_cpu_sys + used_cpu_user over the window", "lower"))
     return out
+
+
+def _cpu_per_delivery(totals: RunTotals, facts: RunFacts) -> list[Metric]:
+    """The harness's own cost beside its rates: CPU between the window's marks per delivery
+    and per publish counted between the same marks (every Locust process added up)."""
+    cpu_s = totals.sums.get("window_cpu_s", 0.0)
+    deliveries = totals.arrivals_per_s() * facts.window_s
+    publishes = totals.sent_per_s * facts.window_s
+    method = ("CPU seconds of every Locust process between the window's start and end marks "
+              "(process_time: the bus's reads, decoding and writes in those processes included) "
+              "/ {} counted between the same marks")
+    return [
+        _info("harness_cpu_us_per_delivery", cpu_s / deliveries * 1e6 if deliveries else 0.0,
+              "us", method.format("deliveries"), "lower"),
+        _info("harness_cpu_us_per_publish", cpu_s / publishes * 1e6 if publishes else 0.0,
+              "us", method.format("publishes"), "lower"),
+    ]
 
 
 def throughput_resolution(facts: RunFacts) -> float:
@@ -230,7 +320,37 @@ def throughput_resolution(facts: RunFacts) -> float:
 
 
 def generator_saturated(totals: RunTotals) -> bool:
+    """The agents were behind their schedules at the window's end (one of the generator
+    limits; :func:`run_generator_limit` has them all)."""
     return totals.lag_at_end.mean_s > BEHIND_SCHEDULE_LIMIT_S
+
+
+def process_cpu_percent(snapshots: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Each process's CPU over its own window marks, in % of one core."""
+    out = {}
+    for snap in snapshots:
+        marks = snap.get("window_marks") or {}
+        span_s = (marks["end_ns"] - marks["start_ns"]) / 1e9 if marks else 0.0
+        if span_s > 0:
+            name = f"process {snap.get('process', '?')}"
+            sums = snap.get("sums", {})
+            cpu_s = sums.get("window_cpu_s", sums.get("cpu_s", 0.0))
+            out[name] = float(cpu_s) / span_s * 100
+    return out
+
+
+def late_counts(snapshots: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """(late, critical late) deliveries added over every process's snapshot."""
+    late = critical = 0
+    for snap in snapshots:
+        counts = snap.get("late") or {}
+        late += int(counts.get("all", 0))
+        critical += int(counts.get("critical", 0))
+    return late, critical
+
+
+def outcome_of(metrics: list[Metric], facts: RunFacts) -> RunOutcome:
+    return run_outcome(metrics, facts.generator or KEPT_UP, facts.abnormal)
 
 
 def generator_note(totals: RunTotals) -> str | None:
@@ -285,15 +405,14 @@ def render_table(options: HarnessOptions, metrics: list[Metric], facts: RunFacts
     )
     rows = [("metric", "measured", "ADR target", "verdict")]
     for metric in metrics:
-        verdict = {"pass": "PASS", "fail": "FAIL", "info": ""}[metric.verdict]
-        rows.append((metric.name, _show(metric), _show_target(metric), verdict))
+        rows.append((metric.name, _show(metric), _show_target(metric),
+                     VERDICT_SHOWN[metric.verdict]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    failed = [m.name for m in metrics if m.verdict == "fail"]
-    lines.append(f"gates: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}")
     lines.extend(f"note: {note}" for note in facts.notes)
+    lines.extend(outcome_of(metrics, facts).lines())
     return "\n".join(lines)
 
 
@@ -330,7 +449,13 @@ def build_result(
             "generator_behind_s": totals.lag_at_end.mean_s,
             "generator_behind_max_s": totals.lag_at_end.max_s,
             "generator_behind_limit_s": BEHIND_SCHEDULE_LIMIT_S,
-            "generator_saturated": generator_saturated(totals),
+            "generator_saturated": bool(facts.generator and facts.generator.limited),
+            "lost": totals.lost(),
+            "late": facts.late,
+            "critical_lost": totals.lost(CRITICAL),
+            "critical_late": facts.critical_late,
+            "abnormal": facts.abnormal,
+            "verdict": outcome_of(metrics, facts).to_dict(),
             "bus": totals.bus,
             "connections": facts.connections.to_dict() if facts.connections else None,
             "server": facts.server,

@@ -106,6 +106,46 @@ class LatencyHistogram:
             batch = [v if LOWEST_NS <= v <= HIGHEST_NS else self._clamp(v) for v in batch]
         self._fold(batch)
 
+    def record_array(self, values: Any, weights: Any = None) -> None:
+        """Record a numpy array of latencies (ns), each ``weights[i]`` times (default once).
+
+        The bulk path of the load harness: hdrh's bucket arithmetic vectorised with numpy
+        (bit length from ``frexp``'s exponent, exact below 2**53) and added into hdrh's counts
+        array through a numpy view, so a 20,000-value slice costs well under a millisecond.
+        Out-of-range values are clamped and counted, as :meth:`record` does.
+        """
+        import numpy as np
+
+        v = np.asarray(values, dtype=np.int64)
+        if not v.size:
+            return
+        w = None if weights is None else np.asarray(weights, dtype=np.int64)
+        if w is not None:
+            keep = w > 0
+            if not keep.all():
+                v, w = v[keep], w[keep]
+                if not v.size:
+                    return
+        low, high = int(v.min()), int(v.max())
+        if low < LOWEST_NS or high > HIGHEST_NS:
+            out = (v < LOWEST_NS) | (v > HIGHEST_NS)
+            self._clamped += int(out.sum() if w is None else w[out].sum())
+            v = np.clip(v, LOWEST_NS, HIGHEST_NS)
+            low, high = max(low, LOWEST_NS), min(high, HIGHEST_NS)
+        self._flush()
+        mask, base, magnitude, offset = self._index_params
+        shift = np.frexp((v | mask).astype(np.float64))[1].astype(np.int64) - base
+        indexes = (shift << magnitude) + (v >> shift) + offset
+        counts = np.bincount(indexes, weights=w).astype(np.int64) if w is not None else (
+            np.bincount(indexes)
+        )
+        hdr = self._hdr
+        view = np.ctypeslib.as_array(hdr.counts)
+        view[: counts.size] += counts.astype(view.dtype)
+        hdr.total_count += int(v.size if w is None else w.sum())
+        hdr.min_value = min(hdr.min_value, low)
+        hdr.max_value = max(hdr.max_value, high)
+
     def record_corrected(self, ns: int, expected_interval_ns: int) -> None:
         """Record a latency measured at a fixed send rate, correcting for coordinated omission.
 

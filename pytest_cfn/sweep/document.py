@@ -23,14 +23,12 @@ from typing import Any
 from pytest_cfn.metrics.latency import LatencyHistogram
 from pytest_cfn.results import Metric, RedisInfo, ResultFormatError, RunResult, judge
 from pytest_cfn.sweep.client_models import RAW_LAYOUT
-from pytest_cfn.sweep.harness import LOAD, PROBE, step_row
+from pytest_cfn.sweep.harness import LOAD, PROBE, latency_verdict, step_row, throughput_verdict
+from pytest_cfn.sweep.harness import saturated as saturated
+from pytest_cfn.sweep.harness import saturation_text as saturation_text
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 TOOL = "sweep"
-LEGACY_SATURATED_LAG_MS = 100.0
-"""For results written before the harness reported ``generator_saturated``: send lag p99 above
-which a step's load generator is called saturated."""
-
 LOAD_METHOD = (
     "Locust harness (loadtests/swarm.py) in a subprocess: {agents} simulated agents ({model} "
     "model) in {swarms} swarms of 10, each publishing its role's mix at {rate:g} events/s on a "
@@ -46,28 +44,10 @@ LATENCY_METHOD = (
 )
 
 
-def saturated(row: dict[str, Any]) -> bool:
-    """True when the harness found its load generator behind schedule at the window's end, so
-    the step's figures are the generator's limit, not the server's."""
-    flag = row.get("generator_saturated")
-    if flag is not None:
-        return bool(flag)
-    lag = row.get("send_lag_p99_ms")
-    return lag is not None and lag > LEGACY_SATURATED_LAG_MS
-
-
 def meets_throughput(row: dict[str, Any], target: float) -> bool:
     """Delivered events/s at least ``target``, at the resolution of the harness's count."""
     delivered = float(row.get("delivered_per_s") or 0.0)
     return delivered + float(row.get("delivered_resolution") or 0.0) >= target
-
-
-def saturation_text(row: dict[str, Any]) -> str:
-    """How far behind the load generator was, in the words of the harness's note."""
-    behind = row.get("generator_behind_s")
-    if behind is None:
-        return f"load generator sent late (send lag p99 {row.get('send_lag_p99_ms') or 0:,.0f} ms)"
-    return f"load generator behind schedule by {behind:.2f} s"
 
 
 SPREAD_KEYS = (
@@ -173,10 +153,8 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
         window=f"{row['window_s']:.1f}",
     )
     judged = row["offered"] >= targets.min_throughput
-    throughput_method = f"{method}; {runs_text(row, 'throughput')}"
-    if not judged:
-        throughput_method += (f"; not judged: {row['offered']:,.0f} events/s offered is below "
-                              f"the {targets.min_throughput:,.0f} target")
+    throughput, why = throughput_verdict(row, targets.min_throughput)
+    throughput_method = f"{method}; {runs_text(row, 'throughput')}" + (f"; {why}" if why else "")
     delivered = float(row.get("delivered_per_s") or 0.0)
     resolution = float(row.get("delivered_resolution") or 0.0)
     if judged and resolution:
@@ -194,19 +172,20 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
     ) + f"; {runs_text(row, 'p99')}"
     p99_ms = float(row.get("p99_us") or 0.0) / 1000.0
     has_latency = bool(row.get("latency_count"))
+    p99_verdict, p99_why = latency_verdict(row, p99_ms, targets.max_p99_ms)
+    if p99_why:
+        latency_method += f"; {p99_why}"
     metrics = [
         Metric(
             name="delivered_events_per_s", value=delivered, unit="events/s",
             method=throughput_method,
             target=targets.min_throughput if judged else None, op=">=" if judged else None,
-            verdict=("pass" if meets_throughput(row, targets.min_throughput) else "fail")
-            if judged else "info",
-            scope=scope, **_spread(row, "delivered_per_s"),
+            verdict=throughput, scope=scope, **_spread(row, "delivered_per_s"),
         ),
         Metric(
             name="delivery_p99", value=p99_ms, unit="ms", method=latency_method,
             target=targets.max_p99_ms, op="<=",
-            verdict=judge(p99_ms, targets.max_p99_ms, "<=") if has_latency else "fail",
+            verdict=p99_verdict,
             better="lower", scope=scope, latency=latency if has_latency else None,
             **_spread(row, "p99_us", 1e-3),
         ),
@@ -224,8 +203,8 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
                **_spread(row, "loss_rate")),
         Metric(name="critical_loss", value=float(row.get("critical_loss") or 0.0),
                unit="deliveries", target=float(targets.max_critical_loss), op="<=",
-               verdict=judge(float(row.get("critical_loss") or 0.0),
-                             float(targets.max_critical_loss), "<="),
+               verdict="not-judged" if saturated(row) else judge(
+                   float(row.get("critical_loss") or 0.0), float(targets.max_critical_loss), "<="),
                method="priority 8-9 deliveries expected minus received by the end of the drain "
                "(critical events are replayed from the swarm's stream)", better="lower",
                scope=scope, **_spread(row, "critical_loss")),

@@ -23,12 +23,15 @@ from typing import Any
 
 import pytest_cfn
 from pytest_cfn._errors import CfnError
-from pytest_cfn.results import ResultFormatError, RunResult, read_result
+from pytest_cfn.results import ResultFormatError, RunResult, Verdict, read_result
 
 LOAD = "load"
 PROBE = "probe"
 HEARTBEAT_S = 10.0
 DEADLINE_MARGIN_S = 60.0
+LEGACY_SATURATED_LAG_MS = 100.0
+"""For results written before the harness reported ``generator_saturated``: send lag p99 above
+which a step's load generator is called saturated."""
 
 
 class HarnessNotFoundError(CfnError):
@@ -214,6 +217,63 @@ def _metric_values(result: RunResult) -> dict[str, Any]:
     return {m.name: m for m in result.metrics}
 
 
+def saturated(row: dict[str, Any]) -> bool:
+    """True when the harness found its load generator to be the limit of the step (send lag
+    p99 over the limit, agents behind schedule, a busy process), so the step's load figures
+    are the generator's, not the server's."""
+    flag = row.get("generator_saturated")
+    if flag is not None:
+        return bool(flag)
+    lag = row.get("send_lag_p99_ms")
+    return lag is not None and lag > LEGACY_SATURATED_LAG_MS
+
+
+def saturation_text(row: dict[str, Any]) -> str:
+    """Why the load generator was the limit, in the harness's words."""
+    behind = row.get("generator_behind_s")
+    reasons = [r for r in row.get("generator_limit") or [] if "behind schedule" not in r]
+    if behind is None and not reasons:
+        lag = row.get("send_lag_p99_ms") or 0
+        return f"load generator sent late (send lag p99 {lag:,.0f} ms)"
+    parts = []
+    if behind is not None and (float(behind) > 0.1 or not reasons):
+        parts.append(f"load generator behind schedule by {float(behind):.2f} s")
+    if reasons:
+        parts.append("load generator limit: " + "; ".join(reasons))
+    return "; ".join(parts)
+
+
+def throughput_verdict(row: dict[str, Any], target: float) -> tuple[Verdict, str]:
+    """A sweep step's throughput against ``target``: ``n/a`` when the step offers less,
+    ``not-judged`` at the load generator's limit, never ``pass`` with lost or late
+    deliveries; (verdict, why)."""
+    if row["offered"] < target:
+        return "n/a", (f"not applicable: {row['offered']:,.0f} events/s offered is below the "
+                       f"{target:,.0f} target")
+    if saturated(row):
+        return "not-judged", f"not judged: {saturation_text(row)}, not Redis's limit"
+    delivered = float(row.get("delivered_per_s") or 0.0)
+    if delivered + float(row.get("delivered_resolution") or 0.0) < target:
+        return "fail", f"{delivered:,.0f} events/s delivered"
+    # results from before lost and late were told apart only have "loss" (both together)
+    counts = {"lost": row.get("lost", row.get("loss")),
+              "late (after the drain)": row.get("arrived_late")}
+    spoilt = [f"{int(n):,} deliveries {k}" for k, n in counts.items() if n]
+    if spoilt:
+        return "fail", ", ".join(spoilt)
+    return "pass", ""
+
+
+def latency_verdict(row: dict[str, Any], p99_ms: float, target_ms: float) -> tuple[Verdict, str]:
+    """A sweep step's delivery p99 against ``target_ms``; ``not-judged`` at the generator's
+    limit (its lateness is part of a latency measured from the intended send time)."""
+    if not row.get("latency_count"):
+        return "fail", "no deliveries were measured"
+    if saturated(row):
+        return "not-judged", f"not judged: {saturation_text(row)}"
+    return ("pass" if p99_ms <= target_ms else "fail"), ""
+
+
 def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
     """The figures of one harness result as one plain row of the sweep (JSON data)."""
     metrics = _metric_values(result)
@@ -231,6 +291,9 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
     )
     connections = extra.get("connections") or {}
     server = extra.get("server") or {}
+    verdict = extra.get("verdict") or {}
+    abnormal = [str(reason) for reason in extra.get("abnormal") or []]
+    lost = value("lost") if "lost" in metrics else value("loss")
     agents = int(extra.get("agents", 0))
     rate = float(extra.get("agent_rate", 0.0))
     return {
@@ -246,7 +309,9 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "sent_per_s": value("sent_rate"),
         "deliveries_per_s": value("deliveries_per_s"),
         "message_deliveries_per_s": message_deliveries / window if window else 0.0,
-        "loss": value("loss"),
+        "loss": lost,
+        "lost": lost,
+        "arrived_late": value("late") or 0.0,
         "loss_rate": value("loss_rate"),
         "critical_loss": value("critical_loss"),
         "latency_count": int(latency.get("count", 0)),
@@ -256,6 +321,8 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "send_lag_p99_ms": value("send_lag_p99"),
         "generator_behind_s": extra.get("generator_behind_s"),
         "generator_saturated": extra.get("generator_saturated"),
+        "generator_limit": list(verdict.get("generator_limit") or []),
+        "abnormal": abnormal,
         "connections": int(connections.get("total", 0)),
         "connections_by_role": dict(connections.get("by_role", {})),
         "max_per_subsystem": int(connections.get("max_per_subsystem", 0)),
@@ -265,6 +332,6 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "server_cpu_percent": value("server_cpu_percent"),
         "server_max_omem": server.get("max_omem"),
         "notes": list(extra.get("notes", [])),
-        "status": "ok" if window > 0 else "no-window",
+        "status": "abnormal" if abnormal else "ok" if window > 0 else "no-window",
         "latency_encoded": latency.get("encoded"),
     }

@@ -294,7 +294,7 @@ class SweepRun:
         row["wall_s"] = round(run.wall_s, 1)
         row["harness_json"] = str(run.report.relative_to(self.config.out.resolve()))
         if row["status"] != "ok":
-            row["error"] = "; ".join(row["notes"]) or "no measurement window"
+            row["error"] = "; ".join(row["abnormal"] or row["notes"]) or "no measurement window"
             self.rows.append(row)
             self._fail(f"{what} {spec.agents} agents{run_of}", row["error"])
             return

@@ -16,9 +16,10 @@ from pytest_cfn.results import REGRESSION_RULE, Regression, compare
 from pytest_cfn.sweep.adr import adr_claims, number, our_counterparts
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
 from pytest_cfn.sweep.calibration import SHIFT_TOLERANCE
-from pytest_cfn.sweep.document import LOAD_METHOD, SweepData, meets_throughput, saturated
+from pytest_cfn.sweep.document import LOAD_METHOD, SweepData, saturated
 from pytest_cfn.sweep.figure_style import DrawnFigure
 from pytest_cfn.sweep.figures import draw_all
+from pytest_cfn.sweep.harness import latency_verdict, throughput_verdict
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 
@@ -44,8 +45,8 @@ def _ms(us: float | None) -> str:
     return f"{ms:,.0f}" if ms >= 100 else f"{ms:.2f}"
 
 
-def _verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
+def _verdict(verdict: str) -> str:
+    return {"pass": "PASS", "fail": "FAIL", "not-judged": "not judged"}.get(verdict, verdict)
 
 
 def _range(row: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
@@ -60,11 +61,12 @@ def _range(row: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
     return shown
 
 
-def _met(row: dict[str, Any], target: str, ok: bool) -> str:
+def _met(row: dict[str, Any], target: str, verdict: str) -> str:
     runs = int(row.get("runs", 1))
     met = row.get("met", {}).get(target)
-    verdict = _verdict(ok)
-    return f"{verdict} ({met}/{runs} runs)" if runs > 1 and met is not None else verdict
+    shown = _verdict(verdict)
+    judged = verdict in ("pass", "fail")
+    return f"{shown} ({met}/{runs} runs)" if judged and runs > 1 and met is not None else shown
 
 
 def _count(value: float) -> str:
@@ -81,7 +83,6 @@ def load_table(data: SweepData) -> Table:
     targets = Targets()
     rows = []
     for r in data.loads:
-        judged = r["offered"] >= targets.min_throughput
         p99_ms = (r.get("p99_us") or 0.0) / 1000.0
         shown = _range(r, "delivered_per_s", _count)
         if saturated(r):
@@ -89,11 +90,11 @@ def load_table(data: SweepData) -> Table:
         late = "-" if r.get("late_fraction") is None else _range(r, "late_fraction", _pct)
         rows.append([
             str(r["agents"]), r["model"], str(r.get("runs", 1)), f"{r['offered']:,.0f}", shown,
-            _met(r, "throughput", meets_throughput(r, targets.min_throughput)) if judged
-            else "not judged",
+            _met(r, "throughput", throughput_verdict(r, targets.min_throughput)[0]),
             _range(r, "p50_us", _ms), _range(r, "p99_us", _ms), _range(r, "p99_9_us", _ms),
-            _met(r, "p99", p99_ms <= targets.max_p99_ms) if r.get("latency_count") else "FAIL",
-            _range(r, "loss_rate", _pct),
+            _met(r, "p99", latency_verdict(r, p99_ms, targets.max_p99_ms)[0]),
+            _range(r, "loss_rate", _pct)
+            + (f" ({int(r['arrived_late']):,} after the drain)" if r.get("arrived_late") else ""),
             _range(r, "critical_loss", _count),
             late,
             _ms((r.get("send_lag_p99_ms") or 0.0) * 1000),
@@ -258,12 +259,15 @@ def build_blocks(
                         "minus intended time) as well as the transit (handler receive time minus "
                         "the actual publish time); both p99s are in the table."))
     if any(saturated(r) for r in data.loads):
-        blocks.append(("p", "'generator limit': the load generator (one Locust process) was "
-                            "behind its schedule at the window's end by more than the harness's "
-                            "limit (see the step's note). Delivered events are counted by their "
-                            "delivery time inside the window, so the figure is what was really "
-                            "sustained, and the >= 10k verdict judges it; but it is the "
-                            "generator's limit, not Redis's."))
+        blocks.append(("p", "'generator limit': the load generator (the Locust processes) was "
+                            "the limit of the step: its send lag p99 over the harness's limit, "
+                            "its agents behind schedule at the window's end, or a process at "
+                            "95 % of a core (see the step's note). Delivered events are counted "
+                            "by their delivery time inside the window, so the figure is what "
+                            "was really sustained, but it is the generator's limit, not Redis's: "
+                            "the >= 10k and p99 verdicts say 'not judged'. 'n/a': the step "
+                            "offers less than the target. A step with lost deliveries, or "
+                            "deliveries that arrived after the drain, never passes >= 10k."))
     calibration = data.extra.get("calibration")
     if calibration:
         blocks += [("h2", "The instrument's calibration (same run)"),

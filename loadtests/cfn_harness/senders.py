@@ -1,0 +1,86 @@
+"""Who writes a due send: one sender greenlet per publishing connection set.
+
+The process's pacing loop (``ProcessRuntime``) never publishes itself: a publish can wait on
+its bus (a publisher connection is shared with the bus's own round trips, such as the
+critical-event catch-up every second, and reading acknowledgements), and one waiting
+publish must not hold up every other agent's schedule. The pacing loop hands each due slot
+to its agent's sender and wakes it; a sender writes everything it was handed in one go (in
+the shared model inside ``batch()`` of its swarm's bus and messenger, so one write per
+connection). The per-agent model's sender runs in the agent's own Locust user greenlet.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import gevent.event
+
+from pytest_cfn._errors import CfnError
+
+if TYPE_CHECKING:
+    from array import array
+
+    from cfn_harness.client import CfnClient
+    from pytest_cfn.loadgen.pacing import PublishTicks
+
+time_ns = time.time_ns
+perf_counter = time.perf_counter
+
+
+class Sender:
+    """Sends handed over by the pacing loop, written by :meth:`run` (one greenlet)."""
+
+    __slots__ = ("_batched", "_lag", "_measure_from", "_ticks", "_wake", "pending")
+
+    def __init__(self, lag: array[int], ticks: PublishTicks, batched: tuple[Any, ...] = ()) -> None:
+        self.pending: list[tuple[CfnClient, int]] = []
+        self._wake = gevent.event.Event()
+        self._lag = lag
+        self._ticks = ticks
+        self._batched = batched
+        self._measure_from = 1 << 62
+
+    def measure_from(self, start_ns: int) -> None:
+        """Sends intended at or after ``start_ns`` are measured (the window's start)."""
+        self._measure_from = start_ns
+
+    def hand(self, client: CfnClient, intended_ns: int) -> None:
+        """Called by the pacing loop for a due slot."""
+        self.pending.append((client, intended_ns))
+        self._wake.set()
+
+    def run(self, closed: Any) -> None:
+        """Until ``closed()``: wait to be handed sends, then write them all."""
+        wake = self._wake
+        lag = self._lag.append
+        while not closed():
+            wake.wait()
+            wake.clear()
+            while self.pending:
+                items, self.pending = self.pending, []
+                started = perf_counter()
+                start = self._measure_from
+                with ExitStack() as stack:
+                    for owner in self._batched:
+                        stack.enter_context(owner.batch())
+                    for client, t in items:
+                        if t >= start:
+                            lag(time_ns() - t)
+                            client.send(t, 1)
+                        else:
+                            client.send(t, 0)
+                self._ticks.add(len(items), perf_counter() - started)
+
+    def stop(self) -> None:
+        """Wake :meth:`run` so it sees that the process is closing."""
+        self._wake.set()
+
+    def run_guarded(self, closed: Any, on_error: Any) -> None:
+        """:meth:`run`, reporting a failed batch write instead of dying silently."""
+        while not closed():
+            try:
+                self.run(closed)
+            except CfnError as exc:
+                on_error(exc)

@@ -1,0 +1,162 @@
+"""One pacing schedule for every agent of a process: the next due send is found in O(1).
+
+Theory of operation (open model, as wrk2): every agent of a run has the same rate, so agent
+*i* intends its *k*-th send at ``base + offset_i + k * interval`` with ``offset_i`` in
+``[0, interval)`` from its phase. With the agents sorted by offset, the sends of all agents
+in time order are period 0 in offset order, then period 1 in the same order, and so on: the
+schedule is a cursor (period, position) over one sorted list, a timer wheel with a single
+slot per agent. One greenlet of the harness sleeps until the cursor's next intended time and
+then takes every send that is due (:meth:`ProcessSchedule.run_due`), instead of one greenlet
+wake-up per agent per event. A late wake-up sends the overdue slots together; it never moves
+the schedule, and latency is measured from the intended time.
+
+An agent that joins later is placed by its offset; if the cursor has passed its offset in
+the current period, its first send is in the next one.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from pytest_cfn._errors import InvalidOptionError
+from pytest_cfn.loadgen.accounting import LocustRow
+
+T = TypeVar("T")
+
+
+class ProcessSchedule(Generic[T]):
+    """Intended send times of many agents with one interval, in time order."""
+
+    __slots__ = ("_k", "_members", "_offsets", "_pos", "base_ns", "interval_ns")
+
+    def __init__(self, rate: float, base_ns: int) -> None:
+        if not rate > 0:
+            raise InvalidOptionError(f"rate must be > 0 events/s, got {rate!r}")
+        self.interval_ns = round(1e9 / rate)
+        self.base_ns = base_ns
+        self._offsets: list[int] = []
+        self._members: list[T] = []
+        self._k = 0
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(self, member: T, phase: float) -> None:
+        """Schedule ``member`` at ``phase`` (0 <= phase < 1) of each interval."""
+        if not 0.0 <= phase < 1.0:
+            raise InvalidOptionError(f"phase must be in [0, 1), got {phase!r}")
+        offset = int(phase * self.interval_ns)
+        at = bisect.bisect_right(self._offsets, offset)
+        self._offsets.insert(at, offset)
+        self._members.insert(at, member)
+        if at < self._pos:
+            self._pos += 1
+
+    def remove(self, member: T) -> bool:
+        """Stop scheduling ``member``; False when it was not scheduled."""
+        for at, m in enumerate(self._members):
+            if m is member:
+                del self._members[at]
+                del self._offsets[at]
+                if at < self._pos:
+                    self._pos -= 1
+                if self._pos >= len(self._members):
+                    self._pos = 0
+                    self._k += 1
+                return True
+        return False
+
+    def next_ns(self) -> int | None:
+        """Intended time of the next send of any agent (None when nobody is scheduled)."""
+        if not self._members:
+            return None
+        return self.base_ns + self._k * self.interval_ns + self._offsets[self._pos]
+
+    def run_due(
+        self, now_ns: int, end_ns: int | None, send: Callable[[T, int], None], limit: int
+    ) -> int:
+        """Call ``send(member, intended_ns)`` for every slot due by ``now_ns`` (and before
+        ``end_ns``, when given), at most ``limit`` of them; returns how many were sent."""
+        members, offsets = self._members, self._offsets
+        n = len(members)
+        if not n:
+            return 0
+        k, pos = self._k, self._pos
+        period = self.base_ns + k * self.interval_ns
+        stop = now_ns + 1 if end_ns is None else min(now_ns + 1, end_ns)
+        sent = 0
+        while sent < limit:
+            t = period + offsets[pos]
+            if t >= stop:
+                break
+            self._k, self._pos = k, pos + 1
+            if pos + 1 == n:
+                self._k, self._pos = k + 1, 0
+            send(members[pos], t)
+            sent += 1
+            if len(members) != n:  # send() removed or added an agent: start afresh
+                return sent + self.run_due(now_ns, end_ns, send, limit - sent)
+            k, pos = self._k, self._pos
+            if pos == 0:
+                period += self.interval_ns
+        return sent
+
+    def next_for_each(self) -> Iterator[int]:
+        """Each scheduled agent's next intended send time (for the lag at the window's end)."""
+        base = self.base_ns + self._k * self.interval_ns
+        for at, offset in enumerate(self._offsets):
+            yield base + offset + (self.interval_ns if at < self._pos else 0)
+
+
+class PublishTicks:
+    """The time publish calls take, per scheduler tick, for Locust's "publish" rows.
+
+    Publishes are added to Locust's statistics in aggregate, not one request event each:
+    per event type the exact count since the last report, with the mean time of a publish
+    call over those ticks (a tick's sends are timed together; shared-model writes included).
+    """
+
+    __slots__ = ("_max_ms", "_min_ms", "_reported", "_seconds", "_sent")
+
+    def __init__(self) -> None:
+        self._reported: list[int] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._seconds = 0.0
+        self._sent = 0
+        self._min_ms = float("inf")
+        self._max_ms = 0.0
+
+    def add(self, sent: int, seconds: float) -> None:
+        if not sent:
+            return
+        self._seconds += seconds
+        self._sent += sent
+        mean_ms = seconds * 1000.0 / sent
+        if mean_ms < self._min_ms:
+            self._min_ms = mean_ms
+        if mean_ms > self._max_ms:
+            self._max_ms = mean_ms
+
+    def rows(
+        self, names: list[str], counts: list[int], bucket: Callable[[float], int]
+    ) -> list[LocustRow]:
+        """One row per event type published since the last call (counts are cumulative)."""
+        reported = self._reported
+        reported.extend([0] * (len(counts) - len(reported)))
+        mean_ms = self._seconds * 1000.0 / self._sent if self._sent else 0.0
+        rows = []
+        for i, total in enumerate(counts):
+            n = total - reported[i]
+            if n <= 0:
+                continue
+            reported[i] = total
+            low = min(self._min_ms, mean_ms)
+            rows.append(LocustRow("publish", names[i], n, n * mean_ms, low,
+                                  max(self._max_ms, mean_ms), {bucket(mean_ms): n}))
+        self._reset()
+        return rows
