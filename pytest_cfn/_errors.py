@@ -43,8 +43,21 @@ class ServerStartError(CfnError):
     """A redis-server process was started but did not become ready."""
 
 
+class ServerWithoutTlsError(ServerStartError):
+    """The redis-server binary was built without TLS support (it refuses ``--tls-port``)."""
+
+
 class ConnectionLostError(CfnError):
     """The connection to Redis is gone and could not be re-established."""
+
+
+class TlsError(CfnError):
+    """TLS to Redis failed: an untrusted or wrong certificate, a client certificate
+    missing or refused, or TLS and plain text mixed up between client and port."""
+
+
+class TlsHandshakeTimeoutError(TlsError):
+    """The TLS handshake got no answer in time (a plain-text port, or a hung server)."""
 
 
 class BusClosedError(CfnError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import AsyncStream, connect_stream
+from pytest_cfn._backends.tls import plain_to_tls_port, refused_after_handshake
 from pytest_cfn._core.resp import ReplyParser, ServerReplyError, encode_command
-from pytest_cfn._errors import CfnError, ConnectionLostError
+from pytest_cfn._errors import CfnError, ConnectionLostError, TlsHandshakeTimeoutError
 
 
 class ServerRefusedError(CfnError):
@@ -17,7 +19,10 @@ class ServerRefusedError(CfnError):
 class RespConnection:
     """A named RESP2 connection; the name shows up in ``CLIENT LIST`` as ``cfn:{role}:...``."""
 
-    __slots__ = ("_parser", "_stream", "address", "connect_timeout", "name", "socket_timeout")
+    __slots__ = (
+        "_established", "_parser", "_stream", "address", "connect_timeout", "name",
+        "socket_timeout",
+    )
 
     def __init__(
         self,
@@ -33,6 +38,7 @@ class RespConnection:
         self.socket_timeout = socket_timeout
         self._stream: AsyncStream | None = None
         self._parser = ReplyParser()
+        self._established = False
 
     @property
     def connected(self) -> bool:
@@ -42,7 +48,12 @@ class RespConnection:
         """Open the socket and log in; raises OSError/TimeoutError or ServerRefusedError."""
         await self.close()
         self._parser.reset()
-        stream = await connect_stream(self.address, self.connect_timeout)
+        try:
+            stream = await connect_stream(self.address, self.connect_timeout)
+        except TlsHandshakeTimeoutError as exc:
+            if self._established:  # it worked before: a hung server, retried as a timeout
+                raise TimeoutError(str(exc)) from exc
+            raise
         self._stream = stream
         commands = []
         if self.address.password is not None:
@@ -63,9 +74,22 @@ class RespConnection:
                     raise ServerRefusedError(
                         f"Redis at {self.address.describe()} refused the connection: {reply}"
                     )
+        except (ssl.SSLError, ConnectionLostError, ConnectionResetError) as exc:
+            # Cut off before the first reply, on a first connection: a TLS port does
+            # that to plain text, a mutual-TLS server to a client without certificate.
+            await self.close()
+            tls = self.address.tls
+            if self._established or self.address.unix_path:
+                raise
+            if tls is None:
+                raise plain_to_tls_port(self.address.describe(), exc) from exc
+            raise refused_after_handshake(
+                exc, self.address.describe(), tls.certfile is not None
+            ) from exc
         except BaseException:
             await self.close()
             raise
+        self._established = True
 
     async def write(self, data: bytes) -> None:
         stream = self._stream

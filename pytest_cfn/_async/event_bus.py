@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -50,12 +50,13 @@ class EventBus(EngineFrontend):
         critical: CriticalOptions | None = None,
         **settings: Any,
     ) -> None:
+        address = with_tls_options(  # takes the ssl_* settings out
+            parse_redis_url(address) if isinstance(address, str) else address, settings
+        )
         if options is None:
             options = BusOptions(**settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
-        if isinstance(address, str):
-            address = parse_redis_url(address)
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
         self.options = options

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.tls import tls_failure
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -57,14 +59,32 @@ class AsyncStream:
 
 
 async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
+    """A connected stream (TLS-wrapped and handshaken for a ``rediss://`` address).
+
+    A failed TLS handshake raises :class:`TlsError`; TCP failures stay OSError/TimeoutError.
+    """
+    tls = address.tls
     if address.unix_path:
         coro = asyncio.open_unix_connection(address.unix_path, limit=READ_CHUNK)
-    else:
+    elif tls is None:
         coro = asyncio.open_connection(address.host, address.port, limit=READ_CHUNK)
+    else:
+        # The handshake has its own deadline, so its timeout tells "no TLS answer"
+        # apart from a TCP connect that timed out (the outer, longer one).
+        coro = asyncio.open_connection(
+            address.host, address.port, limit=READ_CHUNK, ssl=tls.client_context(),
+            server_hostname=address.host, ssl_handshake_timeout=timeout,
+        )
     try:
-        reader, writer = await asyncio.wait_for(coro, timeout)
+        reader, writer = await asyncio.wait_for(coro, timeout if tls is None else 2 * timeout)
     except asyncio.TimeoutError as exc:
         raise TimeoutError(f"connect to {address.describe()} timed out after {timeout} s") from exc
+    except ssl.SSLError as exc:
+        raise tls_failure(exc, address.describe(), timeout) from exc
+    except ConnectionAbortedError as exc:
+        if tls is None or "handshake" not in str(exc):
+            raise
+        raise tls_failure(TimeoutError(str(exc)), address.describe(), timeout) from exc
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.tls import tls_failure
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -80,7 +82,11 @@ class SyncStream:
         self.close()
 
 
-def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
+def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
+    """A connected socket (TLS-wrapped and handshaken for a ``rediss://`` address).
+
+    A failed TLS handshake raises :class:`TlsError`; TCP failures stay OSError/TimeoutError.
+    """
     if address.unix_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -89,10 +95,23 @@ def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
         except OSError:
             sock.close()
             raise
-    else:
-        sock = socket.create_connection((address.host, address.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return SyncStream(sock)
+        return sock
+    sock = socket.create_connection((address.host, address.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if address.tls is None:
+        return sock
+    try:
+        return address.tls.client_context().wrap_socket(sock, server_hostname=address.host)
+    except (ssl.SSLError, TimeoutError) as exc:
+        sock.close()
+        raise tls_failure(exc, address.describe(), timeout) from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
+def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
+    return SyncStream(open_socket(address, timeout))
 
 
 def sleep(seconds: float) -> None:

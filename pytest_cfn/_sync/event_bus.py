@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.sync_backend import call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -51,12 +51,13 @@ class EventBus(EngineFrontend):
         critical: CriticalOptions | None = None,
         **settings: Any,
     ) -> None:
+        address = with_tls_options(  # takes the ssl_* settings out
+            parse_redis_url(address) if isinstance(address, str) else address, settings
+        )
         if options is None:
             options = BusOptions(**settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
-        if isinstance(address, str):
-            address = parse_redis_url(address)
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
         self.options = options

@@ -22,7 +22,7 @@ from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, sleep, spawn
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError
+from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError, TlsError
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
@@ -190,7 +190,9 @@ class Subscriber:
         while not self._closing:
             try:
                 self._connect_and_subscribe()
-            except (OSError, ConnectionLostError, TimeoutError, SubscribeFailedError) as exc:
+            except (
+                OSError, ConnectionLostError, TimeoutError, SubscribeFailedError, TlsError
+            ) as exc:
                 failures += 1
                 log.debug("reconnect attempt %d failed: %s", failures, exc)
                 sleep(self._backoff.compute(failures))
