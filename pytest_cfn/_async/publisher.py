@@ -21,7 +21,7 @@ from pytest_cfn._backends.async_backend import Lock, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, PublishFailedError
+from pytest_cfn._errors import ConnectionLostError, PublishFailedError, TlsError
 
 _PUBLISH = 0
 _CALL = 1
@@ -216,6 +216,11 @@ class Publisher:
                 await self._conn.connect()
                 if self._in_flight:
                     await self._conn.write(b"".join(c for _, c in self._in_flight))
+            except TlsError:  # a certificate or TLS/plain mix-up: a retry cannot help
+                self.failed += len(self._in_flight)
+                self._in_flight.clear()
+                await self._conn.close()
+                raise
             except ServerRefusedError:
                 raise
             except (OSError, ConnectionLostError, TimeoutError) as exc:

@@ -22,7 +22,7 @@ from pytest_cfn._backends.sync_backend import Lock, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, PublishFailedError
+from pytest_cfn._errors import ConnectionLostError, PublishFailedError, TlsError
 
 _PUBLISH = 0
 _CALL = 1
@@ -217,6 +217,11 @@ class Publisher:
                 self._conn.connect()
                 if self._in_flight:
                     self._conn.write(b"".join(c for _, c in self._in_flight))
+            except TlsError:  # a certificate or TLS/plain mix-up: a retry cannot help
+                self.failed += len(self._in_flight)
+                self._in_flight.clear()
+                self._conn.close()
+                raise
             except ServerRefusedError:
                 raise
             except (OSError, ConnectionLostError, TimeoutError) as exc:

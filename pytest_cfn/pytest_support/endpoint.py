@@ -98,6 +98,11 @@ def check_url(choice: RedisChoice) -> RedisEndpoint:
             "put the right user and password in the URL: redis://user:password@host:port/db"
         ) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        from pytest_cfn.tls_probe import tls_problem
+
+        problem = tls_problem(choice.url, PING_TIMEOUT)
+        if problem is not None:
+            raise pytest.UsageError(f"{choice.source}: {problem}") from None
         raise pytest.UsageError(
             f"{choice.source}: cannot reach Redis at {redact_url(choice.url)} ({exc}). "
             "Start a server there, fix the URL, or leave --cfn-redis out and pytest-cfn "
