@@ -99,3 +99,47 @@ def test_locust_harness_over_tls(tmp_path: Path, tls_server: TlsRedisServer) -> 
     assert result["extra"]["delivered"] == result["extra"]["expected_deliveries"] > 0
     assert metrics["connections_per_subsystem"]["value"] == 2
     assert result["redis"]["url"].startswith("rediss://")
+
+
+def test_bench_measures_tls_cost_against_the_plain_port(tmp_path: Path) -> None:
+    from pytest_cfn.results import read_result
+
+    path = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn.bench", "--tls", "--quick", "--only", "tls",
+         "--only", "ceiling", "--json", str(path)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    if "built without TLS" in done.stderr:
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
+    metrics = {m.name: m for m in read_result(path).metrics}
+    assert {"tls_e2e_delivered", "tls_publisher_cpu_us_per_event",
+            "tls_subscriber_cpu_us_per_event", "redis_benchmark_publish_p1"} <= set(metrics)
+    assert all(metric.value > 0 for metric in metrics.values())
+    assert "x plain text end to end" in done.stdout
+    assert "TLS adds" in done.stdout and "rediss://" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--tls", "--redis", "redis://127.0.0.1:1/0"], "leave out --redis"),
+        (["--plain-redis", "redis://127.0.0.1:1/0"], "needs --redis rediss://"),
+        (["--redis", "redis://h/0?ssl_ca_certs=/x"], "rediss://"),
+    ],
+)
+def test_bench_tls_usage_errors(argv: list[str], complaint: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", *argv],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and complaint in done.stderr, done.stderr
+
+
+def test_bench_over_tls_with_a_wrong_ca_prints_the_tls_reason(
+    tls_server: TlsRedisServer,
+) -> None:
+    url = f"rediss://127.0.0.1:{tls_server.tls_port}/0"
+    done = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", "--quick", "--redis", url],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not trusted" in done.stderr and "ssl_ca_certs" in done.stderr

@@ -11,9 +11,10 @@ MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
 """Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
-STEPS = ("ceiling", "throughput", "latency", "memory", "messenger")
+STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
-latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus."""
+TLS's cost per event (only when the server is reached over TLS); latency at a fixed
+rate; memory per idle bus; the Messenger beside the Event Bus."""
 MESSAGE_BYTES = 5 * 1024
 """Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -37,6 +38,10 @@ class BenchConfig:
     steps: tuple[str, ...] = STEPS
     message_bytes: int = MESSAGE_BYTES
     window_bytes: int = WINDOW_BYTES
+    tls: bool = False
+    """Start the embedded server with a TLS port and measure through it."""
+    plain_redis_url: str | None = None
+    """The plain-text URL of the ``rediss://`` server: the TLS step's reference."""
 
     @property
     def warmup_events(self) -> int:
@@ -62,6 +67,8 @@ class Target:
     redis_benchmark: str | None
     clients: str
     wire_bytes: int
+    plain_url: str | None = None
+    """When ``url`` is TLS: the same server in plain text (the TLS step's reference)."""
 
     @property
     def method_tail(self) -> str:

@@ -50,6 +50,15 @@ def redis_benchmark_command(
         if address.username:
             command += ["--user", address.username]
         command += ["-a", address.password]
+    tls = address.tls
+    if tls is not None:
+        command += ["--tls", "--sni", address.host]
+        if tls.ca_certs is not None:
+            command += ["--cacert", tls.ca_certs]
+        if tls.certfile is not None:
+            command += ["--cert", tls.certfile, "--key", tls.keyfile or tls.certfile]
+        if tls.cert_reqs == "none":
+            command += ["--insecure"]
     command += [
         "-n", str(requests),
         "-c", str(BENCHMARK_CLIENTS),
