@@ -23,8 +23,9 @@ from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.shard_layout import ShardChannelNames, ShardCriticalStream, as_spublish
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import InvalidIdError
+from pytest_cfn._errors import InvalidIdError, InvalidOptionError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -81,7 +82,14 @@ class EventBus(EngineFrontend):
                 CatchUp(self.channels, self.swarm, self.agent, self.critical)
             )
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
-        self._planner = OutboundPlanner(
+        self._planner = self._new_planner()
+        self.route_errors = 0
+        self._sharded: bool | None = None
+        """None until the server was asked; True on Redis Cluster (shard channels)."""
+
+    def _new_planner(self) -> OutboundPlanner:
+        options = self.options
+        return OutboundPlanner(
             self._engine.codec,
             self.channels,
             self.swarm,
@@ -92,7 +100,6 @@ class EventBus(EngineFrontend):
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
         )
-        self.route_errors = 0
 
     @classmethod
     def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
@@ -106,13 +113,44 @@ class EventBus(EngineFrontend):
     async def connect(self) -> None:
         """Open the publisher connection now rather than on the first publish."""
         self._engine.check_open()
+        await self._ensure_layout()
         await self._engine.publisher.connect()
+
+    async def _ensure_layout(self) -> None:
+        """Before the first publish or subscribe: on Redis Cluster, use shard channels."""
+        if self._sharded is not None:
+            return
+        found = await self._engine.detect_cluster(self.swarm)
+        if found is None:  # not reachable now; one server's layout for this call
+            return
+        self._sharded = found
+        if found:
+            self._adopt_shard_layout()
+
+    def _adopt_shard_layout(self) -> None:
+        """Shard channel, hash-tagged stream and SPUBLISH (see ``_core.shard_layout``)."""
+        if self.options.route_overrides:
+            raise InvalidOptionError(
+                "route_overrides=True is not supported on Redis Cluster yet (a route to "
+                "another swarm is another shard); leave it off there"
+            )
+        channels = self._engine.channels
+        assert isinstance(channels, ShardChannelNames)
+        self.channels = channels
+        if self._critical_stream is not None:
+            self._critical_stream = ShardCriticalStream(channels, self.critical)
+            self._engine.enable_catch_up(
+                CatchUp(channels, self.swarm, self.agent, self.critical)
+            )
+        self.route_cache.clear()
+        self._planner = self._new_planner()
 
     async def subscribe(self, pattern: str, handler: Handler) -> int:
         """Call ``handler(event)`` for every event of this swarm whose type matches
         ``pattern`` (``agent.*``, ``task.assign``, ``*``). Returns a token for
         :meth:`unsubscribe`. Returns once Redis has confirmed the subscription."""
         self._engine.check_open()
+        await self._ensure_layout()
         token = self._handlers.add(pattern, handler)
         await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
         if not self._caught_up_at_start:
@@ -140,6 +178,8 @@ class EventBus(EngineFrontend):
         engine = self._engine
         if engine.closed:
             engine.check_open()
+        if self._sharded is None and self._planner.published == 0:
+            await self._ensure_layout()
         planner = self._planner
         now = monotonic()
         planner.admit(priority, now)
@@ -153,6 +193,8 @@ class EventBus(EngineFrontend):
             await engine.publisher.send_publish(
                 self._critical_stream.append_and_publish(channel, payload)
             )
+        elif self._sharded:
+            await engine.publisher.send_publish(as_spublish(planned.command))
         else:
             await engine.publisher.send_publish(planned.command)
         return planned.envelope.id

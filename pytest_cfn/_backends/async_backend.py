@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.tls import tls_failure
+from pytest_cfn._backends.tls import redis_py_options, tls_failure
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -89,6 +89,23 @@ async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return AsyncStream(reader, writer)
+
+
+async def cluster_slot_owner(
+    address: ServerAddress, slot: int, timeout: float
+) -> tuple[str, int]:
+    """``(host, port)`` of the master serving ``slot``, by redis-py's topology discovery."""
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        await client.initialize()
+        node = client.nodes_manager.get_node_from_slot(slot)
+        return str(node.host), int(node.port)
+    finally:
+        await client.aclose()
 
 
 async def sleep(seconds: float) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.tls import tls_failure
+from pytest_cfn._backends.tls import redis_py_options, tls_failure
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -112,6 +112,20 @@ def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
 
 def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
     return SyncStream(open_socket(address, timeout))
+
+
+def cluster_slot_owner(address: ServerAddress, slot: int, timeout: float) -> tuple[str, int]:
+    """``(host, port)`` of the master serving ``slot``, by redis-py's topology discovery."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        node = client.nodes_manager.get_node_from_slot(slot)
+        return str(node.host), int(node.port)
+    finally:
+        client.close()
 
 
 def sleep(seconds: float) -> None:

@@ -118,6 +118,22 @@ def _client_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def redis_py_options(address: Any, timeout: float) -> dict[str, Any]:
+    """Keyword arguments giving a redis-py client the same login and TLS as ``address``."""
+    options: dict[str, Any] = {
+        "username": address.username, "password": address.password,
+        "socket_timeout": timeout, "socket_connect_timeout": timeout, "protocol": 2,
+    }
+    tls: TlsSettings | None = address.tls
+    if tls is not None:
+        options.update(
+            ssl=True, ssl_ca_certs=tls.ca_certs, ssl_certfile=tls.certfile,
+            ssl_keyfile=tls.keyfile, ssl_cert_reqs=tls.cert_reqs,
+            ssl_check_hostname=tls.check_hostname and tls.cert_reqs != "none",
+        )
+    return options
+
+
 def tls_failure(exc: BaseException, where: str, timeout: float | None = None) -> TlsError:
     """One clear error for a failed TLS handshake (or a TLS alert on the first reply)."""
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -17,11 +17,13 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.connection import RespConnection, ServerRefusedError
+from pytest_cfn._sync.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import Lock, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
+from pytest_cfn._core.shard_layout import redirect
 from pytest_cfn._errors import ConnectionLostError, PublishFailedError, TlsError
 
 _PUBLISH = 0
@@ -65,6 +67,9 @@ class Publisher:
         self.reply_errors = 0
         self.errors: deque[str] = deque(maxlen=_KEEP_ERRORS)
         self._unreported_errors = 0
+        self.route: ShardRoute | None = None
+        """On Redis Cluster: the owner of the swarm's slot, asked on every reconnect."""
+        self.redirects = 0
 
     @property
     def connected(self) -> bool:
@@ -182,9 +187,16 @@ class Publisher:
                 reply = conn.buffered_reply()
                 if reply is False:
                     reply = conn.read_reply(conn.socket_timeout)
-                kind, _ = in_flight.popleft()
+                entry = in_flight.popleft()
+                kind = entry[0]
                 acked += 1
                 if isinstance(reply, ServerReplyError):
+                    if self.route is not None and redirect(reply) is not None:
+                        # The slot moved: reconnect to its owner and send this again.
+                        in_flight.appendleft(entry)
+                        acked -= 1
+                        self.redirects += 1
+                        raise ConnectionLostError(f"Redis Cluster redirect: {reply}")
                     if kind == _CALL:
                         raise reply
                     self._note_error(str(reply))
@@ -214,6 +226,8 @@ class Publisher:
             if cause is not None:
                 self.retries += 1
             try:
+                if self.route is not None:
+                    self._conn.address = self.route.resolve(refresh=cause is not None)
                 self._conn.connect()
                 if self._in_flight:
                     self._conn.write(b"".join(c for _, c in self._in_flight))
