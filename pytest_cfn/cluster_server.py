@@ -53,6 +53,7 @@ class LocalCluster:
                     "--cluster-node-timeout", str(self.node_timeout_ms),
                     "--cluster-port", str(_free_port()),
                     "--cluster-allow-pubsubshard-when-down", "yes",
+                    "--shutdown-timeout", "0",  # a master would wait for its replicas
                     "--appendonly", "no",
                 ]).start())
             addresses = [f"{HOST}:{node.port}" for node in self.nodes]
@@ -185,21 +186,17 @@ class LocalCluster:
             dst.close()
 
     def replica_of(self, master: RedisServer) -> RedisServer:
-        master_id = self._node_id(master)
         for node in self.nodes:
             if not node.running or node.port == master.port:
                 continue
             client = self.client(node)
             try:
-                info = _call(client, "INFO", "replication")
-                nodes = _call(client, "CLUSTER", "NODES")
+                info = client.info("replication")
+            except redis.RedisError:
+                continue
             finally:
                 client.close()
-            assert isinstance(info, bytes) and isinstance(nodes, bytes)
-            if b"role:slave" not in info:
-                continue
-            mine = next(line for line in nodes.decode().splitlines() if "myself" in line)
-            if mine.split()[3] == master_id:
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
                 return node
         raise ServerStartError(f"no replica of {master.port}")
 
