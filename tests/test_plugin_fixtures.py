@@ -31,7 +31,9 @@ def test_embedded_server_serves_the_run_and_is_stopped_after_it(
     result = run(pytester)
     assert result.ret == 0, output(result)
     info = json.loads((pytester.path / "server.json").read_text())
-    result.stdout.fnmatch_lines([f"cfn: embedded redis-server {info['version']} at {info['url']}*"])
+    result.stdout.fnmatch_lines(
+        [f"cfn: embedded redis-server {info['version']} /*: *; started when a test first needs it*"]
+    )
     port = int(info["url"].rsplit(":", 1)[1].split("/")[0])
     assert not pid_alive(info["pid"])
     assert redis_servers_on_port(port) == []
@@ -230,29 +232,60 @@ def test_messenger_fixtures_deliver_between_swarms_inside_the_namespace(
     result.assert_outcomes(passed=2)
 
 
-def test_fakeredis_serves_api_fixtures_and_skips_the_ones_needing_a_server(
+def test_fakeredis_tcp_server_serves_every_fixture(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project(
         pytester, monkeypatch,
         test_a="""
-        import fakeredis
+        import asyncio
+        import redis
 
         def test_client(cfn_redis, cfn_redis_url, cfn_namespace, cfn_server):
-            assert isinstance(cfn_redis, fakeredis.FakeRedis)
-            assert cfn_redis_url == "fakeredis://" and cfn_server.backend == "fakeredis"
+            assert isinstance(cfn_redis, redis.Redis)
+            assert cfn_redis_url.startswith("redis://127.0.0.1:")
+            assert cfn_server.backend == "fakeredis" and cfn_server.version.startswith("fakeredis")
             cfn_redis.set(f"{cfn_namespace}:k", 1)
             assert cfn_redis.get(f"{cfn_namespace}:k") == b"1"
 
         def test_bus(cfn_event_bus):
-            raise AssertionError("not reached")
+            got = []
+            sub = cfn_event_bus(swarm="s1", agent="sub")
+            sub.subscribe("*", got.append)
+            pub = cfn_event_bus(swarm="s1", agent="pub")
+            for n in range(200):
+                pub.publish("task.n", n, priority=9 if n % 10 == 0 else 5)
+            pub.flush()
+            assert sub.wait_idle(5) is not False
+            import time
+            deadline = time.monotonic() + 5
+            while len(got) < 200 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sorted(e.data for e in got) == list(range(200))
 
         def test_swarm(cfn_swarm):
-            raise AssertionError("not reached")
+            swarm = cfn_swarm(3)
+            swarm[0].publish("task.assign", {"id": 1})
+            assert swarm.wait_for(
+                lambda: all(a.events("task.assign") for a in swarm.agents), timeout=5)
+
+        def test_messenger(cfn_messenger):
+            lead = cfn_messenger(swarm="review", agent="lead")
+            lead.on_request(lambda msg: {"ok": msg.data})
+            coder = cfn_messenger(swarm="build", agent="coder")
+            assert coder.request("review", 7, timeout=5).data == {"ok": 7}
+
+        def test_async(cfn_async_event_bus):
+            async def main():
+                got = asyncio.Event()
+                async with cfn_async_event_bus(swarm="s1", agent="a1") as sub, \\
+                           cfn_async_event_bus(swarm="s1", agent="a2") as pub:
+                    await sub.subscribe("ping", lambda event: got.set())
+                    await pub.publish("ping", 1)
+                    await asyncio.wait_for(got.wait(), 5)
+            asyncio.run(main())
         """,
     )
     result = run(pytester, "--cfn-redis=fakeredis://", "-rs")
-    result.assert_outcomes(passed=1, skipped=2)
-    result.stdout.fnmatch_lines(
-        ["*cfn_event_bus needs a real Redis server: --cfn-redis=fakeredis:// selects fakeredis*"]
-    )
+    assert result.ret == 0, output(result)
+    result.assert_outcomes(passed=5)

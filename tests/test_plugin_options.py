@@ -69,9 +69,11 @@ def test_unreachable_server_stops_the_run_with_one_message(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project(pytester, monkeypatch, test_a=USES_REDIS)
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    result = run(pytester, f"--cfn-redis={url}")
-    _assert_usage_error(result, f"ERROR: --cfn-redis: cannot reach Redis at {url}*")
+    port = free_port()
+    result = run(pytester, f"--cfn-redis=redis://127.0.0.1:{port}/0")
+    _assert_usage_error(
+        result, f"ERROR: --cfn-redis: cannot reach Redis at 127.0.0.1:{port}: connection refused*"
+    )
     assert output(result).count("cannot reach Redis") == 1
 
 
@@ -95,7 +97,8 @@ def test_command_line_beats_environment_beats_ini(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cfn_redis_url: str
 ) -> None:
     project(pytester, monkeypatch, test_a=WRITES_URL)
-    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    port = free_port()
+    unreachable = f"redis://127.0.0.1:{port}/0"
     pytester.makeini(f"[pytest]\ncfn_redis = {unreachable}\n")
     monkeypatch.setenv("CFN_REDIS_URL", cfn_redis_url)
     assert run(pytester).ret == 0
@@ -108,7 +111,7 @@ def test_command_line_beats_environment_beats_ini(
     monkeypatch.delenv("CFN_REDIS_URL")
     result = run(pytester)
     _assert_usage_error(
-        result, f"ERROR: ini option cfn_redis: cannot reach Redis at {unreachable}*"
+        result, f"ERROR: ini option cfn_redis: cannot reach Redis at 127.0.0.1:{port}:*"
     )
 
 
@@ -158,11 +161,16 @@ def test_unknown_target_in_pyproject_is_a_usage_error(
     _assert_usage_error(run(pytester), "*pyproject.toml ?tool.cfn.targets?: unknown target*")
 
 
-def test_server_binary_not_found_by_discovery_is_a_usage_error(
+def test_bad_server_binary_from_the_environment_errors_only_the_tests_that_need_it(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project(pytester, monkeypatch, test_a=USES_REDIS)
+    project(pytester, monkeypatch, test_a=USES_REDIS + "\n    def test_plain():\n        pass\n")
     monkeypatch.setenv("CFN_REDIS_SERVER", "/nonexistent/redis-server")
-    _assert_usage_error(
-        run(pytester), "ERROR: pytest-cfn: no redis-server to start*/nonexistent/redis-server*"
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        ["cfn: 2 test(s) needed a Redis server and got none: redis-server "
+         "'/nonexistent/redis-server' (from $CFN_REDIS_SERVER) is not an executable file;*"]
     )
+    assert output(result).count("three ways to get one") == 1

@@ -192,13 +192,13 @@ def test_baseline_regression_beyond_the_limit_fails_the_run(
     assert _baseline_run(pytester, monkeypatch, 50_000, f"--cfn-report={base}").ret == 0
 
     slower = _baseline_run(
-        pytester, monkeypatch, 40_000, f"--cfn-baseline={base}", "--cfn-regression=10"
+        pytester, monkeypatch, 25_000, f"--cfn-baseline={base}", "--cfn-regression=10"
     )
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
     slower.stdout.fnmatch_lines(
         [
-            "cfn baseline REGRESSION: throughput (test_a.py::test_rate) changed -20.0 % "
-            "(50,000 -> 40,000); the limit is 10 % (--cfn-regression)"
+            "cfn baseline REGRESSION: throughput (test_a.py::test_rate) changed -50.0 % "
+            "(50,000 -> 25,000); the limit is 10 % (--cfn-regression); judged by reference*"
         ]
     )
     report = pytester.path / "current.json"

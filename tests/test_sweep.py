@@ -20,7 +20,7 @@ from pytest_cfn.cli import main
 from pytest_cfn.results import RedisInfo, read_result
 from pytest_cfn.sweep.document import SweepData, build_result, saturated
 from pytest_cfn.sweep.figures import FIGURES
-from pytest_cfn.sweep.harness import find_locustfile
+from pytest_cfn.sweep.harness import HarnessNotFoundError, find_locustfile
 from pytest_cfn.sweep.summary import load_table
 
 FIXTURE = Path(__file__).parent / "data" / "sweep_result.json"
@@ -49,11 +49,12 @@ def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Pa
     out = tmp_path / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest_cfn", "bench", "--agents", "5,10", "--duration", "2",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+         "--repeat", "2", "--skip", "calibrate", "--out", str(out)],
+        capture_output=True, text=True, timeout=200, check=False, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "[ 5/8" in proc.stdout and "load: 5 agents, shared model" in proc.stdout
+    assert "[ 5/10" in proc.stdout and "load: 5 agents, shared model" in proc.stdout
+    assert "load: 10 agents, shared model, 1,000 events/s offered, run 2 of 2" in proc.stdout
     assert "connection probe: 10 agents, per-agent model" in proc.stdout
 
     result = read_result(out / "results.json")
@@ -62,15 +63,24 @@ def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Pa
     assert [r["agents"] for r in data.loads] == [5, 10]
     assert [r["agents"] for r in data.probes] == [5, 10]
     assert not data.failed
+    assert sorted((r["agents"], r["repeat"]) for r in result.steps if r["kind"] == "load") == [
+        (5, 0), (5, 1), (10, 0), (10, 1)]
     for row in data.loads:
+        assert row["runs"] == 2 and len(row["run_histograms"]) == 2
+        low, high = row["spread"]["delivered_per_s"]
+        assert low <= row["delivered_per_s"] <= high
         assert row["delivered_per_s"] == pytest.approx(row["offered"], rel=0.05)
         assert row["latency_count"] > 0 and row["loss_rate"] == 0
         assert (out / row["harness_json"]).exists()
+    delivered = next(m for m in result.metrics if m.name == "delivered_events_per_s")
+    assert delivered.runs == 2 and delivered.low is not None and delivered.high is not None
     # One Event Bus + Messenger per swarm vs one per agent.
     assert data.loads[1]["connections"] == 4
     assert data.probes[1]["connections"] >= 30
     assert len(data.ceiling) == 2 and data.round_trip is not None
     assert data.cache is not None and len(data.cache["rows"]) == 8
+    assert all(r["runs"] == 2 and r["rate_low"] <= r["rate"] <= r["rate_high"]
+               for r in data.client_models)
     assert [r["key"] for r in data.client_models] == [
         "single-wait", "single-pipelined", "separated", "per-agent", "shared"
     ]
@@ -84,7 +94,7 @@ def test_report_draws_every_figure_from_a_saved_result(
     assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
     assert_figures(tmp_path)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| 10 | shared | 1,000 |" in markdown
+    assert "| 10 | shared | 2 | 1,000 |" in markdown
     assert "| event bus throughput | 398,373 events/s |" in markdown
     printed = capsys.readouterr().out
     assert "delivered ev/s" in printed and "wrote" in printed
@@ -94,7 +104,8 @@ def _baseline_with(tmp_path: Path, scope: str, name: str, factor: float) -> Path
     document: dict[str, Any] = json.loads(FIXTURE.read_text())
     for metric in document["metrics"]:
         if metric["scope"] == scope and metric["name"] == name:
-            metric["value"] *= factor
+            for key in ("value", "low", "high"):
+                metric[key] *= factor
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(document))
     return path
@@ -111,12 +122,38 @@ def test_report_with_a_baseline_compares_side_by_side(
     printed = capsys.readouterr().out
     assert "compared with" in printed and "1 of " in printed
     line = next(x for x in printed.splitlines() if "delivery_p99" in x and "REGRESSED" in x)
-    assert "shared model, 10 agents" in line and "+100.0 %" in line
+    assert "shared model, 10 agents" in line and "+100.0 %" in line and "spread" in line
     markdown = (out / "summary.md").read_text()
     assert "Compared with the baseline" in markdown and "| REGRESSED |" in markdown
     assert_figures(out)
     assert main([*args, "--fail-on-regression"]) == 1
     assert main([*args, "--fail-on-regression", "--max-regression", "150"]) == 0
+
+
+def test_the_same_sweep_and_one_moved_inside_its_spread_show_no_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document: dict[str, Any] = json.loads(FIXTURE.read_text())
+    for metric in document["metrics"]:
+        if metric.get("runs", 1) > 1 and metric["high"] > metric["low"]:
+            # Worse by more than 10 % where the spread allows: still inside the baseline's.
+            metric["value"] = metric["high"] if metric["better"] == "lower" else metric["low"]
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(document))
+    for baseline in (FIXTURE, moved):
+        assert main(["report", str(FIXTURE), "--baseline", str(baseline), "--out",
+                     str(tmp_path / "cmp"), "--fail-on-regression"]) == 0
+        assert "0 of " in capsys.readouterr().out
+
+
+def test_the_calibration_is_shown_beside_the_figures(tmp_path: Path) -> None:
+    assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "## The instrument's calibration (same run)" in markdown
+    assert "| 20 events dropped on one subscriber connection | 20 events |" in markdown
+    assert markdown.index("calibration") < markdown.index("## Figures")
+    page = (tmp_path / "summary.html").read_text()
+    assert "`" not in page.split("<body>")[1].split("<img")[0]
 
 
 @pytest.mark.parametrize(
@@ -187,13 +224,13 @@ def test_a_saturated_step_is_judged_on_what_it_delivered_and_says_whose_limit_it
     assert "load generator behind schedule by 1.80 s" in metric.method
     assert "generator's limit, not Redis's" in metric.method
     (shown,) = load_table(SweepData.from_result(result)).rows
-    assert shown[3] == f"{delivered:,.0f} (generator limit)"
+    assert shown[4] == f"{delivered:,.0f} (generator limit)"
 
 
 def test_saturation_comes_from_the_harness_and_older_results_fall_back_to_send_lag() -> None:
     assert not saturated(_load_row(generator_saturated=False, send_lag_p99_ms=4_000.0))
-    assert saturated(_load_row(send_lag_p99_ms=4_000.0))
-    assert not saturated(_load_row())
+    assert saturated(_load_row(generator_saturated=None, send_lag_p99_ms=4_000.0))
+    assert not saturated(_load_row(generator_saturated=None))
 
 
 @pytest.mark.parametrize(("delivered", "resolution", "verdict"),
@@ -208,4 +245,69 @@ def test_the_100_agent_step_is_judged_at_the_resolution_of_the_harness_count(
     assert metric.verdict == verdict.lower()
     assert (f"+/- {resolution:,.1f} events/s" in metric.method) == bool(resolution)
     (shown,) = load_table(SweepData.from_result(result)).rows
-    assert shown[4] == verdict
+    assert shown[5] == verdict
+
+
+def test_an_installed_wheel_finds_the_harness_under_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sysconfig
+
+    import pytest_cfn
+
+    installed = tmp_path / "venv" / "share" / "pytest-cfn" / "loadtests" / "swarm.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("# the locustfile\n")
+    monkeypatch.setattr(pytest_cfn, "__file__", str(tmp_path / "site" / "pytest_cfn" / "x.py"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path / "venv"))
+    monkeypatch.chdir(tmp_path)
+    assert find_locustfile() == installed.resolve()
+    installed.unlink()
+    with pytest.raises(HarnessNotFoundError, match="share/pytest-cfn"):
+        find_locustfile()
+
+
+def test_the_wheel_ships_every_harness_module() -> None:
+    tomllib = pytest.importorskip("tomllib")
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"]
+    patterns = [p for files in shipped.values() for p in files]
+    harness = sorted(p.relative_to(root).as_posix()
+                     for p in (root / "loadtests").rglob("*.py"))
+    assert all(any(Path(name).match(pattern) for pattern in patterns) for name in harness)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["calibrate", "--delays", "fast"], "is not a number of milliseconds"),
+        (["calibrate", "--delays", "0"], "out of range"),
+        (["calibrate", "--drop", "-3"], "out of range"),
+        (["bench", "--repeat", "0"], "out of range"),
+        (["bench", "--repeat", "two"], "is not a whole number"),
+    ],
+)
+def test_bad_calibrate_and_repeat_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cfn_calibrate_measures_the_injected_delay_and_the_exact_loss(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn", "calibrate", "--delays", "3", "--drop", "15",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "calibration.json").read_text())
+    (shift,) = result["shifts"]
+    assert shift["injected_ms"] == 3 and abs(shift["error_pct"]) <= 10
+    assert result["loss"]["injected"] == 15 and result["loss"]["reported_loss"] == 15
+    assert "calibrated: wrote" in proc.stdout

@@ -38,6 +38,7 @@ from pytest_cfn.loadgen.report import (
 from pytest_cfn.loadgen.traffic import aligned_end
 from pytest_cfn.metrics import ServerSampler, machine_info
 from pytest_cfn.results import RedisInfo, redact_url, write_result
+from pytest_cfn.server_probe import check_server
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -84,8 +85,8 @@ class Conductor:
 
             self.server = RedisServer().start()
             parsed.cfn_redis = self.server.url
-            log.info("cfn: started an embedded redis-server %s at %s", self.server.version,
-                     self.server.url)
+            log.info("cfn: started an embedded redis-server %s at %s (%s)", self.server.version,
+                     self.server.url, self.server.choice.describe())
         if not self.options.namespace:
             parsed.cfn_namespace = f"lt{os.getpid()}x{os.urandom(3).hex()}"
         parsed.cfn_swarms = self.options.swarm_count(self.agents)
@@ -93,6 +94,7 @@ class Conductor:
         parsed.cfn_total_rate = None
         self.options = HarnessOptions.from_values(vars(parsed))
         url = str(self.options.redis)
+        check_server(url)
         self.client = redis.Redis.from_url(url, socket_timeout=2.0, client_name="cfn-sampler")
         self.client.ping()
         self.sampler = ServerSampler.from_url(url, interval=1.0).start()

@@ -15,9 +15,11 @@ from typing import Any
 
 from pytest_cfn._async.publisher import Publisher
 from pytest_cfn._backends.async_backend import monotonic
+from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.critical_log import CatchUp
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker
+from pytest_cfn._core.signing import EnvelopeSigner, signed_decoder
 from pytest_cfn._errors import CfnError
 
 log = logging.getLogger("pytest_cfn.replay")
@@ -35,10 +37,19 @@ class CriticalReplayer:
         codec: Codec,
         tracker: SequenceTracker,
         lock: Any,
+        *,
+        signer: EnvelopeSigner | None = None,
+        channels: ChannelNames | None = None,
     ) -> None:
         self.catch_up = catch_up
         self._publisher = publisher
-        self._decode = codec.decode
+        self._decode: Callable[[bytes], Envelope] = codec.decode
+        if signer is not None and channels is not None:
+            # An entry is checked against the channel its live copy was published on.
+            swarm = catch_up.swarm
+            self._decode = signed_decoder(
+                signer, codec.decode, lambda env: channels.event(swarm, env.type)
+            )
         self._tracker = tracker
         self._lock = lock
         self._stored_cursor: str | None = None

@@ -7,6 +7,10 @@ priority order and calls the handlers. A slow handler therefore never stalls the
 socket (which would get the connection cut by the server's output-buffer limit):
 the queue fills, and its overflow policy drops the lowest priorities first,
 counting every drop.
+
+Neither worker dies silently: anything that escapes the reader or the
+dispatcher is counted (``worker_crashes``), reported to ``on_error`` and the
+worker is restarted (the reader on a fresh connection).
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.shard_layout import ShardChannelNames
+from pytest_cfn._core.signing import EnvelopeSigner, signing_keys
 from pytest_cfn._errors import BusClosedError, ConnectionLostError
 
 log = logging.getLogger("pytest_cfn.bus")
 
 Deliver = Callable[[Envelope], Awaitable[None]]
 Intercept = Callable[[Envelope], bool]
+ErrorCallback = Callable[[BaseException], None]
 
 
 def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
@@ -59,11 +65,14 @@ class BusEngine:
         deliver: Deliver,
         on_reconnect: Callable[[int], None] | None = None,
         intercept: Intercept | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> None:
         self.address = address
         self.options = options
         self.codec = Codec(options.codec)
         self.channels = ChannelNames(options.namespace)
+        ring = signing_keys(options.signing_key)
+        self.signer = EnvelopeSigner(ring) if ring is not None else None
         self.breaker = CircuitBreaker(
             failure_threshold=options.breaker_failures,
             reset_timeout=options.breaker_reset,
@@ -87,12 +96,15 @@ class BusEngine:
             kind,
             swarm,
             keep_malformed=options.keep_malformed,
+            signer=self.signer,
         )
         self.queue: DispatchQueue[Envelope] = DispatchQueue(maxsize=options.queue_size)
         self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
         self._deliver = deliver
         self._on_reconnect = on_reconnect
         self._intercept = intercept
+        self._on_error = on_error
+        self.worker_crashes: dict[str, int] = {"reader": 0, "dispatcher": 0}
         self._replayer: CriticalReplayer | None = None
         self._subscriber: Subscriber | None = None
         self._dispatcher: Worker | None = None
@@ -130,7 +142,13 @@ class BusEngine:
     def enable_catch_up(self, catch_up: CatchUp) -> None:
         """Replay missed critical events from the swarm's stream (see ``critical_log``)."""
         self._replayer = CriticalReplayer(
-            catch_up, self.publisher, self.codec, self.inbound.tracker, self._queue_lock
+            catch_up,
+            self.publisher,
+            self.codec,
+            self.inbound.tracker,
+            self._queue_lock,
+            signer=self.signer,
+            channels=self.channels,
         )
         self.inbound.before_tracking = self._replayer.not_yet_handed_on
 
@@ -156,6 +174,7 @@ class BusEngine:
                 self._sub_name,
                 self._on_raw_messages,
                 on_reconnect=self._reconnected,
+                on_crash=self._worker_failed,
                 ping_interval=self.options.ping_interval,
                 ping_timeout=self.options.ping_timeout,
                 connect_timeout=self.options.connect_timeout,
@@ -164,13 +183,28 @@ class BusEngine:
                 ),
                 route=self.route,
             )
-            self._dispatcher = spawn(self._dispatch_loop, name=f"cfn-dispatch:{self._sub_name}")
+            self._dispatcher = spawn(
+                self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
+            )
         await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
 
     def _reconnected(self, count: int) -> None:
         self.request_catch_up("reconnect")
         if self._on_reconnect is not None:
             self._on_reconnect(count)
+
+    def _worker_failed(self, worker: str, exc: BaseException) -> None:
+        """A worker died: count it, log it, tell ``on_error``; the caller restarts it."""
+        self.worker_crashes[worker] = self.worker_crashes.get(worker, 0) + 1
+        log.error(
+            "%s worker of %s died and is restarted: %s: %s",
+            worker, self._sub_name, type(exc).__name__, exc, exc_info=exc,
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("on_error callback failed")
 
     def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
         """Called by the reader with the messages of one chunk: check, queue, wake."""
@@ -180,18 +214,35 @@ class BusEngine:
         push = self.queue.push
         with self._queue_lock:
             for channel, payload in items:
-                env = process(channel, payload)
-                if env is None:
-                    continue
-                if replayer is not None and not replayer.observe_live(env):
-                    continue
-                if intercept is not None and intercept(env):
+                try:
+                    env = process(channel, payload)
+                    if env is None:
+                        continue
+                    if replayer is not None and not replayer.observe_live(env):
+                        continue
+                    if intercept is not None and intercept(env):
+                        continue
+                except Exception as exc:
+                    self.inbound.set_aside(channel, payload, exc)
                     continue
                 push(env.priority, env)
             wake = self._sleeping
             self._sleeping = False
         if wake:
             self._wake.wake()
+
+    async def _supervised_dispatch(self) -> None:
+        crashes = 0
+        while not self._closed:
+            try:
+                await self._dispatch_loop()
+                return
+            except Exception as exc:
+                crashes += 1
+                with self._queue_lock:
+                    self._dispatching = False
+                self._worker_failed("dispatcher", exc)
+                await sleep(min(0.01 * 2 ** min(crashes, 7), 1.0))
 
     async def _dispatch_loop(self) -> None:
         queue = self.queue
@@ -272,6 +323,10 @@ class BusEngine:
             "duplicates": inbound["duplicates"],
             "reordered": inbound["reordered"],
             "malformed": inbound["malformed"],
+            "forged": inbound["forged"] + (self._replayer.catch_up.forged if self._replayer else 0),
+            "anomalies": inbound["anomalies"],
+            "sequence_resyncs": inbound["resyncs"],
+            "worker_crashes": dict(self.worker_crashes),
             "handler_errors": self.handler_errors,
             "replayed": self._replayer.catch_up.replayed if self._replayer else 0,
             "reconnects": (sub.reconnects if sub else 0) + self.publisher.reconnects,

@@ -9,6 +9,9 @@ network path) and the connection is dropped. After any loss of the connection
 it reconnects with capped backoff, subscribes again, counts the reconnect and
 calls ``on_reconnect``. Messages published in the gap are gone (pub/sub is
 at-most-once); the receivers' sequence tracking counts them as lost.
+
+Whatever escapes the reader (a bug, a failing sink) does not end it quietly: it
+is reported to ``on_crash`` and the reader starts again on a fresh connection.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Subscriber:
         on_messages: MessageSink,
         *,
         on_reconnect: Callable[[int], None] | None = None,
+        on_crash: Callable[[str, BaseException], None] | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
         connect_timeout: float = 5.0,
@@ -58,6 +62,7 @@ class Subscriber:
         )
         self._on_messages = on_messages
         self._on_reconnect = on_reconnect
+        self._on_crash = on_crash
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._backoff = reconnect_backoff or ExponentialWithJitterBackoff(base=0.05, cap=1.0)
@@ -71,6 +76,7 @@ class Subscriber:
         self.pings = 0
         self.watchdog_trips = 0
         self.messages = 0
+        self.crashes = 0
 
     @property
     def connected(self) -> bool:
@@ -87,7 +93,7 @@ class Subscriber:
         self._patterns.append(pattern)
         if self._worker is None:
             await self._connect_and_subscribe()
-            self._worker = spawn(self._run, name=f"cfn-reader:{self._conn.name}")
+            self._worker = spawn(self._supervised_run, name=f"cfn-reader:{self._conn.name}")
             return
         async with self._write_lock:
             await self._conn.write(encode_command(self._verb, pattern))
@@ -133,6 +139,25 @@ class Subscriber:
             else:
                 self._handle_reply(reply)
         self._drain_parser()
+
+    async def _supervised_run(self) -> None:
+        crashes = 0
+        while not self._closing:
+            try:
+                if crashes:
+                    await self._reconnect()
+                await self._run()
+                return
+            except Exception as exc:
+                if self._closing:
+                    return
+                crashes += 1
+                self.crashes += 1
+                if self._on_crash is not None:
+                    self._on_crash("reader", exc)
+                else:
+                    log.exception("subscriber reader died; restarting it")
+                await sleep(min(0.01 * 2 ** min(crashes, 7), 1.0))
 
     async def _run(self) -> None:
         conn = self._conn

@@ -45,7 +45,10 @@ class ChannelNames:
         return f"{self.prefix}message:*:{to_swarm}"
 
     def key(self, *parts: str) -> str:
-        """A Redis key inside the namespace, e.g. ``key("swarm", "s1")`` -> ``ns:swarm:s1``."""
+        """A Redis key inside the namespace, e.g. ``key("swarm", "s1")`` -> ``ns:swarm:s1``.
+
+        The first part is a kind listed in ``ids.RESERVED_NAMESPACES`` (checked by the
+        tests), so no namespace can equal it."""
         return self.prefix + ":".join(parts)
 
     def key_pattern(self, *parts: str) -> str:

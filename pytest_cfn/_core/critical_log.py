@@ -44,7 +44,7 @@ from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.resp import encode_command
 from pytest_cfn._core.sequence import SequenceTracker, Verdict
-from pytest_cfn._errors import InvalidOptionError, MalformedMessageError
+from pytest_cfn._errors import ForgedMessageError, InvalidOptionError, MalformedMessageError
 
 CRITICAL_PRIORITY = 8
 STREAM_FIELD = "envelope"
@@ -183,6 +183,7 @@ class CatchUp:
         self.pulled_ahead = 0
         self.live_duplicates = 0
         self.malformed = 0
+        self.forged = 0
         self.runs = 0
         self.failures = 0
         self.requests: dict[str, int] = {}
@@ -356,6 +357,10 @@ class CatchUp:
             if payload is not None:
                 try:
                     env = decode(payload)
+                except ForgedMessageError:
+                    self.forged += 1
+                    out.append((entry_id, None))
+                    continue
                 except MalformedMessageError:
                     env = None
             if env is not None and env.priority < CRITICAL_PRIORITY:
@@ -383,6 +388,7 @@ class CatchUp:
             "replay_runs": self.runs,
             "replay_failures": self.failures,
             "replay_malformed": self.malformed,
+            "replay_forged": self.forged,
             "replay_live_duplicates": self.live_duplicates,
             "replay_cursor": self.cursor,
         }

@@ -1,7 +1,9 @@
 """The envelope every event and message travels in, and its codec.
 
 Encoders and decoders are built once per codec; msgspec validates types and the
-priority range while decoding, so a malformed message fails in one place.
+priority range while decoding, so a malformed message fails in one place: every
+decode failure (a RecursionError from 200k-deep nesting included) comes out as
+:class:`MalformedMessageError`.
 """
 
 from __future__ import annotations
@@ -71,3 +73,9 @@ class Codec:
             return self._decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MalformedMessageError(f"not a valid {self.format} envelope: {exc}") from exc
+        except Exception as exc:
+            # RecursionError from deeply nested input, MemoryError, anything else:
+            # still malformed input, never a dead reader.
+            raise MalformedMessageError(
+                f"cannot decode as a {self.format} envelope: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -61,8 +61,38 @@ def validate_event_type(value: object) -> str:
     return validate_id(value, "event type")
 
 
+RESERVED_NAMESPACES = frozenset(
+    {
+        "critical",
+        "critical-cursor",
+        "event",
+        "history",
+        "message",
+        "route",
+        "swarm",
+        "swarm-checkpoints",
+    }
+)
+"""The first parts of the default namespace's channel and key names.
+
+Names are ``[ns:]kind:...`` and no id contains ``:``, so a name's parts are its
+ids; the only way two (namespace, ids) combinations could produce one name, or a
+pattern of one reach the other, is a namespace equal to a kind: ``event:event:*``
+(swarm ``event``, default namespace) matches ``event:event:S:t`` (namespace
+``event``). Refusing those namespaces makes naming injective (tests/test_naming.py
+tries the combinations)."""
+
+
 def validate_namespace(value: object) -> str:
-    return validate_id(value, "namespace")
+    namespace = validate_id(value, "namespace")
+    if namespace in RESERVED_NAMESPACES:
+        raise InvalidIdError(
+            f"namespace {namespace!r} is reserved: it is the first part of the default "
+            f"namespace's channel and key names ({', '.join(sorted(RESERVED_NAMESPACES))}), "
+            f"so its channels would reach default-namespace subscribers; choose another, "
+            f"e.g. {namespace + '-ns'!r}"
+        )
+    return namespace
 
 
 def validate_type_pattern(value: object) -> str:

@@ -1,8 +1,8 @@
 """Inbound processing: raw pub/sub message in, checked envelope (or nothing) out.
 
-Decoding, the channel/envelope consistency check, sequence tracking and the
-set-aside of malformed messages all happen here, so both front ends count loss,
-duplicates and malformed input the same way.
+Signature checks, decoding, the channel/envelope consistency check, sequence
+tracking and the set-aside of malformed and forged messages all happen here, so
+both front ends count loss, duplicates, malformed and forged input the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Literal
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker, Verdict
-from pytest_cfn._errors import MalformedMessageError
+from pytest_cfn._core.signing import EnvelopeSigner, describe_undecodable
+from pytest_cfn._errors import ForgedMessageError, MalformedMessageError
 
 Kind = Literal["event", "message"]
 _MAX_KEPT_BYTES = 4096
@@ -38,9 +39,11 @@ class InboundProcessor:
         "_channels",
         "_decode",
         "_kind",
+        "_signer",
         "_swarm",
         "_tracker_observe",
         "before_tracking",
+        "forged_count",
         "malformed",
         "malformed_count",
         "received",
@@ -56,8 +59,10 @@ class InboundProcessor:
         *,
         keep_malformed: int = 100,
         sequence_window: int = 1024,
+        signer: EnvelopeSigner | None = None,
     ) -> None:
         self._decode = codec.decode
+        self._signer = signer
         self._channels = channels
         self._kind = kind
         self._swarm = swarm
@@ -66,6 +71,7 @@ class InboundProcessor:
         self._channel_cache: dict[bytes, tuple[str, str] | None] = {}
         self.malformed: deque[MalformedMessage] = deque(maxlen=keep_malformed)
         self.malformed_count = 0
+        self.forged_count = 0
         self.received = 0
         self.before_tracking: Callable[[Envelope], bool] | None = None
         """Optional check between decoding and sequence tracking; False drops the
@@ -80,10 +86,18 @@ class InboundProcessor:
         if parsed is None:
             self._set_aside(channel, payload, "channel name is not a valid channel of this bus")
             return None
+        body = payload
+        if self._signer is not None:
+            try:
+                body = self._signer.open(channel, payload)
+            except ForgedMessageError as exc:
+                self.forged_count += 1
+                self._keep(channel, payload, f"forged: {exc}")
+                return None
         try:
-            env = self._decode(payload)
+            env = self._decode(body)
         except MalformedMessageError as exc:
-            self._set_aside(channel, payload, str(exc))
+            self._set_aside(channel, payload, describe_undecodable(payload, exc))
             return None
         if self._kind == "event":
             # The channel's swarm is ours (checked when it was parsed); the envelope's
@@ -135,6 +149,14 @@ class InboundProcessor:
 
     def _set_aside(self, channel: bytes, payload: bytes, reason: str) -> None:
         self.malformed_count += 1
+        self._keep(channel, payload, reason)
+
+    def set_aside(self, channel: bytes, payload: bytes, error: BaseException) -> None:
+        """Count and keep a message whose processing raised (never kill the reader)."""
+        reason = f"could not be processed: {type(error).__name__}: {error}"
+        self._set_aside(channel, payload, reason)
+
+    def _keep(self, channel: bytes, payload: bytes, reason: str) -> None:
         self.malformed.append(
             MalformedMessage(channel.decode("utf-8", "replace"), payload[:_MAX_KEPT_BYTES], reason)
         )
@@ -144,6 +166,9 @@ class InboundProcessor:
         return {
             "received": self.received,
             "malformed": self.malformed_count,
+            "forged": self.forged_count,
+            "anomalies": int(seq["anomalies"]),
+            "resyncs": int(seq["resyncs"]),
             "lost": int(seq["lost"]),
             "duplicates": int(seq["duplicates"]),
             "reordered": int(seq["reordered"]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_cfn._core.envelope import FORMATS
 from pytest_cfn._core.outbound import DEFAULT_MAX_MESSAGE_BYTES
+from pytest_cfn._core.signing import SigningKeyOption, signing_keys
 from pytest_cfn._errors import InvalidOptionError
 
 
@@ -35,8 +36,12 @@ class BusOptions:
     ack_window: int = 64
     dispatch_batch: int = 256
     keep_malformed: int = 100
+    signing_key: SigningKeyOption = field(default=None, repr=False)
+    """HMAC-SHA256 signed envelopes (see ``pytest_cfn._core.signing``): bytes, a
+    ``{key_id: secret}`` ring or ``SigningKeys``; None sends and accepts unsigned ones."""
 
     def __post_init__(self) -> None:
+        signing_keys(self.signing_key)
         if self.codec not in FORMATS:
             raise InvalidOptionError(f"codec {self.codec!r} is not known; use one of {FORMATS}")
         positive = {

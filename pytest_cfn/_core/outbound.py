@@ -15,6 +15,7 @@ from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
 from pytest_cfn._core.resp import encode_publish
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.signing import EnvelopeSigner
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
     CircuitOpenError,
@@ -26,15 +27,28 @@ from pytest_cfn._errors import (
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 
+def check_priority(priority: object) -> int:
+    """The priority if it is an integer 1-9, else InvalidOptionError saying so (the
+    check ``OutboundPlanner.admit`` makes inline, for calls that must fail before IO)."""
+    if type(priority) is not int or not 1 <= priority <= 9:
+        raise InvalidOptionError(
+            f"priority {priority!r} is out of range; priorities are integers "
+            "1 (low) to 9 (critical)"
+        )
+    return priority
+
+
 class PlannedPublish:
-    """One encoded ``PUBLISH`` ready for the wire."""
+    """One encoded ``PUBLISH`` ready for the wire, and its payload (signed when the
+    bus signs) for the commands that also store it (critical stream, history)."""
 
-    __slots__ = ("command", "envelope", "priority")
+    __slots__ = ("command", "envelope", "payload", "priority")
 
-    def __init__(self, command: bytes, envelope: Envelope, priority: int) -> None:
+    def __init__(self, command: bytes, envelope: Envelope, priority: int, payload: bytes) -> None:
         self.command = command
         self.envelope = envelope
         self.priority = priority
+        self.payload = payload
 
 
 class OutboundPlanner:
@@ -46,6 +60,7 @@ class OutboundPlanner:
         "_max_bytes",
         "_publisher",
         "_seq",
+        "_signer",
         "_source",
         "_swarm",
         "breaker",
@@ -67,6 +82,7 @@ class OutboundPlanner:
         throttle: PriorityThrottle,
         breaker: CircuitBreaker,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        signer: EnvelopeSigner | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -80,6 +96,7 @@ class OutboundPlanner:
         self._publisher = publisher
         self._seq = 0
         self._max_bytes = max_message_bytes
+        self._signer = signer
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -153,9 +170,12 @@ class OutboundPlanner:
                 f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
                 "(set max_message_bytes to change it)"
             )
+        raw_channel = channel.encode()
+        if self._signer is not None:
+            payload = self._signer.seal(raw_channel, payload)
         self._seq = seq
         self.published += 1
-        return PlannedPublish(encode_publish(channel.encode(), payload), env, priority)
+        return PlannedPublish(encode_publish(raw_channel, payload), env, priority, payload)
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)

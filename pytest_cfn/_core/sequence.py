@@ -6,12 +6,29 @@ envelope carries ``(publisher, seq)`` with seq counting 1, 2, 3... per
 publisher; this module classifies each arrival:
 
 - NEW: the next expected seq (the in-order path: one dict lookup, one compare).
-- GAP: ahead of the expected seq. The skipped numbers are counted as ``lost``
-  and remembered as missing, so a late arrival can be recognised.
+- GAP: ahead of the expected seq by at most ``max_jump``. The skipped numbers
+  are counted as ``lost`` and remembered as missing, so a late arrival can be
+  recognised.
 - REORDERED: one of the remembered missing numbers arrived after all. It is
   delivered, and ``lost`` goes down by one.
-- DUPLICATE: at or below the expected seq and not missing: already seen (a
-  retried publish, a double subscription). Drop it.
+- DUPLICATE: below the expected seq, not missing, and at or above the
+  publisher's *floor*: that very seq was delivered (a retried publish, a double
+  subscription). Drop it.
+- ANOMALY: an implausible seq, more than ``max_jump`` ahead of the expected one
+  or more than ``max_jump`` below the floor (a forged envelope, a publisher
+  that was restarted under the same id). It is delivered, counted as
+  ``anomalies``, and does not move the tracker, so one forged envelope with
+  seq 10**12 cannot make the genuine stream look like duplicates, nor make
+  ``lost`` jump. Only when ``confirm`` consecutive seqs (s, s+1, s+2...) arrive
+  out there does the tracker re-synchronise to them (``resyncs``; a genuine
+  stream after a long outage does that at once); a forward re-sync counts the
+  gap as lost, and a later re-sync back undoes what it added.
+
+Theory of the floor: every seq from the floor up to the expected one is either
+delivered or remembered as missing, so the DUPLICATE verdict is exact there.
+The floor rises only when remembered missing numbers are forgotten (see below);
+a seq just below it (within ``max_jump``) cannot be told from a repeat and is
+taken for a duplicate, as before.
 
 A publisher first seen at seq > 1 means this subscriber started late: the
 earlier numbers are counted as ``late_start_skipped``, not as lost. They are
@@ -20,8 +37,9 @@ subscriber started but delivered just after is not mistaken for a duplicate.
 
 Memory per publisher is bounded: at most ``window`` missing numbers are
 remembered, as ranges. When more are missing the oldest are forgotten; they
-stay counted as lost, and if one of them does arrive it is taken for a
-duplicate, since it can no longer be told apart from one.
+stay counted as lost, and the floor moves above them. ``max_jump`` defaults to
+the window (at least 1,024), so one plausible gap always fits in memory and a
+forged plausible jump cannot push genuine seqs out of it.
 """
 
 from __future__ import annotations
@@ -34,21 +52,24 @@ from typing import Any
 from pytest_cfn._errors import InvalidOptionError
 
 DEFAULT_WINDOW = 1024
+DEFAULT_CONFIRM = 3
 
 
 class Verdict(IntEnum):
-    """What to do with an arrival: deliver NEW, GAP and REORDERED; drop DUPLICATE."""
+    """What to do with an arrival: deliver all but DUPLICATE."""
 
     NEW = 0
     GAP = 1
     DUPLICATE = 2
     REORDERED = 3
+    ANOMALY = 4
 
 
 _NEW = Verdict.NEW
 _GAP = Verdict.GAP
 _DUPLICATE = Verdict.DUPLICATE
 _REORDERED = Verdict.REORDERED
+_ANOMALY = Verdict.ANOMALY
 
 _first = itemgetter(0)
 
@@ -66,10 +87,13 @@ class _Missing:
         self.ranges: list[list[int]] = []
         self.size = 0
 
-    def add(self, first: int, last: int, counted: int, window: int) -> None:
-        """Remember ``first..last``; ranges only ever arrive above all remembered ones."""
+    def add(self, first: int, last: int, counted: int, window: int) -> int:
+        """Remember ``first..last``; ranges only ever arrive above all remembered ones.
+
+        Returns the new floor when older numbers had to be forgotten, else 0."""
+        floor = 0
         if last - first + 1 > window:
-            first = last - window + 1
+            first = floor = last - window + 1
         self.ranges.append([first, last, counted])
         self.size += last - first + 1
         excess = self.size - window
@@ -85,6 +109,8 @@ class _Missing:
                 oldest[0] += excess
                 self.size -= excess
                 excess = 0
+            floor = ranges[0][0]
+        return floor
 
     def take(self, seq: int) -> int | None:
         """Remove ``seq`` if remembered; its ``counted`` flag, or None if it was not missing."""
@@ -109,38 +135,73 @@ class _Missing:
         return counted
 
 
+def _check_count(name: str, value: object, minimum: int, meaning: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidOptionError(
+            f"sequence {name} must be an integer >= {minimum} ({meaning}), got {value!r}"
+        )
+    return value
+
+
 class SequenceTracker:
     """Classifies ``(publisher, seq)`` arrivals and keeps the totals (see the module docstring)."""
 
     __slots__ = (
+        "_candidates",
+        "_confirm",
+        "_floor",
+        "_late_start",
+        "_max_jump",
         "_missing",
         "_next",
+        "_resync_lost",
         "_window",
+        "anomalies",
         "duplicates",
         "late_start_skipped",
         "lost",
         "received",
         "reordered",
+        "resyncs",
     )
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise InvalidOptionError(
-                f"sequence window must be an integer >= 0 (missing seqs remembered per "
-                f"publisher), got {window!r}"
-            )
-        self._window = window
+    def __init__(
+        self,
+        window: int = DEFAULT_WINDOW,
+        *,
+        max_jump: int | None = None,
+        confirm: int = DEFAULT_CONFIRM,
+    ) -> None:
+        self._window = _check_count("window", window, 0, "missing seqs remembered per publisher")
+        if max_jump is None:
+            max_jump = max(window, DEFAULT_WINDOW)
+        self._max_jump = _check_count(
+            "max_jump", max_jump, 1, "the largest gap taken as plausible"
+        )
+        self._confirm = _check_count(
+            "confirm", confirm, 1, "consecutive implausible seqs that re-synchronise"
+        )
         self._next: dict[str, int] = {}
         self._missing: dict[str, _Missing] = {}
+        self._floor: dict[str, int] = {}
+        self._candidates: dict[str, list[int]] = {}
+        self._resync_lost: dict[str, int] = {}
+        self._late_start: dict[str, int] = {}
         self.received = 0
         self.lost = 0
         self.duplicates = 0
         self.reordered = 0
         self.late_start_skipped = 0
+        self.anomalies = 0
+        self.resyncs = 0
 
     @property
     def window(self) -> int:
         return self._window
+
+    @property
+    def max_jump(self) -> int:
+        return self._max_jump
 
     def observe(self, publisher: str, seq: int) -> Verdict:
         """Classify one arrival and update the totals."""
@@ -153,12 +214,11 @@ class SequenceTracker:
 
     def _observe_out_of_line(self, publisher: str, seq: int, expected: int | None) -> Verdict:
         if expected is None:
-            self._next[publisher] = seq + 1
-            if seq > 1:
-                self.late_start_skipped += seq - 1
-                self._remember(publisher, 1, seq - 1, 0)
+            self._start(publisher, seq)
             return _NEW
         if seq > expected:
+            if seq - expected > self._max_jump:
+                return self._anomaly(publisher, seq, expected)
             self._next[publisher] = seq + 1
             self.lost += seq - expected
             self._remember(publisher, expected, seq - 1, 1)
@@ -175,16 +235,64 @@ class SequenceTracker:
                 else:
                     self.late_start_skipped -= 1
                 return _REORDERED
+        if self._floor.get(publisher, 1) - seq > self._max_jump:
+            return self._anomaly(publisher, seq, expected)
         self.duplicates += 1
         return _DUPLICATE
 
+    def _start(self, publisher: str, seq: int) -> None:
+        self._next[publisher] = seq + 1
+        if seq > 1:
+            self.late_start_skipped += seq - 1
+            self._late_start[publisher] = seq - 1
+            self._remember(publisher, 1, seq - 1, 0)
+
+    def _anomaly(self, publisher: str, seq: int, expected: int) -> Verdict:
+        """An implausible seq: delivered and counted; the tracker moves only once
+        ``confirm`` consecutive seqs have arrived out there."""
+        candidate = self._candidates.get(publisher)
+        if candidate is not None and candidate[1] <= seq < candidate[0]:
+            self.duplicates += 1
+            return _DUPLICATE
+        self.anomalies += 1
+        if candidate is not None and seq == candidate[0]:
+            candidate[0] += 1
+        else:
+            candidate = self._candidates[publisher] = [seq + 1, seq]
+        if candidate[0] - candidate[1] >= self._confirm:
+            self._resync(publisher, candidate[1], candidate[0], expected)
+        return _ANOMALY
+
+    def _resync(self, publisher: str, first: int, following: int, expected: int) -> None:
+        del self._candidates[publisher]
+        self.resyncs += 1
+        if first > expected:
+            gap = first - expected
+            self.lost += gap
+            self._resync_lost[publisher] = self._resync_lost.get(publisher, 0) + gap
+            self._next[publisher] = following
+            self._remember(publisher, expected, first - 1, 1)
+            return
+        # Back below the floor: the stream we followed was not this publisher's.
+        undo = min(self._resync_lost.pop(publisher, 0), self.lost)
+        self.lost -= undo
+        late = self._late_start.pop(publisher, 0) - (first - 1)
+        if late > 0:
+            self.late_start_skipped -= min(late, self.late_start_skipped)
+        self._missing.pop(publisher, None)
+        self._floor[publisher] = first
+        self._next[publisher] = following
+
     def _remember(self, publisher: str, first: int, last: int, counted: int) -> None:
         if not self._window:
+            self._floor[publisher] = last + 1
             return
         missing = self._missing.get(publisher)
         if missing is None:
             missing = self._missing[publisher] = _Missing()
-        missing.add(first, last, counted, self._window)
+        floor = missing.add(first, last, counted, self._window)
+        if floor:
+            self._floor[publisher] = floor
 
     def expected(self, publisher: str) -> int | None:
         """The next seq expected from ``publisher``, or None if it has not been seen."""
@@ -200,6 +308,10 @@ class SequenceTracker:
     def reset_publisher(self, publisher: str) -> bool:
         """Forget ``publisher`` (the totals are kept); True if it was known."""
         self._missing.pop(publisher, None)
+        self._floor.pop(publisher, None)
+        self._candidates.pop(publisher, None)
+        self._resync_lost.pop(publisher, None)
+        self._late_start.pop(publisher, None)
         return self._next.pop(publisher, None) is not None
 
     def __len__(self) -> int:
@@ -213,6 +325,8 @@ class SequenceTracker:
             "duplicates": self.duplicates,
             "reordered": self.reordered,
             "late_start_skipped": self.late_start_skipped,
+            "anomalies": self.anomalies,
+            "resyncs": self.resyncs,
             "publishers": len(self._next),
             "missing_remembered": sum(m.size for m in self._missing.values()),
         }

@@ -48,6 +48,7 @@ class EventBus(EngineFrontend):
         agent: str,
         *,
         on_reconnect: Callable[[int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         critical: CriticalOptions | None = None,
         **settings: Any,
@@ -72,6 +73,7 @@ class EventBus(EngineFrontend):
             options=options,
             deliver=self._deliver,
             on_reconnect=on_reconnect,
+            on_error=on_error,
         )
         self.channels = self._engine.channels
         self.critical = critical if critical is not None else CriticalOptions()
@@ -100,6 +102,7 @@ class EventBus(EngineFrontend):
             throttle=PriorityThrottle(options.throttle_rate, options.throttle_burst),
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
+            signer=self._engine.signer,
         )
 
     @classmethod
@@ -190,9 +193,8 @@ class EventBus(EngineFrontend):
         planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
-            payload = engine.codec.encode(planned.envelope)
             engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, payload)
+                self._critical_stream.append_and_publish(channel, planned.payload)
             )
         elif self._sharded:
             engine.publisher.send_publish(as_spublish(planned.command))

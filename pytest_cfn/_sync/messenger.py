@@ -29,8 +29,9 @@ from pytest_cfn._core.message import (
     publish_with_history,
 )
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._core.outbound import OutboundPlanner
+from pytest_cfn._core.outbound import OutboundPlanner, check_priority
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.signing import signed_decoder
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
     BusClosedError,
@@ -73,6 +74,7 @@ class Messenger(EngineFrontend):
         persist_history: bool = False,
         history_ttl: float = 3600.0,
         on_reconnect: Callable[[int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         **settings: Any,
     ) -> None:
@@ -103,6 +105,7 @@ class Messenger(EngineFrontend):
             deliver=self._deliver,
             on_reconnect=on_reconnect,
             intercept=self._take_reply,
+            on_error=on_error,
         )
         self.channels = self._engine.channels
         self._instance = f"{self.agent}.{os.urandom(4).hex()}"
@@ -183,6 +186,9 @@ class Messenger(EngineFrontend):
         seconds, leaving nothing pending. Do not call it inside :meth:`batch`."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidOptionError(f"request timeout must be > 0 seconds, got {timeout!r}")
+        # Every argument is checked before any IO (the subscription below connects).
+        validate_swarm_id(to_swarm)
+        check_priority(priority)
         self.listen()
         self._next_request += 1
         correlation_id = f"{self._instance}:{self._next_request}"
@@ -228,12 +234,11 @@ class Messenger(EngineFrontend):
         planner.admit(priority, monotonic())
         planned = planner.plan(channel, message_type, data, priority, time_ns(), correlation_id)
         if self._persist:
-            payload = engine.codec.encode(planned.envelope)
             engine.publisher.send_publish(
                 publish_with_history(
                     history_key(self.channels, to_swarm),
                     channel,
-                    payload,
+                    planned.payload,
                     self._history.size,
                     self._history_ttl,
                 )
@@ -255,6 +260,7 @@ class Messenger(EngineFrontend):
             throttle=self._throttle,
             breaker=self._engine.breaker,
             max_message_bytes=self.options.max_message_bytes,
+            signer=self._engine.signer,
         )
         destination = (planner, self.channels.message(self.swarm, to_swarm))
         self._destinations[to_swarm] = destination
@@ -333,7 +339,12 @@ class Messenger(EngineFrontend):
         raw = self._engine.publisher.call(
             "LRANGE", history_key(self.channels, self.swarm), 0, stop
         )
-        return decode_stored(list(raw or []), self._engine.codec.decode, self.swarm)
+        decode: Callable[[bytes], Envelope] = self._engine.codec.decode
+        signer = self._engine.signer
+        if signer is not None:
+            channels, me = self.channels, self.swarm
+            decode = signed_decoder(signer, decode, lambda env: channels.message(env.swarm, me))
+        return decode_stored(list(raw or []), decode, self.swarm)
 
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()

@@ -198,6 +198,9 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
 def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str, str | None]]:
     """(url, embedded, redis-benchmark path, description, plain-text URL of a TLS server)."""
     if config.redis_url is not None:
+        from pytest_cfn.server_probe import check_server
+
+        check_server(config.redis_url)
         yield (config.redis_url, False, shutil.which("redis-benchmark"),
                f"server at {redact_url(config.redis_url)}", config.plain_redis_url)
         return
@@ -219,7 +222,8 @@ def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str, s
     server.start()
     try:
         yield (server.url, True, server.redis_benchmark,
-               f"embedded redis-server pid {server.pid} at {server.url}", None)
+               f"embedded redis-server pid {server.pid} at {server.url} "
+               f"({server.choice.describe()})", None)
     finally:
         server.stop()
 

@@ -11,10 +11,11 @@ MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
 """Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
-STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger")
+STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
 TLS's cost per event (only when the server is reached over TLS); latency at a fixed
-rate; memory per idle bus; the Messenger beside the Event Bus."""
+rate; memory per idle bus; the Messenger beside the Event Bus; end to end with and
+without signed envelopes."""
 MESSAGE_BYTES = 5 * 1024
 """Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
 WINDOW_BYTES = 16 * 1024 * 1024

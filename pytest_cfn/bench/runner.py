@@ -42,6 +42,7 @@ from pytest_cfn.bench.reference import (
     run_redis_benchmark,
 )
 from pytest_cfn.bench.report import Figure, StepFailure, print_section
+from pytest_cfn.bench.signing import signing_step
 from pytest_cfn.bench.tls_cost import measure_tls_cost
 from pytest_cfn.bench.windowed import (
     LAYERS,
@@ -69,6 +70,7 @@ SECTIONS = {
     "latency": "[5] Latency at a fixed offered rate, from the intended send time",
     "memory": "[6] Memory per idle bus",
     "messenger": "[7] The Messenger beside the Event Bus, receiver-paced (issue 3)",
+    "signing": "[8] Signed envelopes (signing_key=) beside unsigned, end to end (issue 9)",
 }
 
 
@@ -93,6 +95,7 @@ class BenchRun:
             "latency": self._latency,
             "memory": self._memory,
             "messenger": self._messenger,
+            "signing": lambda: signing_step(self),
         }
         for name in self.config.steps:
             heading = SECTIONS[name]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from pytest_cfn._errors import CfnError
 
-SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report")
+SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report", "calibrate")
 EXIT_USAGE = 2
 
 
@@ -33,14 +33,25 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_subcommand(arguments: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if
+    it is one we have; only its module is imported then."""
+    for word in arguments:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``cfn`` parser; with ``only``, just that subcommand's module is imported (the
+    others' are needed only for ``cfn --help`` and for an unknown command's usage)."""
     parser = argparse.ArgumentParser(
         prog="cfn",
         description="Coordinate, watch and measure CFN agent swarms on Redis pub/sub (ADR-002).",
     )
     common = common_parser()
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"pytest_cfn.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -52,15 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_subcommand(arguments))
+    args = parser.parse_args(arguments)
     try:
+        if getattr(args, "redis", None):
+            from pytest_cfn.server_probe import check_server
+
+            check_server(args.redis)
         code = args.func(args)
     except CfnError as exc:
         print(f"cfn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ConnectionError, OSError, TimeoutError) as exc:
         print(f"cfn {args.command}: error: cannot reach Redis: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("redis", "hiredis")):
+            raise
+        print(f"cfn {args.command}: error: Redis failed: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -1,15 +1,24 @@
-"""``cfn bench``: the agent sweep against ADR-002, and its report.
+"""cfn bench: the agent sweep against ADR-002, repeated, calibrated, and its report.
 
-    cfn bench                                   # 10, 50, 100, 500 agents on an embedded server
-    cfn bench --agents 10,100 --duration 4 --out /tmp/sweep
+    cfn bench                                   # 10, 50, 100, 500 agents, 3 runs each
+    cfn bench --agents 10,100 --duration 4 --repeat 5 --out /tmp/sweep
     cfn bench --redis redis://127.0.0.1:6379/0 --model per-agent
 
 On an embedded redis-server unless --redis (or $CFN_REDIS_URL) names one, runs the Locust
-harness (loadtests/swarm.py) in subprocesses at each agent count, with the server's own
-ceiling (redis-benchmark), a round-trip floor, the route cache sweep and the client models
-measured in the same run, and writes results.json, summary.md, summary.html and the figures
-(PNG) to --out. Exit status: 0 when the report was written (verdicts are in
-it), 1 when a step failed to run, 2 for a usage error or a server that cannot be reached.
+harness (loadtests/swarm.py) in subprocesses at each agent count, --repeat times (the runs
+interleaved), with the server's own ceiling (redis-benchmark), a round-trip floor, the route
+cache sweep, the client models and the instrument's calibration (see cfn calibrate) measured
+in the same run, and writes results.json, summary.md, summary.html and the figures (PNG) to
+--out. Each load point's figures are the median of its runs with their min-max; its verdicts
+are judged on the median and say how many of the runs met the target. About 2.5 minutes with
+the defaults on a 2-core machine.
+
+Not to be confused with python -m pytest_cfn.bench: that one is the Event Bus's own
+micro-benchmark (one publisher, one subscriber, against redis-py and redis-benchmark), not the
+agent sweep.
+
+Exit status: 0 when the report was written (verdicts are in it), 1 when a step failed to
+run, 2 for a usage error or a server that cannot be reached.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import CfnError
+from pytest_cfn.sweep.calibration import calibration_lines
 from pytest_cfn.sweep.document import SweepData
 from pytest_cfn.sweep.runner import (
     DEFAULT_AGENTS,
+    DEFAULT_DURATION_S,
+    DEFAULT_REPEAT,
     MODELS_OF_HARNESS,
     SKIPPABLE,
     SweepConfig,
@@ -69,6 +81,21 @@ def _number(low: float, high: float, what: str) -> Callable[[str], float]:
     return parse
 
 
+def _count(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; use {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use {what}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
 def _skip(text: str) -> str:
     if text not in SKIPPABLE:
         raise argparse.ArgumentTypeError(
@@ -81,7 +108,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "bench",
         parents=[common],
-        help="the agent sweep (10-500 agents) against ADR-002, with its report in reports/",
+        help="the agent sweep (10-500 agents, repeated) against ADR-002, with its report "
+        "in reports/ (python -m pytest_cfn.bench is the Event Bus micro-benchmark)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -90,9 +118,17 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="agent counts of the sweep (default 10,50,100,500)",
     )
     parser.add_argument(
-        "--duration", type=_number(1, 3600, "seconds, 1..3600"), default=8.0, metavar="S",
-        help="about the measurement window of each load step, seconds (default 8; spawning "
-        "and warm-up come on top; each step reports its own window)",
+        "--duration", type=_number(1, 3600, "seconds, 1..3600"), default=DEFAULT_DURATION_S,
+        metavar="S",
+        help=f"about the measurement window of each load step, seconds (default "
+        f"{DEFAULT_DURATION_S:g}; spawning and warm-up come on top; each step reports its own "
+        "window)",
+    )
+    parser.add_argument(
+        "--repeat", type=_count(1, 20, "runs, 1..20"), default=DEFAULT_REPEAT, metavar="K",
+        help=f"runs of each load point (default {DEFAULT_REPEAT}); figures are the median with "
+        "the runs' min-max, verdicts say how many runs met the target, and cfn report "
+        "--baseline compares the ranges (K >= 2) rather than one noisy number",
     )
     parser.add_argument(
         "--rate", type=_number(0.01, 10_000, "events/s per agent, 0.01..10000"), default=100.0,
@@ -132,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if args.redis:
         parse_redis_url(args.redis)
     config = SweepConfig(
-        agents=args.agents, duration=args.duration, rate=args.rate, model=args.model,
+        agents=args.agents, duration=args.duration, repeat=args.repeat, rate=args.rate,
+        model=args.model,
         probe_rate=args.probe_rate, warmup=args.warmup, payload=int(args.payload),
         out=args.out, redis_url=args.redis or None, locustfile=args.locustfile,
         skip=frozenset(args.skip),
@@ -148,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nSummary ({outcome.wall_s:.0f} s in all):", file=stream)
     print(render_text(load_table(data)), file=stream)
+    calibration = data.extra.get("calibration")
+    if calibration:
+        print("\nCalibration (injected vs measured):", file=stream)
+        for line in calibration_lines(calibration):
+            print(f"  {line}", file=stream)
     for failure in outcome.failures:
         print(f"FAILED: {failure}", file=stream)
     print(f"\nwrote {outcome.results_path}, {report.markdown}, {report.html} and "

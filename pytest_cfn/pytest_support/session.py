@@ -1,33 +1,49 @@
 """The plugin's state for one pytest process, kept in ``config.stash[SESSION_KEY]``.
 
-Roles: without xdist one process opens the server, runs the tests and reports. Under
-xdist the controller opens the server once and hands its URL to every worker through
-``workerinput``; workers run tests and ship their performance samples back through
-``workeroutput``; the controller merges them and reports and gates once.
+Roles: without xdist one process runs the tests and reports. Under xdist the controller
+checks a given URL once and hands it to every worker through ``workerinput``; workers run
+tests and ship their performance samples back through ``workeroutput``; the controller
+merges them and reports and gates once.
+
+Nothing starts a server until a test asks for one (``endpoint_for_tests``, called by the
+session-scoped ``cfn_server`` fixture that every server fixture depends on): without xdist
+this process starts it; under xdist the first worker that needs it starts it for all (see
+``shared_server``). A server that cannot be had fails only the tests that need it; the
+reason and the ways to get a server are said once, at the end of the run.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_cfn._errors import CfnError
 from pytest_cfn.pytest_support.endpoint import (
+    NoServerError,
     RedisEndpoint,
     StoppableServer,
     check_url,
-    fakeredis_endpoint,
+    choose_binary,
+    require_fakeredis,
     start_embedded,
+    start_fakeredis,
 )
-from pytest_cfn.pytest_support.perf_sample import PerfSample, from_builtins, to_builtins
 from pytest_cfn.pytest_support.settings import Settings, load_settings, read_baseline
 
 if TYPE_CHECKING:
+    from pytest_cfn.pytest_support.perf_sample import PerfSample
+    from pytest_cfn.pytest_support.shared_server import SharedServer
     from pytest_cfn.pytest_support.summary import Outcome
     from pytest_cfn.results import RunResult
+    from pytest_cfn.server import ServerChoice
 
 WORKER_KEY = "cfn"
+NO_SERVER_YET = RedisEndpoint(url="", version="", embedded=True, source="none started")
+"""What the report names when no test of the run needed a server."""
 
 
 class CfnSession:
@@ -41,125 +57,216 @@ class CfnSession:
         worker: str,
         is_worker: bool,
         endpoint: RedisEndpoint | None = None,
+        binary: str | None = None,
+        choice: ServerChoice | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
         self.worker = worker
         self.is_worker = is_worker
         self.endpoint = endpoint
+        self.binary = binary if binary is not None else settings.server_binary
         self.samples: list[PerfSample] = []
         self.workers_reported: list[str] = []
         self.workers_missing: list[str] = []
         self.outcome: Outcome | None = None
         self.baseline: RunResult | None = None
+        self.server_failures: dict[str, int] = {}
+        """Why no server could be had -> how many tests needed one (all workers')."""
+        self.no_server_tests = 0
+        self._server_failure: str | None = None
+        self._choice = choice
         self._server: StoppableServer | None = None
-        self._fake_server: Any = None
+        self._shared: SharedServer | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> CfnSession:
         settings = load_settings(config)
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-        if workerinput is not None and WORKER_KEY in workerinput:
-            data = workerinput[WORKER_KEY]
-            return cls(
-                settings,
-                run_id=data["run_id"],
-                worker=str(workerinput.get("workerid", "gw")),
-                is_worker=True,
-                endpoint=RedisEndpoint.from_dict(data["endpoint"]),
-            )
         if workerinput is not None:
+            data = workerinput.get(WORKER_KEY) or {}
+            endpoint = data.get("endpoint")
             return cls(
                 settings,
-                run_id=str(workerinput.get("testrunuid", uuid.uuid4().hex))[:12],
+                run_id=str(data.get("run_id") or workerinput.get("testrunuid", ""))[:12]
+                or uuid.uuid4().hex[:12],
                 worker=str(workerinput.get("workerid", "gw")),
                 is_worker=True,
+                endpoint=RedisEndpoint.from_dict(endpoint) if endpoint else None,
+                binary=data.get("binary"),
+                choice=_choice_from(data.get("choice")),
             )
         session = cls(settings, run_id=uuid.uuid4().hex[:12], worker="main", is_worker=False)
         if settings.baseline_path is not None:
             session.baseline = read_baseline(settings.baseline_path, "--cfn-baseline")
         return session
 
-    def open(self) -> RedisEndpoint:
-        """Start or check the run's server (not on a worker); UsageError when impossible."""
+    def open(self) -> None:
+        """At session start: check what the user named (a URL is PINGed, fakeredis looked
+        up); a ``UsageError`` when it is unusable. No server is started here."""
+        if self.is_worker:
+            return
+        choice = self.settings.redis
+        if choice.kind == "url":
+            self.endpoint = check_url(choice)
+        elif choice.kind == "fakeredis":
+            require_fakeredis(choice)
+
+    def header(self) -> str:
+        """One line for pytest's header: which server, and why."""
+        choice = self.settings.redis
+        run = f"(run {self.run_id})"
+        if self.endpoint is not None:
+            return f"cfn: {self.endpoint.describe()}, from {self.endpoint.source} {run}"
+        if choice.kind == "fakeredis":
+            return (
+                f"cfn: fakeredis:// from {choice.source}: fakeredis's TCP server on loopback, "
+                f"started when a test first needs it; figures are not representative {run}"
+            )
+        try:
+            self._choice = choose_binary(self.binary)
+        except NoServerError:
+            return (
+                "cfn: no redis-server found; tests that need one will error (how to get one "
+                f"is said at the end of the run) {run}"
+            )
+        return (
+            f"cfn: embedded {self._choice.describe()}; started when a test first needs "
+            f"it {run}"
+        )
+
+    def endpoint_for_tests(self, shared_directory: Callable[[], Path]) -> RedisEndpoint:
+        """The run's server, started now if this is the first test that needs one."""
         if self.endpoint is not None:
             return self.endpoint
-        if self.is_worker:
-            raise pytest.UsageError(
-                "pytest-cfn: this xdist worker got no Redis endpoint from the controller "
-                "(is the plugin disabled there?); workers never start a server of their own"
-            )
+        if self._server_failure is not None:
+            raise NoServerError(_short(self._server_failure), pytrace=False)
         choice = self.settings.redis
-        if choice.kind == "fakeredis":
-            self.endpoint = fakeredis_endpoint(choice)
-        elif choice.kind == "url":
-            self.endpoint = check_url(choice)
-        else:
-            self.endpoint, self._server = start_embedded(self.settings.server_binary)
+        try:
+            if choice.kind == "fakeredis":
+                self.endpoint, self._server = start_fakeredis(choice)
+            elif self.is_worker:
+                from pytest_cfn.pytest_support.shared_server import SharedServer
+
+                self._shared = SharedServer(shared_directory(), self.binary, self._choice)
+                self.endpoint = self._shared.acquire()
+            else:
+                self.endpoint, self._server = start_embedded(self.binary, self._choice)
+        except NoServerError as exc:
+            self._server_failure = str(exc.msg)
+            raise NoServerError(_short(self._server_failure), pytrace=False) from None
         return self.endpoint
 
-    def close(self) -> None:
-        """Stop the embedded server if this process started it."""
+    def count_no_server(self) -> None:
+        """A test failed for want of a server (counted by the report hook)."""
+        self.no_server_tests += 1
+        if self._server_failure is not None:
+            self.server_failures[self._server_failure] = self.no_server_tests
+
+    @property
+    def started_server(self) -> bool:
+        """True when this process started the run's server (not one it was handed)."""
+        return self._server is not None or bool(self._shared and self._shared.started_here)
+
+    def release_server(self) -> None:
+        """Stop the server this process started (an xdist owner waits for the other users)."""
         server, self._server = self._server, None
+        shared, self._shared = self._shared, None
         if server is not None:
             server.stop()
+        if shared is not None:
+            shared.release()
+
+    def close(self) -> None:
+        self.release_server()
 
     def require_endpoint(self) -> RedisEndpoint:
         if self.endpoint is None:
             raise RuntimeError(
-                "pytest-cfn has no Redis endpoint: the session did not start (was "
-                "pytest_sessionstart skipped?)"
+                "pytest-cfn has no Redis endpoint yet: it is started by the cfn_server "
+                "fixture, which every server fixture depends on"
             )
         return self.endpoint
 
-    def client(self) -> Any:
-        """A new synchronous client of the run's server (a FakeRedis one for fakeredis)."""
-        endpoint = self.require_endpoint()
-        if endpoint.is_fake:
-            import fakeredis
+    def report_endpoint(self) -> RedisEndpoint:
+        """The server the run used, or a placeholder when no test needed one."""
+        return self.endpoint if self.endpoint is not None else NO_SERVER_YET
 
-            if self._fake_server is None:
-                self._fake_server = fakeredis.FakeServer()
-            return fakeredis.FakeRedis(server=self._fake_server)
+    def client(self) -> Any:
+        """A new synchronous redis-py client of the run's server (fakeredis's too: TCP)."""
         import redis
 
-        return redis.Redis.from_url(endpoint.url, protocol=2)
+        return redis.Redis.from_url(self.require_endpoint().url, protocol=2)
 
     def worker_input(self) -> dict[str, Any]:
-        """What a worker needs: the server (never started again there) and the run id."""
-        return {"run_id": self.run_id, "endpoint": self.require_endpoint().to_dict()}
+        """What a worker needs: the run id, a URL's endpoint (checked here once), and the
+        binary the header named, so every worker runs the same one."""
+        made = self._choice
+        choice = None if made is None else {"path": made.path, "version": made.version,
+                                            "why": made.why}
+        endpoint = self.endpoint.to_dict() if self.endpoint is not None else None
+        return {"run_id": self.run_id, "endpoint": endpoint, "binary": self.binary,
+                "choice": choice}
 
     def add_sample(self, sample: PerfSample) -> None:
         if not sample.is_empty():
             self.samples.append(sample)
 
     def worker_output(self) -> dict[str, Any]:
-        return {"worker": self.worker, "samples": [to_builtins(s) for s in self.samples]}
+        from pytest_cfn.pytest_support.perf_sample import to_builtins
+
+        return {
+            "worker": self.worker,
+            "samples": [to_builtins(s) for s in self.samples],
+            "endpoint": self.endpoint.to_dict() if self.started_server and self.endpoint else None,
+            "server_failures": dict(self.server_failures),
+        }
 
     def absorb_worker_output(self, node_id: str, output: dict[str, Any] | None) -> None:
         """Take a finished worker's samples; a crashed worker sends none and is noted."""
         if not output or WORKER_KEY not in output:
             self.workers_missing.append(node_id)
             return
+        from pytest_cfn.pytest_support.perf_sample import from_builtins
+
         data = output[WORKER_KEY]
         self.workers_reported.append(str(data.get("worker", node_id)))
         self.samples.extend(from_builtins(item) for item in data.get("samples", []))
+        if self.endpoint is None and data.get("endpoint"):
+            self.endpoint = RedisEndpoint.from_dict(data["endpoint"])
+        for reason, count in (data.get("server_failures") or {}).items():
+            self.server_failures[reason] = self.server_failures.get(reason, 0) + int(count)
 
     def finish(self) -> Outcome:
         """Merge every sample, judge it, compare with the baseline; once, at the end."""
         from pytest_cfn.pytest_support.summary import build_outcome
 
-        self.outcome = build_outcome(self.samples, self.settings, self.baseline)
+        self.outcome = build_outcome(self.samples, self.settings, self.baseline,
+                                     self._reference())
         return self.outcome
+
+    def _reference(self) -> dict[str, Any] | None:
+        """The same-run reference a comparison with a baseline needs, measured on a real
+        server when figures are compared or written (see ``pytest_cfn.results``)."""
+        endpoint = self.endpoint
+        wanted = self.baseline is not None or self.settings.report is not None
+        if endpoint is None or endpoint.is_fake or not self.samples or not wanted:
+            return None
+        from pytest_cfn.sweep.references import same_run_reference
+
+        try:
+            return same_run_reference(endpoint.url, f"cfn-reference:{self.run_id}")
+        except (CfnError, OSError):
+            return None
 
     def result(self) -> RunResult:
         from pytest_cfn.pytest_support.summary import build_result
 
         outcome = self.outcome if self.outcome is not None else self.finish()
-        return build_result(outcome, self.require_endpoint(), self.report_extra())
+        return build_result(outcome, self.report_endpoint(), self.report_extra())
 
     def report_extra(self) -> dict[str, Any]:
-        endpoint = self.require_endpoint()
+        endpoint = self.report_endpoint()
         return {
             "run_id": self.run_id,
             "server_pid": endpoint.pid,
@@ -175,3 +282,19 @@ SESSION_KEY = pytest.StashKey[CfnSession]()
 
 def get_session(config: pytest.Config) -> CfnSession:
     return config.stash[SESSION_KEY]
+
+
+def _short(reason: str) -> str:
+    """The per-test form of a no-server reason: its first clause; the rest is said once."""
+    return (
+        f"{reason.split('; ', 1)[0]} (this test needs a Redis server; how to get one is said "
+        "once, at the end of the run)"
+    )
+
+
+def _choice_from(data: dict[str, str] | None) -> ServerChoice | None:
+    if not data:
+        return None
+    from pytest_cfn.server import ServerChoice
+
+    return ServerChoice(data["path"], data["version"], data["why"])

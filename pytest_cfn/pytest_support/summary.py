@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pytest_cfn.pytest_support.perf_sample import PerfSample, merge_by_scope, sample_metrics
-from pytest_cfn.results import Metric, Regression, RunResult, compare
+from pytest_cfn.results import Metric, Regression, RunResult, compare, format_value
 
 if TYPE_CHECKING:
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
@@ -31,6 +31,7 @@ class Outcome:
     regressions: list[Regression] = field(default_factory=list)
     compared_with: str | None = None
     fake: bool = False
+    reference: dict[str, Any] | None = None
 
     @property
     def missed(self) -> list[Metric]:
@@ -47,15 +48,21 @@ class Outcome:
 
 
 def build_outcome(
-    samples: list[PerfSample], settings: Settings, baseline: RunResult | None
+    samples: list[PerfSample], settings: Settings, baseline: RunResult | None,
+    reference: dict[str, Any] | None = None,
 ) -> Outcome:
     merged = merge_by_scope(samples)
     metrics = [metric for sample in merged for metric in sample_metrics(sample)]
+    if reference:
+        from pytest_cfn.sweep.references import attach_reference
+
+        attach_reference(metrics, reference)
     outcome = Outcome(
         metrics=metrics,
         gate=settings.gate,
         regression_pct=settings.regression_pct,
         fake=any(sample.is_fake for sample in merged),
+        reference=reference,
     )
     if baseline is not None:
         gated = [m for m in metrics if m.target is not None and not m.method.startswith("[fake")]
@@ -76,6 +83,7 @@ def build_result(outcome: Outcome, endpoint: RedisEndpoint, extra: dict[str, Any
         baseline=outcome.compared_with,
         regression_pct=outcome.regression_pct if outcome.compared_with else None,
         regressions=[msgspec.to_builtins(r) for r in outcome.regressions],
+        reference=outcome.reference,
     )
     return RunResult(
         tool="pytest",
@@ -84,16 +92,6 @@ def build_result(outcome: Outcome, endpoint: RedisEndpoint, extra: dict[str, Any
         metrics=list(outcome.metrics),
         extra=details,
     )
-
-
-def format_value(value: float, unit: str) -> str:
-    if unit == "fraction":
-        return f"{value * 100:.3f} %"
-    if unit in ("events", "connections"):
-        return f"{value:,.0f} {unit}"
-    if unit == "ms":
-        return f"{value:,.3f} ms"
-    return f"{value:,.0f} {unit}"
 
 
 def format_target(metric: Metric) -> str:
@@ -173,12 +171,13 @@ def verdict_lines(outcome: Outcome) -> list[str]:
                 lines.append(
                     f"cfn baseline REGRESSION: {item.name} ({item.scope}) changed "
                     f"{item.change_pct:+.1f} % ({item.baseline:,.6g} -> {item.current:,.6g}); "
-                    f"the limit is {outcome.regression_pct:g} % (--cfn-regression)"
+                    f"the limit is {outcome.regression_pct:g} % (--cfn-regression); judged by "
+                    f"{item.rule}: {item.detail}"
                 )
         else:
             lines.append(
                 f"cfn baseline: {len(outcome.regressions)} figures compared with "
                 f"{outcome.compared_with}, none regressed by more than "
-                f"{outcome.regression_pct:g} %"
+                f"{outcome.regression_pct:g} % outside the noise"
             )
     return lines

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,22 +104,38 @@ def measure_cache(
     }
 
 
-def cache_sweep(url: str, swarm: str, namespace: str) -> dict[str, Any]:
-    """Worker: every workload at every size; rows of :func:`measure_cache` plus the method."""
+def cache_sweep(url: str, swarm: str, namespace: str, repeat: int = 1) -> dict[str, Any]:
+    """Worker: every workload at every size, ``repeat`` times (interleaved); one row per
+    (workload, size) with the median publish rate and its min-max over the runs (the hit
+    counts of a seeded workload are the same in every run), plus the method."""
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    built = {workload: (description, build()) for workload, (description, build)
+             in WORKLOADS.items()}
+    for attempt in range(repeat):
+        for workload, (description, types) in built.items():
+            for size in CACHE_SIZES:
+                row = measure_cache(url, f"{swarm}-{workload}-{size}-{attempt}", namespace,
+                                    size, types)
+                runs.setdefault((workload, size), []).append(
+                    {"workload": workload, "description": description, **row})
     rows = []
-    for workload, (description, build) in WORKLOADS.items():
-        types = build()
-        for size in CACHE_SIZES:
-            row = measure_cache(url, f"{swarm}-{workload}-{size}", namespace, size, types)
-            rows.append({"workload": workload, "description": description, **row})
+    for measured in runs.values():
+        rates = [r["publish_rate"] for r in measured]
+        row = dict(measured[0])
+        row.update(publish_rate=statistics.median(rates), publish_rate_low=min(rates),
+                   publish_rate_high=max(rates), runs=len(measured),
+                   us_per_publish=statistics.median(r["us_per_publish"] for r in measured))
+        rows.append(row)
     return {
         "rows": rows,
+        "runs": repeat,
         "adr_claimed": {str(size): rate for size, rate in ADR_CLAIMED.items()},
         "method": (
             "a sync EventBus with route_overrides=True publishes the workload's events one "
             "publish() call each (no batch) with route_cache_size set to each size; a miss "
             "reads route:{type} from Redis with a GET round trip, as ADR-002's miss path; hit "
             "rate = the bus's cache hits / lookups; publish rate = events / time from the first "
-            "publish to flush() returning (every publish acknowledged); no subscriber"
+            "publish to flush() returning (every publish acknowledged), the median of "
+            f"{repeat} run(s) with their min-max; no subscriber"
         ),
     }

@@ -17,6 +17,7 @@ The first two use a raw socket and hiredis, so they measure the layout, not a li
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from typing import Any
@@ -200,6 +201,19 @@ def model_row(model: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
             "process; rate = events / (last delivery - first publish), perf_counter; one run"
         ),
     }
+
+
+def combine_model_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One layout from its runs (:func:`model_row` each): the median rate with its min-max."""
+    rates = [float(r["rate"]) for r in runs]
+    middle = sorted(runs, key=lambda r: float(r["rate"]))[(len(runs) - 1) // 2]
+    return {**middle, "rate": statistics.median(rates), "rate_low": min(rates),
+            "rate_high": max(rates), "runs": len(runs),
+            "deliveries_per_s": statistics.median(float(r["deliveries_per_s"]) for r in runs),
+            "cpu_us_per_delivery": statistics.median(float(r["cpu_us_per_delivery"])
+                                                     for r in runs),
+            "method": middle["method"].replace("; one run", f"; median of {len(runs)} runs, "
+                                               "each in a fresh process, with their min-max")}
 
 
 def run_model(url: str, key: str, swarm: str, namespace: str) -> dict[str, Any]:

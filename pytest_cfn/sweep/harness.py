@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,13 +35,10 @@ class HarnessNotFoundError(CfnError):
     """The Locust harness (``loadtests/swarm.py``) or Locust itself cannot be found."""
 
 
-class StepFailedError(CfnError):
-    """A harness run did not produce its JSON result (crash, timeout, no window)."""
-
-
 def find_locustfile(explicit: str | Path | None = None) -> Path:
     """``loadtests/swarm.py``: the explicit path, else beside the package in a source
-    checkout, else under the working directory."""
+    checkout, else where a wheel installs it (``<prefix>/share/pytest-cfn/loadtests``), else
+    under the working directory."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -48,6 +46,7 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
         return path.resolve()
     candidates = [
         Path(pytest_cfn.__file__).resolve().parents[1] / "loadtests" / "swarm.py",
+        Path(sysconfig.get_path("data")) / "share" / "pytest-cfn" / "loadtests" / "swarm.py",
         Path.cwd() / "loadtests" / "swarm.py",
     ]
     for path in candidates:
@@ -55,9 +54,9 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise HarnessNotFoundError(
-        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); it ships in "
-        "the source tree, not in the wheel: run cfn bench from a clone of pytest-cfn, or pass "
-        "--locustfile PATH"
+        f"cannot find the Locust harness loadtests/swarm.py (looked at {looked}); reinstall "
+        "pytest-cfn (its wheel installs the harness under share/pytest-cfn/), run from a "
+        "clone of pytest-cfn, or pass --locustfile PATH"
     )
 
 

@@ -9,6 +9,7 @@ against.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn.bench.processes import StepFailedError, open_socket
 from pytest_cfn.bench.reference import BENCHMARK_CLIENTS, run_redis_benchmark
 from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.results import Metric
 
 CEILING_RUNS = ((1, 100_000), (100, 1_000_000))
 """(pipeline depth, requests): about a second each on a 2-core machine."""
@@ -67,3 +69,40 @@ def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000)
             "the command to its reply arriving (perf_counter in this process); no subscriber"
         ),
     }
+
+
+REFERENCE_EVENTS = 20_000
+REFERENCE_TRIPS = 1_000
+REFERENCE_ROUNDS = 3
+
+
+def same_run_reference(url: str, channel: str) -> dict[str, Any]:
+    """What a single figure is judged against when compared with a baseline: this server's
+    and this machine's speed now, without the library. ``events_per_s``: one raw connection
+    publishing to itself, 100 PUBLISHes per write, parsed by hiredis; ``round_trip_ms``: the
+    PUBLISH round trip p50 on one connection; each the median of three short rounds."""
+    from pytest_cfn.sweep.client_models import single_connection
+
+    rates, trips = [], []
+    for _ in range(REFERENCE_ROUNDS):
+        burst = single_connection(url, channel, REFERENCE_EVENTS, 100)
+        rates.append(burst["delivered"] / burst["seconds"] if burst["seconds"] > 0 else 0.0)
+        trips.append(float(publish_round_trip(url, channel, 200, REFERENCE_TRIPS)["p50_us"]))
+    return {
+        "events_per_s": statistics.median(rates),
+        "round_trip_ms": statistics.median(trips) / 1000.0,
+        "method": (
+            f"median of {REFERENCE_ROUNDS} rounds, each {REFERENCE_EVENTS:,} PUBLISHes of 200 B "
+            "on one raw connection subscribed to their channel (100 per write, hiredis), and "
+            f"{REFERENCE_TRIPS:,} PUBLISH round trips on one connection (p50)"
+        ),
+    }
+
+
+def attach_reference(metrics: list[Metric], reference: dict[str, Any]) -> None:
+    """Give each rate (events/s) and latency (ms) figure the same-run reference of its unit."""
+    by_unit = {"events/s": reference.get("events_per_s"), "ms": reference.get("round_trip_ms")}
+    for metric in metrics:
+        value = by_unit.get(metric.unit)
+        if value:
+            metric.reference = float(value)

@@ -20,12 +20,13 @@ from typing import Any, TextIO
 
 import redis
 
-from pytest_cfn.bench.processes import StepFailedError as WorkerFailedError
-from pytest_cfn.bench.processes import Worker
+from pytest_cfn._errors import CfnError
+from pytest_cfn.bench.processes import StepFailedError, Worker
 from pytest_cfn.metrics.machine import machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.sweep.cache_sweep import cache_sweep
-from pytest_cfn.sweep.client_models import MODELS, run_model
+from pytest_cfn.sweep.calibration import DELAYS_MS, DROP_EVENTS, calibrate, calibration_lines
+from pytest_cfn.sweep.client_models import MODELS, combine_model_runs, run_model
 from pytest_cfn.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.sweep.harness import (
     LOAD,
@@ -39,7 +40,9 @@ from pytest_cfn.sweep.harness import (
 from pytest_cfn.sweep.references import publish_round_trip, server_ceiling
 
 DEFAULT_AGENTS = (10, 50, 100, 500)
-REFERENCES = ("ceiling", "round-trip", "cache", "client-models")
+DEFAULT_REPEAT = 3
+DEFAULT_DURATION_S = 4.0
+REFERENCES = ("ceiling", "round-trip", "cache", "client-models", "calibrate")
 SKIPPABLE = (*REFERENCES, "probe")
 MODELS_OF_HARNESS = ("shared", "per-agent")
 WORKER_TIMEOUT_S = 90.0
@@ -50,7 +53,8 @@ class SweepConfig:
     """What ``cfn bench`` runs (see ``pytest_cfn.cli.bench`` for the command line)."""
 
     agents: tuple[int, ...] = DEFAULT_AGENTS
-    duration: float = 8.0
+    duration: float = DEFAULT_DURATION_S
+    repeat: int = DEFAULT_REPEAT
     rate: float = 100.0
     model: str = "shared"
     probe_rate: float = 2.0
@@ -67,13 +71,16 @@ class SweepConfig:
         """The connection model the probe steps count: the one the load steps do not run."""
         return "per-agent" if self.model == "shared" else "shared"
 
-    def specs(self) -> list[StepSpec]:
-        loads = [StepSpec(LOAD, self.model, n, self.rate, self.duration, self.warmup,
-                          self.payload) for n in self.agents]
+    def specs(self) -> list[tuple[int, StepSpec]]:
+        """(repeat, step) in run order: the load points interleaved (10, 50, 100, 500, 10,
+        ...), so a drift of the machine during the run spreads over every point alike."""
+        loads = [(r, StepSpec(LOAD, self.model, n, self.rate, self.duration, self.warmup,
+                              self.payload)) for r in range(self.repeat) for n in self.agents]
         if "probe" in self.skip:
             return loads
-        probes = [StepSpec(PROBE, self.probe_model, n, self.probe_rate, self.probe_duration,
-                           min(self.warmup, 0.5), self.payload) for n in self.agents]
+        probes = [(0, StepSpec(PROBE, self.probe_model, n, self.probe_rate,
+                               self.probe_duration, min(self.warmup, 0.5), self.payload))
+                  for n in self.agents]
         return loads + probes
 
 
@@ -130,7 +137,7 @@ class SweepRun:
         references = [name for name in REFERENCES if name not in config.skip]
         self._total = len(references) + len(specs)
         config.out.mkdir(parents=True, exist_ok=True)
-        with _server(config.redis_url) as (url, embedded, benchmark, where):
+        with measured_server(config.redis_url) as (url, embedded, benchmark, where):
             version, maxclients = _server_facts(url)
             self.say(
                 f"cfn bench: Redis {version}, {where}; {os.cpu_count()} CPUs; agents "
@@ -142,11 +149,12 @@ class SweepRun:
             runners: dict[str, Callable[[str, str | None], None]] = {
                 "ceiling": self._ceiling, "round-trip": self._round_trip,
                 "cache": self._cache, "client-models": self._client_models,
+                "calibrate": lambda u, b: self._calibrate(u, locustfile),
             }
             for name in references:
                 runners[name](url, benchmark)
-            for spec in specs:
-                self._harness_step(spec, locustfile, url)
+            for repeat, spec in specs:
+                self._harness_step(spec, repeat, locustfile, url)
         wall = time.monotonic() - self.started
         self.extra["wall_s"] = round(wall, 1)
         self.extra["failures"] = self.failures
@@ -162,7 +170,8 @@ class SweepRun:
     def _settings(self, locustfile: Path) -> dict[str, Any]:
         c = self.config
         return {
-            "agents": list(c.agents), "duration_s": c.duration, "rate_per_agent": c.rate,
+            "agents": list(c.agents), "repeat": c.repeat, "duration_s": c.duration,
+            "rate_per_agent": c.rate,
             "model": c.model, "probe_model": c.probe_model, "probe_rate": c.probe_rate,
             "probe_duration_s": c.probe_duration, "warmup_s": c.warmup,
             "payload_bytes": c.payload, "skipped": sorted(c.skip), "locustfile": str(locustfile),
@@ -182,7 +191,7 @@ class SweepRun:
             return
         try:
             entries = server_ceiling(benchmark, url, f"{self.tag}:ceiling", self.config.payload)
-        except WorkerFailedError as exc:
+        except StepFailedError as exc:
             self._fail("redis-benchmark ceiling", str(exc))
             return
         self.extra["ceiling"] = entries
@@ -193,7 +202,7 @@ class SweepRun:
         self._step("reference: PUBLISH round trip on one connection (the latency floor)")
         try:
             trip = publish_round_trip(url, f"{self.tag}:round-trip", self.config.payload)
-        except (WorkerFailedError, OSError) as exc:
+        except (StepFailedError, OSError) as exc:
             self._fail("round trip", str(exc))
             return
         self.extra["round_trip"] = trip
@@ -204,7 +213,7 @@ class SweepRun:
         worker = Worker(name, function, **kwargs).start()
         try:
             return worker.result(WORKER_TIMEOUT_S)
-        except WorkerFailedError as exc:
+        except StepFailedError as exc:
             self._fail(name, str(exc))
             return None
         finally:
@@ -213,7 +222,7 @@ class SweepRun:
     def _cache(self, url: str, benchmark: str | None) -> None:
         self._step("reference: route cache hit rate vs size (10,000 / 1,000 / 100 / none)")
         result = self._worker("route cache sweep", cache_sweep, url=url, swarm="cache",
-                              namespace=self.tag)
+                              namespace=self.tag, repeat=self.config.repeat)
         if result is None:
             return
         self.extra["cache"] = result
@@ -223,37 +232,60 @@ class SweepRun:
             self._detail(f"{workload} workload: {' / '.join(rates)}")
 
     def _client_models(self, url: str, benchmark: str | None) -> None:
-        self._step(f"reference: client models ({len(MODELS)} connection layouts)")
-        rows = []
-        for model in MODELS:
-            row = self._worker(f"client model {model['key']}", run_model, url=url,
-                               key=model["key"], swarm=f"models-{model['key']}",
-                               namespace=self.tag)
-            if row is not None:
-                rows.append(row)
-                self._detail(f"{model['key']:<17} {row['rate']:>11,.0f} events/s "
-                             f"({row['connections']} connection(s))")
+        self._step(f"reference: client models ({len(MODELS)} connection layouts, "
+                   f"{self.config.repeat} run(s) each)")
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for attempt in range(self.config.repeat):
+            for model in MODELS:
+                row = self._worker(f"client model {model['key']}", run_model, url=url,
+                                   key=model["key"], swarm=f"models-{model['key']}-{attempt}",
+                                   namespace=self.tag)
+                if row is not None:
+                    runs.setdefault(model["key"], []).append(row)
+        rows = [combine_model_runs(runs[m["key"]]) for m in MODELS if m["key"] in runs]
+        for row in rows:
+            spread = f" ({row['rate_low']:,.0f}-{row['rate_high']:,.0f})" if row["runs"] > 1 \
+                else ""
+            self._detail(f"{row['key']:<17} {row['rate']:>11,.0f} events/s{spread} "
+                         f"({row['connections']} connection(s))")
         self.extra["client_models"] = rows
 
-    def _harness_step(self, spec: StepSpec, locustfile: Path, url: str) -> None:
+    def _calibrate(self, url: str, locustfile: Path) -> None:
+        self._step("calibration: the harness through a delay proxy (+"
+                   + " ms, +".join(f"{d:g}" for d in DELAYS_MS)
+                   + f" ms one-way) and {DROP_EVENTS} dropped events")
+        try:
+            result = calibrate(url, locustfile, self.config.out / "steps" / "calibration",
+                               say=self._detail)
+        except (CfnError, OSError) as exc:
+            self._fail("calibration", str(exc))
+            return
+        self.extra["calibration"] = result
+        for line in calibration_lines(result):
+            self._detail(line)
+
+    def _harness_step(self, spec: StepSpec, repeat: int, locustfile: Path, url: str) -> None:
         what = "load" if spec.kind == LOAD else "connection probe"
+        run_of = f", run {repeat + 1} of {self.config.repeat}" if spec.kind == LOAD \
+            and self.config.repeat > 1 else ""
         self._step(f"{what}: {spec.agents} agents, {spec.model} model, "
-                   f"{spec.offered:,.0f} events/s offered, Locust -t {spec.run_time}s")
-        run = run_step(spec, locustfile, url, self.config.out / "steps",
+                   f"{spec.offered:,.0f} events/s offered{run_of}, Locust -t {spec.run_time}s")
+        run = run_step(spec, locustfile, url, self.config.out / "steps" / f"run{repeat + 1}",
                        heartbeat=lambda s: self._detail(f"... running, {s:.0f} s"))
         if run.result is None:
             self.rows.append({"kind": spec.kind, "model": spec.model, "agents": spec.agents,
                               "agent_rate": spec.rate, "offered": spec.offered,
-                              "status": "failed", "error": run.error})
-            self._fail(f"{what} {spec.agents} agents", run.error)
+                              "repeat": repeat, "status": "failed", "error": run.error})
+            self._fail(f"{what} {spec.agents} agents{run_of}", run.error)
             return
         row = step_row(run.result, spec.kind)
+        row["repeat"] = repeat
         row["wall_s"] = round(run.wall_s, 1)
         row["harness_json"] = str(run.report.relative_to(self.config.out.resolve()))
         if row["status"] != "ok":
             row["error"] = "; ".join(row["notes"]) or "no measurement window"
             self.rows.append(row)
-            self._fail(f"{what} {spec.agents} agents", row["error"])
+            self._fail(f"{what} {spec.agents} agents{run_of}", row["error"])
             return
         self.rows.append(row)
         flag = f" ({saturation_text(row)}: its limit, not Redis's)" if saturated(row) else ""
@@ -266,8 +298,9 @@ class SweepRun:
 
 
 @contextmanager
-def _server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
-    """(url, embedded, redis-benchmark path, description) of the server the sweep measures."""
+def measured_server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
+    """(url, embedded, redis-benchmark path, description) of the server to measure: the one
+    at ``url``, else an embedded redis-server started here and stopped on the way out."""
     if url is not None:
         yield url, False, shutil.which("redis-benchmark"), f"server at {redact_url(url)}"
         return
@@ -275,7 +308,8 @@ def _server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
 
     server = RedisServer().start()
     try:
-        yield server.url, True, server.redis_benchmark, f"embedded redis-server pid {server.pid}"
+        yield (server.url, True, server.redis_benchmark,
+               f"embedded redis-server pid {server.pid} ({server.choice.describe()})")
     finally:
         server.stop()
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_cfn.results import Regression, compare
+from pytest_cfn.results import REGRESSION_RULE, Regression, compare
 from pytest_cfn.sweep.adr import adr_claims, number, our_counterparts
 from pytest_cfn.sweep.cache_sweep import ADR_CLAIMED, CACHE_SIZES, WORKLOADS
-from pytest_cfn.sweep.document import SweepData, meets_throughput, saturated
-from pytest_cfn.sweep.figures import DrawnFigure, draw_all
+from pytest_cfn.sweep.calibration import SHIFT_TOLERANCE
+from pytest_cfn.sweep.document import LOAD_METHOD, SweepData, meets_throughput, saturated
+from pytest_cfn.sweep.figure_style import DrawnFigure
+from pytest_cfn.sweep.figures import draw_all
 from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
 
 
@@ -45,35 +48,87 @@ def _verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("PASS" if ok else "FAIL")
 
 
+def _range(row: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
+    """``median (min-max)`` of a load point's figure; just the value for a single run."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    shown = fmt(value)
+    low_high = row.get("spread", {}).get(key)
+    if int(row.get("runs", 1)) > 1 and low_high is not None and low_high[0] != low_high[1]:
+        shown += f" ({fmt(low_high[0])}-{fmt(low_high[1])})"
+    return shown
+
+
+def _met(row: dict[str, Any], target: str, ok: bool) -> str:
+    runs = int(row.get("runs", 1))
+    met = row.get("met", {}).get(target)
+    verdict = _verdict(ok)
+    return f"{verdict} ({met}/{runs} runs)" if runs > 1 and met is not None else verdict
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f} %"
+
+
 def load_table(data: SweepData) -> Table:
-    """One row per load step: what was offered, delivered, how fast, and against which target."""
+    """One row per load point: what was offered, delivered, how fast, and against which target;
+    the median of the point's runs, with the runs' min-max in brackets."""
     targets = Targets()
     rows = []
     for r in data.loads:
-        delivered = r["delivered_per_s"] or 0.0
         judged = r["offered"] >= targets.min_throughput
         p99_ms = (r.get("p99_us") or 0.0) / 1000.0
-        shown = f"{delivered:,.0f}"
+        shown = _range(r, "delivered_per_s", _count)
         if saturated(r):
             shown += " (generator limit)"
+        late = "-" if r.get("late_fraction") is None else _range(r, "late_fraction", _pct)
         rows.append([
-            str(r["agents"]), r["model"], f"{r['offered']:,.0f}", shown,
-            _verdict(meets_throughput(r, targets.min_throughput)) if judged else "not judged",
-            _ms(r.get("p50_us")), _ms(r.get("p99_us")), _ms(r.get("p99_9_us")),
-            _verdict(p99_ms <= targets.max_p99_ms) if r.get("latency_count") else "FAIL",
-            f"{(r['loss_rate'] or 0.0) * 100:.2f} %",
+            str(r["agents"]), r["model"], str(r.get("runs", 1)), f"{r['offered']:,.0f}", shown,
+            _met(r, "throughput", meets_throughput(r, targets.min_throughput)) if judged
+            else "not judged",
+            _range(r, "p50_us", _ms), _range(r, "p99_us", _ms), _range(r, "p99_9_us", _ms),
+            _met(r, "p99", p99_ms <= targets.max_p99_ms) if r.get("latency_count") else "FAIL",
+            _range(r, "loss_rate", _pct),
+            _range(r, "critical_loss", _count),
+            late,
             _ms((r.get("send_lag_p99_ms") or 0.0) * 1000),
             _ms((r.get("transit_p99_ms") or 0.0) * 1000),
-            f"{r['connections']:,}",
-            f"harness through Redis, {r['agent_rate']:g} events/s per agent, "
-            f"{r['window_s']:.1f} s window",
+            f"{r['connections']:,.0f}",
         ])
     return Table(
-        ["agents", "model", "offered ev/s", "delivered ev/s", ">= 10k", "p50 ms", "p99 ms",
-         "p99.9 ms", "p99 <= 1 ms", "loss", "send lag p99 ms", "transit p99 ms", "connections",
-         "method"],
+        ["agents", "model", "runs", "offered ev/s", "delivered ev/s", ">= 10k", "p50 ms",
+         "p99 ms", "p99.9 ms", "p99 <= 1 ms", "loss", "critical lost",
+         f"late (> {targets.max_p99_ms:g} ms)", "send lag p99 ms", "transit p99 ms",
+         "connections"],
         rows,
     )
+
+
+def calibration_table(calibration: dict[str, Any]) -> Table:
+    """Injected vs measured: each delay's p50 shift and the dropped events' reported loss."""
+    rows = []
+    for shift in calibration.get("shifts", []):
+        rows.append([f"one-way delay +{shift['injected_ms']:g} ms",
+                     f"{shift['injected_ms']:.3f} ms", f"{shift['measured_ms']:.3f} ms p50 shift",
+                     f"{shift['error_pct']:+.1f} %", f"+/- {SHIFT_TOLERANCE * 100:g} %",
+                     "OK" if shift["ok"] else "OUT OF BOUND"])
+    loss = calibration.get("loss")
+    if loss:
+        rows.append([f"{loss['asked']} events dropped on one subscriber connection",
+                     f"{loss['injected']} events", f"{loss['reported_loss']:,.0f} lost "
+                     f"deliveries (bus sequence gaps {loss.get('bus_lost') or 0:,.0f})",
+                     f"{loss['reported_loss'] - loss['injected']:+,.0f}", "exact",
+                     "OK" if loss["ok"] else "MISMATCH"])
+    for run in calibration.get("runs", []):
+        if "error" in run:
+            rows.append([f"+{run['injected_ms']:g} ms run", "-", run["error"], "-", "-",
+                         "FAILED"])
+    return Table(["injected fault", "injected", "measured", "error", "bound", "verdict"], rows)
 
 
 def _probe_table(data: SweepData) -> Table:
@@ -82,7 +137,7 @@ def _probe_table(data: SweepData) -> Table:
     for r in data.probes + data.loads:
         roles = ", ".join(f"{k} {v}" for k, v in sorted(r["connections_by_role"].items()))
         share = f"{r['connections'] / maxclients * 100:.1f} %" if maxclients else "-"
-        rows.append([str(r["agents"]), r["model"], f"{r['connections']:,}", roles,
+        rows.append([str(r["agents"]), r["model"], f"{r['connections']:,.0f}", roles,
                      f"{ADR_CONNECTION_TABLE.get(r['agents'], 4 * r['agents']):,}", share,
                      "CLIENT LIST peak, " + ("connection probe" if r["kind"] == "probe"
                                              else "load step")])
@@ -92,7 +147,7 @@ def _probe_table(data: SweepData) -> Table:
 
 def _reference_table(data: SweepData) -> Table:
     rows = [[f"redis-benchmark PUBLISH -P {e['pipeline']}", f"{e['rate']:,.0f} /s",
-             f"`{e['command']}`: {e['method']}"] for e in data.ceiling]
+             f"{e['command']}: {e['method']}"] for e in data.ceiling]
     trip = data.round_trip
     if trip:
         rows.append(["PUBLISH round trip p50 / p99",
@@ -107,7 +162,9 @@ def _cache_table(cache: dict[str, Any]) -> Table:
         row = [f"{size:,}" if size else "none", f"{ADR_CLAIMED[size] * 100:g} %"]
         for workload in WORKLOADS:
             got = by.get((workload, size))
-            row += ([f"{got['hit_rate'] * 100:.2f} %", f"{got['publish_rate']:,.0f}"]
+            spread = (f" ({got['publish_rate_low']:,.0f}-{got['publish_rate_high']:,.0f})"
+                      if got and int(got.get("runs", 1)) > 1 else "")
+            row += ([f"{got['hit_rate'] * 100:.2f} %", f"{got['publish_rate']:,.0f}{spread}"]
                     if got else ["-", "-"])
         rows.append(row)
     return Table(["cache size", "ADR claim (in-process)", "hit rate, ADR workload",
@@ -118,7 +175,9 @@ def _cache_table(cache: dict[str, Any]) -> Table:
 def _models_table(data: SweepData) -> Table:
     return Table(
         ["layout", "connections", "delivered ev/s", "deliveries/s", "CPU µs/delivery", "method"],
-        [[r["label"].replace("\n", " "), str(r["connections"]), f"{r['rate']:,.0f}",
+        [[r["label"].replace("\n", " "), str(r["connections"]), f"{r['rate']:,.0f}" + (
+            f" ({r['rate_low']:,.0f}-{r['rate_high']:,.0f})" if int(r.get("runs", 1)) > 1
+            else ""),
           f"{r['deliveries_per_s']:,.0f}", f"{r['cpu_us_per_delivery']:.2f}", r["method"]]
          for r in data.client_models],
     )
@@ -140,11 +199,13 @@ def _adr_table(data: SweepData) -> Table:
     return Table(["figure", "ADR-002", "ADR's method", "ours", "our method"], rows)
 
 
-def _comparison_table(regressions: list[Regression], max_pct: float) -> Table:
+def comparison_table(regressions: list[Regression], max_pct: float) -> Table:
+    """Every figure of both runs: the change, the rule that judged it and why."""
     return Table(
-        ["scope", "metric", "baseline", "current", "change", f"regressed (> {max_pct:g} %)"],
+        ["scope", "metric", "baseline", "current", "change", "judged by", "why",
+         f"regressed (> {max_pct:g} % and outside the noise)"],
         [[r.scope, r.name, f"{r.baseline:,.4g}", f"{r.current:,.4g}", f"{r.change_pct:+.1f} %",
-          "REGRESSED" if r.regressed else ""] for r in regressions],
+          r.rule, r.detail, "REGRESSED" if r.regressed else ""] for r in regressions],
     )
 
 
@@ -173,6 +234,16 @@ def build_blocks(
                         "ADR-002's own figures were measured in-process, without Redis; they "
                         "are shown beside ours with their method, never as our result."))
     blocks += [("h2", "Summary: the sweep"), ("table", load_table(data))]
+    if data.loads:
+        first = data.loads[0]
+        blocks.append(("p", "Each row is one load point: the median of its runs (the runs' "
+                            "min-max in brackets); the verdicts judge the median and say how "
+                            "many of the runs met the target. Critical lost: priority 8-9 "
+                            "deliveries missing at the end of the drain. Late: deliveries "
+                            f"slower than the {Targets().max_p99_ms:g} ms target, from the "
+                            "latency histogram. Method: " + LOAD_METHOD.format(
+                                agents="N", model=first["model"], swarms="N/10",
+                                rate=first["agent_rate"], window=f"{first['window_s']:.1f}")))
     blocks.append(("p", "Delivered events/s counts deliveries by their delivery time inside "
                         "each step's window, each event once, whenever it was meant to be sent: "
                         "what was really sustained. The >= 10k verdict allows for the count's "
@@ -188,6 +259,11 @@ def build_blocks(
                             "delivery time inside the window, so the figure is what was really "
                             "sustained, and the >= 10k verdict judges it; but it is the "
                             "generator's limit, not Redis's."))
+    calibration = data.extra.get("calibration")
+    if calibration:
+        blocks += [("h2", "The instrument's calibration (same run)"),
+                   ("table", calibration_table(calibration)),
+                   ("p", "Method: " + str(calibration.get("method", "")))]
     if data.loads or data.probes:
         blocks += [("h2", "Connections"), ("table", _probe_table(data))]
     if data.ceiling or data.round_trip:
@@ -201,7 +277,8 @@ def build_blocks(
     blocks += [("h2", "ADR-002's figures beside ours"), ("table", _adr_table(data))]
     if regressions is not None and baseline is not None:
         blocks += [("h2", f"Compared with the baseline ({baseline.result.created or '?'})"),
-                   ("table", _comparison_table(regressions, max_regression_pct))]
+                   ("p", REGRESSION_RULE),
+                   ("table", comparison_table(regressions, max_regression_pct))]
     blocks.append(("h2", "Figures"))
     blocks += [("image", Image(figure)) for figure in figures]
     notes = [f"{r['agents']} agents ({r['kind']}): {note}" for r in data.loads + data.probes
@@ -263,16 +340,15 @@ def render_html(blocks: list[Block]) -> str:
             figure = value.figure
             encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
             out.append(f"<h3>{html.escape(figure.title)}</h3>")
-            out.append(f"<img alt='{html.escape(figure.title)}' "
-                       f"src='data:image/png;base64,{encoded}'>")
-            out.append(f"<p class='method'>Method: {html.escape(figure.method)}</p>")
+            out.append(f"<img alt='{html.escape(figure.title)}: method printed under the "
+                       f"figure' src='data:image/png;base64,{encoded}'>")
     out.append("</body></html>")
     return "\n".join(out)
 
 
-def render_text(table: Table) -> str:
+def render_text(table: Table, leave_out: tuple[str, ...] = ("method",)) -> str:
     """A table as aligned plain text (the method column left out: it is in the page)."""
-    keep = [i for i, h in enumerate(table.headers) if h != "method"]
+    keep = [i for i, h in enumerate(table.headers) if h not in leave_out]
     rows = [[table.headers[i] for i in keep]] + [[row[i] for i in keep] for row in table.rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(keep))]
     lines = ["  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i])
