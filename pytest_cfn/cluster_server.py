@@ -9,7 +9,9 @@ master over to its replica (``CLUSTER FAILOVER``) and kill a master outright.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -54,6 +56,9 @@ class LocalCluster:
                     "--cluster-port", str(_free_port()),
                     "--cluster-allow-pubsubshard-when-down", "yes",
                     "--shutdown-timeout", "0",  # a master would wait for its replicas
+                    # A freshly made, idle cluster: let a replica fail over however long
+                    # ago it last heard from its master.
+                    "--cluster-replica-validity-factor", "0",
                     "--appendonly", "no",
                 ]).start())
             addresses = [f"{HOST}:{node.port}" for node in self.nodes]
@@ -217,8 +222,9 @@ class LocalCluster:
         return replica
 
     def kill(self, master: RedisServer) -> RedisServer:
-        """Stop a master outright; its replica takes over after the node timeout."""
+        """SIGKILL a master; its replica takes over after the node timeout."""
         replica = self.replica_of(master)
+        os.kill(master.pid, signal.SIGKILL)  # no shutdown: a crash, as in production
         master.stop()
         deadline = time.monotonic() + 30
         while replica.port not in self.masters():

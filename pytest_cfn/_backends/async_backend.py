@@ -93,8 +93,9 @@ async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
 
 async def cluster_slot_owner(
     address: ServerAddress, slot: int, timeout: float
-) -> tuple[str, int]:
-    """``(host, port)`` of the master serving ``slot``, by redis-py's topology discovery."""
+) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """``(host, port)`` of the master serving ``slot`` and of every node the cluster
+    knows, by redis-py's topology discovery."""
     from redis.asyncio.cluster import RedisCluster
 
     client = RedisCluster(
@@ -103,7 +104,8 @@ async def cluster_slot_owner(
     try:
         await client.initialize()
         node = client.nodes_manager.get_node_from_slot(slot)
-        return str(node.host), int(node.port)
+        nodes = [(str(n.host), int(n.port)) for n in client.nodes_manager.nodes_cache.values()]
+        return (str(node.host), int(node.port)), nodes
     finally:
         await client.aclose()
 

@@ -114,8 +114,11 @@ def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
     return SyncStream(open_socket(address, timeout))
 
 
-def cluster_slot_owner(address: ServerAddress, slot: int, timeout: float) -> tuple[str, int]:
-    """``(host, port)`` of the master serving ``slot``, by redis-py's topology discovery."""
+def cluster_slot_owner(
+    address: ServerAddress, slot: int, timeout: float
+) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """``(host, port)`` of the master serving ``slot`` and of every node the cluster
+    knows, by redis-py's topology discovery."""
     from redis.cluster import RedisCluster
 
     client = RedisCluster(
@@ -123,7 +126,8 @@ def cluster_slot_owner(address: ServerAddress, slot: int, timeout: float) -> tup
     )
     try:
         node = client.nodes_manager.get_node_from_slot(slot)
-        return str(node.host), int(node.port)
+        nodes = [(str(n.host), int(n.port)) for n in client.nodes_manager.nodes_cache.values()]
+        return (str(node.host), int(node.port)), nodes
     finally:
         client.close()
 

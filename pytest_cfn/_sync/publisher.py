@@ -227,7 +227,9 @@ class Publisher:
                 self.retries += 1
             try:
                 if self.route is not None:
-                    self._conn.address = self.route.resolve(refresh=cause is not None)
+                    self._conn.address = self.route.resolve(
+                        refresh=cause is not None or self._ever_connected
+                    )
                 self._conn.connect()
                 if self._in_flight:
                     self._conn.write(b"".join(c for _, c in self._in_flight))

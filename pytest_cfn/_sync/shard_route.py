@@ -64,7 +64,7 @@ class ShardRoute:
         candidates = ([self._owner] if self._owner else []) + self._seeds
         for seed in candidates:
             try:
-                host, port = cluster_slot_owner(seed, self.slot, self.timeout)
+                (host, port), nodes = cluster_slot_owner(seed, self.slot, self.timeout)
             except Exception as exc:  # redis-py raises its own classes; try the next node
                 last = exc
                 continue
@@ -73,8 +73,10 @@ class ShardRoute:
             if owner != self._owner:
                 log.info("slot %d is served by %s", self.slot, owner.describe())
             self._owner = owner
-            if owner not in self._seeds:
-                self._seeds.append(owner)
+            for node_host, node_port in nodes:  # any of them may answer after a failover
+                node = replace(seed, host=node_host, port=node_port, db=0)
+                if node not in self._seeds:
+                    self._seeds.append(node)
             return owner
         raise ConnectionLostError(
             f"no node of the Redis Cluster answered who owns slot {self.slot}: {last}"
