@@ -16,6 +16,7 @@ from dataclasses import replace
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import cluster_slot_owner
+from pytest_cfn._core.resp import ServerReplyError
 from pytest_cfn._core.shard_layout import swarm_slot
 from pytest_cfn._errors import ConnectionLostError
 
@@ -30,6 +31,8 @@ async def is_cluster(address: ServerAddress, timeout: float) -> bool:
     try:
         await conn.connect()
         info = await conn.call("INFO", "cluster")
+    except ServerReplyError:  # INFO refused (an ACL user, fakeredis): not a cluster we can use
+        return False
     finally:
         await conn.close()
     return b"cluster_enabled:1" in info if isinstance(info, bytes) else False
