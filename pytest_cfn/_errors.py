@@ -1,4 +1,37 @@
-"""Exception classes. Each message says what was wrong and what is allowed."""
+"""Every exception pytest-cfn raises on purpose, in one hierarchy.
+
+Each message says what was wrong and what is allowed or what to do. OS-level
+errors (``ConnectionRefusedError``, ``socket.timeout``, ``BrokenPipeError``...)
+never reach a caller: the backends (``pytest_cfn._backends``) map them to
+:class:`ServerUnavailableError` (no connection could be made) or
+:class:`ConnectionLostError` (a connection broke). Error replies from Redis are
+:class:`ServerReplyError`; an ACL refusal (``NOPERM``) is
+:class:`PermissionDeniedError`.
+
+    CfnError
+    ├── InvalidIdError, InvalidOptionError, MessageTooLargeError  (also ValueError)
+    ├── InvalidHistogramError                                      (also ValueError)
+    ├── MalformedMessageError
+    │   └── ForgedMessageError
+    ├── BusClosedError
+    ├── ConnectionFailedError                                      (also ConnectionError)
+    │   ├── ServerUnavailableError
+    │   └── ConnectionLostError
+    │       └── ReplyTimeoutError                                  (also TimeoutError)
+    ├── ServerReplyError
+    │   ├── ServerRefusedError
+    │   └── PermissionDeniedError
+    ├── PublishFailedError
+    │   └── CriticalBufferFullError
+    ├── CircuitOpenError, ThrottledError
+    ├── SubscribeFailedError
+    ├── RequestTimeoutError (also TimeoutError), RequestFailedError
+    ├── SwarmNotFoundError (also LookupError), RecoveryRefusedError
+    ├── TlsError
+    │   └── TlsHandshakeTimeoutError
+    └── ServerNotFoundError, ServerStartError
+                             └── ServerWithoutTlsError
+"""
 
 from __future__ import annotations
 
@@ -32,7 +65,12 @@ class ThrottledError(CfnError):
 
 
 class PublishFailedError(CfnError):
-    """Publish failed after all retries."""
+    """Publishes could not be written or were refused by Redis (after all retries)."""
+
+
+class CriticalBufferFullError(PublishFailedError):
+    """A priority 8-9 publish was refused because the buffer of unacknowledged critical
+    publishes is full (``critical_buffer=``); nothing was accepted or dropped."""
 
 
 class ServerNotFoundError(CfnError):
@@ -47,8 +85,33 @@ class ServerWithoutTlsError(ServerStartError):
     """The redis-server binary was built without TLS support (it refuses ``--tls-port``)."""
 
 
-class ConnectionLostError(CfnError):
-    """The connection to Redis is gone and could not be re-established."""
+class ConnectionFailedError(CfnError, ConnectionError):
+    """Redis could not be reached, or a connection to it broke."""
+
+
+class ServerUnavailableError(ConnectionFailedError):
+    """No connection to Redis could be made (refused, timed out, unreachable)."""
+
+
+class ConnectionLostError(ConnectionFailedError):
+    """An established connection to Redis broke and could not be re-established."""
+
+
+class ReplyTimeoutError(ConnectionLostError, TimeoutError):
+    """Redis sent nothing within the socket timeout (a hung or paused server)."""
+
+
+class ServerReplyError(CfnError):
+    """Redis answered a command with an error reply (``-ERR ...``)."""
+
+
+class ServerRefusedError(ServerReplyError):
+    """The server refused the connection handshake (AUTH, SELECT or CLIENT SETNAME)."""
+
+
+class PermissionDeniedError(ServerReplyError):
+    """An ACL forbids a command, key or channel this library needs (``NOPERM``);
+    ``cfn acl --swarm S`` prints the rules one swarm's agents need."""
 
 
 class TlsError(CfnError):
@@ -90,3 +153,48 @@ class RecoveryRefusedError(CfnError):
 
 class ForgedMessageError(MalformedMessageError):
     """An envelope is unsigned or its HMAC tag does not match, on a bus with ``signing_key``."""
+
+
+ACL_HINT = "run `cfn acl --swarm SWARM` for the ACL rules a swarm's agents need"
+
+
+def reply_error(reply: ServerReplyError, doing: str) -> ServerReplyError:
+    """The error to raise for an error reply: :class:`PermissionDeniedError` for an ACL
+    refusal (also inside a script), else the reply itself. ``doing`` says what was tried."""
+    text = str(reply)
+    if "NOPERM" in text:
+        return PermissionDeniedError(f"Redis refused {doing}: {text}; {ACL_HINT}")
+    return reply
+
+
+ALL_ERRORS = (
+    CfnError,
+    InvalidIdError,
+    InvalidOptionError,
+    MessageTooLargeError,
+    InvalidHistogramError,
+    MalformedMessageError,
+    ForgedMessageError,
+    BusClosedError,
+    ConnectionFailedError,
+    ServerUnavailableError,
+    ConnectionLostError,
+    ReplyTimeoutError,
+    ServerReplyError,
+    ServerRefusedError,
+    PermissionDeniedError,
+    PublishFailedError,
+    CriticalBufferFullError,
+    CircuitOpenError,
+    ThrottledError,
+    SubscribeFailedError,
+    RequestTimeoutError,
+    RequestFailedError,
+    SwarmNotFoundError,
+    RecoveryRefusedError,
+    ServerNotFoundError,
+    ServerStartError,
+    ServerWithoutTlsError,
+    TlsError,
+    TlsHandshakeTimeoutError,
+)

@@ -159,8 +159,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
     result = yield
     cfn = _session(session.config)
-    if cfn is not None and not cfn.is_worker and cfn.finish().failed:
-        session.testsfailed += 1
+    if cfn is not None and not cfn.is_worker:
+        outcome = cfn.finish()
+        if outcome is not None and outcome.failed:
+            session.testsfailed += 1
     return result
 
 

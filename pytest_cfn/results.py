@@ -186,15 +186,16 @@ def read_result(path: str | Path) -> RunResult:
 REGRESSION_RULE = (
     "A figure regressed only when it is worse than the baseline by more than the threshold AND "
     "the difference is outside the noise: (1) figures repeated in both runs (cfn bench "
-    "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap (every "
-    "run of today worse than every run of the baseline); (2) single figures that carry a "
+    "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap and "
+    "the gap between them is itself wider than the threshold (today's best run worse than the "
+    "baseline's worst by more than it); (2) single figures that carry a "
     "reference measured in the same run (the server's own rate or round trip) regress only "
     "when figure / reference is also worse by more than the threshold, so a machine that is "
     "slower today as a whole is not a regression; (3) a single figure with neither is judged "
     "by the threshold alone (marked 'threshold only'). The server's own figures "
     "(redis-benchmark, the round trip) are the yardstick and are never judged, nor are the "
-    "figures of a load point whose load generator fell behind its schedule in either run "
-    "(they measure the generator, not the system)."
+    "latencies of a load point whose load generator fell behind its schedule in either run "
+    "(they measure its backlog; what it delivered is still judged)."
 )
 
 
@@ -224,11 +225,15 @@ def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
     beyond = worse > max_pct
     if (old.low is not None and old.high is not None and new.low is not None
             and new.high is not None):
-        apart = new.high < old.low if new.better == "higher" else new.low > old.high
+        if new.better == "higher":
+            gap = _worse_pct(old.low, new.high, "higher")
+        else:
+            gap = _worse_pct(old.high, new.low, "lower")
+        apart = gap > 0
         detail = (f"today {new.low:,.4g}..{new.high:,.4g} ({new.runs} runs), baseline "
                   f"{old.low:,.4g}..{old.high:,.4g} ({old.runs} runs): "
-                  + ("ranges apart" if apart else "ranges overlap"))
-        return beyond and apart, "spread", detail
+                  + (f"ranges apart by {gap:.1f} %" if apart else "ranges overlap"))
+        return beyond and gap > max_pct, "spread", detail
     if old.reference and new.reference:
         ratio = _worse_pct(old.value / old.reference, new.value / new.reference, new.better)
         detail = (f"figure / same-run reference {old.value / old.reference:,.4g} -> "
@@ -237,17 +242,30 @@ def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
     return beyond, "threshold only", "one run and no same-run reference: the threshold decides"
 
 
+def _from_zero(old: Metric, new: Metric) -> tuple[bool, str, str]:
+    """A figure that was 0 (a loss, say): no percentage exists, so any move in the worse
+    direction outside the noise is a regression."""
+    worse = new.value > 0 if new.better == "lower" else new.value < 0
+    if old.high is not None and new.low is not None and new.high is not None:
+        apart = new.low > old.high if new.better == "lower" else new.high < (old.low or 0.0)
+        return worse and apart, "spread", (f"from 0 to {new.low:,.4g}..{new.high:,.4g}: "
+                                           + ("ranges apart" if apart else "ranges overlap"))
+    return worse, "threshold only", f"from 0 to {new.value:,.4g}"
+
+
 def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) -> list[Regression]:
     """Figures present in both runs, each judged by :data:`REGRESSION_RULE`."""
     base = {(m.scope, m.name): m for m in baseline.metrics}
     out = []
     for metric in current.metrics:
         old = base.get((metric.scope, metric.name))
-        if old is None or old.value == 0 or metric.role == "reference":
+        if old is None or metric.role == "reference" or old.value == metric.value == 0:
             continue
         if "saturated" in (metric.role, old.role):
             regressed, rule, detail = (False, "not judged",
                                        "the load generator fell behind its schedule")
+        elif old.value == 0:
+            regressed, rule, detail = _from_zero(old, metric)
         else:
             regressed, rule, detail = _judge(old, metric, max_regression_pct)
         out.append(
@@ -256,7 +274,8 @@ def compare(baseline: RunResult, current: RunResult, max_regression_pct: float) 
                 scope=metric.scope,
                 baseline=old.value,
                 current=metric.value,
-                change_pct=(metric.value - old.value) / abs(old.value) * 100.0,
+                change_pct=(metric.value - old.value) / abs(old.value) * 100.0
+                if old.value else 0.0,
                 regressed=regressed,
                 rule=rule,
                 detail=detail,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_cfn.bench.command import parse_config
+from pytest_cfn.bench.explain import explain, explain_lines
 from pytest_cfn.bench.processes import StepFailedError
 from pytest_cfn.bench.reference import parse_redis_benchmark
 from pytest_cfn.bench.report import Figure
@@ -30,11 +31,25 @@ FIGURES = {
     "redis_py_latency_p99": "redis-py latency p99 at 2,000/s (reference)",
     "publish_rate": "our publish rate (EventBus)",
     "e2e_delivered": "our end-to-end delivered (EventBus)",
+    "e2e_plain_delivered": "our plain end-to-end delivered (EventBus)",
+    "aio_e2e_delivered": "our asyncio end-to-end delivered (EventBus)",
+    "aio_e2e_plain_delivered": "our asyncio plain end-to-end delivered (EventBus)",
+    "cpu_per_publish_us": "sync CPU per publish",
+    "cpu_per_delivery_us": "sync CPU per delivery",
+    "aio_cpu_per_publish_us": "asyncio CPU per publish",
+    "aio_cpu_per_delivery_us": "asyncio CPU per delivery",
     "e2e_missing": "our end-to-end missing (EventBus)",
     "latency_p99": "latency p99 at 2,000 events/s",
     "latency_p50": "latency p50 at 2,000 events/s",
     "latency_p99_9": "latency p99.9 at 2,000 events/s",
     "latency_max": "latency max at 2,000 events/s",
+    "aio_latency_p99": "asyncio latency p99 at 2,000 events/s",
+    "aio_latency_p99_9": "asyncio latency p99.9 at 2,000 events/s",
+    "redis_py_latency_p99_at_1000": "redis-py latency p99 at 1,000/s (reference)",
+    "latency_p99_at_1000": "latency p99 at 1,000 events/s",
+    "latency_p99_9_at_1000": "latency p99.9 at 1,000 events/s",
+    "aio_latency_p99_at_1000": "asyncio latency p99 at 1,000 events/s",
+    "aio_latency_p99_9_at_1000": "asyncio latency p99.9 at 1,000 events/s",
     "idle_bus_heap_bytes": "memory per idle bus (Python heap)",
     "windowed_events_delivered": "Event Bus 200 B delivered",
     "windowed_events_mb_per_s": "Event Bus 200 B MB/s",
@@ -47,7 +62,11 @@ FIGURES = {
     "signing_cost_us_per_event": "signing cost per event (CPU, both ends)",
 }
 GATED = {"publish_rate", "e2e_delivered", "latency_p99", "idle_bus_heap_bytes",
-         "messenger_mb_per_s"}
+         "messenger_mb_per_s", "e2e_plain_delivered", "aio_e2e_delivered",
+         "aio_e2e_plain_delivered", "cpu_per_publish_us", "cpu_per_delivery_us",
+         "aio_cpu_per_publish_us", "aio_cpu_per_delivery_us", "latency_p99_9",
+         "aio_latency_p99", "aio_latency_p99_9", "latency_p99_at_1000",
+         "latency_p99_9_at_1000", "aio_latency_p99_at_1000", "aio_latency_p99_9_at_1000"}
 MISSING = {"e2e_missing", "windowed_events_missing", "messenger_missing"}
 DIFFERENCES = {"signing_cost_us_per_event"}  # a difference of two CPU figures: any sign
 
@@ -76,8 +95,9 @@ def test_quick_run_prints_every_figure_followed_by_its_method(quick_run: dict[st
         following = lines[at[0] + 1 : at[0] + 5]
         assert any(line.strip().startswith("method: ") for line in following), following
     assert "Redis " in lines[0] and "redis-py " in done.stdout
-    for ratio in ("x redis-py pipeline", "x redis-py drain", "x redis-py end to end",
-                  "x redis-py p99", "x unsigned"):
+    for ratio in ("x redis-py pipeline", "x redis-py end to end", "x redis-py p99",
+                  "x our batch()", "x redis-py publisher", "x redis-py subscriber",
+                  "x unsigned"):
         assert ratio in done.stdout, ratio
 
 
@@ -98,7 +118,7 @@ def test_quick_run_writes_a_valid_result_with_gated_metrics(quick_run: dict[str,
             assert metric.verdict in ("pass", "fail"), name
         else:
             assert metric.verdict == "info", name
-    for name in ("latency_p99", "redis_py_latency_p99"):
+    for name in ("latency_p99", "redis_py_latency_p99", "aio_latency_p99"):
         latency = metrics[name].latency
         assert latency is not None and latency["count"] >= 900 and latency["encoded"], name
     raw = json.loads(Path(quick_run["path"]).read_text())
@@ -154,6 +174,8 @@ def test_message_bytes_sets_the_messenger_size_only(redis_server: Any) -> None:
         (["--redis", "http://127.0.0.1:6379"], "--redis"),
         (["--rate", "1", "--duration", "0.5"], "schedules no event"),
         (["--no-such-flag"], "unrecognized arguments"),
+        (["--also-rates", "1000,,2000"], "--also-rates"),
+        (["--also-rates", "0"], "--also-rates"),
     ],
 )
 def test_bad_arguments_are_a_usage_error_with_status_2(argv: list[str], complaint: str) -> None:
@@ -170,6 +192,10 @@ def test_quick_defaults_yield_to_explicit_flags() -> None:
     assert (full.events, full.rate, full.duration, full.repeat) == (200_000, 10_000.0, 5.0, 3)
     assert (full.message_bytes, full.window_bytes) == (5120, 16 * 2**20)
     assert full.steps[-2:] == ("messenger", "signing")
+    assert (full.also_rates, full.explain) == ((1000.0, 20000.0), False)
+    assert parse_config(["--quick"]).also_rates == (1000.0,)
+    assert parse_config(["--also-rates", "none", "--explain"]).also_rates == ()
+    assert parse_config(["--also-rates", "500, 5_000"]).also_rates == (500.0, 5000.0)
     only = parse_config(["--only", "messenger", "--message-bytes", "10_240", "--window-mb", "8"])
     assert (only.steps, only.message_bytes, only.window_bytes) == (
         ("messenger",), 10_240, 8 * 2**20)
@@ -229,3 +255,25 @@ def test_sender_gives_up_when_the_receivers_count_stalls(
         windowed._hold(SimpleNamespace(value=10), needed=2000, sent=3000)
     assert windowed._hold(SimpleNamespace(value=2000), needed=2000, sent=3000) == pytest.approx(
         0.0, abs=0.01)
+
+
+def test_explain_names_the_stage_that_owns_the_tail() -> None:
+    # 1,000 events with 10 µs in every stage; 20 of them wait 5 ms in transit.
+    written, stages = {}, {}
+    for seq in range(1, 1001):
+        intended = seq * 1_000_000
+        call = intended + 10_000
+        wrote = call + 10_000
+        read = wrote + (5_000_000 if seq % 50 == 0 else 10_000)
+        decoded = read + 10_000
+        written[seq] = wrote
+        stages[seq] = (intended, call, decoded + 10_000, read, decoded)
+    stages[2000] = (1, 2, 3, 4, 5)  # never written: left out
+    summary = explain(written, stages)
+    assert summary["events"] == 1000
+    assert summary["p99_owner"] == "transit" and summary["p99_9_owner"] == "transit"
+    assert summary["stages"]["transit"]["mean_in_p99_tail_us"] == pytest.approx(5000.0)
+    assert summary["stages"]["decode"]["p50_us"] == pytest.approx(10.0)
+    lines = explain_lines("sync EventBus at 1,000/s", summary)
+    assert "tail owner" in lines[-1] and "transit" in lines[-1]
+    assert explain_lines("x", explain({}, {}))[0].endswith("no event was stamped at both ends")

@@ -47,6 +47,7 @@ def test_new_breaker_is_closed_and_allows() -> None:
     assert all(breaker.allow(0.0, p) for p in range(1, 10))
     assert breaker.stats() == {
         "state": "closed",
+        "next_probe_in": 0.0,
         "consecutive_failures": 0,
         "consecutive_successes": 0,
         "opens": 0,
@@ -178,6 +179,7 @@ def test_full_cycle_closed_open_half_open_open_half_open_closed() -> None:
     assert seen == [CLOSED, OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
     assert breaker.stats() == {
         "state": "closed",
+        "next_probe_in": 0.0,
         "consecutive_failures": 0,
         "consecutive_successes": 0,
         "opens": 2,
@@ -261,3 +263,11 @@ def test_repr() -> None:
     assert repr(CircuitBreaker()) == (
         "CircuitBreaker(state=closed, consecutive_failures=0, opens=0)"
     )
+
+
+def test_stats_say_when_an_open_breaker_lets_the_next_probe_through() -> None:
+    breaker = tripped(100.0, reset_timeout=30.0, failure_threshold=2)
+    assert breaker.stats(110.0)["next_probe_in"] == pytest.approx(20.0)
+    assert breaker.stats(129.5)["next_probe_in"] == pytest.approx(0.5)
+    assert breaker.stats(130.0)["state"] == "half_open"
+    assert breaker.stats(130.0)["next_probe_in"] == 0.0

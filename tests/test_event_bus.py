@@ -21,7 +21,7 @@ from pytest_cfn import (
     InvalidIdError,
     InvalidOptionError,
     MessageTooLargeError,
-    PublishFailedError,
+    ServerUnavailableError,
     ThrottledError,
 )
 
@@ -287,12 +287,12 @@ def test_circuit_breaker_opens_and_critical_priorities_bypass_it(fe: Frontend, n
                        breaker_failures=2, connect_timeout=0.5)
     where = unreachable_url.removeprefix("redis://").removesuffix("/0")
     for _ in range(2):
-        with pytest.raises(PublishFailedError, match=f"cannot reach Redis at {where}"):
+        with pytest.raises(ServerUnavailableError, match=f"cannot reach Redis at {where}"):
             bus.publish("agent.spawn", None)
     assert bus.stats()["breaker_state"] == "open"
     with pytest.raises(CircuitOpenError, match="priorities 8-9 still go through"):
         bus.publish("agent.spawn", None, priority=7)
-    with pytest.raises(PublishFailedError):
+    with pytest.raises(ServerUnavailableError):
         bus.publish("cfn.loop.phase.start", None, priority=9)
     stats = bus.stats()
     assert stats["breaker"]["rejected"] == 1 and stats["breaker"]["bypassed"] >= 1

@@ -224,3 +224,17 @@ def test_a_dying_dispatcher_is_counted_reported_and_restarted(fe: Frontend, redi
     assert wait_until(lambda: len(got) == 20), f"{len(got)} of 20 after the restart"
     assert errors == [fault]
     assert sub.stats()["worker_crashes"] == {"reader": 0, "dispatcher": 1}
+
+
+def test_swarm_state_reads_past_deeply_nested_values(fe: Frontend, redis_server: Any, ns: str,
+                                                     raw: redis.Redis) -> None:
+    state = fe.make("SwarmState", redis_server.url, namespace=ns)
+    state.save("s1", phase="auth", data={"ok": 1})
+    state.checkpoint("s1")
+    nested = b"[" * DEPTH + b"]" * DEPTH
+    raw.lpush(f"{ns}:swarm-checkpoints:s1", b'{"swarm":"s1","data":' + nested + b"}")
+    raw.hset(f"{ns}:swarm:s1", "data", nested)
+    record = state.load("s1")
+    assert record is not None and record.phase == "auth"
+    assert isinstance(record.data, str) and len(record.data) == 2 * DEPTH
+    assert [c.data for c in state.checkpoints("s1")] == [{"ok": 1}]

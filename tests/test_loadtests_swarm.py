@@ -7,6 +7,7 @@ process with a hard timeout.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def test_without_a_url_an_embedded_server_is_started_and_stopped(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result["redis"]["embedded"] is True
     assert result["redis"]["url"].startswith("redis://127.0.0.1:")
+    assert re.search(r"started an embedded redis-server [\d.]+ at \S+ \(redis-server [\d.]+ "
+                     r"/\S+: (the newest of|the only one|named)", proc.stderr), proc.stderr[-2000:]
     port = int(result["redis"]["url"].rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass

@@ -115,3 +115,30 @@ def test_importing_the_plugin_loads_neither_redis_nor_the_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_built_in_workload_runs_on_fakeredis_and_is_never_gated(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    project(
+        pytester, monkeypatch,
+        test_a="""
+        import pytest
+
+        @pytest.mark.cfn_perf(min_throughput=1e12)
+        def test_workload(cfn_perf):
+            result = cfn_perf.run_event_bus(events=300)
+            assert result.lost == 0 and result.delivered == result.expected
+            cfn_perf.sample_connections()
+        """,
+    )
+    report = pytester.path / "fake.json"
+    result = run(pytester, "--cfn-redis=fakeredis://", "--cfn-gate", f"--cfn-report={report}")
+    assert result.ret == 0, output(result)
+    result.stdout.fnmatch_lines(["FAKEREDIS: these figures were not measured*"])
+    data = json.loads(report.read_text())
+    assert data["redis"]["backend"] == "fakeredis"
+    throughput = next(m for m in data["metrics"] if m["name"] == "throughput")
+    assert throughput["verdict"] == "info" and throughput["method"].startswith("[fakeredis")

@@ -44,6 +44,9 @@ def _rate(value: float, **kw: object) -> Metric:
         # Ranges apart and worse by more than the threshold.
         (_rate(100, low=95, high=105, runs=3), _rate(80, low=78, high=82, runs=3), True,
          "spread"),
+        # Median 15 % worse and ranges apart, but by less than the threshold: noise.
+        (_rate(100, low=90, high=110, runs=3), _rate(85, low=80, high=88, runs=3), False,
+         "spread"),
         # Ranges apart but within the threshold: not a regression either.
         (_rate(100, low=99, high=101, runs=3), _rate(95, low=94, high=96, runs=3), False,
          "spread"),
@@ -60,6 +63,18 @@ def test_a_figure_regresses_only_outside_the_noise(
 ) -> None:
     (result,) = compare(_run(old), _run(new), 10.0)
     assert (result.regressed, result.rule) == (regressed, rule), result.detail
+
+
+def test_a_loss_that_was_zero_regresses_when_it_appears_outside_the_noise() -> None:
+    def loss(value: float, low: float, high: float) -> Metric:
+        return Metric(name="loss_rate", value=value, unit="fraction", method="m",
+                      better="lower", low=low, high=high, runs=3)
+
+    (appeared,) = compare(_run(loss(0, 0, 0)), _run(loss(0.5, 0.05, 0.6)), 10.0)
+    assert appeared.regressed and "from 0" in appeared.detail
+    (noise,) = compare(_run(loss(0, 0, 0.01)), _run(loss(0.005, 0, 0.01)), 10.0)
+    assert not noise.regressed
+    assert compare(_run(loss(0, 0, 0)), _run(loss(0, 0, 0)), 10.0) == []
 
 
 def test_latency_regresses_upwards_and_references_are_never_judged() -> None:

@@ -53,3 +53,17 @@ def test_a_password_the_server_does_not_have_is_named(redis_server: RedisServer)
 def test_a_missing_unix_socket_is_named(tmp_path: Path) -> None:
     with pytest.raises(ServerCheckError, match="no such socket file"):
         check_server(f"unix://{tmp_path}/redis.sock")
+
+
+def test_every_public_name_is_exported_lazily_from_one_table() -> None:
+    import pytest_cfn
+    import pytest_cfn.aio
+
+    for module in (pytest_cfn, pytest_cfn.aio):
+        names = [n for n in module.__all__ if n != "__version__"]
+        assert names == sorted(module._EXPORTS)
+        for name in names:
+            assert getattr(module, name).__name__ == name
+    assert pytest_cfn.ServerCheckError is ServerCheckError
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = pytest_cfn.Nope  # type: ignore[attr-defined]

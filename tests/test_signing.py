@@ -262,3 +262,44 @@ def test_forged_critical_entries_and_history_entries_are_skipped(
         envelope(2, publisher=a.publisher_id("b"), swarm="a", type_="message", data="forged")))
     b = fe.make("Messenger", redis_server.url, "b", "lead", namespace=ns, signing_key=KEY)
     assert [m.data for m in b.stored_history()] == ["kept"]
+
+
+def test_a_key_bound_to_a_swarm_cannot_sign_for_another() -> None:
+    ring = SigningKeys({"ka": KEY, "kb": OTHER}, current="ka", owners={"ka": "a", "kb": "b"})
+    signer = EnvelopeSigner(ring)
+    channel = b"message:c:b"
+    frame = signer.seal(channel, msgspec.json.encode(envelope(1, swarm="c", type_="message")))
+    kid, _ = signer.open_frame(channel, frame)  # the tag itself is fine
+    with pytest.raises(ForgedMessageError, match="belongs to swarm 'a'"):
+        signer.check_sender(kid, "c")
+    signer.check_sender(kid, "a")
+    with pytest.raises(InvalidOptionError, match="belongs to swarm 'a'"):
+        ring.check_signer("c")
+    with pytest.raises(InvalidOptionError, match="not in the ring"):
+        SigningKeys({"ka": KEY}, owners={"kz": "a"})
+    assert "owners={'ka': 'a', 'kb': 'b'}" in repr(ring)
+
+
+def test_per_swarm_keys_reject_an_insider_posing_as_another_swarm(
+        fe: Frontend, redis_server: Any, ns: str, raw: redis.Redis) -> None:
+    keys = {"ka": KEY, "kb": OTHER, "kc": b"c" * 32}
+    owners = {"ka": "a", "kb": "b", "kc": "c"}
+    got: list[Message] = []
+    b = fe.make("Messenger", redis_server.url, "b", "lead", namespace=ns,
+                signing_key=SigningKeys(keys, current="kb", owners=owners))
+    b.on_message(got.append)
+    a = fe.make("Messenger", redis_server.url, "a", "coder", namespace=ns,
+                signing_key=SigningKeys({"ka": KEY}, owners={"ka": "a"}))
+    a.send("b", "from a")
+    a.flush()
+    assert wait_until(lambda: [m.data for m in got] == ["from a"])
+    insider = EnvelopeSigner(SigningKeys({"ka": KEY}))  # swarm a's key, posing as swarm c
+    channel = f"{ns}:message:c:b"
+    raw.publish(channel, insider.seal(channel.encode(), msgspec.json.encode(
+        envelope(1, publisher="c.x>b", swarm="c", type_="message", data="posing as c"))))
+    assert wait_until(lambda: b.stats()["forged"] == 1)
+    assert [m.data for m in got] == ["from a"]
+    assert "belongs to swarm 'a'" in b.malformed[0].reason
+    with pytest.raises(InvalidOptionError, match="must sign with a key of its own"):
+        fe.make("Messenger", redis_server.url, "c", "x", namespace=ns,
+                signing_key=SigningKeys({"ka": KEY}, owners={"ka": "a"}))

@@ -150,7 +150,8 @@ def test_the_calibration_is_shown_beside_the_figures(tmp_path: Path) -> None:
     assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
     markdown = (tmp_path / "summary.md").read_text()
     assert "## The instrument's calibration (same run)" in markdown
-    assert "| 20 events dropped on one subscriber connection | 20 events |" in markdown
+    line = next(x for x in markdown.splitlines() if "events dropped on one subscriber" in x)
+    assert "| 20 events" in line and line.endswith("| exact | OK |")
     assert markdown.index("calibration") < markdown.index("## Figures")
     page = (tmp_path / "summary.html").read_text()
     assert "`" not in page.split("<body>")[1].split("<img")[0]
@@ -309,5 +310,34 @@ def test_cfn_calibrate_measures_the_injected_delay_and_the_exact_loss(tmp_path: 
     result = json.loads((tmp_path / "calibration.json").read_text())
     (shift,) = result["shifts"]
     assert shift["injected_ms"] == 3 and abs(shift["error_pct"]) <= 10
-    assert result["loss"]["injected"] == 15 and result["loss"]["reported_loss"] == 15
+    loss = result["loss"]
+    assert loss["injected"] == 15 and loss["worst_subscriber_loss"] == 15
+    assert loss["reported_loss"] == 15 * loss["subscribers"] and loss["subscribers"] == 10
     assert "calibrated: wrote" in proc.stdout
+
+
+def test_library_layouts_are_judged_as_a_ratio_to_the_raw_layout_of_the_same_pass() -> None:
+    from pytest_cfn.sweep.client_models import combine_model_runs, with_raw_ratio
+
+    def row(key: str, rate: float) -> dict[str, Any]:
+        return {"key": key, "rate": rate, "deliveries_per_s": rate, "cpu_us_per_delivery": 1.0,
+                "connections": 2, "label": key, "method": f"{key}; one run"}
+
+    # The second pass ran on a busier machine: both layouts slower, the ratio the same.
+    passes = [{"single-pipelined": row("single-pipelined", raw), "shared": row("shared", ours)}
+              for raw, ours in ((600_000, 60_000), (300_000, 30_000))]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rows in with_raw_ratio(passes):
+        for key, value in rows.items():
+            runs.setdefault(key, []).append(value)
+    shared = combine_model_runs(runs["shared"])
+    assert shared["vs_raw"] == pytest.approx(0.1) and shared["vs_raw_low"] == pytest.approx(0.1)
+    assert (shared["rate_low"], shared["rate_high"]) == (30_000, 60_000)
+    result = build_result([], redis=RedisInfo(version="7.0.15"), machine={},
+                          extra={"client_models": [combine_model_runs(runs["single-pipelined"]),
+                                                   shared]})
+    by_name = {m.name: m for m in result.metrics}
+    assert by_name["shared_events_per_s"].role == "reference"
+    assert by_name["single-pipelined_events_per_s"].role == "reference"
+    ratio = by_name["shared_vs_raw"]
+    assert ratio.role == "figure" and ratio.runs == 2 and ratio.low == pytest.approx(0.1)

@@ -13,14 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pytest_cfn._async.publisher import Publisher
+from pytest_cfn._async.publisher import INTERNAL, Publisher
 from pytest_cfn._backends.async_backend import monotonic
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.critical_log import CatchUp
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker
 from pytest_cfn._core.signing import EnvelopeSigner, signed_decoder
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import CfnError, PermissionDeniedError
 
 log = logging.getLogger("pytest_cfn.replay")
 
@@ -37,6 +37,7 @@ class CriticalReplayer:
         codec: Codec,
         tracker: SequenceTracker,
         lock: Any,
+        on_error: Callable[[BaseException], None] | None = None,
         *,
         signer: EnvelopeSigner | None = None,
         channels: ChannelNames | None = None,
@@ -52,6 +53,7 @@ class CriticalReplayer:
             )
         self._tracker = tracker
         self._lock = lock
+        self._on_error = on_error
         self._stored_cursor: str | None = None
 
     def not_yet_handed_on(self, env: Envelope) -> bool:
@@ -60,6 +62,10 @@ class CriticalReplayer:
     def observe_live(self, env: Envelope) -> bool:
         """Call under the queue lock, after sequence tracking; False = drop (already replayed)."""
         return self.catch_up.observe_live(env, self._tracker.lost)
+
+    def observe_gaps(self) -> None:
+        """Call under the queue lock after a chunk: a new sequence gap asks for a catch-up."""
+        self.catch_up.observe_lost(self._tracker.lost)
 
     def claim(self, message_id: str) -> bool:
         """Call before handing on a live critical envelope; False = a catch-up already did."""
@@ -98,7 +104,16 @@ class CriticalReplayer:
             await self._store_cursor()
             with self._lock:
                 catch_up.finished(monotonic())
-        except (CfnError, OSError, TimeoutError) as exc:
+        except PermissionDeniedError as exc:
+            # An ACL refuses the stream or the cursor: retrying at once cannot help, and
+            # a log line is not enough. The caller hears of it (on_error, stats).
+            with self._lock:
+                catch_up.failed(monotonic())
+            if self._on_error is not None:
+                self._on_error(exc)
+            else:
+                log.warning("catch-up from %s refused: %s", catch_up.stream_key, exc)
+        except CfnError as exc:
             log.warning("catch-up from %s failed, retrying later: %s", catch_up.stream_key, exc)
             with self._lock:
                 catch_up.failed(monotonic())
@@ -114,13 +129,13 @@ class CriticalReplayer:
             with self._lock:
                 catch_up.settle(reply, self._decode)
             await self._store_cursor()
-        except (CfnError, OSError, TimeoutError) as exc:
+        except CfnError as exc:
             log.info("could not settle the catch-up cursor at close: %s", exc)
 
     async def _store_cursor(self) -> None:
         command = self.catch_up.cursor_command()
         if command is not None and self.catch_up.cursor != self._stored_cursor:
-            await self._publisher.send_publish(command)
+            await self._publisher.send_publish(command, INTERNAL)
             self._stored_cursor = self.catch_up.cursor
 
     def stats(self) -> dict[str, Any]:

@@ -11,12 +11,26 @@ counting every drop.
 Neither worker dies silently: anything that escapes the reader or the
 dispatcher is counted (``worker_crashes``), reported to ``on_error`` and the
 worker is restarted (the reader on a fresh connection).
+
+Handing a chunk from the reader to the dispatcher costs a wake-up, and in the
+sync front end a GIL hand-over between two threads (up to the 5 ms switch
+interval when the reader is busy), and CPU on both threads for every chunk.
+So handlers that have proved fast run in the reader itself when the dispatcher
+is idle (``inline`` dispatch): after ``INLINE_AFTER`` deliveries of at most
+``FAST_DELIVERY`` each with no slow batch between them (a batch slower than
+``INLINE_BUDGET`` and ``FAST_DELIVERY`` per event starts the count again; one
+that is merely not fast, a scheduler hiccup, does not count). One inline chunk
+that slow, or ``SLOW_STRIKES`` not-fast chunks in a row, sends dispatching back
+to the dispatcher worker until the handlers have proved fast again. Order is the
+queue's either way (highest priority first), and a catch-up that is due or
+running keeps everything on the dispatcher.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any
 
 from pytest_cfn._async.critical_replay import CriticalReplayer
@@ -24,20 +38,42 @@ from pytest_cfn._async.publisher import Publisher
 from pytest_cfn._async.shard_route import ShardRoute, is_cluster
 from pytest_cfn._async.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import QueueLock, Wakeup, Worker, monotonic, sleep, spawn
+from pytest_cfn._backends.async_backend import (
+    Lock,
+    QueueLock,
+    Wakeup,
+    Worker,
+    monotonic,
+    sleep,
+    spawn,
+    time_ns,
+)
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
-from pytest_cfn._core.critical_log import CatchUp
+from pytest_cfn._core.critical_log import CRITICAL_PRIORITY, CatchUp
 from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.shard_layout import ShardChannelNames
 from pytest_cfn._core.signing import EnvelopeSigner, signing_keys
-from pytest_cfn._errors import BusClosedError, ConnectionLostError
+from pytest_cfn._core.stages import StageProbe
+from pytest_cfn._errors import (
+    BusClosedError,
+    ConnectionLostError,
+    PermissionDeniedError,
+    PublishFailedError,
+)
 
 log = logging.getLogger("pytest_cfn.bus")
+
+INLINE_AFTER = 1000
+FAST_DELIVERY = 0.00005
+INLINE_BUDGET = 0.002
+SLOW_STRIKES = 16
+
+_PRIORITY = attrgetter("priority")
 
 Deliver = Callable[[Envelope], Awaitable[None]]
 Intercept = Callable[[Envelope], bool]
@@ -72,7 +108,10 @@ class BusEngine:
         self.codec = Codec(options.codec)
         self.channels = ChannelNames(options.namespace)
         ring = signing_keys(options.signing_key)
-        self.signer = EnvelopeSigner(ring) if ring is not None else None
+        self.signer: EnvelopeSigner | None = None
+        if ring is not None:
+            ring.check_signer(swarm)
+            self.signer = EnvelopeSigner(ring)
         self.breaker = CircuitBreaker(
             failure_threshold=options.breaker_failures,
             reset_timeout=options.breaker_reset,
@@ -89,6 +128,8 @@ class BusEngine:
             connect_timeout=options.connect_timeout,
             socket_timeout=options.socket_timeout,
             ack_window=options.ack_window,
+            critical_buffer=options.critical_buffer,
+            on_error=self.report_error,
         )
         self.inbound = InboundProcessor(
             self.codec,
@@ -102,8 +143,11 @@ class BusEngine:
         self._sub_name = connection_name(f"{subsystem}-sub", swarm, agent, options.namespace)
         self._deliver = deliver
         self._on_reconnect = on_reconnect
-        self._intercept = intercept
         self._on_error = on_error
+        self._intercept = intercept
+        self._subscribe_lock = Lock()
+        self.permission_errors = 0
+        self.last_error: BaseException | None = None
         self.worker_crashes: dict[str, int] = {"reader": 0, "dispatcher": 0}
         self._replayer: CriticalReplayer | None = None
         self._subscriber: Subscriber | None = None
@@ -113,6 +157,15 @@ class BusEngine:
         self._sleeping = False
         self._closed = False
         self._dispatching = False
+        # The Messenger's reader takes request replies (intercept): its handlers stay off
+        # the reader, so a handler may wait for a reply.
+        self._inline_allowed = options.inline_dispatch and intercept is None
+        self._inline_ok = False
+        self._inline_running = False
+        self._fast_streak = 0
+        self._slow_strikes = 0
+        self.stage_probe: StageProbe | None = None
+        self.inline_delivered = 0
         self.delivered = 0
         self.handler_errors = 0
         self.cluster: bool | None = None
@@ -147,6 +200,7 @@ class BusEngine:
             self.codec,
             self.inbound.tracker,
             self._queue_lock,
+            on_error=self.report_error,
             signer=self.signer,
             channels=self.channels,
         )
@@ -165,28 +219,48 @@ class BusEngine:
         if self._closed:
             raise BusClosedError("this bus is closed; create a new one")
 
+    def report_error(self, error: BaseException) -> None:
+        """An error no caller is waiting for (a refused catch-up, a refused publish read
+        lazily): counted, kept as ``last_error`` and handed to ``on_error``."""
+        self.last_error = error
+        if isinstance(error, PermissionDeniedError):
+            self.permission_errors += 1
+        if self._on_error is None:
+            log.warning("%s: %s", self._sub_name, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback failed")
+
     async def subscribe_pattern(self, pattern: str) -> None:
-        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use)."""
+        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use) and
+        return once Redis has confirmed it. Callers from several threads or tasks are
+        served one at a time, so a bus never opens a second subscriber connection."""
         self.check_open()
-        if self._subscriber is None:
-            self._subscriber = Subscriber(
-                self.address,
-                self._sub_name,
-                self._on_raw_messages,
-                on_reconnect=self._reconnected,
-                on_crash=self._worker_failed,
-                ping_interval=self.options.ping_interval,
-                ping_timeout=self.options.ping_timeout,
-                connect_timeout=self.options.connect_timeout,
-                reconnect_backoff=ExponentialWithJitterBackoff(
-                    base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
-                ),
-                route=self.route,
-            )
-            self._dispatcher = spawn(
-                self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
-            )
-        await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+        async with self._subscribe_lock:
+            self.check_open()
+            if self._subscriber is None:
+                self._subscriber = Subscriber(
+                    self.address,
+                    self._sub_name,
+                    self._on_raw_messages,
+                    on_reconnect=self._reconnected,
+                    on_crash=self._worker_failed,
+                    on_error=self.report_error,
+                    ping_interval=self.options.ping_interval,
+                    ping_timeout=self.options.ping_timeout,
+                    connect_timeout=self.options.connect_timeout,
+                    reconnect_backoff=ExponentialWithJitterBackoff(
+                        base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
+                    ),
+                    route=self.route,
+                )
+            await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+            if self._dispatcher is None:
+                self._dispatcher = spawn(
+                    self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
+                )
 
     def _reconnected(self, count: int) -> None:
         self.request_catch_up("reconnect")
@@ -206,30 +280,91 @@ class BusEngine:
             except Exception:
                 log.exception("on_error callback failed")
 
-    def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Called by the reader with the messages of one chunk: check, queue, wake."""
+    async def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Called by the reader with the messages of one chunk: check, queue, then
+        deliver them here (inline) or wake the dispatcher."""
         process = self.inbound.process
         replayer = self._replayer
         intercept = self._intercept
-        push = self.queue.push
+        queue = self.queue
+        fresh: list[Envelope] = []
+        append = fresh.append
         with self._queue_lock:
             for channel, payload in items:
                 try:
                     env = process(channel, payload)
                     if env is None:
                         continue
-                    if replayer is not None and not replayer.observe_live(env):
+                    if (
+                        replayer is not None
+                        and env.priority >= CRITICAL_PRIORITY
+                        and not replayer.observe_live(env)
+                    ):
                         continue
                     if intercept is not None and intercept(env):
                         continue
                 except Exception as exc:
                     self.inbound.set_aside(channel, payload, exc)
                     continue
-                push(env.priority, env)
-            wake = self._sleeping
-            self._sleeping = False
+                append(env)
+            if replayer is not None:
+                replayer.observe_gaps()
+            probe = self.stage_probe
+            if probe is not None and self._subscriber is not None:
+                probe.received(self._subscriber.read_ns, time_ns(), fresh)
+            inline = (
+                self._inline_ok
+                and self._sleeping
+                and not self._closed
+                and (replayer is None or not replayer.due(monotonic()))
+            )
+            if inline and not queue:
+                # What the queue would hand out: highest priority first, FIFO within one
+                # (a stable sort), without the pushes and pops.
+                batch = sorted(fresh, key=_PRIORITY, reverse=True)
+            else:
+                push = queue.push
+                for env in fresh:
+                    push(env.priority, env)
+                batch = queue.pop_batch(len(queue)) if inline else []
+            if inline:
+                self._inline_running = True
+                wake = False
+            else:
+                wake = self._sleeping
+                self._sleeping = False
         if wake:
             self._wake.wake()
+        if not inline:
+            return
+        started = monotonic()
+        self.inline_delivered += len(batch)
+        try:
+            if batch:
+                await self._deliver_batch(batch)
+        finally:
+            elapsed = monotonic() - started
+            with self._queue_lock:
+                self._inline_running = False
+                fast = elapsed <= FAST_DELIVERY * len(batch)
+                self._slow_strikes = 0 if fast else self._slow_strikes + 1
+                if (not fast and elapsed > INLINE_BUDGET) or self._slow_strikes >= SLOW_STRIKES:
+                    self._inline_ok = False
+                    self._fast_streak = 0
+                    self._slow_strikes = 0
+
+    def _learn_speed(self, events: int, elapsed: float) -> None:
+        """Dispatcher side: count consecutive fast deliveries; enough of them allow inline,
+        a slow batch (as a slow inline chunk) ends it."""
+        if not self._inline_allowed:
+            return
+        if elapsed <= FAST_DELIVERY * events:
+            self._fast_streak += events
+            if self._fast_streak >= INLINE_AFTER:
+                self._inline_ok = True
+        elif elapsed > INLINE_BUDGET:
+            self._fast_streak = 0
+            self._inline_ok = False
 
     async def _supervised_dispatch(self) -> None:
         crashes = 0
@@ -263,17 +398,24 @@ class BusEngine:
             if not batch:
                 await self._wake.wait(0.2)
                 continue
-            delivered = len(batch)
-            for env in batch:
-                if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
-                    delivered -= 1
-                    continue
-                try:
-                    await self._deliver(env)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("handler failed for %s", getattr(env, "id", env))
-            self.delivered += delivered
+            started = monotonic()
+            await self._deliver_batch(batch)
+            self._learn_speed(len(batch), monotonic() - started)
+
+    async def _deliver_batch(self, batch: list[Envelope]) -> None:
+        """Hand a batch (in dispatch order) to the handlers; count deliveries and errors."""
+        replayer = self._replayer
+        delivered = len(batch)
+        for env in batch:
+            if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
+                delivered -= 1
+                continue
+            try:
+                await self._deliver(env)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("handler failed for %s", getattr(env, "id", env))
+        self.delivered += delivered
 
     async def _deliver_one(self, env: Envelope) -> None:
         try:
@@ -288,7 +430,7 @@ class BusEngine:
     def idle(self) -> bool:
         """Nothing queued, no handler running, no catch-up due."""
         with self._queue_lock:
-            busy = self._dispatching or len(self.queue) > 0
+            busy = self._dispatching or self._inline_running or len(self.queue) > 0
         return not busy and (self._replayer is None or not self._replayer.pending)
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -311,7 +453,8 @@ class BusEngine:
     def stats(self) -> dict[str, Any]:
         inbound = self.inbound.stats()
         queue = self.queue.stats()
-        breaker = self.breaker.stats()
+        breaker = self.breaker.stats(monotonic())
+        publisher = self.publisher
         sub = self._subscriber
         return {
             "delivered": self.delivered,
@@ -333,32 +476,54 @@ class BusEngine:
             "subscriber_reconnects": sub.reconnects if sub else 0,
             "publisher_reconnects": self.publisher.reconnects,
             "watchdog_trips": sub.watchdog_trips if sub else 0,
-            "retries": self.publisher.retries,
-            "publish_failed": self.publisher.failed,
-            "publish_errors": self.publisher.reply_errors,
-            "acknowledged": self.publisher.acknowledged,
-            "in_flight": self.publisher.in_flight,
+            "retries": publisher.retries,
+            "publish_failed": publisher.failed,
+            "publish_dropped_by_priority": dict(publisher.dropped_by_priority),
+            "publish_give_ups": publisher.give_ups,
+            "publish_errors": publisher.reply_errors,
+            "acknowledged": publisher.acknowledged,
+            "in_flight": publisher.in_flight,
+            "critical_pending": publisher.critical_pending,
+            "critical_resent": publisher.critical_resent,
+            "permission_errors": self.permission_errors,
+            "last_error": str(self.last_error) if self.last_error is not None else None,
+            "coalesced_writes": publisher.coalesced_writes,
+            "inline_dispatch": self._inline_ok,
+            "inline_delivered": self.inline_delivered,
+            "pending_writes": publisher.pending,
             "breaker_state": str(breaker["state"]),
+            "breaker_next_probe_in": breaker["next_probe_in"],
             "breaker": breaker,
             "connections": self.connection_count(),
             "cluster": bool(self.cluster),
-            "redirects": self.publisher.redirects,
+            "redirects": publisher.redirects,
         }
 
     async def close(self) -> None:
+        """Stop the workers, flush, close both connections. Raises PublishFailedError
+        (after closing everything) if priority 8-9 publishes are left unacknowledged."""
         if self._closed:
             return
         self._closed = True
         self._wake.wake()
-        if self._dispatcher is not None:
-            await self._dispatcher.join(2.0)
-            self._dispatcher = None
+        async with self._subscribe_lock:  # a subscribe under way finishes first
+            dispatcher, self._dispatcher = self._dispatcher, None
+            subscriber, self._subscriber = self._subscriber, None
+        if dispatcher is not None:
+            await dispatcher.join(2.0)
         if self._replayer is not None:
             await self._replayer.settle()
         try:
             await self.publisher.flush()
         except Exception as exc:
             log.warning("could not flush pending publishes at close: %s", exc)
+        abandoned = self.publisher.critical_pending
         await self.publisher.close()
-        if self._subscriber is not None:
-            await self._subscriber.close()
+        if subscriber is not None:
+            await subscriber.close()
+        if abandoned:
+            raise PublishFailedError(
+                f"closed with {abandoned} priority 8-9 publish(es) that Redis at "
+                f"{self.address.describe()} never acknowledged ({self.publisher.last_failure}); "
+                "they are lost. flush() before close() waits for them while Redis is away"
+            )

@@ -10,7 +10,7 @@ from typing import Any
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.async_backend import call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,
@@ -86,6 +86,7 @@ class EventBus(EngineFrontend):
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
         self._planner = self._new_planner()
         self.route_errors = 0
+        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
         self._sharded: bool | None = None
         """None until the server was asked; True on Redis Cluster (shard channels)."""
 
@@ -155,7 +156,11 @@ class EventBus(EngineFrontend):
         self._engine.check_open()
         await self._ensure_layout()
         token = self._handlers.add(pattern, handler)
-        await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        try:
+            await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
+        except BaseException:
+            self._handlers.remove(token)
+            raise
         if not self._caught_up_at_start:
             self._caught_up_at_start = True
             self._engine.request_catch_up("start")
@@ -185,20 +190,20 @@ class EventBus(EngineFrontend):
             await self._ensure_layout()
         planner = self._planner
         now = monotonic()
-        planner.admit(priority, now)
-        channel = planner.cached_route(event_type, now)
+        channel = planner.admit_cached(priority, event_type, now)
         if channel is None:
             channel = await self._resolve_route(event_type, now)
-        planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
             await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, planned.payload)
+                self._critical_stream.append_and_publish(channel, planned.payload), priority
             )
         elif self._sharded:
-            await engine.publisher.send_publish(as_spublish(planned.command))
+            await engine.publisher.send_publish(as_spublish(planned.command), priority)
         else:
-            await engine.publisher.send_publish(planned.command)
+            await engine.publisher.send_publish(planned.command, priority)
         return planned.envelope.id
 
     async def _resolve_route(self, event_type: str, now: float) -> str:

@@ -8,6 +8,7 @@ from typing import TypeVar
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.publisher import PublishBatch
 from pytest_cfn._core.inbound import MalformedMessage
+from pytest_cfn._core.stages import StageProbe
 
 _F = TypeVar("_F", bound="EngineFrontend")
 
@@ -29,6 +30,11 @@ class EngineFrontend:
     async def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until everything received has been handed to the handlers."""
         return await self._engine.wait_idle(timeout)
+
+    def attach_stage_probe(self, probe: StageProbe | None) -> None:
+        """Note per-stage timestamps of every received event in ``probe`` (None: stop);
+        used by ``python -m pytest_cfn.bench --explain``."""
+        self._engine.stage_probe = probe
 
     @property
     def malformed(self) -> list[MalformedMessage]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -11,7 +12,13 @@ from typing import Any
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.async_backend import Signal, call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import (
+    QueueLock,
+    Signal,
+    call_handler,
+    monotonic,
+    time_ns,
+)
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
@@ -115,7 +122,8 @@ class Messenger(EngineFrontend):
         self._next_token = 1
         self._request_handler: Handler | None = None
         self._pending: dict[str, _Pending] = {}
-        self._next_request = 0
+        self._request_numbers = itertools.count(1)
+        self._plan_lock = QueueLock()  # one sequence number per message, whatever the threads
         self._listening = False
         self._closing = False
         self.requests_sent = 0
@@ -189,8 +197,7 @@ class Messenger(EngineFrontend):
         validate_swarm_id(to_swarm)
         check_priority(priority)
         await self.listen()
-        self._next_request += 1
-        correlation_id = f"{self._instance}:{self._next_request}"
+        correlation_id = f"{self._instance}:{next(self._request_numbers)}"
         pending = _Pending(to_swarm)
         self._pending[correlation_id] = pending
         try:
@@ -231,7 +238,10 @@ class Messenger(EngineFrontend):
             destination = self._add_destination(to_swarm)
         planner, channel = destination
         planner.admit(priority, monotonic())
-        planned = planner.plan(channel, message_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(
+                channel, message_type, data, priority, time_ns(), correlation_id
+            )
         if self._persist:
             await engine.publisher.send_publish(
                 publish_with_history(
@@ -240,10 +250,11 @@ class Messenger(EngineFrontend):
                     planned.payload,
                     self._history.size,
                     self._history_ttl,
-                )
+                ),
+                priority,
             )
         else:
-            await engine.publisher.send_publish(planned.command)
+            await engine.publisher.send_publish(planned.command, priority)
         self._history.add(Message(planned.envelope, to_swarm))
         return planned.envelope
 
@@ -262,8 +273,8 @@ class Messenger(EngineFrontend):
             signer=self._engine.signer,
         )
         destination = (planner, self.channels.message(self.swarm, to_swarm))
-        self._destinations[to_swarm] = destination
-        return destination
+        # setdefault: two threads adding one destination at once share one sequence stream
+        return self._destinations.setdefault(to_swarm, destination)
 
     def _take_reply(self, env: Envelope) -> bool:
         """On the reader: hand a reply straight to its waiting request (so a request made

@@ -7,30 +7,74 @@ acknowledged it; when the connection breaks, the publisher reconnects with
 backoff and writes the unacknowledged commands again. Redis may have executed
 some of them already, so a retry can duplicate a message: receivers drop such
 duplicates by publisher sequence number.
+
+When the retries of one call run out (the call failed):
+
+- priority 8-9 publishes stay in ``in_flight`` (at most ``critical_buffer`` of
+  them) and are written again by the next call that reaches Redis (a publish,
+  ``flush`` or ``close``); a critical ``publish`` that could not be written is
+  accepted into that buffer and returns. When the buffer is full, a critical
+  ``publish`` raises :class:`CriticalBufferFullError` at once: nothing accepted
+  is ever dropped;
+- priority 1-7 publishes still unacknowledged are dropped (ADR-002: fire and
+  forget), counted in ``failed`` and ``dropped_by_priority``, and the call raises
+  :class:`PublishFailedError` saying how many;
+- a ``publish`` that raises is one circuit-breaker failure, however many
+  reconnect attempts it made (a critical one kept in the buffer is not a failed
+  call; ``flush`` and the library's own reads do not count either).
+
+Before the first connection ever succeeds nothing is kept: the call raises
+:class:`ServerUnavailableError` (a wrong URL or a server that is not there).
+Plain publishes are auto-pipelined (``WriteCoalescer``, one per backend): a
+publish that comes while a write has just been made (asyncio: in the same
+event-loop iteration; threads: within a few µs, or while another thread held
+the connection) joins a pending write, which goes out as one write when the
+loop comes round (or the flusher thread runs), or once it holds
+``AUTO_MAX_COMMANDS`` / ``AUTO_MAX_BYTES``. A lone publish is written at once.
+Coalesced commands are in ``in_flight`` from the moment they are written, so
+acknowledgements, errors and retries count them like any other.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pytest_cfn._async.connection import RespConnection, ServerRefusedError
+from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._async.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, monotonic, sleep
+from pytest_cfn._backends.async_backend import Lock, WriteCoalescer, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
 from pytest_cfn._core.shard_layout import redirect
-from pytest_cfn._errors import ConnectionLostError, PublishFailedError, TlsError
+from pytest_cfn._errors import (
+    ConnectionFailedError,
+    ConnectionLostError,
+    CriticalBufferFullError,
+    PermissionDeniedError,
+    PublishFailedError,
+    ServerUnavailableError,
+    TlsError,
+    reply_error,
+)
 
-_PUBLISH = 0
-_CALL = 1
+# The kind of each command in flight: a publish's priority (1-9), or one of these.
+INTERNAL = 0  # a write of the library's own (the catch-up cursor); not a publish
+_CALL = -1  # a command whose reply a caller is waiting for
+KEPT_PRIORITY = 8  # publishes of priority 8-9 are kept when retries run out
+DEFAULT_CRITICAL_BUFFER = 10_000
 MAX_BATCH_COMMANDS = 1000
 MAX_BATCH_BYTES = 256 * 1024
 BATCHES_IN_FLIGHT = 4
+AUTO_MAX_COMMANDS = 256
+AUTO_MAX_BYTES = 64 * 1024
 _KEEP_ERRORS = 20
+
+log = logging.getLogger("pytest_cfn.publisher")
 
 
 class Publisher:
@@ -46,6 +90,8 @@ class Publisher:
         connect_timeout: float = 5.0,
         socket_timeout: float = 5.0,
         ack_window: int = 64,
+        critical_buffer: int = DEFAULT_CRITICAL_BUFFER,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._conn = RespConnection(
             address, name, connect_timeout=connect_timeout, socket_timeout=socket_timeout
@@ -53,16 +99,27 @@ class Publisher:
         self._retry = retry
         self._breaker = breaker
         self._ack_window = ack_window
+        self._critical_buffer = critical_buffer
+        self._on_error = on_error
         self._lock = Lock()
         self._in_flight: deque[tuple[int, bytes]] = deque()
         self._batch: list[bytes] = []
+        self._batch_kinds: list[int] = []
         self._batch_bytes = 0
+        self._critical = 0  # priority 8-9 publishes queued or in flight, not acknowledged
         self._batch_depth = 0
+        self._coalescer = WriteCoalescer(self._write_pending_now, self._lock, name)
+        self.coalesced_writes = 0
         self._ever_connected = False
         self.acknowledged = 0
         self.retries = 0
         self.reconnects = 0
         self.failed = 0
+        self.dropped_by_priority: dict[int, int] = {}
+        self.critical_resent = 0
+        self._kept_unsent = 0
+        self.give_ups = 0
+        self.last_failure = ""
         self.reply_errors = 0
         self.errors: deque[str] = deque(maxlen=_KEEP_ERRORS)
         self._unreported_errors = 0
@@ -78,27 +135,109 @@ class Publisher:
     def in_flight(self) -> int:
         return len(self._in_flight) + len(self._batch)
 
+    @property
+    def critical_pending(self) -> int:
+        """Priority 8-9 publishes accepted and not yet acknowledged by Redis."""
+        return self._critical
+
+    @property
+    def pending(self) -> int:
+        """Publishes not written yet (an open batch, or coalesced by auto-pipelining)."""
+        return len(self._batch)
+
     async def connect(self) -> None:
         async with self._lock:
             if not self._conn.connected:
                 await self._recover(None)
 
-    async def send_publish(self, command: bytes) -> None:
-        """Queue one encoded PUBLISH; written now unless a batch is open."""
+    async def send_publish(self, command: bytes, priority: int) -> None:
+        """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now
+        unless a batch is open. A priority 8-9 one is kept until acknowledged."""
         async with self._lock:
-            if self._batch_depth:
-                self._batch.append(command)
-                self._batch_bytes += len(command)
-                if (
-                    len(self._batch) >= MAX_BATCH_COMMANDS
-                    or self._batch_bytes >= MAX_BATCH_BYTES
-                ):
+            critical = priority >= KEPT_PRIORITY
+            if critical:
+                if self._critical >= self._critical_buffer:
+                    await self._make_room()
+                self._critical += 1
+            try:
+                if self._batch_depth:
+                    self._batch.append(command)
+                    self._batch_kinds.append(priority)
+                    self._batch_bytes += len(command)
+                    if (
+                        len(self._batch) >= MAX_BATCH_COMMANDS
+                        or self._batch_bytes >= MAX_BATCH_BYTES
+                    ):
+                        await self._write_batch()
+                    return
+                coalescer = self._coalescer
+                if self._batch or coalescer.busy():
+                    self._batch.append(command)
+                    self._batch_kinds.append(priority)
+                    self._batch_bytes += len(command)
+                    if (
+                        len(self._batch) >= AUTO_MAX_COMMANDS
+                        or self._batch_bytes >= AUTO_MAX_BYTES
+                    ):
+                        self.coalesced_writes += 1
+                        await self._write_batch()
+                    else:
+                        coalescer.schedule()
+                    return
+                self._in_flight.append((priority, command))
+                await self._write(command)
+                coalescer.wrote()
+                if len(self._in_flight) > self._ack_window:
+                    await self._read_acks(self._ack_window // 2)
+            except PublishFailedError:
+                # Retries ran out; a critical publish is kept (and re-sent later), so
+                # this call accepted it. Others have been dropped and counted: raise.
+                if critical and self._ever_connected:
+                    return
+                self._breaker.record_failure(monotonic())  # one failed call, one failure
+                raise
+            except ServerUnavailableError:
+                self._breaker.record_failure(monotonic())
+                raise
+
+    async def _make_room(self) -> None:
+        """The critical buffer is full: read acknowledgements if Redis is reachable,
+        else refuse at once."""
+        if self._conn.connected:
+            try:
+                if self._batch:
                     await self._write_batch()
-                return
-            self._in_flight.append((_PUBLISH, command))
-            await self._write(command)
-            if len(self._in_flight) > self._ack_window:
-                await self._read_acks(self._ack_window // 2)
+                await self._read_acks(0)
+            except PublishFailedError:
+                pass
+        if self._critical >= self._critical_buffer:
+            raise CriticalBufferFullError(
+                f"{self._critical} priority 8-9 publishes are waiting for Redis at "
+                f"{self._conn.address.describe()} to acknowledge them (critical_buffer="
+                f"{self._critical_buffer}); this one was not accepted. They are re-sent by "
+                f"the next call that reaches Redis; flush() waits for them, or raise "
+                f"critical_buffer. Last failure: {self.last_failure or 'none'}"
+            )
+
+    def _write_pending_now(self) -> None:
+        """The coalescer's flush: write what plain publishes left pending, without
+        waiting. Called with the connection to itself; a broken connection is found
+        (and everything unacknowledged re-sent) by the next publish, flush or read."""
+        if self._batch_depth or not self._batch:
+            return
+        commands = self._batch
+        kinds = self._batch_kinds
+        self._batch = []
+        self._batch_kinds = []
+        self._batch_bytes = 0
+        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self.coalesced_writes += 1
+        if not self._conn.connected:
+            return
+        try:
+            self._conn.write_nowait(b"".join(commands))
+        except (OSError, ConnectionLostError):
+            self._conn.abort()
 
     async def begin_batch(self) -> None:
         async with self._lock:
@@ -133,26 +272,35 @@ class Publisher:
                 await self._write_batch()
             try:
                 await self._conn.drain()
-            except (OSError, ConnectionLostError) as exc:
+            except ConnectionFailedError as exc:
                 await self._recover(exc)
             await self._read_acks(0)
             if self._unreported_errors:
                 count, self._unreported_errors = self._unreported_errors, 0
-                raise PublishFailedError(
-                    f"Redis refused {count} publish(es) since the last flush; last error: "
-                    f"{self.errors[-1] if self.errors else 'unknown'}"
+                last = self.errors[-1] if self.errors else "unknown"
+                message = (
+                    f"Redis refused {count} publish(es) since the last flush; last error: {last}"
                 )
+                if "NOPERM" in last:
+                    raise PermissionDeniedError(
+                        f"{message}; run `cfn acl --swarm SWARM` for the ACL rules a swarm's "
+                        "agents need"
+                    )
+                raise PublishFailedError(message)
             return self.acknowledged - before
 
     async def close(self) -> None:
+        await self._coalescer.close()
         async with self._lock:
             await self._conn.close()
 
     async def _write_batch(self) -> None:
         commands = self._batch
+        kinds = self._batch_kinds
         self._batch = []
+        self._batch_kinds = []
         self._batch_bytes = 0
-        self._in_flight.extend((_PUBLISH, c) for c in commands)
+        self._in_flight.extend(zip(kinds, commands, strict=True))
         await self._write(b"".join(commands))
         # Batches keep a few of themselves in flight (a pipeline); single publishes keep
         # only ack_window, so no single read of acknowledgements stalls the sender long.
@@ -166,7 +314,7 @@ class Publisher:
             return
         try:
             await self._conn.write(data)
-        except (OSError, ConnectionLostError) as exc:
+        except ConnectionFailedError as exc:
             await self._recover(exc)
 
     async def _read_acks(self, keep: int, want_call_reply: bool = False) -> Any:
@@ -174,7 +322,7 @@ class Publisher:
         while True:
             try:
                 return await self._read_acks_once(keep, want_call_reply)
-            except (OSError, ConnectionLostError) as exc:
+            except ConnectionFailedError as exc:
                 await self._recover(exc)
 
     async def _read_acks_once(self, keep: int, want_call_reply: bool) -> Any:
@@ -183,41 +331,57 @@ class Publisher:
         acked = 0
         try:
             while len(in_flight) > keep:
-                reply = conn.buffered_reply()
-                if reply is False:
-                    reply = await conn.read_reply(conn.socket_timeout)
-                entry = in_flight.popleft()
-                kind = entry[0]
-                acked += 1
-                if isinstance(reply, ServerReplyError):
-                    if self.route is not None and redirect(reply) is not None:
-                        # The slot moved: reconnect to its owner and send this again.
+                replies = conn.buffered_replies(len(in_flight) - keep)
+                if not replies:
+                    replies = [await conn.read_reply(conn.socket_timeout)]
+                for reply in replies:
+                    entry = in_flight.popleft()
+                    kind = entry[0]
+                    if kind > INTERNAL and type(reply) is int:
+                        acked += 1
+                        if kind >= KEPT_PRIORITY:
+                            self._critical -= 1
+                        continue
+                    if (
+                        self.route is not None
+                        and isinstance(reply, ServerReplyError)
+                        and redirect(reply) is not None
+                    ):
+                        # The slot moved: reconnect to its owner and send this (and every
+                        # command after it, redirected too) again.
                         in_flight.appendleft(entry)
-                        acked -= 1
                         self.redirects += 1
                         raise ConnectionLostError(f"Redis Cluster redirect: {reply}")
-                    if kind == _CALL:
-                        raise reply
-                    self._note_error(str(reply))
-                elif kind == _CALL and want_call_reply and not in_flight:
-                    return reply
+                    acked += 1
+                    if kind >= KEPT_PRIORITY:
+                        self._critical -= 1
+                    if isinstance(reply, ServerReplyError):
+                        if kind == _CALL:
+                            raise reply_error(reply, "a command on the publisher connection")
+                        self._note_error(reply)
+                    elif kind == _CALL and want_call_reply and not in_flight:
+                        return reply
             return None
         finally:
             if acked:
                 self.acknowledged += acked
                 self._breaker.record_success(monotonic())
 
-    def _note_error(self, message: str) -> None:
+    def _note_error(self, reply: ServerReplyError) -> None:
         self.reply_errors += 1
         self._unreported_errors += 1
-        self.errors.append(message)
+        self.errors.append(str(reply))
         self._breaker.record_failure(monotonic())
+        if self._on_error is not None:
+            try:
+                self._on_error(reply_error(reply, "a publish"))
+            except Exception:  # a failing callback must not stop the acknowledgements
+                log.exception("on_error callback failed")
 
     async def _recover(self, cause: BaseException | None) -> None:
-        """Reconnect with backoff and write every unacknowledged command again."""
+        """Reconnect with backoff and write every unacknowledged command again;
+        when the retries run out, give up (see the module docstring)."""
         last: BaseException | None = cause
-        if cause is not None:
-            self._breaker.record_failure(monotonic())
         delays = [0.0, *self._retry.delays()] if cause is None else list(self._retry.delays())
         for delay in delays:
             if delay:
@@ -232,29 +396,59 @@ class Publisher:
                 await self._conn.connect()
                 if self._in_flight:
                     await self._conn.write(b"".join(c for _, c in self._in_flight))
-            except TlsError:  # a certificate or TLS/plain mix-up: a retry cannot help
-                self.failed += len(self._in_flight)
-                self._in_flight.clear()
-                await self._conn.close()
+            except TlsError as exc:  # a certificate or TLS/plain mix-up: a retry cannot help
+                self.last_failure = str(exc)
+                await self._give_up()
                 raise
-            except ServerRefusedError:
-                raise
-            except (OSError, ConnectionLostError, TimeoutError) as exc:
+            except ConnectionFailedError as exc:
                 last = exc
-                self._breaker.record_failure(monotonic())
                 continue
+            except ServerReplyError as exc:  # refused (AUTH, an ACL): retrying cannot help
+                self.last_failure = str(exc)
+                await self._give_up()
+                raise exc from None
             if self._ever_connected:
                 self.reconnects += 1
+                if cause is not None:
+                    self._kept_unsent = sum(1 for k, _ in self._in_flight if k >= KEPT_PRIORITY)
+                self.critical_resent += self._kept_unsent
+                self._kept_unsent = 0
             self._ever_connected = True
             return
-        lost = len(self._in_flight)
-        self._in_flight.clear()
-        self.failed += lost
-        await self._conn.close()
+        self.last_failure = str(last)
+        dropped, kept = await self._give_up()
+        where = self._conn.address.describe()
+        if not self._ever_connected:
+            raise ServerUnavailableError(
+                f"{last} ({len(delays)} attempt(s)); nothing was published"
+            ) from last
         raise PublishFailedError(
-            f"cannot reach Redis at {self._conn.address.describe()} after "
-            f"{len(delays)} attempt(s): {last}; {lost} unacknowledged publish(es) dropped"
+            f"cannot reach Redis at {where} after {len(delays)} attempt(s): {last}; "
+            f"{dropped} unacknowledged priority 1-7 publish(es) dropped (stats()"
+            f"['publish_failed']); {kept} priority 8-9 publish(es) kept and re-sent by the "
+            "next call that reaches Redis"
         ) from last
+
+    async def _give_up(self) -> tuple[int, int]:
+        """One failed call: keep the critical publishes (none if Redis was never
+        reached), drop and count the others; returns (dropped, kept)."""
+        self.give_ups += 1
+        keep = self._ever_connected
+        kept: list[tuple[int, bytes]] = []
+        dropped = 0
+        for kind, command in self._in_flight:
+            if kind >= KEPT_PRIORITY and keep:
+                kept.append((kind, command))
+            elif kind > INTERNAL:
+                dropped += 1
+                self.dropped_by_priority[kind] = self.dropped_by_priority.get(kind, 0) + 1
+        self._in_flight.clear()
+        self._in_flight.extend(kept)
+        self._critical = len(kept) + sum(1 for k in self._batch_kinds if k >= KEPT_PRIORITY)
+        self._kept_unsent = len(kept)
+        self.failed += dropped
+        await self._conn.close()
+        return dropped, len(kept)
 
 
 class PublishBatch:

@@ -1,8 +1,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
 One worker reads the socket in large chunks and hands the messages of each
-chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
-queue). If no
+chunk to ``on_messages`` (which must not block for long: the bus queues them, or
+hands them to handlers that have proved fast, see ``engine``). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
@@ -17,23 +17,31 @@ is reported to ``on_crash`` and the reader starts again on a fresh connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._async.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError, TlsError
+from pytest_cfn._errors import (
+    CfnError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    SubscribeFailedError,
+    reply_error,
+)
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
-MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
+MessageSink = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _SMESSAGE = b"smessage"
 _PING = encode_command("PING")
+_CHUNK_REPLIES = 1 << 30
 
 
 class Subscriber:
@@ -47,6 +55,7 @@ class Subscriber:
         *,
         on_reconnect: Callable[[int], None] | None = None,
         on_crash: Callable[[str, BaseException], None] | None = None,
+        on_error: ErrorSink | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
         connect_timeout: float = 5.0,
@@ -63,6 +72,7 @@ class Subscriber:
         self._on_messages = on_messages
         self._on_reconnect = on_reconnect
         self._on_crash = on_crash
+        self._on_error = on_error
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._backoff = reconnect_backoff or ExponentialWithJitterBackoff(base=0.05, cap=1.0)
@@ -77,6 +87,8 @@ class Subscriber:
         self.watchdog_trips = 0
         self.messages = 0
         self.crashes = 0
+        self.read_ns = 0
+        """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
 
     @property
     def connected(self) -> bool:
@@ -87,12 +99,21 @@ class Subscriber:
         return list(self._patterns)
 
     async def psubscribe(self, pattern: str, timeout: float = 5.0) -> None:
-        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it."""
+        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it.
+
+        Not safe to call concurrently: the bus serialises its subscribe calls. The
+        first call connects; if that fails nothing is left behind, and the error
+        (ServerUnavailableError, PermissionDeniedError...) reaches the caller."""
         if pattern in self._patterns:
             return
         self._patterns.append(pattern)
         if self._worker is None:
-            await self._connect_and_subscribe()
+            try:
+                await self._connect_and_subscribe()
+            except BaseException:
+                self._patterns.remove(pattern)
+                await self._conn.close()
+                raise
             self._worker = spawn(self._supervised_run, name=f"cfn-reader:{self._conn.name}")
             return
         async with self._write_lock:
@@ -105,8 +126,9 @@ class Subscriber:
             await self._confirm_signal.wait(0.05)
             deadline_left -= 0.05
         if pattern not in self._confirmed:
+            self._patterns.remove(pattern)
             raise SubscribeFailedError(
-                f"Redis did not confirm PSUBSCRIBE {pattern!r} within {timeout} s"
+                f"Redis did not confirm {self._verb} {pattern!r} within {timeout} s"
             )
 
     async def close(self) -> None:
@@ -131,14 +153,17 @@ class Subscriber:
         while len(self._confirmed) < len(set(self._patterns)):
             reply = await conn.read_reply(conn.connect_timeout)
             if isinstance(reply, ServerReplyError):
+                refused = reply_error(reply, f"{self._verb} {' '.join(self._patterns)}")
+                if refused is not reply:
+                    raise refused
                 raise SubscribeFailedError(f"Redis refused {self._verb}: {reply}")
             if reply[0] == _PMESSAGE:
-                self._on_messages([(reply[2], reply[3])])
+                await self._on_messages([(reply[2], reply[3])])
             elif reply[0] == _SMESSAGE:
-                self._on_messages([(reply[1], reply[2])])
+                await self._on_messages([(reply[1], reply[2])])
             else:
                 self._handle_reply(reply)
-        self._drain_parser()
+        await self._drain_parser()
 
     async def _supervised_run(self) -> None:
         crashes = 0
@@ -187,18 +212,17 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
-            self._drain_parser()
+            self.read_ns = time_ns()
+            await self._drain_parser()
             if self._slot_moved and not self._closing:
                 log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
                 await self._reconnect()
 
-    def _drain_parser(self) -> None:
+    async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
-        get = self._conn.buffered_reply
         batch: list[tuple[bytes, bytes]] = []
         append = batch.append
-        reply = get()
-        while reply is not False:
+        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
@@ -208,11 +232,20 @@ class Subscriber:
                 else:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
-                log.warning("Redis error on the subscriber connection: %s", reply)
-            reply = get()
+                self._report(reply_error(reply, "a command on the subscriber connection"))
         if batch:
             self.messages += len(batch)
-            self._on_messages(batch)
+            await self._on_messages(batch)
+
+    def _report(self, error: BaseException) -> None:
+        """Hand an error to the bus's error callback (a log warning when there is none)."""
+        if self._on_error is None:
+            log.warning("subscriber %s: %s", self._conn.name, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback failed")
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]
@@ -233,11 +266,14 @@ class Subscriber:
         while not self._closing:
             try:
                 await self._connect_and_subscribe()
-            except (
-                OSError, ConnectionLostError, TimeoutError, SubscribeFailedError, TlsError
-            ) as exc:
+            except (ConnectionFailedError, SubscribeFailedError) as exc:
                 failures += 1
                 log.debug("reconnect attempt %d failed: %s", failures, exc)
+                await sleep(self._backoff.compute(failures))
+                continue
+            except CfnError as exc:  # refused (an ACL, AUTH): report it, keep trying slowly
+                failures += 1
+                self._report(exc)
                 await sleep(self._backoff.compute(failures))
                 continue
             self.reconnects += 1

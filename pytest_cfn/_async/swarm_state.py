@@ -45,10 +45,11 @@ from pytest_cfn._core.swarm_state import (
 )
 from pytest_cfn._errors import (
     CfnError,
-    ConnectionLostError,
+    ConnectionFailedError,
     InvalidOptionError,
     RecoveryRefusedError,
     SwarmNotFoundError,
+    reply_error,
 )
 
 log = logging.getLogger("pytest_cfn.state")
@@ -77,15 +78,15 @@ class _Commands:
                     await conn.write(payload)
                     replies = [await conn.read_reply(conn.socket_timeout) for _ in commands]
                     break
-                except (OSError, ConnectionLostError, TimeoutError) as exc:
+                except ConnectionFailedError as exc:
+                    # Never reached: ServerUnavailableError; it broke: ConnectionLostError.
                     await conn.close()
                     if attempt == 2:
-                        raise ConnectionLostError(
-                            f"cannot reach Redis at {conn.address.describe()}: {exc}"
-                        ) from exc
+                        raise
+                    log.debug("state connection failed (%s); trying once more", exc)
         for reply in replies:
             if isinstance(reply, ServerReplyError):
-                raise reply
+                raise reply_error(reply, str(commands[0][0]))
         return replies
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.tls import redis_py_options, tls_failure
+from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -35,23 +36,33 @@ class SyncStream:
     ``recv(n)`` allocates ``n`` bytes while it waits, so an idle subscriber blocked
     in a 256 KB read would hold 256 KB; the read size starts small and doubles
     while reads come back full (a backlog), and halves again when they do not.
+    OS errors leave it as :class:`ConnectionLostError` (:class:`ReplyTimeoutError`
+    for a timeout).
     """
 
-    __slots__ = ("_chunk", "_closed", "_sock", "_timeout")
+    __slots__ = ("_chunk", "_closed", "_sock", "_timeout", "_where")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, where: str = "?") -> None:
         self._sock = sock
+        self._where = where
         self._closed = False
         self._chunk = MIN_READ_CHUNK
         self._timeout: float | None = -1.0
 
     def read(self, timeout: float | None) -> bytes:
-        """Some bytes; b"" at EOF; TimeoutError when nothing arrives in time."""
-        if timeout != self._timeout:
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
-        chunk = self._chunk
-        data = self._sock.recv(chunk)
+        """Some bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time."""
+        try:
+            if timeout != self._timeout:
+                self._sock.settimeout(timeout)
+                self._timeout = timeout
+            chunk = self._chunk
+            data = self._sock.recv(chunk)
+        except TimeoutError as exc:
+            raise ReplyTimeoutError(
+                f"Redis at {self._where} sent nothing within {timeout} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
         size = len(data)
         if size == chunk:
             if chunk < READ_CHUNK:
@@ -62,6 +73,16 @@ class SyncStream:
 
     def write(self, data: bytes) -> None:
         """Send everything; the socket's current read timeout bounds a stalled send."""
+        try:
+            self._sock.sendall(data)
+        except TimeoutError as exc:
+            raise ReplyTimeoutError(
+                f"Redis at {self._where} took no data for {self._timeout} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
+
+    def write_nowait(self, data: bytes) -> None:
         self._sock.sendall(data)
 
     def drain(self) -> None:
@@ -111,7 +132,18 @@ def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
 
 
 def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
-    return SyncStream(open_socket(address, timeout))
+    """A connected stream (TLS for ``rediss://``); :class:`ServerUnavailableError` when
+    none can be made, :class:`TlsError` when the TLS handshake fails."""
+    where = address.describe()
+    try:
+        sock = open_socket(address, timeout)
+    except TimeoutError as exc:
+        raise ServerUnavailableError(
+            f"cannot reach Redis at {where}: no answer within {timeout} s"
+        ) from exc
+    except OSError as exc:
+        raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+    return SyncStream(sock, where)
 
 
 def cluster_slot_owner(
@@ -176,6 +208,70 @@ class Wakeup:
             self._get(True, timeout)
         except queue.Empty:
             pass
+
+
+COALESCE_WINDOW = 20e-6
+"""A publish that starts within 20 µs of the previous publish's write is part of a burst
+(a tight loop, or another thread that waited on the write): it joins the pending write."""
+
+
+class WriteCoalescer:
+    """Auto-pipelining for one connection, threads' flavour. A publish that comes
+    while a write is in flight (another thread held the connection) or within
+    ``COALESCE_WINDOW`` of the last write joins the pending write instead of
+    writing at once; a flusher thread, started on first use, writes what is
+    pending as soon as it gets the lock and the GIL (at the latest one switch
+    interval later while the publishing thread keeps running Python). A lone
+    publish, or one at a steady 20,000/s or slower, is written at once."""
+
+    __slots__ = ("_flush", "_last", "_lock", "_name", "_scheduled", "_stopped", "_thread",
+                 "_wakeup")
+
+    def __init__(self, flush: Callable[[], None], lock: threading.RLock, name: str) -> None:
+        self._flush = flush
+        self._lock = lock
+        self._name = name
+        self._last = -1.0
+        self._scheduled = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._wakeup = Wakeup()
+
+    def busy(self) -> bool:
+        return time.monotonic() - self._last < COALESCE_WINDOW
+
+    def wrote(self) -> None:
+        self._last = time.monotonic()
+
+    def schedule(self) -> None:
+        """Have the flusher write what is pending; call holding the publisher's lock."""
+        if self._scheduled:
+            return
+        self._scheduled = True
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"cfn-flush:{self._name}", daemon=True
+            )
+            self._thread.start()
+        self._wakeup.wake()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wakeup.wait(1.0)
+            with self._lock:
+                if not self._scheduled:
+                    continue
+                self._scheduled = False
+                self._flush()
+
+    def close(self) -> None:
+        self._stopped = True
+        thread = self._thread
+        if thread is not None:
+            self._wakeup.wake()
+            if thread is not threading.current_thread():
+                thread.join(2.0)
+            self._thread = None
 
 
 def QueueLock() -> threading.Lock:

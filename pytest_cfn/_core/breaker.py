@@ -194,11 +194,17 @@ class CircuitBreaker:
         self.consecutive_successes = 0
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        """Counters, and the state (as of ``now`` when given, else as last seen)."""
+        """Counters, and the state (as of ``now`` when given, else as last seen).
+        ``next_probe_in``: seconds until an open breaker lets a trial publish through
+        (0.0 when it is not open; as of ``now``, or of the last look when not given)."""
         if now is not None:
             self._advance(now)
+        probe_in = 0.0
+        if self._state is OPEN:
+            probe_in = max(0.0, self._retry_at - now) if now is not None else self._reset_timeout
         return {
             "state": self._state.value,
+            "next_probe_in": probe_in,
             "consecutive_failures": self.consecutive_failures,
             "consecutive_successes": self.consecutive_successes,
             "opens": self.opens,

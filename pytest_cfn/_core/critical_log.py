@@ -208,12 +208,17 @@ class CatchUp:
         self.live_duplicates += 1
         return False
 
-    def observe_live(self, env: Envelope, lost: int) -> bool:
-        """Called for each live envelope after sequence tracking (``lost`` = its total).
-        False if it is a critical one already handed on by a replay."""
+    def observe_lost(self, lost: int) -> None:
+        """Called after sequence tracking (``lost`` = its total): a new gap asks for a
+        catch-up. Once per received chunk is enough; see :meth:`observe_live`."""
         if lost > self._lost_mark:
             self.request("gap")
         self._lost_mark = lost
+
+    def observe_live(self, env: Envelope, lost: int) -> bool:
+        """Called for each live envelope after sequence tracking (``lost`` = its total).
+        False if it is a critical one already handed on by a replay."""
+        self.observe_lost(lost)
         if env.priority < CRITICAL_PRIORITY:
             return True
         if env.id in self._seen:

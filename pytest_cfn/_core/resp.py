@@ -11,13 +11,11 @@ from typing import Any
 
 import hiredis
 
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import ServerReplyError
+
+__all__ = ["ReplyParser", "ServerReplyError", "encode_command", "encode_publish"]
 
 _PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n$"
-
-
-class ServerReplyError(CfnError):
-    """Redis answered a command with an error reply (``-ERR ...``)."""
 
 
 def encode_command(*args: str | bytes | int) -> bytes:
@@ -45,26 +43,81 @@ def encode_publish(channel: bytes, payload: bytes) -> bytes:
     )
 
 
+FEED_SLICE = 16 * 1024
+"""hiredis moves the unread rest of its buffer down after every reply once 1 KB has
+been read, so a 256 KB chunk fed at once costs O(chunk) per reply (0.58 µs per 400 B
+pub/sub message, measured, against 0.27 µs fed in 16 KB slices)."""
+
+
+def publish_prefix(channel: bytes) -> bytes:
+    """The part of ``PUBLISH channel payload`` before the payload's length; the same for
+    every publish on ``channel``, so publishers keep it (see :func:`encode_publish_after`)."""
+    return b"%b%d\r\n%b\r\n$" % (_PUBLISH_HEAD, len(channel), channel)
+
+
+def encode_publish_after(prefix: bytes, payload: bytes) -> bytes:
+    """``PUBLISH channel payload`` from the channel's :func:`publish_prefix`."""
+    return b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
+
+
 class ReplyParser:
     """Feeds raw bytes in, hands complete replies out. Error replies come back as
     :class:`ServerReplyError` instances (not raised) so a pipeline can match them
-    to the command that caused them."""
+    to the command that caused them. A large chunk is handed to hiredis in
+    ``FEED_SLICE`` pieces, as its replies are taken."""
 
-    __slots__ = ("_gets", "_reader")
+    __slots__ = ("_data", "_gets", "_left", "_offset", "_reader")
 
     NOT_ENOUGH = False
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ServerReplyError)
         self._gets = self._reader.gets
+        self._data = b""
+        self._offset = 0
+        self._left = 0
 
     def feed(self, data: bytes) -> None:
-        self._reader.feed(data)
+        if self._left:
+            self._reader.feed(self._data, self._offset, self._left)
+        if len(data) <= FEED_SLICE:
+            self._reader.feed(data)
+            self._data, self._offset, self._left = b"", 0, 0
+            return
+        self._reader.feed(data, 0, FEED_SLICE)
+        self._data, self._offset, self._left = data, FEED_SLICE, len(data) - FEED_SLICE
 
     def get(self) -> Any:
         """The next complete reply, or ``False`` when more bytes are needed."""
-        return self._gets(False)
+        reply = self._gets(False)
+        while reply is False and self._left:
+            size = min(self._left, FEED_SLICE)
+            self._reader.feed(self._data, self._offset, size)
+            self._offset += size
+            self._left -= size
+            reply = self._gets(False)
+        return reply
+
+    def get_many(self, limit: int) -> list[Any]:
+        """Up to ``limit`` complete replies, in order (one call for a whole chunk)."""
+        out: list[Any] = []
+        append = out.append
+        gets = self._gets
+        while limit > 0:
+            reply = gets(False)
+            if reply is False:
+                if not self._left:
+                    break
+                size = min(self._left, FEED_SLICE)
+                self._reader.feed(self._data, self._offset, size)
+                self._offset += size
+                self._left -= size
+                continue
+            append(reply)
+            limit -= 1
+        return out
 
     def reset(self) -> None:
         self._reader = hiredis.Reader(replyError=ServerReplyError)
         self._gets = self._reader.gets
+        self._data, self._offset, self._left = b"", 0, 0

@@ -19,6 +19,11 @@ Rotation: a :class:`SigningKeys` ring holds several keys by id and signs with
 ``current``. Give every bus the ring with the old and the new key (``current``
 the old one), then switch ``current`` to the new one, then drop the old one.
 
+Per-swarm keys: ``owners={key_id: swarm}`` binds a key to the one swarm allowed
+to sign with it. A frame signed with a bound key is accepted only when the
+envelope's sender swarm is that swarm, so a swarm that holds only its own key
+cannot pass messages off as another swarm's (an insider's spoofed sender swarm).
+
 Entries of the critical stream and the Messenger's stored history are the same
 signed frames; they are checked against the channel they were published on,
 rebuilt from the decoded envelope (:func:`signed_decoder`).
@@ -44,9 +49,15 @@ _DOMAIN = b"cfn-sig-v1\0"
 class SigningKeys:
     """A key ring: key id -> secret; envelopes are signed with the ``current`` key."""
 
-    __slots__ = ("current", "keys")
+    __slots__ = ("current", "keys", "owners")
 
-    def __init__(self, keys: Mapping[str, bytes | str], current: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes | str],
+        current: str | None = None,
+        *,
+        owners: Mapping[str, str] | None = None,
+    ) -> None:
         if not isinstance(keys, Mapping) or not keys:
             raise InvalidOptionError(
                 "a signing key ring needs at least one key: {key_id: secret_bytes}"
@@ -65,11 +76,29 @@ class SigningKeys:
             raise InvalidOptionError(
                 f"current signing key id {current!r} is not in the ring ({sorted(ring)})"
             )
+        bound: dict[str, str] = {}
+        for key_id, swarm in (owners or {}).items():
+            if key_id not in ring:
+                raise InvalidOptionError(
+                    f"owners names key id {key_id!r}, which is not in the ring ({sorted(ring)})"
+                )
+            bound[key_id] = validate_id(swarm, "swarm id")
         self.keys = ring
         self.current = current
+        self.owners = bound
+
+    def check_signer(self, swarm: str) -> None:
+        """Refuse a ring whose current key is bound to another swarm than ``swarm``."""
+        owner = self.owners.get(self.current)
+        if owner is not None and owner != swarm:
+            raise InvalidOptionError(
+                f"current signing key {self.current!r} belongs to swarm {owner!r}; a bus of "
+                f"swarm {swarm!r} must sign with a key of its own"
+            )
 
     def __repr__(self) -> str:
-        return f"SigningKeys(key_ids={sorted(self.keys)}, current={self.current!r})"
+        owners = f", owners={self.owners!r}" if self.owners else ""
+        return f"SigningKeys(key_ids={sorted(self.keys)}, current={self.current!r}{owners})"
 
 
 SigningKeyOption = bytes | str | SigningKeys | Mapping[str, bytes | str] | None
@@ -111,7 +140,7 @@ class EnvelopeSigner:
     Each key's HMAC state after the fixed prefix (domain and key id) is computed
     once and copied per message, which saves the key setup on every envelope."""
 
-    __slots__ = ("_current", "_head", "_macs")
+    __slots__ = ("_current", "_head", "_macs", "_owners")
 
     def __init__(self, ring: SigningKeys) -> None:
         self._macs = {
@@ -119,6 +148,7 @@ class EnvelopeSigner:
             for kid, secret in ring.keys.items()
         }
         self._current = self._macs[ring.current.encode()]
+        self._owners = {kid.encode(): swarm for kid, swarm in ring.owners.items()}
         self._head = MARK + ring.current.encode() + b":"
 
     def seal(self, channel: bytes, body: bytes) -> bytes:
@@ -160,9 +190,27 @@ class EnvelopeSigner:
 
     def open(self, channel: bytes, payload: bytes) -> bytes:
         """The envelope bytes of a frame received on ``channel``; ForgedMessageError if forged."""
+        return self.open_frame(channel, payload)[1]
+
+    def open_frame(self, channel: bytes, payload: bytes) -> tuple[bytes, bytes]:
+        """``(key_id, envelope bytes)``; pass the key id to :meth:`check_sender` after decoding."""
         kid, tag, body = self.split(payload)
         self.verify(kid, tag, channel, body)
-        return body
+        return kid, body
+
+    @property
+    def binds_keys(self) -> bool:
+        """Some keys belong to one swarm: :meth:`check_sender` must see every envelope."""
+        return bool(self._owners)
+
+    def check_sender(self, kid: bytes, swarm: str) -> None:
+        """ForgedMessageError when ``kid`` belongs to another swarm than the envelope's sender."""
+        owner = self._owners.get(kid)
+        if owner is not None and owner != swarm:
+            raise ForgedMessageError(
+                f"envelope says sender swarm {swarm!r} but is signed with key "
+                f"{kid.decode()!r}, which belongs to swarm {owner!r}"
+            )
 
 
 def signed_decoder(
@@ -177,6 +225,7 @@ def signed_decoder(
         kid, tag, body = signer.split(payload)
         env = decode(body)
         signer.verify(kid, tag, channel_of(env).encode(), body)
+        signer.check_sender(kid, env.swarm)
         return env
 
     return decode_signed

@@ -222,7 +222,7 @@ def parse_hash(swarm: str, flat: list[bytes], ttl: Any = None) -> SwarmRecord | 
         if name == "data":
             try:
                 data = _json_decode(raw)
-            except msgspec.DecodeError:
+            except Exception:  # any decode failure (RecursionError on deep nesting too)
                 data = raw.decode("utf-8", "replace")
         elif name.startswith(_AGENT_PREFIX):
             agents[name[len(_AGENT_PREFIX) :]] = raw.decode("utf-8", "replace")
@@ -255,7 +255,7 @@ def decode_checkpoints(entries: list[bytes]) -> list[SwarmRecord]:
     for raw in entries:
         try:
             out.append(msgspec.json.decode(raw, type=SwarmRecord))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:  # any decode failure (RecursionError on deep nesting too)
             continue
     return out
 

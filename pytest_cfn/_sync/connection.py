@@ -10,11 +10,15 @@ from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import SyncStream, connect_stream
 from pytest_cfn._backends.tls import plain_to_tls_port, refused_after_handshake
 from pytest_cfn._core.resp import ReplyParser, ServerReplyError, encode_command
-from pytest_cfn._errors import CfnError, ConnectionLostError, TlsHandshakeTimeoutError
-
-
-class ServerRefusedError(CfnError):
-    """The server refused the connection handshake (AUTH, SELECT or CLIENT SETNAME)."""
+from pytest_cfn._errors import (
+    ConnectionLostError,
+    PermissionDeniedError,
+    ReplyTimeoutError,
+    ServerRefusedError,
+    ServerUnavailableError,
+    TlsHandshakeTimeoutError,
+    reply_error,
+)
 
 
 class RespConnection:
@@ -46,14 +50,16 @@ class RespConnection:
         return self._stream is not None
 
     def connect(self) -> None:
-        """Open the socket and log in; raises OSError/TimeoutError or ServerRefusedError."""
+        """Open the socket and log in. Raises ServerUnavailableError (no connection),
+        ConnectionLostError (it broke during the handshake), ServerRefusedError (AUTH,
+        SELECT or CLIENT SETNAME refused) or PermissionDeniedError (an ACL refused it)."""
         self.close()
         self._parser.reset()
         try:
             stream = connect_stream(self.address, self.connect_timeout)
         except TlsHandshakeTimeoutError as exc:
-            if self._established:  # it worked before: a hung server, retried as a timeout
-                raise TimeoutError(str(exc)) from exc
+            if self._established:  # it worked before: a hung server, retried like one
+                raise ServerUnavailableError(str(exc)) from exc
             raise
         self._stream = stream
         commands = []
@@ -72,9 +78,15 @@ class RespConnection:
             for _ in commands:
                 reply = self.read_reply(self.connect_timeout)
                 if isinstance(reply, ServerReplyError):
+                    refused = reply_error(reply, "the connection handshake")
+                    if isinstance(refused, PermissionDeniedError):
+                        raise refused
                     raise ServerRefusedError(
                         f"Redis at {self.address.describe()} refused the connection: {reply}"
                     )
+        except ReplyTimeoutError:  # no answer at all: a hung server, not a TLS mix-up
+            self.close()
+            raise
         except (ssl.SSLError, ConnectionLostError, ConnectionResetError) as exc:
             # Cut off before the first reply, on a first connection: a TLS port does
             # that to plain text, a mutual-TLS server to a client without certificate.
@@ -84,8 +96,10 @@ class RespConnection:
                 raise
             if tls is None:
                 raise plain_to_tls_port(self.address.describe(), exc) from exc
+            # The stream wraps the OS error; the TLS alert (its reason) is the cause.
+            alert = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
             raise refused_after_handshake(
-                exc, self.address.describe(), tls.certfile is not None
+                alert, self.address.describe(), tls.certfile is not None
             ) from exc
         except BaseException:
             self.close()
@@ -98,6 +112,13 @@ class RespConnection:
             raise ConnectionLostError("not connected")
         stream.write(data)
 
+    def write_nowait(self, data: bytes) -> None:
+        """Write without awaiting (asyncio: into the transport's buffer)."""
+        stream = self._stream
+        if stream is None:
+            raise ConnectionLostError("not connected")
+        stream.write_nowait(data)
+
     def drain(self) -> None:
         if self._stream is not None:
             self._stream.drain()
@@ -105,6 +126,10 @@ class RespConnection:
     def buffered_reply(self) -> Any:
         """A reply already received and parsed, or ``False``; never blocks."""
         return self._parser.get()
+
+    def buffered_replies(self, limit: int) -> list[Any]:
+        """Up to ``limit`` replies already received, in order; never blocks."""
+        return self._parser.get_many(limit)
 
     def read_reply(self, timeout: float | None) -> Any:
         """The next reply (error replies are returned, not raised)."""
@@ -130,7 +155,7 @@ class RespConnection:
         self.write(encode_command(*args))
         reply = self.read_reply(self.socket_timeout)
         if isinstance(reply, ServerReplyError):
-            raise reply
+            raise reply_error(reply, str(args[0]))
         return reply
 
     def abort(self) -> None:

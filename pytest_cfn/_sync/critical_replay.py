@@ -14,14 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pytest_cfn._sync.publisher import Publisher
+from pytest_cfn._sync.publisher import INTERNAL, Publisher
 from pytest_cfn._backends.sync_backend import monotonic
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.critical_log import CatchUp
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.sequence import SequenceTracker
 from pytest_cfn._core.signing import EnvelopeSigner, signed_decoder
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import CfnError, PermissionDeniedError
 
 log = logging.getLogger("pytest_cfn.replay")
 
@@ -38,6 +38,7 @@ class CriticalReplayer:
         codec: Codec,
         tracker: SequenceTracker,
         lock: Any,
+        on_error: Callable[[BaseException], None] | None = None,
         *,
         signer: EnvelopeSigner | None = None,
         channels: ChannelNames | None = None,
@@ -53,6 +54,7 @@ class CriticalReplayer:
             )
         self._tracker = tracker
         self._lock = lock
+        self._on_error = on_error
         self._stored_cursor: str | None = None
 
     def not_yet_handed_on(self, env: Envelope) -> bool:
@@ -61,6 +63,10 @@ class CriticalReplayer:
     def observe_live(self, env: Envelope) -> bool:
         """Call under the queue lock, after sequence tracking; False = drop (already replayed)."""
         return self.catch_up.observe_live(env, self._tracker.lost)
+
+    def observe_gaps(self) -> None:
+        """Call under the queue lock after a chunk: a new sequence gap asks for a catch-up."""
+        self.catch_up.observe_lost(self._tracker.lost)
 
     def claim(self, message_id: str) -> bool:
         """Call before handing on a live critical envelope; False = a catch-up already did."""
@@ -99,7 +105,16 @@ class CriticalReplayer:
             self._store_cursor()
             with self._lock:
                 catch_up.finished(monotonic())
-        except (CfnError, OSError, TimeoutError) as exc:
+        except PermissionDeniedError as exc:
+            # An ACL refuses the stream or the cursor: retrying at once cannot help, and
+            # a log line is not enough. The caller hears of it (on_error, stats).
+            with self._lock:
+                catch_up.failed(monotonic())
+            if self._on_error is not None:
+                self._on_error(exc)
+            else:
+                log.warning("catch-up from %s refused: %s", catch_up.stream_key, exc)
+        except CfnError as exc:
             log.warning("catch-up from %s failed, retrying later: %s", catch_up.stream_key, exc)
             with self._lock:
                 catch_up.failed(monotonic())
@@ -115,13 +130,13 @@ class CriticalReplayer:
             with self._lock:
                 catch_up.settle(reply, self._decode)
             self._store_cursor()
-        except (CfnError, OSError, TimeoutError) as exc:
+        except CfnError as exc:
             log.info("could not settle the catch-up cursor at close: %s", exc)
 
     def _store_cursor(self) -> None:
         command = self.catch_up.cursor_command()
         if command is not None and self.catch_up.cursor != self._stored_cursor:
-            self._publisher.send_publish(command)
+            self._publisher.send_publish(command, INTERNAL)
             self._stored_cursor = self.catch_up.cursor
 
     def stats(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import TypeVar
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.publisher import PublishBatch
 from pytest_cfn._core.inbound import MalformedMessage
+from pytest_cfn._core.stages import StageProbe
 
 _F = TypeVar("_F", bound="EngineFrontend")
 
@@ -30,6 +31,11 @@ class EngineFrontend:
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until everything received has been handed to the handlers."""
         return self._engine.wait_idle(timeout)
+
+    def attach_stage_probe(self, probe: StageProbe | None) -> None:
+        """Note per-stage timestamps of every received event in ``probe`` (None: stop);
+        used by ``python -m pytest_cfn.bench --explain``."""
+        self._engine.stage_probe = probe
 
     @property
     def malformed(self) -> list[MalformedMessage]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -12,7 +13,13 @@ from typing import Any
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.sync_backend import Signal, call_handler, monotonic, time_ns
+from pytest_cfn._backends.sync_backend import (
+    QueueLock,
+    Signal,
+    call_handler,
+    monotonic,
+    time_ns,
+)
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
@@ -116,7 +123,8 @@ class Messenger(EngineFrontend):
         self._next_token = 1
         self._request_handler: Handler | None = None
         self._pending: dict[str, _Pending] = {}
-        self._next_request = 0
+        self._request_numbers = itertools.count(1)
+        self._plan_lock = QueueLock()  # one sequence number per message, whatever the threads
         self._listening = False
         self._closing = False
         self.requests_sent = 0
@@ -190,8 +198,7 @@ class Messenger(EngineFrontend):
         validate_swarm_id(to_swarm)
         check_priority(priority)
         self.listen()
-        self._next_request += 1
-        correlation_id = f"{self._instance}:{self._next_request}"
+        correlation_id = f"{self._instance}:{next(self._request_numbers)}"
         pending = _Pending(to_swarm)
         self._pending[correlation_id] = pending
         try:
@@ -232,7 +239,10 @@ class Messenger(EngineFrontend):
             destination = self._add_destination(to_swarm)
         planner, channel = destination
         planner.admit(priority, monotonic())
-        planned = planner.plan(channel, message_type, data, priority, time_ns(), correlation_id)
+        with self._plan_lock:
+            planned = planner.plan(
+                channel, message_type, data, priority, time_ns(), correlation_id
+            )
         if self._persist:
             engine.publisher.send_publish(
                 publish_with_history(
@@ -241,10 +251,11 @@ class Messenger(EngineFrontend):
                     planned.payload,
                     self._history.size,
                     self._history_ttl,
-                )
+                ),
+                priority,
             )
         else:
-            engine.publisher.send_publish(planned.command)
+            engine.publisher.send_publish(planned.command, priority)
         self._history.add(Message(planned.envelope, to_swarm))
         return planned.envelope
 
@@ -263,8 +274,8 @@ class Messenger(EngineFrontend):
             signer=self._engine.signer,
         )
         destination = (planner, self.channels.message(self.swarm, to_swarm))
-        self._destinations[to_swarm] = destination
-        return destination
+        # setdefault: two threads adding one destination at once share one sequence stream
+        return self._destinations.setdefault(to_swarm, destination)
 
     def _take_reply(self, env: Envelope) -> bool:
         """On the reader: hand a reply straight to its waiting request (so a request made

@@ -2,8 +2,8 @@
 """The subscriber connection: one reader, a PING watchdog, and re-subscription.
 
 One worker reads the socket in large chunks and hands the messages of each
-chunk to ``on_messages`` (which must not block: the bus puts them on a bounded
-queue). If no
+chunk to ``on_messages`` (which must not block for long: the bus queues them, or
+hands them to handlers that have proved fast, see ``engine``). If no
 byte arrives for ``ping_interval`` seconds it sends PING; if nothing arrives
 within ``ping_timeout`` after that, the server is taken as hung (SIGSTOP, a dead
 network path) and the connection is dropped. After any loss of the connection
@@ -23,18 +23,26 @@ from collections.abc import Callable
 from pytest_cfn._sync.connection import RespConnection
 from pytest_cfn._sync.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, sleep, spawn
+from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._errors import ConnectionLostError, SubscribeFailedError, TlsError
+from pytest_cfn._errors import (
+    CfnError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    SubscribeFailedError,
+    reply_error,
+)
 
 log = logging.getLogger("pytest_cfn.subscriber")
 
 MessageSink = Callable[[list[tuple[bytes, bytes]]], None]
+ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
 _SMESSAGE = b"smessage"
 _PING = encode_command("PING")
+_CHUNK_REPLIES = 1 << 30
 
 
 class Subscriber:
@@ -48,6 +56,7 @@ class Subscriber:
         *,
         on_reconnect: Callable[[int], None] | None = None,
         on_crash: Callable[[str, BaseException], None] | None = None,
+        on_error: ErrorSink | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
         connect_timeout: float = 5.0,
@@ -64,6 +73,7 @@ class Subscriber:
         self._on_messages = on_messages
         self._on_reconnect = on_reconnect
         self._on_crash = on_crash
+        self._on_error = on_error
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._backoff = reconnect_backoff or ExponentialWithJitterBackoff(base=0.05, cap=1.0)
@@ -78,6 +88,8 @@ class Subscriber:
         self.watchdog_trips = 0
         self.messages = 0
         self.crashes = 0
+        self.read_ns = 0
+        """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
 
     @property
     def connected(self) -> bool:
@@ -88,12 +100,21 @@ class Subscriber:
         return list(self._patterns)
 
     def psubscribe(self, pattern: str, timeout: float = 5.0) -> None:
-        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it."""
+        """Subscribe ``pattern`` (once) and wait until Redis has confirmed it.
+
+        Not safe to call concurrently: the bus serialises its subscribe calls. The
+        first call connects; if that fails nothing is left behind, and the error
+        (ServerUnavailableError, PermissionDeniedError...) reaches the caller."""
         if pattern in self._patterns:
             return
         self._patterns.append(pattern)
         if self._worker is None:
-            self._connect_and_subscribe()
+            try:
+                self._connect_and_subscribe()
+            except BaseException:
+                self._patterns.remove(pattern)
+                self._conn.close()
+                raise
             self._worker = spawn(self._supervised_run, name=f"cfn-reader:{self._conn.name}")
             return
         with self._write_lock:
@@ -106,8 +127,9 @@ class Subscriber:
             self._confirm_signal.wait(0.05)
             deadline_left -= 0.05
         if pattern not in self._confirmed:
+            self._patterns.remove(pattern)
             raise SubscribeFailedError(
-                f"Redis did not confirm PSUBSCRIBE {pattern!r} within {timeout} s"
+                f"Redis did not confirm {self._verb} {pattern!r} within {timeout} s"
             )
 
     def close(self) -> None:
@@ -132,6 +154,9 @@ class Subscriber:
         while len(self._confirmed) < len(set(self._patterns)):
             reply = conn.read_reply(conn.connect_timeout)
             if isinstance(reply, ServerReplyError):
+                refused = reply_error(reply, f"{self._verb} {' '.join(self._patterns)}")
+                if refused is not reply:
+                    raise refused
                 raise SubscribeFailedError(f"Redis refused {self._verb}: {reply}")
             if reply[0] == _PMESSAGE:
                 self._on_messages([(reply[2], reply[3])])
@@ -188,6 +213,7 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
+            self.read_ns = time_ns()
             self._drain_parser()
             if self._slot_moved and not self._closing:
                 log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
@@ -195,11 +221,9 @@ class Subscriber:
 
     def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
-        get = self._conn.buffered_reply
         batch: list[tuple[bytes, bytes]] = []
         append = batch.append
-        reply = get()
-        while reply is not False:
+        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
@@ -209,11 +233,20 @@ class Subscriber:
                 else:
                     self._handle_reply(reply)
             elif isinstance(reply, ServerReplyError):
-                log.warning("Redis error on the subscriber connection: %s", reply)
-            reply = get()
+                self._report(reply_error(reply, "a command on the subscriber connection"))
         if batch:
             self.messages += len(batch)
             self._on_messages(batch)
+
+    def _report(self, error: BaseException) -> None:
+        """Hand an error to the bus's error callback (a log warning when there is none)."""
+        if self._on_error is None:
+            log.warning("subscriber %s: %s", self._conn.name, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback failed")
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]
@@ -234,11 +267,14 @@ class Subscriber:
         while not self._closing:
             try:
                 self._connect_and_subscribe()
-            except (
-                OSError, ConnectionLostError, TimeoutError, SubscribeFailedError, TlsError
-            ) as exc:
+            except (ConnectionFailedError, SubscribeFailedError) as exc:
                 failures += 1
                 log.debug("reconnect attempt %d failed: %s", failures, exc)
+                sleep(self._backoff.compute(failures))
+                continue
+            except CfnError as exc:  # refused (an ACL, AUTH): report it, keep trying slowly
+                failures += 1
+                self._report(exc)
                 sleep(self._backoff.compute(failures))
                 continue
             self.reconnects += 1

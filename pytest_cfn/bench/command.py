@@ -33,6 +33,8 @@ EXIT_STEP_FAILED = 1
 EXIT_USAGE = 2
 FULL = {"events": 200_000, "rate": 10_000.0, "duration": 5.0, "repeat": 3, "idle_buses": 50}
 QUICK = {"events": 2_000, "rate": 2_000.0, "duration": 0.5, "repeat": 1, "idle_buses": 3}
+FULL_ALSO_RATES = (1_000.0, 20_000.0)
+QUICK_ALSO_RATES = (1_000.0,)
 MAX_PAYLOAD = 256 * 1024
 MIN_MESSAGE = 32
 
@@ -52,6 +54,18 @@ def _number(
     return parse
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    parse = _number(float, 1, 1_000_000, "events/s, 1..1e6")
+    if text.strip().lower() == "none":
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of rates (e.g. 1000,20000) or 'none'"
+        )
+    return tuple(parse(part) for part in parts)
+
+
 def _redis_url(text: str) -> str:
     try:
         parse_redis_url(text)
@@ -66,17 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure the Event Bus and the Messenger against one real Redis server, in one "
             "run: redis-benchmark's PUBLISH ceiling, redis-py's PubSub drain and pipeline rates "
-            "(references), our publish rate, our end-to-end delivered events/s, latency at a "
-            "fixed offered rate from the intended send time, memory per idle bus, and the "
+            "(references), our publish rate, our end-to-end delivered events/s and CPU per "
+            "event (batch() and a plain auto-pipelined publish() loop), latency at fixed "
+            "offered rates from the intended send time (--explain: per stage), each for the "
+            "sync and the asyncio front end, memory per idle bus, and the "
             "Messenger's delivered messages/s (5 KB) beside the Event Bus's events/s, "
             "receiver-paced. Each figure is printed with its method, its ratio to its "
             "reference and its target."
         ),
         epilog=(
-            "Full defaults: --events 200000 --rate 10000 --duration 5 --repeat 3 "
-            "--idle-buses 50; --quick: --events 2000 --rate 2000 --duration 0.5 --repeat 1 "
-            "--idle-buses 3 (explicit flags win). Exit status: 0 all figures measured, "
-            "1 a step failed to run, 2 usage error or no server."
+            "Full defaults: --events 200000 --rate 10000 --also-rates 1000,20000 --duration 5 "
+            "--repeat 3 --idle-buses 50; --quick: --events 2000 --rate 2000 --also-rates 1000 "
+            "--duration 0.5 --repeat 1 --idle-buses 3 (explicit flags win). Exit status: 0 all "
+            "figures measured, 1 a step failed to run, 2 usage error or no server."
         ),
     )
     parser.add_argument(
@@ -103,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate", metavar="R", type=_number(float, 1, 1_000_000, "events/s, 1..1e6"),
         help="offered rate of the latency run, events/s (default 10000)",
+    )
+    parser.add_argument(
+        "--also-rates", metavar="R,R", type=_rates, default=None,
+        help="more offered rates for the latency step, after --rate (comma-separated "
+        "events/s, or 'none'; default 1000,20000, --quick: 1000)",
+    )
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="latency step: note per-stage timestamps of every event (publish call, write "
+        "returned, socket read, decoded, handler) and print, under each of our latency "
+        "figures, each stage's percentiles and its mean among the p99 and p99.9 tails, "
+        "naming the stage that owns the tail",
     )
     parser.add_argument(
         "--duration", metavar="S", type=_number(float, 0.1, 3600, "seconds, 0.1..3600"),
@@ -185,6 +213,11 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         window_bytes=int(args.window_mb * 2**20),
         tls=bool(args.tls),
         plain_redis_url=args.plain_redis,
+        also_rates=(
+            args.also_rates if args.also_rates is not None
+            else QUICK_ALSO_RATES if args.quick else FULL_ALSO_RATES
+        ),
+        explain=bool(args.explain),
     )
     if config.rate * config.duration < 1:
         parser.error(
@@ -264,7 +297,8 @@ def _print_header(stream: TextIO, config: BenchConfig, target: Target, where: st
     print(
         f"settings: {config.events:,} events per throughput run x {config.repeat} round(s); "
         f"{config.payload} B event data ({target.wire_bytes} B JSON envelope on the wire); "
-        f"latency at {config.rate:,.0f} events/s for {config.duration:g} s; "
+        f"latency at {', '.join(f'{r:,.0f}' for r in (config.rate, *config.also_rates))} "
+        f"events/s for {config.duration:g} s each; "
         f"{config.idle_buses} idle buses; {config.message_bytes:,} B Messenger messages, "
         f"{config.window_bytes / 2**20:g} MiB window" + ("; --quick" if config.quick else ""),
         file=stream,
@@ -303,6 +337,7 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
                     "idle_buses": config.idle_buses, "quick": config.quick,
                     "steps": list(config.steps), "message_bytes": config.message_bytes,
                     "window_bytes": config.window_bytes, "tls": config.tls,
+                    "also_rates": list(config.also_rates), "explain": config.explain,
                 },
             },
         )

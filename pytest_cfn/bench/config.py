@@ -10,7 +10,13 @@ MAX_IDLE_BUS_BYTES = 1024 * 1024
 MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
-"""Issue 2's target: end to end delivered >= 2x redis-py's PubSub drain rate."""
+"""Issue 14's target: end to end delivered >= 2x redis-py's end to end in the same run."""
+CPU_TARGET_FACTOR = 0.5
+"""Issue 14's target: CPU per publish and per delivery <= 0.5x redis-py's, same run."""
+PLAIN_TARGET_FACTOR = 0.7
+"""Issue 14's target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
+MAX_P99_9_US = 3000.0
+"""Issue 14's target: p99.9 under 3 ms at each offered rate."""
 STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
 TLS's cost per event (only when the server is reached over TLS); latency at a fixed
@@ -43,6 +49,10 @@ class BenchConfig:
     """Start the embedded server with a TLS port and measure through it."""
     plain_redis_url: str | None = None
     """The plain-text URL of the ``rediss://`` server: the TLS step's reference."""
+    also_rates: tuple[float, ...] = ()
+    """Offered rates measured after ``rate`` in the latency step (issue 14: 1,000 and 20,000)."""
+    explain: bool = False
+    """Per-stage timestamps of our latency runs, printed under each figure (``--explain``)."""
 
     @property
     def warmup_events(self) -> int:

@@ -11,12 +11,16 @@ import statistics
 from typing import Any
 
 from pytest_cfn.bench.config import (
+    CPU_TARGET_FACTOR,
     E2E_TARGET_FACTOR,
     MAX_IDLE_BUS_BYTES,
+    MAX_P99_9_US,
     MAX_P99_US,
+    PLAIN_TARGET_FACTOR,
     BenchConfig,
     Target,
 )
+from pytest_cfn.bench.explain import explain, explain_lines
 from pytest_cfn.bench.reference import BENCHMARK_CLIENTS, DRAIN_BACKLOG_MAX, PIPELINE_DEPTH
 from pytest_cfn.bench.report import Figure, StepFailure
 from pytest_cfn.bench.windowed import BATCH as WINDOW_BATCH
@@ -142,57 +146,114 @@ def throughput_figures(
                 f"{tail}"
             ),
         ))
-    if not runs["e2e"]:
-        items.append(StepFailure("our end-to-end delivered (EventBus)", errors["e2e"]))
-    else:
-        items.append(_e2e_figure(runs["e2e"], drain, reference_e2e, cfg, target, pair, rounds))
-        items.append(_e2e_missing_figure(runs["e2e"], cfg))
+    items.extend(our_e2e_figures(runs, errors, drain, cfg, target, pair, rounds))
     return items
 
 
-def _e2e_figure(
-    runs: list[dict[str, Any]],
+_E2E_TITLES = {
+    "e2e": ("", "sync", "publish() in batch()"),
+    "e2e_plain": ("plain ", "sync", "a plain publish() loop, no batch() (auto-pipelined)"),
+    "aio_e2e": ("asyncio ", "asyncio", "await publish() in async with batch()"),
+    "aio_e2e_plain": (
+        "asyncio plain ", "asyncio",
+        "a plain await publish() loop, no batch() (auto-pipelined)",
+    ),
+}
+
+
+def our_e2e_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
     drain: float | None,
-    reference_e2e: float | None,
     cfg: BenchConfig,
     target: Target,
     pair: str,
     rounds: str,
-) -> Figure:
-    notes = [_pair_cpu_note(runs)]
-    rate = _median(runs)
-    assert rate is not None
-    if reference_e2e:
-        notes.insert(0, f"{rate / reference_e2e:.2f}x redis-py end to end (same method)")
-    return Figure(
-        key="e2e_delivered", title="our end-to-end delivered (EventBus)", value=rate,
-        unit="events/s", reference_title="redis-py drain", reference_value=drain,
-        target=None if drain is None else drain * E2E_TARGET_FACTOR,
-        op=None if drain is None else ">=", target_text=">= 2x redis-py drain",
-        notes=notes,
-        method=(
-            f"{pair}: sync EventBus publisher (publish() in batch()) and sync EventBus "
-            f"subscriber with one handler on 'bench.*', counted at the handler; {cfg.events:,} "
-            f"events of {cfg.payload} B data ({target.wire_bytes} B on the wire) per round; "
-            f"{rounds}. {target.method_tail}"
-        ),
-    )
+) -> list[Item]:
+    """Our end to end per front end and publish style, CPU per publish and per delivery
+    against redis-py's, the plain loop against batch(), and what went missing."""
+    reference = runs["redis_py_e2e"]
+    reference_e2e = _median(reference)
+    items: list[Item] = []
+    for name, (label, front, style) in _E2E_TITLES.items():
+        prefix = "" if front == "sync" else "aio_"
+        title = f"our {label}end-to-end delivered (EventBus)"
+        if not runs.get(name):
+            items.append(StepFailure(title, errors.get(name, "no round ran")))
+            continue
+        rate = _median(runs[name])
+        assert rate is not None
+        notes = [_pair_cpu_note(runs[name])]
+        plain = name.endswith("_plain")
+        if plain:
+            batched = _median(runs[name.removesuffix("_plain")])
+            reference_title, reference_value = "our batch()", batched
+            target_value = None if batched is None else batched * PLAIN_TARGET_FACTOR
+            target_text = f">= {PLAIN_TARGET_FACTOR:g}x our batch() end to end"
+        else:
+            reference_title, reference_value = "redis-py end to end", reference_e2e
+            target_value = None if reference_e2e is None else reference_e2e * E2E_TARGET_FACTOR
+            target_text = f">= {E2E_TARGET_FACTOR:g}x redis-py end to end"
+            if drain:
+                notes.append(f"{rate / drain:.2f}x redis-py's PubSub drain (a backlog, no sender)")
+        items.append(Figure(
+            key=f"{name}_delivered", title=title, value=rate, unit="events/s",
+            reference_title=reference_title, reference_value=reference_value,
+            target=target_value, op=None if target_value is None else ">=",
+            target_text=target_text, notes=notes,
+            method=(
+                f"{pair}: {front} EventBus publisher ({style}) and {front} EventBus "
+                f"subscriber with one handler on 'bench.*', counted at the handler; "
+                f"{cfg.events:,} events of {cfg.payload} B data ({target.wire_bytes} B on the "
+                f"wire) per round; {rounds}. {target.method_tail}"
+            ),
+        ))
+        if not plain:
+            items.extend(_cpu_figures(prefix, front, runs[name], reference, cfg))
+    items.append(_e2e_missing_figure(runs, cfg))
+    return items
 
 
-def _e2e_missing_figure(runs: list[dict[str, Any]], cfg: BenchConfig) -> Figure:
+def _cpu_figures(
+    prefix: str, front: str, runs: list[dict[str, Any]], reference: list[dict[str, Any]],
+    cfg: BenchConfig,
+) -> list[Figure]:
+    out = []
+    for side, what in (("publisher", "publish"), ("subscriber", "delivery")):
+        key = f"{side}_cpu_us_per_event"
+        ours, theirs = _median(runs, key), _median(reference, key)
+        assert ours is not None
+        out.append(Figure(
+            key=f"{prefix}cpu_per_{what}_us", title=f"{front} CPU per {what}", value=ours,
+            unit="us", better="lower", reference_title=f"redis-py {side}",
+            reference_value=theirs,
+            target=None if theirs is None else theirs * CPU_TARGET_FACTOR,
+            op=None if theirs is None else "<=",
+            target_text=f"<= {CPU_TARGET_FACTOR:g}x redis-py's",
+            method=(
+                f"the end-to-end runs above: time.process_time() of the {side} process (all "
+                f"its threads) over the run / events, median of {cfg.repeat} round(s); "
+                f"redis-py's from its end-to-end runs in the same rounds."
+            ),
+        ))
+    return out
+
+
+def _e2e_missing_figure(runs: dict[str, list[dict[str, Any]]], cfg: BenchConfig) -> Figure:
     """Loss is a figure: what the publishers sent and the handlers never saw, all rounds."""
-    published = sum(int(run["published"]) for run in runs)
-    delivered = sum(int(run["delivered"]) for run in runs)
+    ours = [run for name in _E2E_TITLES for run in runs.get(name, [])]
+    published = sum(int(run["published"]) for run in ours)
+    delivered = sum(int(run["delivered"]) for run in ours)
     counters = {
-        key: sum(int(run["subscriber_stats"].get(key, 0)) for run in runs)
+        key: sum(int(run["subscriber_stats"].get(key, 0)) for run in ours)
         for key in ("lost", "dropped", "duplicates", "reconnects", "malformed")
     }
     return Figure(
         key="e2e_missing", title="our end-to-end missing (EventBus)",
         value=float(published - delivered), unit="events", better="lower",
         notes=[
-            f"published {published:,}, delivered {delivered:,} over {len(runs)} round(s); "
-            "the subscriber bus's own counters: "
+            f"published {published:,}, delivered {delivered:,} over {len(ours)} run(s) "
+            "(sync and asyncio, batch() and plain); the subscriber buses' own counters: "
             + ", ".join(f"{key} {value:,}" for key, value in counters.items())
         ],
         method=(
@@ -211,13 +272,18 @@ def _percentiles_note(label: str, summary: dict[str, Any], count: int) -> str:
     )
 
 
-def _sender_note(sent: dict[str, Any], received_count: int, cfg: BenchConfig) -> str:
+def _sender_note(sent: dict[str, Any], received_count: int, rate: float) -> str:
     return (
-        f"sender: offered {cfg.rate:,.0f}/s, achieved {sent['achieved_rate']:,.0f}/s; "
+        f"sender: offered {rate:,.0f}/s, achieved {sent['achieved_rate']:,.0f}/s; "
         f"{sent['late_over_1ms']:,} sends over 1 ms behind schedule, worst "
         f"{sent['max_send_lateness_us']:,.0f} µs; received {received_count:,} of "
         f"{sent['measured']:,} measured events"
     )
+
+
+def _rate_suffix(rate: float, cfg: BenchConfig) -> str:
+    """Keys of the main rate keep their names; other rates get ``_at_{rate}``."""
+    return "" if rate == cfg.rate else f"_at_{rate:g}"
 
 
 def latency_figures(
@@ -227,10 +293,18 @@ def latency_figures(
     reference_error: str,
     cfg: BenchConfig,
     target: Target,
+    *,
+    rate: float,
+    front: str = "sync",
+    with_reference: bool = True,
 ) -> list[Item]:
-    """redis-py's p99 (reference), our p99 (gated, with the whole histogram), p50/p99.9/max."""
+    """redis-py's p99 (reference, once per rate), our p99 (gated: < 1 ms and <= redis-py's)
+    and p99.9 (gated: < 3 ms), with the whole histogram; p50 and max at the main rate."""
+    suffix = _rate_suffix(rate, cfg)
+    prefix = "" if front == "sync" else "aio_"
+    label = "" if front == "sync" else "asyncio "
     schedule = (
-        f"open model (wrk2): event i due at t0 + i/{cfg.rate:,.0f} s, a late send does not "
+        f"open model (wrk2): event i due at t0 + i/{rate:,.0f} s, a late send does not "
         f"shift the schedule (events overdue at a wake-up go out together); latency = "
         f"receiver's wall clock (time.time_ns, in the subscriber process) - intended send "
         f"time carried in the message; publisher and subscriber in "
@@ -240,30 +314,33 @@ def latency_figures(
     items: list[Item] = []
     reference_p99: float | None = None
     if reference is None:
-        items.append(StepFailure("redis-py latency (reference)", reference_error))
+        if with_reference:
+            items.append(StepFailure(f"redis-py latency at {rate:,.0f}/s (reference)",
+                                     reference_error))
     else:
         ref_sent, ref_received = reference
         ref_histogram: LatencyHistogram = ref_received["histogram"]
         ref_summary = ref_histogram.to_dict()
         reference_p99 = ref_summary["p99_us"] if ref_histogram.count else None
-        items.append(Figure(
-            key="redis_py_latency_p99",
-            title=f"redis-py latency p99 at {cfg.rate:,.0f}/s (reference)",
-            value=ref_summary["p99_us"], unit="us", better="lower", latency=ref_summary,
-            notes=[
-                _percentiles_note("redis-py", ref_summary, ref_histogram.count),
-                _sender_note(ref_sent, ref_histogram.count, cfg),
-            ],
-            method=(
-                f"{schedule}; redis-py publish() (a round trip each; several overdue events in "
-                f"one pipeline execute()) and a redis-py PubSub get_message loop (protocol=2); "
-                f"{cfg.payload} B messages. "
-                f"{target.method_tail}"
-            ),
-        ))
+        if with_reference:
+            items.append(Figure(
+                key=f"redis_py_latency_p99{suffix}",
+                title=f"redis-py latency p99 at {rate:,.0f}/s (reference)",
+                value=ref_summary["p99_us"], unit="us", better="lower", latency=ref_summary,
+                notes=[
+                    _percentiles_note("redis-py", ref_summary, ref_histogram.count),
+                    _sender_note(ref_sent, ref_histogram.count, rate),
+                ],
+                method=(
+                    f"{schedule}; redis-py publish() (a round trip each; several overdue "
+                    f"events in one pipeline execute()) and a redis-py PubSub get_message loop "
+                    f"(protocol=2); {cfg.payload} B messages. {target.method_tail}"
+                ),
+            ))
     histogram: LatencyHistogram = received["histogram"]
     if histogram.count == 0:
-        items.append(StepFailure("latency at fixed rate", "no measured event reached a handler"))
+        items.append(StepFailure(f"{label}latency at {rate:,.0f}/s",
+                                 "no measured event reached a handler"))
         return items
     summary = histogram.to_dict()
     from_send = received["from_send"].to_dict()
@@ -274,27 +351,43 @@ def latency_figures(
             "ours from the publish call (envelope ts; the sender's lateness left out)",
             from_send, histogram.count,
         ),
-        _sender_note(sent, histogram.count, cfg)
+        _sender_note(sent, histogram.count, rate)
         + f"; subscriber lost {stats.get('lost', 0)}, dropped {stats.get('dropped', 0)}",
     ]
+    if "stages" in received and "written" in sent:
+        notes.extend(explain_lines(
+            f"{label or 'sync '}EventBus at {rate:,.0f}/s",
+            explain(sent["written"], received["stages"]),
+        ))
+    p99_target = MAX_P99_US if reference_p99 is None else min(MAX_P99_US, reference_p99)
+    sender = (
+        "sync EventBus publisher (publish() written at once" if front == "sync" else
+        "asyncio EventBus publisher (await publish(), written at once; the sender sleeps with "
+        "time.sleep and yields to the loop once per wake-up"
+    )
     items.append(Figure(
-        key="latency_p99", title=f"latency p99 at {cfg.rate:,.0f} events/s", unit="us",
-        value=summary["p99_us"], better="lower", target=MAX_P99_US, op="<",
-        target_text="< 1 ms", notes=notes, latency=summary,
+        key=f"{prefix}latency_p99{suffix}", title=f"{label}latency p99 at {rate:,.0f} events/s",
+        unit="us", value=summary["p99_us"], better="lower", target=p99_target, op="<=",
+        target_text="< 1 ms and <= redis-py p99", notes=notes, latency=summary,
         reference_title="redis-py p99", reference_value=reference_p99,
         method=(
-            f"{schedule}; sync EventBus publisher (publish() written at once, without waiting "
-            f"for the reply; several overdue events in one batch()) and sync EventBus "
-            f"subscriber, recorded at the handler; {cfg.payload} B data ({target.wire_bytes} B "
-            f"on the wire). {target.method_tail}"
+            f"{schedule}; {sender}, without waiting for the reply; several overdue events "
+            f"in one batch()) and a {front} EventBus subscriber, recorded at the handler; "
+            f"{cfg.payload} B data ({target.wire_bytes} B on the wire). {target.method_tail}"
         ),
     ))
-    for key, label in (("p50", "p50"), ("p99_9", "p99.9"), ("max", "max")):
-        items.append(Figure(
-            key=f"latency_{key}", title=f"latency {label} at {cfg.rate:,.0f} events/s",
-            unit="us", value=summary[f"{key}_us"], better="lower",
-            method="the same run as latency p99.",
-        ))
+    items.append(Figure(
+        key=f"{prefix}latency_p99_9{suffix}", title=f"{label}latency p99.9 at {rate:,.0f} events/s",
+        unit="us", value=summary["p99_9_us"], better="lower", target=MAX_P99_9_US, op="<",
+        target_text="< 3 ms", method="the same run as the p99 above.",
+    ))
+    if front == "sync" and not suffix:
+        for key, name in (("p50", "p50"), ("max", "max")):
+            items.append(Figure(
+                key=f"latency_{key}", title=f"latency {name} at {rate:,.0f} events/s",
+                unit="us", value=summary[f"{key}_us"], better="lower",
+                method="the same run as latency p99.",
+            ))
     return items
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 
@@ -57,50 +57,68 @@ def tighten_timer_slack() -> bool:
         return False
 
 
-def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:
-    """Hand every scheduled event to ``send``: ``warmup`` seconds, then ``duration``.
+class PacedSchedule:
+    """The open schedule as an iterator: each step sleeps until the next event is due and
+    yields the events due at that wake-up; :attr:`run` says how it went, once exhausted.
 
-    Sleeps until the next event is due; intended times are wall-clock ns (so a
-    receiver in another process can subtract them from its own ``time.time_ns()``),
-    scheduled on ``perf_counter_ns`` so a wall-clock step cannot bunch them.
+    Intended times are wall-clock ns (so a receiver in another process can subtract
+    them from its own ``time.time_ns()``), scheduled on ``perf_counter_ns`` so a
+    wall-clock step cannot bunch them. The sleeps are blocking (``time.sleep``), for
+    the sync and the asyncio sender alike.
     """
-    tighten_timer_slack()
-    interval_ns = 1e9 / rate
-    warm_events = int(warmup * rate)
-    total = warm_events + int(duration * rate)
-    if total < 1:
-        raise StepFailedError(f"rate {rate}/s for {duration} s schedules no event")
-    wall0 = time.time_ns() + START_LEAD_NS
-    mono0 = time.perf_counter_ns() + START_LEAD_NS
-    late = 0
-    worst = 0
-    sent = 0
-    while sent < total:
-        now = time.perf_counter_ns()
-        wait = mono0 + int(sent * interval_ns) - now
-        if wait > 0:
-            time.sleep(wait / 1e9)
-            continue
-        due = min(total, int((now - mono0) / interval_ns) + 1)
-        batch = []
-        for index in range(sent, due):
-            offset = int(index * interval_ns)
-            lateness = now - (mono0 + offset)
-            if lateness > LATE_NS:
-                late += 1
-            if lateness > worst:
-                worst = lateness
-            batch.append((wall0 + offset, index >= warm_events))
-        send(batch)
-        sent = due
-    seconds = (time.perf_counter_ns() - mono0) / 1e9
-    return PacedRun(
-        sent=sent,
-        measured=total - warm_events,
-        seconds=seconds,
-        late_over_1ms=late,
-        max_lateness_us=worst / 1000.0,
-    )
+
+    def __init__(self, rate: float, duration: float, warmup: float) -> None:
+        self.interval_ns = 1e9 / rate
+        self.warm_events = int(warmup * rate)
+        self.total = self.warm_events + int(duration * rate)
+        if self.total < 1:
+            raise StepFailedError(f"rate {rate}/s for {duration} s schedules no event")
+        self.run: PacedRun | None = None
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        tighten_timer_slack()
+        interval_ns = self.interval_ns
+        total = self.total
+        warm_events = self.warm_events
+        wall0 = time.time_ns() + START_LEAD_NS
+        mono0 = time.perf_counter_ns() + START_LEAD_NS
+        late = 0
+        worst = 0
+        sent = 0
+        while sent < total:
+            now = time.perf_counter_ns()
+            wait = mono0 + int(sent * interval_ns) - now
+            if wait > 0:
+                time.sleep(wait / 1e9)
+                continue
+            due = min(total, int((now - mono0) / interval_ns) + 1)
+            batch = []
+            for index in range(sent, due):
+                offset = int(index * interval_ns)
+                lateness = now - (mono0 + offset)
+                if lateness > LATE_NS:
+                    late += 1
+                if lateness > worst:
+                    worst = lateness
+                batch.append((wall0 + offset, index >= warm_events))
+            yield batch
+            sent = due
+        self.run = PacedRun(
+            sent=sent,
+            measured=total - warm_events,
+            seconds=(time.perf_counter_ns() - mono0) / 1e9,
+            late_over_1ms=late,
+            max_lateness_us=worst / 1000.0,
+        )
+
+
+def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:
+    """Hand every scheduled event to ``send``: ``warmup`` seconds, then ``duration``."""
+    schedule = PacedSchedule(rate, duration, warmup)
+    for due in schedule:
+        send(due)
+    assert schedule.run is not None
+    return schedule.run
 
 
 class StopRule:

@@ -113,11 +113,18 @@ def print_section(stream: TextIO, heading: str, items: list[Figure | StepFailure
 
 def print_summary(stream: TextIO, figures: list[Figure], failures: list[StepFailure]) -> None:
     gated = [f for f in figures if f.op is not None and f.target is not None]
-    print("\nTargets (issues 2 and 3):", file=stream)
+    print("\nTargets (issues 2, 3 and 14):", file=stream)
     for figure in gated:
         shown = format_value(figure.value, figure.unit)
+        reference = ""
+        if figure.ratio is not None and figure.reference_value is not None:
+            reference = (
+                f"{figure.reference_title} {format_value(figure.reference_value, figure.unit)}"
+                f" in this run, {figure.ratio:.2f}x; "
+            )
         print(
-            f"  {figure.verdict.upper():<5} {figure.title}: {shown} (target {figure.target_text})",
+            f"  {figure.verdict.upper():<5} {figure.title}: {shown} "
+            f"({reference}target {figure.target_text})",
             file=stream,
         )
     for failure in failures:

@@ -12,8 +12,15 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TextIO
 
+from pytest_cfn.bench.aio_workloads import (
+    aio_latency_subscriber,
+    aio_paced_publisher,
+    aio_subscriber,
+    aio_unpaced_publisher,
+)
 from pytest_cfn.bench.config import BenchConfig, Target
 from pytest_cfn.bench.figures import (
     Item,
@@ -61,13 +68,26 @@ from pytest_cfn.bench.workloads import (
     paced_publisher,
 )
 
+FRONTS: dict[str, tuple[WorkerFunction, WorkerFunction, WorkerFunction, WorkerFunction]] = {
+    "sync": (our_subscriber, our_unpaced_publisher, latency_subscriber, paced_publisher),
+    "asyncio": (aio_subscriber, aio_unpaced_publisher, aio_latency_subscriber, aio_paced_publisher),
+}
+"""Per front end: end-to-end subscriber and publisher, latency subscriber and paced publisher."""
+E2E_RUNS = {
+    "e2e": ("sync", False),
+    "e2e_plain": ("sync", True),
+    "aio_e2e": ("asyncio", False),
+    "aio_e2e_plain": ("asyncio", True),
+}
+"""Our end-to-end runs: (front end, plain publish() loop instead of batch())."""
+
 READY_TIMEOUT = 20.0
 REDIS_BENCHMARK_TIMEOUT = 120.0
 SECTIONS = {
     "ceiling": "[1] Server ceiling: redis-benchmark PUBLISH",
     "throughput": "[2-4] Throughput: redis-py references and our bus",
     "tls": "[4b] TLS: the cost per event against the same server in plain text",
-    "latency": "[5] Latency at a fixed offered rate, from the intended send time",
+    "latency": "[5] Latency at fixed offered rates, from the intended send time",
     "memory": "[6] Memory per idle bus",
     "messenger": "[7] The Messenger beside the Event Bus, receiver-paced (issue 3)",
     "signing": "[8] Signed envelopes (signing_key=) beside unsigned, end to end (issue 9)",
@@ -112,7 +132,8 @@ class BenchRun:
         return f"{self.swarm}-{self._swarms}"
 
     def _record(self, step: str, result: dict[str, Any]) -> None:
-        plain = {k: v for k, v in result.items() if k not in ("histogram", "from_send")}
+        bulky = ("histogram", "from_send", "stages", "written")
+        plain = {k: v for k, v in result.items() if k not in bulky}
         self.steps.append({"step": step, **plain})
 
     def _server_ceiling(self) -> list[Item]:
@@ -142,7 +163,7 @@ class BenchRun:
             ("pipeline", self._pipeline_once),
             ("ours", self._our_publish_once),
             ("redis_py_e2e", self._redis_py_e2e_once),
-            ("e2e", self._e2e_once),
+            *((name, partial(self._e2e_once, *E2E_RUNS[name])) for name in E2E_RUNS),
         ]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in rounds}
         errors: dict[str, str] = {}
@@ -242,15 +263,20 @@ class BenchRun:
         return sent, received
 
     def _tls_cost(self) -> list[Item]:
-        return measure_tls_cost(self.config, self.target, self._e2e_once, self._record)
+        # The sync front end's batch() pair: the same run as "e2e", over each URL.
+        return measure_tls_cost(
+            self.config, self.target, partial(self._e2e_once, "sync", False), self._record
+        )
 
-    def _e2e_once(self, url: str | None = None) -> dict[str, Any]:
+    def _e2e_once(self, front: str, plain: bool, url: str | None = None) -> dict[str, Any]:
         swarm = self._next_swarm()
         events = self.config.events
+        subscriber, publisher, _, _ = FRONTS[front]
         published, delivered = self._pair(
-            ("EventBus subscriber", our_subscriber, {"swarm": swarm}),
-            ("EventBus publisher", our_unpaced_publisher,
-             {"swarm": swarm, "events": events, "payload": self.config.payload}),
+            (f"{front} EventBus subscriber", subscriber, {"swarm": swarm}),
+            (f"{front} EventBus publisher", publisher,
+             {"swarm": swarm, "events": events, "payload": self.config.payload,
+              "plain": plain}),
             events, self.config.step_budget(events), url=url,
         )
         return {
@@ -284,13 +310,21 @@ class BenchRun:
         }
 
     def _latency(self) -> list[Item]:
+        items: list[Item] = []
+        for rate in (self.config.rate, *self.config.also_rates):
+            items.extend(self._latency_at(rate))
+        return items
+
+    def _latency_at(self, rate: float) -> list[Item]:
+        """redis-py, then our sync and asyncio front ends, at one offered rate."""
         cfg = self.config
-        total = int((cfg.duration + cfg.latency_warmup) * cfg.rate)
+        total = int((cfg.duration + cfg.latency_warmup) * rate)
         budget = cfg.duration + cfg.latency_warmup + 30.0
         schedule = {
-            "rate": cfg.rate, "duration": cfg.duration, "warmup": cfg.latency_warmup,
+            "rate": rate, "duration": cfg.duration, "warmup": cfg.latency_warmup,
             "payload": cfg.payload,
         }
+        tag = f"{rate:g}"
         reference: tuple[dict[str, Any], dict[str, Any]] | None = None
         try:
             channel = f"event:{self._next_swarm()}:{TICK}"
@@ -305,20 +339,30 @@ class BenchRun:
             reference_error = str(exc)
         else:
             reference_error = ""
-            self._record("redis_py_latency_publisher", reference[0])
-            self._record("redis_py_latency_subscriber", reference[1])
-        try:
-            swarm = self._next_swarm()
-            sent, received = self._pair(
-                ("latency subscriber", latency_subscriber, {"swarm": swarm}),
-                ("paced publisher", paced_publisher, {"swarm": swarm, **schedule}),
-                total, budget,
-            )
-        except StepFailedError as exc:
-            return [StepFailure("latency at fixed rate", str(exc))]
-        self._record("latency_publisher", sent)
-        self._record("latency_subscriber", received)
-        return latency_figures(sent, received, reference, reference_error, cfg, self.target)
+            self._record(f"redis_py_latency_publisher_{tag}", reference[0])
+            self._record(f"redis_py_latency_subscriber_{tag}", reference[1])
+        items: list[Item] = []
+        for front in FRONTS:
+            _, _, subscriber, publisher = FRONTS[front]
+            try:
+                swarm = self._next_swarm()
+                sent, received = self._pair(
+                    (f"{front} latency subscriber", subscriber,
+                     {"swarm": swarm, "explain": cfg.explain}),
+                    (f"{front} paced publisher", publisher,
+                     {"swarm": swarm, "explain": cfg.explain, **schedule}),
+                    total, budget,
+                )
+            except StepFailedError as exc:
+                items.append(StepFailure(f"{front} latency at {rate:,.0f}/s", str(exc)))
+                continue
+            self._record(f"{front}_latency_publisher_{tag}", sent)
+            self._record(f"{front}_latency_subscriber_{tag}", received)
+            items.extend(latency_figures(
+                sent, received, reference, reference_error, cfg, self.target,
+                rate=rate, front=front, with_reference=front == "sync",
+            ))
+        return items
 
     def _memory(self) -> list[Item]:
         cfg = self.config

@@ -177,7 +177,7 @@ def our_bus_on_the_shard(server: RedisServer, events: int, payload: int) -> dict
     )
     target = Target(url=server.url, version=server.version, redis_benchmark=None,
                     clients="", wire_bytes=wire_size("cfnbench-000000-1", payload))
-    return BenchRun(config, target, stream=sys.stderr)._e2e_once()
+    return BenchRun(config, target, stream=sys.stderr)._e2e_once("sync", False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

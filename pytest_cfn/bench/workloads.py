@@ -9,6 +9,7 @@ ns) where latency is measured, a fixed stamp elsewhere.
 from __future__ import annotations
 
 import time
+from array import array
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -125,8 +126,11 @@ def our_subscriber(
     }
 
 
-def our_unpaced_publisher(url: str, swarm: str, events: int, payload: int) -> dict[str, Any]:
-    """Worker: publish ``events`` as fast as ``batch()`` allows, then ``flush()``."""
+def our_unpaced_publisher(
+    url: str, swarm: str, events: int, payload: int, plain: bool = False
+) -> dict[str, Any]:
+    """Worker: publish ``events`` as fast as ``batch()`` allows (or, ``plain``, as a
+    plain ``publish()`` loop with no ``batch()``: auto-pipelined), then ``flush()``."""
     from pytest_cfn import EventBus
 
     data = event_data(payload)
@@ -135,9 +139,13 @@ def our_unpaced_publisher(url: str, swarm: str, events: int, payload: int) -> di
         publish = bus.publish
         cpu = time.process_time()
         started = time.perf_counter()
-        with bus.batch():
+        if plain:
             for _ in range(events):
                 publish(TICK, data)
+        else:
+            with bus.batch():
+                for _ in range(events):
+                    publish(TICK, data)
         bus.flush()
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
@@ -150,64 +158,115 @@ def our_unpaced_publisher(url: str, swarm: str, events: int, payload: int) -> di
     }
 
 
-class _LatencyRecorder:
+class LatencyRecorder:
     """The latency handler: handler wall time minus the event's intended send time.
 
     ``from_send`` also records the time since the publish call itself (the
     envelope's ``ts``), which separates the sender's own lateness from transport.
+    With ``explain``, every measured event's ``seq -> (intended, publish call,
+    handler)`` wall-clock ns is kept as well (see ``explain``).
     """
 
-    __slots__ = ("count", "from_send", "histogram", "warm")
+    __slots__ = ("count", "from_send", "histogram", "stamps", "warm")
 
-    def __init__(self) -> None:
-        self.histogram = LatencyHistogram()
-        self.from_send = LatencyHistogram()
+    def __init__(self, explain: bool = False) -> None:
+        # Raw ns in integer arrays, folded into histograms after the run: folding in the
+        # handler (LatencyHistogram.record, every 8,192 values) stalls it about 1 ms, a
+        # pause of the measurement's own in the very tail it measures.
+        self.histogram = array("q")
+        self.from_send = array("q")
         self.count = 0
         self.warm = 0
+        # seq, intended, publish call, handler: flat integers, nothing for the GC to walk
+        self.stamps: array[int] | None = array("q") if explain else None
 
     def __call__(self, event: Any) -> None:
         received = time.time_ns()
         self.count += 1
         if event.type == TICK:
-            self.histogram.record(received - event.data["t"])
-            self.from_send.record(received - event.ts)
+            intended = event.data["t"]
+            self.histogram.append(received - intended)
+            self.from_send.append(received - event.ts)
+            if self.stamps is not None:
+                self.stamps.extend((event.seq, intended, event.ts, received))
         else:
             self.warm += 1
 
+    def result(self, stats: dict[str, Any], probe: Any) -> dict[str, Any]:
+        """The worker's report; with ``explain``, the per-stage stamps joined by seq."""
+        out: dict[str, Any] = {
+            "delivered": self.count,
+            "warmup_delivered": self.warm,
+            "histogram": histogram_of(self.histogram),
+            "from_send": histogram_of(self.from_send),
+            "stats": lean_stats(stats),
+        }
+        if self.stamps is not None and probe is not None:
+            read = probe.stamps()
+            flat = self.stamps
+            out["stages"] = {
+                flat[i]: (flat[i + 1], flat[i + 2], flat[i + 3], *read.get(flat[i], (0, 0)))
+                for i in range(0, len(flat), 4)
+            }
+        return out
+
+
+def histogram_of(values: array[int]) -> LatencyHistogram:
+    """A histogram of latencies noted during a run (negative clock steps clamp to 1 ns)."""
+    histogram = LatencyHistogram()
+    histogram.record_many(values)
+    return histogram
+
 
 def latency_subscriber(
-    url: str, swarm: str, expected: int, ready: Event, publisher_done: Event, deadline: float
+    url: str,
+    swarm: str,
+    expected: int,
+    ready: Event,
+    publisher_done: Event,
+    deadline: float,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Worker: an EventBus subscriber recording latency from the intended send time."""
     from pytest_cfn import EventBus
+    from pytest_cfn._core.stages import StageProbe
 
-    recorder = _LatencyRecorder()
+    recorder = LatencyRecorder(explain)
+    probe = StageProbe() if explain else None
     with EventBus.from_url(url, swarm=swarm, agent="subscriber") as bus:
+        bus.attach_stage_probe(probe)
         bus.subscribe(PATTERN, recorder)
         ready.set()
         StopRule(expected, publisher_done, deadline).wait(lambda: recorder.count)
         bus.wait_idle(1.0)
         stats = bus.stats()
-    return {
-        "delivered": recorder.count,
-        "warmup_delivered": recorder.warm,
-        "histogram": recorder.histogram,
-        "from_send": recorder.from_send,
-        "stats": lean_stats(stats),
-    }
+    return recorder.result(stats, probe)
+
+
+def seq_of(message_id: str) -> int:
+    """The sequence number in a message id ``{publisher}-{seq}``."""
+    return int(message_id.rpartition("-")[2])
 
 
 def paced_publisher(
-    url: str, swarm: str, rate: float, duration: float, warmup: float, payload: int
+    url: str,
+    swarm: str,
+    rate: float,
+    duration: float,
+    warmup: float,
+    payload: int,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Worker: EventBus.publish() at a fixed rate on an open schedule (see ``pacing``).
 
     One event due: ``publish()`` writes it at once. Several due after a late
     wake-up: they go out in one ``batch()`` (one write), acknowledgements read later.
+    With ``explain``, the wall-clock ns when each publish's write had returned.
     """
     from pytest_cfn import EventBus
 
     pad = event_data(payload)["p"]
+    written: array[int] | None = array("q") if explain else None
     with EventBus.from_url(url, swarm=swarm, agent="publisher") as bus:
         bus.connect()
         publish = bus.publish
@@ -215,16 +274,28 @@ def paced_publisher(
         def send(due: list[tuple[int, bool]]) -> None:
             if len(due) == 1:
                 intended_ns, measured = due[0]
-                publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
+                sent_id = publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
+                if written is not None:
+                    written.extend((seq_of(sent_id), time.time_ns()))
                 return
+            ids = []
             with bus.batch():
                 for intended_ns, measured in due:
-                    publish(TICK if measured else WARM, {"t": intended_ns, "p": pad})
+                    ids.append(publish(TICK if measured else WARM, {"t": intended_ns, "p": pad}))
+            if written is not None:
+                now = time.time_ns()
+                for sent_id in ids:
+                    written.extend((seq_of(sent_id), now))
 
         run = send_paced(rate, duration, warmup, send)
         bus.flush()
         stats = bus.stats()
-    return {
+    return paced_result(run, stats, written)
+
+
+def paced_result(run: Any, stats: dict[str, Any], written: array[int] | None) -> dict[str, Any]:
+    """A paced publisher's report (sync and asyncio alike)."""
+    out: dict[str, Any] = {
         "published": stats["published"],
         "measured": run.measured,
         "seconds": run.seconds,
@@ -233,6 +304,9 @@ def paced_publisher(
         "max_send_lateness_us": run.max_lateness_us,
         "stats": lean_stats(stats),
     }
+    if written is not None:
+        out["written"] = {written[i]: written[i + 1] for i in range(0, len(written), 2)}
+    return out
 
 
 def lean_stats(stats: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 A subcommand module defines ``register(subparsers, common)`` that adds its parser
 (with ``parents=[common]`` for ``--redis``) and sets ``func`` to a callable taking the
-parsed ``argparse.Namespace`` and returning an exit code. Errors the user can fix
-(:class:`CfnError`, bad JSON, an unreachable server) print one line and exit 2.
+parsed ``argparse.Namespace`` and returning an exit code. Only the module of the subcommand
+named on the command line is imported (all of them only for ``cfn --help``). A ``--redis`` URL
+is checked before the subcommand runs (``pytest_cfn.server_probe``). Errors the user can fix
+(:class:`CfnError`, bad JSON, a server that is not a usable Redis) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 from pytest_cfn._errors import CfnError
 
-SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "bench", "report", "calibrate")
+SUBCOMMANDS = ("publish", "monitor", "swarms", "recover", "acl", "bench", "report", "calibrate")
 EXIT_USAGE = 2
 
 

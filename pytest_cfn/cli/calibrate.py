@@ -8,10 +8,10 @@ small TCP proxy on 127.0.0.1 in front of the server: once with the proxy's base 
 (0.5 ms, so its own hop is the same in every run), then once for each injected one-way delay
 on top, on the delivery path (server -> client). The shift of the delivery p50 from the base
 run must equal the injected delay within 10 %. In the base run the proxy also drops
-exactly --drop non-critical events (priority < 8) on one agent's subscriber connection in the
-middle of the measurement window; the harness must report exactly that many lost
-deliveries. cfn bench runs the same calibration as one of its steps and shows it
-beside its figures.
+exactly --drop non-critical events (priority < 8) on one subscriber connection (the shared
+model: one Event Bus per swarm, 10 agents behind it) in the middle of the measurement window;
+the harness must report exactly that many events missed by each of those agents. cfn bench
+runs the same calibration as one of its steps and shows it beside its figures.
 
 Writes calibration.json to --out. Exit status: 0 when every injected fault was measured
 within its bound, 1 when one was not (the instrument is off), 2 for a usage error or a

@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_cfn.pytest_support.session import CfnSession, get_session
-
 if TYPE_CHECKING:
     import asyncio
 
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
     from pytest_cfn.pytest_support.perf_recorder import PerfRecorder
+    from pytest_cfn.pytest_support.session import CfnSession
     from pytest_cfn.pytest_support.swarm import SimulatedSwarm
 
 PERF_MARKER = "cfn_perf"
 
 
 def _session(request: pytest.FixtureRequest) -> CfnSession:
+    from pytest_cfn.pytest_support.session import get_session
+
     return get_session(request.config)
 
 

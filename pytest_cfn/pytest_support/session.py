@@ -21,20 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_cfn._errors import CfnError
-from pytest_cfn.pytest_support.endpoint import (
-    NoServerError,
-    RedisEndpoint,
-    StoppableServer,
-    check_url,
-    choose_binary,
-    require_fakeredis,
-    start_embedded,
-    start_fakeredis,
-)
 from pytest_cfn.pytest_support.settings import Settings, load_settings, read_baseline
 
 if TYPE_CHECKING:
+    from pytest_cfn.pytest_support.endpoint import RedisEndpoint, StoppableServer
     from pytest_cfn.pytest_support.perf_sample import PerfSample
     from pytest_cfn.pytest_support.shared_server import SharedServer
     from pytest_cfn.pytest_support.summary import Outcome
@@ -42,8 +32,6 @@ if TYPE_CHECKING:
     from pytest_cfn.server import ServerChoice
 
 WORKER_KEY = "cfn"
-NO_SERVER_YET = RedisEndpoint(url="", version="", embedded=True, source="none started")
-"""What the report names when no test of the run needed a server."""
 
 
 class CfnSession:
@@ -84,6 +72,8 @@ class CfnSession:
         settings = load_settings(config)
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         if workerinput is not None:
+            from pytest_cfn.pytest_support.endpoint import RedisEndpoint
+
             data = workerinput.get(WORKER_KEY) or {}
             endpoint = data.get("endpoint")
             return cls(
@@ -104,12 +94,14 @@ class CfnSession:
     def open(self) -> None:
         """At session start: check what the user named (a URL is PINGed, fakeredis looked
         up); a ``UsageError`` when it is unusable. No server is started here."""
-        if self.is_worker:
-            return
         choice = self.settings.redis
+        if self.is_worker or choice.kind == "embedded":
+            return
+        from pytest_cfn.pytest_support.endpoint import check_url, require_fakeredis
+
         if choice.kind == "url":
             self.endpoint = check_url(choice)
-        elif choice.kind == "fakeredis":
+        else:
             require_fakeredis(choice)
 
     def header(self) -> str:
@@ -123,6 +115,8 @@ class CfnSession:
                 f"cfn: fakeredis:// from {choice.source}: fakeredis's TCP server on loopback, "
                 f"started when a test first needs it; figures are not representative {run}"
             )
+        from pytest_cfn.pytest_support.endpoint import NoServerError, choose_binary
+
         try:
             self._choice = choose_binary(self.binary)
         except NoServerError:
@@ -139,6 +133,12 @@ class CfnSession:
         """The run's server, started now if this is the first test that needs one."""
         if self.endpoint is not None:
             return self.endpoint
+        from pytest_cfn.pytest_support.endpoint import (
+            NoServerError,
+            start_embedded,
+            start_fakeredis,
+        )
+
         if self._server_failure is not None:
             raise NoServerError(_short(self._server_failure), pytrace=False)
         choice = self.settings.redis
@@ -190,7 +190,11 @@ class CfnSession:
 
     def report_endpoint(self) -> RedisEndpoint:
         """The server the run used, or a placeholder when no test needed one."""
-        return self.endpoint if self.endpoint is not None else NO_SERVER_YET
+        if self.endpoint is not None:
+            return self.endpoint
+        from pytest_cfn.pytest_support.endpoint import RedisEndpoint
+
+        return RedisEndpoint(url="", version="", embedded=True, source="none started")
 
     def client(self) -> Any:
         """A new synchronous redis-py client of the run's server (fakeredis's too: TCP)."""
@@ -233,16 +237,21 @@ class CfnSession:
         self.workers_reported.append(str(data.get("worker", node_id)))
         self.samples.extend(from_builtins(item) for item in data.get("samples", []))
         if self.endpoint is None and data.get("endpoint"):
+            from pytest_cfn.pytest_support.endpoint import RedisEndpoint
+
             self.endpoint = RedisEndpoint.from_dict(data["endpoint"])
         for reason, count in (data.get("server_failures") or {}).items():
             self.server_failures[reason] = self.server_failures.get(reason, 0) + int(count)
 
-    def finish(self) -> Outcome:
-        """Merge every sample, judge it, compare with the baseline; once, at the end."""
+    def finish(self) -> Outcome | None:
+        """Merge every sample, judge it, compare with the baseline; once, at the end. None
+        (and nothing imported) for a run with no figures that asked for no gate or report."""
+        settings = self.settings
+        if not (self.samples or self.baseline or settings.gate or settings.report):
+            return None
         from pytest_cfn.pytest_support.summary import build_outcome
 
-        self.outcome = build_outcome(self.samples, self.settings, self.baseline,
-                                     self._reference())
+        self.outcome = build_outcome(self.samples, settings, self.baseline, self._reference())
         return self.outcome
 
     def _reference(self) -> dict[str, Any] | None:
@@ -252,6 +261,7 @@ class CfnSession:
         wanted = self.baseline is not None or self.settings.report is not None
         if endpoint is None or endpoint.is_fake or not self.samples or not wanted:
             return None
+        from pytest_cfn._errors import CfnError
         from pytest_cfn.sweep.references import same_run_reference
 
         try:
@@ -263,6 +273,10 @@ class CfnSession:
         from pytest_cfn.pytest_support.summary import build_result
 
         outcome = self.outcome if self.outcome is not None else self.finish()
+        if outcome is None:
+            from pytest_cfn.pytest_support.summary import build_outcome
+
+            outcome = self.outcome = build_outcome(self.samples, self.settings, self.baseline)
         return build_result(outcome, self.report_endpoint(), self.report_extra())
 
     def report_extra(self) -> dict[str, Any]:

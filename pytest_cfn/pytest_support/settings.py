@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from pytest_cfn._backends.address import URL_FORMS, parse_redis_url
 from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.targets import Targets
 
@@ -27,7 +26,10 @@ if TYPE_CHECKING:
 ENV_REDIS_URL = "CFN_REDIS_URL"
 FAKEREDIS_URL = "fakeredis://"
 DEFAULT_REGRESSION_PCT = 10.0
-TARGET_NAMES = tuple(f.name for f in fields(Targets))
+
+
+def _target_names() -> str:
+    return ", ".join(f.name for f in fields(Targets))
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def parse_redis_option(value: str) -> RedisChoice:
     text = value.strip()
     if text in (FAKEREDIS_URL, "fakeredis"):
         return RedisChoice("fakeredis", FAKEREDIS_URL, "--cfn-redis")
+    from pytest_cfn._backends.address import parse_redis_url
+
     try:
         parse_redis_url(text)
     except InvalidOptionError as exc:
@@ -72,7 +76,7 @@ def parse_target_assignment(value: str) -> tuple[str, float]:
     name = name.strip()
     if not sep:
         raise argparse.ArgumentTypeError(
-            f"target {value!r} is not NAME=VALUE; names are: {', '.join(TARGET_NAMES)}"
+            f"target {value!r} is not NAME=VALUE; names are: {_target_names()}"
         )
     try:
         Targets().override({name: raw.strip()})
@@ -190,7 +194,7 @@ def _ini_targets(config: pytest.Config) -> dict[str, str]:
         if not sep:
             raise pytest.UsageError(
                 f"ini option cfn_targets: {line!r} is not NAME=VALUE; names are: "
-                f"{', '.join(TARGET_NAMES)}"
+                f"{_target_names()}"
             )
         values[name.strip()] = raw.strip()
     return values
@@ -249,7 +253,6 @@ def load_settings(config: pytest.Config) -> Settings:
 __all__ = [
     "ENV_REDIS_URL",
     "FAKEREDIS_URL",
-    "URL_FORMS",
     "RedisChoice",
     "Settings",
     "load_settings",

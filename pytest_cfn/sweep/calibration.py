@@ -6,8 +6,10 @@ the delivery path, then with the base delay again. The shift of the delivery p50
 base runs' mean must be the injected delay within 10 %, or the instrument's latencies cannot
 be trusted to that precision. In the first base run the proxy also drops exactly N
 non-critical events on one agent's subscriber connection, in the middle of the measurement
-window; the harness must report exactly N lost deliveries (the per-agent model, so one
-connection is one subscriber). The result says what was injected, what was measured, and
+window; the harness must report exactly N events missed by each of the swarm's subscribers
+behind that connection (the shared model: one connection feeds the swarm's 10 agents), N x 10
+lost deliveries. The shared model keeps the proxy's own work small (a few connections), so
+its timing stays precise. The result says what was injected, what was measured, and
 whether each agreed within its bound.
 """
 
@@ -33,7 +35,7 @@ RATE = 100.0
 DURATION_S = 2.0
 WARMUP_S = 1.0
 SHIFT_TOLERANCE = 0.10
-MODEL = "per-agent"
+MODEL = "shared"
 
 
 def _metric(run_result: Any, name: str) -> float | None:
@@ -91,6 +93,7 @@ def calibrate(
                 runs.append({"injected_ms": delay_ms, "error": run.error.splitlines()[0]})
                 continue
             row = step_row(run.result, LOAD)
+            subscribers = max(1, agents // max(1, int(row["swarms"] or 1)))
             entry = {
                 "injected_ms": delay_ms,
                 "p50_ms": float(row["p50_us"] or 0.0) / 1000.0,
@@ -110,15 +113,20 @@ def calibrate(
                     "asked": drop,
                     "channels": channels,
                     "reported_loss": float(row["loss"] or 0.0),
+                    "subscribers": subscribers,
+                    "expected_loss": float(dropped * subscribers),
                     "worst_subscriber_loss": _metric(run.result, "worst_subscriber_loss"),
                     "bus_lost": _metric(run.result, "bus_lost"),
                     "critical_loss": float(row["critical_loss"] or 0.0),
                 }
-                loss["ok"] = dropped == drop and loss["reported_loss"] == dropped
+                loss["ok"] = (dropped == drop and loss["reported_loss"] == dropped * subscribers
+                              and loss["worst_subscriber_loss"] == dropped)
                 if say is not None:
-                    say(f"loss: {dropped} events dropped on one subscriber connection, the "
-                        f"harness reported {loss['reported_loss']:,.0f} lost deliveries "
-                        f"(bus sequence gaps: {loss['bus_lost'] or 0:,.0f})")
+                    say(f"loss: {dropped} events dropped on one subscriber connection "
+                        f"({subscribers} agents behind it), the harness reported "
+                        f"{loss['reported_loss']:,.0f} lost deliveries, "
+                        f"{loss['worst_subscriber_loss'] or 0:,.0f} events missed by the worst "
+                        f"subscriber (bus sequence gaps: {loss['bus_lost'] or 0:,.0f})")
     return {"runs": runs, "shifts": _shifts(runs), "loss": loss, "method": method_text(
         agents, rate, duration, drop)}
 
@@ -146,9 +154,10 @@ def method_text(agents: int, rate: float, duration: float, drop: int) -> str:
         "hop is the same in each; the base run goes first and again last; shift = delivery "
         "p50 at base + the delay minus the mean delivery p50 of the two base runs, bound "
         f"+/- {SHIFT_TOLERANCE * 100:g} %; loss: in the first base run the proxy drops {drop} "
-        "non-critical events (priority < 8) on one agent's subscriber connection from the "
-        "middle of the window, whole RESP frames; the harness must report exactly that many "
-        "lost deliveries"
+        "non-critical events (priority < 8) on one subscriber connection (a swarm's shared "
+        "Event Bus, its agents behind it) from the middle of the window, whole RESP frames; "
+        "the harness must report exactly that many events missed by each of those agents, "
+        "events x agents lost deliveries"
     )
 
 
@@ -170,9 +179,12 @@ def calibration_lines(result: dict[str, Any]) -> list[str]:
         )
     loss = result.get("loss")
     if loss:
+        subscribers = int(loss.get("subscribers", 1))
         lines.append(
-            f"loss: {loss['injected']} events dropped (asked {loss['asked']}), "
-            f"{loss['reported_loss']:,.0f} lost deliveries reported "
+            f"loss: {loss['injected']} events dropped (asked {loss['asked']}) x {subscribers} "
+            f"subscriber(s) = {loss['injected'] * subscribers:,} deliveries; reported "
+            f"{loss['reported_loss']:,.0f} lost deliveries, "
+            f"{loss.get('worst_subscriber_loss') or 0:,.0f} events missed per subscriber "
             f"{'OK (exact)' if loss['ok'] else 'MISMATCH'}"
         )
     for run in result.get("runs", []):

@@ -203,11 +203,32 @@ def model_row(model: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RAW_LAYOUT = "single-pipelined"
+"""The layout without the library (a raw socket, hiredis) that every library layout's rate is
+divided by, pass by pass: what the machine and the server gave at that moment."""
+
+
+def with_raw_ratio(passes: list[dict[str, dict[str, Any]]]) -> list[dict[str, dict[str, Any]]]:
+    """Each pass's rows (layout key -> row) with ``vs_raw``: the row's rate / the raw layout's
+    rate of the same pass (None without a raw row in that pass)."""
+    out = []
+    for rows in passes:
+        raw = rows.get(RAW_LAYOUT)
+        raw_rate = float(raw["rate"]) if raw else 0.0
+        out.append({key: {**row, "vs_raw": float(row["rate"]) / raw_rate if raw_rate else None}
+                    for key, row in rows.items()})
+    return out
+
+
 def combine_model_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One layout from its runs (:func:`model_row` each): the median rate with its min-max."""
+    """One layout from its runs (:func:`model_row` each): the median rate with its min-max,
+    and the median and min-max of its ratio to the raw layout of the same pass."""
     rates = [float(r["rate"]) for r in runs]
     middle = sorted(runs, key=lambda r: float(r["rate"]))[(len(runs) - 1) // 2]
-    return {**middle, "rate": statistics.median(rates), "rate_low": min(rates),
+    ratios = [float(r["vs_raw"]) for r in runs if r.get("vs_raw") is not None]
+    ratio = ({"vs_raw": statistics.median(ratios), "vs_raw_low": min(ratios),
+              "vs_raw_high": max(ratios)} if ratios else {"vs_raw": None})
+    return {**middle, **ratio, "rate": statistics.median(rates), "rate_low": min(rates),
             "rate_high": max(rates), "runs": len(runs),
             "deliveries_per_s": statistics.median(float(r["deliveries_per_s"]) for r in runs),
             "cpu_us_per_delivery": statistics.median(float(r["cpu_us_per_delivery"])

@@ -123,8 +123,9 @@ def _calibration_note(data: SweepData) -> str | None:
              for s in shifts]
     loss = calibration.get("loss") or {}
     if loss:
-        parts.append(f"{loss['injected']} events dropped -> {loss['reported_loss']:,.0f} "
-                     "reported lost")
+        parts.append(f"{loss['injected']} events dropped -> "
+                     f"{loss.get('worst_subscriber_loss') or loss['reported_loss']:,.0f} "
+                     f"reported lost per subscriber")
     return "instrument calibrated in this run:\n" + "\n".join(parts)
 
 

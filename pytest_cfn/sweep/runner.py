@@ -26,7 +26,12 @@ from pytest_cfn.metrics.machine import machine_info
 from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.sweep.cache_sweep import cache_sweep
 from pytest_cfn.sweep.calibration import DELAYS_MS, DROP_EVENTS, calibrate, calibration_lines
-from pytest_cfn.sweep.client_models import MODELS, combine_model_runs, run_model
+from pytest_cfn.sweep.client_models import (
+    MODELS,
+    combine_model_runs,
+    run_model,
+    with_raw_ratio,
+)
 from pytest_cfn.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.sweep.harness import (
     LOAD,
@@ -234,21 +239,27 @@ class SweepRun:
     def _client_models(self, url: str, benchmark: str | None) -> None:
         self._step(f"reference: client models ({len(MODELS)} connection layouts, "
                    f"{self.config.repeat} run(s) each)")
-        runs: dict[str, list[dict[str, Any]]] = {}
+        passes: list[dict[str, dict[str, Any]]] = []
         for attempt in range(self.config.repeat):
+            rows: dict[str, dict[str, Any]] = {}
             for model in MODELS:
                 row = self._worker(f"client model {model['key']}", run_model, url=url,
                                    key=model["key"], swarm=f"models-{model['key']}-{attempt}",
                                    namespace=self.tag)
                 if row is not None:
-                    runs.setdefault(model["key"], []).append(row)
-        rows = [combine_model_runs(runs[m["key"]]) for m in MODELS if m["key"] in runs]
-        for row in rows:
+                    rows[model["key"]] = row
+            passes.append(rows)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for rows in with_raw_ratio(passes):
+            for key, row in rows.items():
+                runs.setdefault(key, []).append(row)
+        combined = [combine_model_runs(runs[m["key"]]) for m in MODELS if m["key"] in runs]
+        for row in combined:
             spread = f" ({row['rate_low']:,.0f}-{row['rate_high']:,.0f})" if row["runs"] > 1 \
                 else ""
             self._detail(f"{row['key']:<17} {row['rate']:>11,.0f} events/s{spread} "
                          f"({row['connections']} connection(s))")
-        self.extra["client_models"] = rows
+        self.extra["client_models"] = combined
 
     def _calibrate(self, url: str, locustfile: Path) -> None:
         self._step("calibration: the harness through a delay proxy (+"

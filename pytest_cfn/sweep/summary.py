@@ -119,10 +119,15 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
                      "OK" if shift["ok"] else "OUT OF BOUND"])
     loss = calibration.get("loss")
     if loss:
-        rows.append([f"{loss['asked']} events dropped on one subscriber connection",
-                     f"{loss['injected']} events", f"{loss['reported_loss']:,.0f} lost "
-                     f"deliveries (bus sequence gaps {loss.get('bus_lost') or 0:,.0f})",
-                     f"{loss['reported_loss'] - loss['injected']:+,.0f}", "exact",
+        subscribers = int(loss.get("subscribers", 1))
+        expected = loss["injected"] * subscribers
+        rows.append([f"{loss['asked']} events dropped on one subscriber connection "
+                     f"({subscribers} agent(s) behind it)",
+                     f"{loss['injected']} events = {expected:,} deliveries",
+                     f"{loss['reported_loss']:,.0f} lost deliveries, "
+                     f"{loss.get('worst_subscriber_loss') or 0:,.0f} events per subscriber "
+                     f"(bus sequence gaps {loss.get('bus_lost') or 0:,.0f})",
+                     f"{loss['reported_loss'] - expected:+,.0f}", "exact",
                      "OK" if loss["ok"] else "MISMATCH"])
     for run in calibration.get("runs", []):
         if "error" in run:
