@@ -3,8 +3,10 @@ under a fault — a slot migrated, ``CLUSTER FAILOVER``, a master killed — dur
 
 One swarm, one subscriber bus and one publisher bus (sync front end), both given
 the URL of one node only. The publisher sends at a fixed rate, every tenth event
-at priority 9 (critical: kept in the swarm's stream and replayed); a third of the
-way in, the fault hits the master that owns the swarm's slot. Counted: sent
+at priority 9 (critical: kept in the swarm's stream and replayed), and the last one
+too: a subscriber counts a lost event by the sequence gap before a later one, so a
+run that ended on a lost event would leave its tail uncounted. A third of the way
+in, the fault hits the master that owns the swarm's slot. Counted: sent
 (acknowledged by Redis), failed at the publisher, delivered (distinct event ids at
 the handler), critical sent / delivered, the subscriber's lost (sequence gaps),
 replayed, reconnects and the publisher's redirects. The tests assert on the same
@@ -90,7 +92,8 @@ def traffic_under_fault(
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            priority = 9 if n % CRITICAL_EVERY == 0 else 5
+            # The last event is critical too: its replay reveals a lost tail as a gap.
+            priority = 9 if n % CRITICAL_EVERY == 0 or n == events - 1 else 5
             try:
                 event_id = pub.publish("load.tick", {"n": n}, priority=priority)
             except CfnError:
