@@ -53,6 +53,9 @@ _EXPORTS: dict[str, str] = {
     "SwarmRecord": "pytest_cfn._core.swarm_state",
     "SwarmState": "pytest_cfn._sync.swarm_state",
     "ThrottledError": _ERRORS,
+    "ServerWithoutTlsError": _ERRORS,
+    "TlsError": _ERRORS,
+    "TlsHandshakeTimeoutError": _ERRORS,
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -88,9 +91,12 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ServerReplyError as ServerReplyError
     from pytest_cfn._errors import ServerStartError as ServerStartError
     from pytest_cfn._errors import ServerUnavailableError as ServerUnavailableError
+    from pytest_cfn._errors import ServerWithoutTlsError as ServerWithoutTlsError
     from pytest_cfn._errors import SubscribeFailedError as SubscribeFailedError
     from pytest_cfn._errors import SwarmNotFoundError as SwarmNotFoundError
     from pytest_cfn._errors import ThrottledError as ThrottledError
+    from pytest_cfn._errors import TlsError as TlsError
+    from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
     from pytest_cfn._sync.event_bus import EventBus as EventBus
     from pytest_cfn._sync.messenger import Messenger as Messenger
     from pytest_cfn._sync.swarm_state import SwarmState as SwarmState

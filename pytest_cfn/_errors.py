@@ -27,7 +27,10 @@ never reach a caller: the backends (``pytest_cfn._backends``) map them to
     ├── SubscribeFailedError
     ├── RequestTimeoutError (also TimeoutError), RequestFailedError
     ├── SwarmNotFoundError (also LookupError), RecoveryRefusedError
+    ├── TlsError
+    │   └── TlsHandshakeTimeoutError
     └── ServerNotFoundError, ServerStartError
+                             └── ServerWithoutTlsError
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ class ServerStartError(CfnError):
     """A redis-server process was started but did not become ready."""
 
 
+class ServerWithoutTlsError(ServerStartError):
+    """The redis-server binary was built without TLS support (it refuses ``--tls-port``)."""
+
+
 class ConnectionFailedError(CfnError, ConnectionError):
     """Redis could not be reached, or a connection to it broke."""
 
@@ -105,6 +112,15 @@ class ServerRefusedError(ServerReplyError):
 class PermissionDeniedError(ServerReplyError):
     """An ACL forbids a command, key or channel this library needs (``NOPERM``);
     ``cfn acl --swarm S`` prints the rules one swarm's agents need."""
+
+
+class TlsError(CfnError):
+    """TLS to Redis failed: an untrusted or wrong certificate, a client certificate
+    missing or refused, or TLS and plain text mixed up between client and port."""
+
+
+class TlsHandshakeTimeoutError(TlsError):
+    """The TLS handshake got no answer in time (a plain-text port, or a hung server)."""
 
 
 class BusClosedError(CfnError):
@@ -178,4 +194,7 @@ ALL_ERRORS = (
     RecoveryRefusedError,
     ServerNotFoundError,
     ServerStartError,
+    ServerWithoutTlsError,
+    TlsError,
+    TlsHandshakeTimeoutError,
 )

@@ -40,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "SwarmNotFoundError": _ERRORS,
     "SwarmState": "pytest_cfn._async.swarm_state",
     "ThrottledError": _ERRORS,
+    "ServerWithoutTlsError": _ERRORS,
+    "TlsError": _ERRORS,
+    "TlsHandshakeTimeoutError": _ERRORS,
 }
 
 __all__ = sorted(_EXPORTS)
@@ -71,9 +74,12 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ServerReplyError as ServerReplyError
     from pytest_cfn._errors import ServerStartError as ServerStartError
     from pytest_cfn._errors import ServerUnavailableError as ServerUnavailableError
+    from pytest_cfn._errors import ServerWithoutTlsError as ServerWithoutTlsError
     from pytest_cfn._errors import SubscribeFailedError as SubscribeFailedError
     from pytest_cfn._errors import SwarmNotFoundError as SwarmNotFoundError
     from pytest_cfn._errors import ThrottledError as ThrottledError
+    from pytest_cfn._errors import TlsError as TlsError
+    from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
 
 
 def __getattr__(name: str) -> Any:

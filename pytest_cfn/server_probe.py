@@ -18,9 +18,11 @@ reply it cannot parse is a finding, not a crash.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.tls import refused_after_handshake, tls_failure
 from pytest_cfn._errors import ServerUnavailableError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ServerCheckError", "check_server"]
@@ -61,6 +63,7 @@ class _Reader:
         self.deadline = deadline
         self.buffer = b""
         self.received = 0
+        self.error: BaseException | None = None
 
     def _more(self) -> None:
         left = self.deadline - time.monotonic()
@@ -71,7 +74,8 @@ class _Reader:
             chunk = self.sock.recv(65536)
         except TimeoutError:
             raise _Silent from None
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError) as exc:  # a TLS alert, too
+            self.error = exc
             raise _Closed from None
         if not chunk:
             raise _Closed
@@ -125,7 +129,7 @@ def _connect(address: ServerAddress, where: str, timeout: float) -> socket.socke
                 sock.close()
                 raise
             return sock
-        return socket.create_connection((address.host, address.port), timeout=timeout)
+        sock = socket.create_connection((address.host, address.port), timeout=timeout)
     except ConnectionRefusedError:
         raise ServerCheckError(
             f"cannot reach Redis at {where}: connection refused (nothing listens there); "
@@ -149,6 +153,16 @@ def _connect(address: ServerAddress, where: str, timeout: float) -> socket.socke
         raise ServerCheckError(
             f"cannot reach Redis at {where}: {exc.strerror or exc}; fix the URL"
         ) from None
+    if address.tls is None:
+        return sock
+    try:
+        return address.tls.client_context().wrap_socket(sock, server_hostname=address.host)
+    except (ssl.SSLError, TimeoutError) as exc:
+        sock.close()
+        raise ServerCheckError(str(tls_failure(exc, where, timeout))) from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _not_redis(where: str, reader: _Reader) -> ServerCheckError:
@@ -200,7 +214,8 @@ def _speaks_tls(address: ServerAddress, timeout: float) -> bool:
 def _tls_error(where: str) -> ServerCheckError:
     return ServerCheckError(
         f"{where} is a TLS port: it dropped the plain-text PING and answered a TLS handshake; "
-        "this client speaks plain RESP only, so use the server's plain-text port"
+        "use a rediss:// URL for it (TLS options: ssl_ca_certs, ssl_certfile, ssl_keyfile, "
+        "ssl_cert_reqs, ssl_check_hostname), or the server's plain-text port"
     )
 
 
@@ -246,6 +261,10 @@ def check_server(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
         try:
             sock.sendall(b"".join(commands))
         except OSError as exc:
+            if address.tls is not None:  # a mutual-TLS server's alert comes at the first write
+                tls = address.tls
+                failure = refused_after_handshake(exc, where, tls.certfile is not None)
+                raise ServerCheckError(str(failure)) from None
             raise ServerCheckError(
                 f"{where} closed the connection before PING was sent ({exc.strerror or exc}); "
                 "it is not a Redis server this client can talk to"
@@ -272,6 +291,10 @@ def check_server(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
                 "port waiting for a handshake, or a service that is not Redis)"
             ) from None
         except _Closed:
+            if address.tls is not None:
+                cause = reader.error or ConnectionResetError("closed")
+                failure = refused_after_handshake(cause, where, address.tls.certfile is not None)
+                raise ServerCheckError(str(failure)) from None
             if reader.buffer and reader.buffer[:1] not in _RESP_TYPES:
                 raise _not_redis(where, reader) from None
             if _speaks_tls(address, timeout):

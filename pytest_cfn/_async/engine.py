@@ -35,6 +35,7 @@ from typing import Any
 
 from pytest_cfn._async.critical_replay import CriticalReplayer
 from pytest_cfn._async.publisher import Publisher
+from pytest_cfn._async.shard_route import ShardRoute, is_cluster
 from pytest_cfn._async.subscriber import Subscriber
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import (
@@ -55,9 +56,15 @@ from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.inbound import InboundProcessor, Kind, MalformedMessage
 from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.shard_layout import ShardChannelNames
 from pytest_cfn._core.signing import EnvelopeSigner, signing_keys
 from pytest_cfn._core.stages import StageProbe
-from pytest_cfn._errors import BusClosedError, PermissionDeniedError, PublishFailedError
+from pytest_cfn._errors import (
+    BusClosedError,
+    ConnectionLostError,
+    PermissionDeniedError,
+    PublishFailedError,
+)
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -161,6 +168,29 @@ class BusEngine:
         self.inline_delivered = 0
         self.delivered = 0
         self.handler_errors = 0
+        self.cluster: bool | None = None
+        """None until the server was asked; True on Redis Cluster (sharded pub/sub)."""
+        self.route: ShardRoute | None = None
+        self._next_probe = 0.0
+
+    async def detect_cluster(self, swarm: str) -> bool | None:
+        """Ask the server once whether it is a Redis Cluster node; on a cluster, both
+        connections follow the owner of ``swarm``'s slot and the channels become shard
+        channels. None (asked again a second later) when the server cannot be reached."""
+        if self.cluster is not None or monotonic() < self._next_probe:
+            return self.cluster
+        try:
+            found = await is_cluster(self.address, self.options.connect_timeout)
+        except (OSError, TimeoutError, ConnectionLostError):
+            self._next_probe = monotonic() + 1.0
+            return None
+        if found:
+            self.route = ShardRoute(self.address, swarm, self.options.connect_timeout)
+            self.publisher.route = self.route
+            self.channels = ShardChannelNames(self.options.namespace)
+            self.inbound.use_channels(self.channels)
+        self.cluster = found
+        return found
 
     def enable_catch_up(self, catch_up: CatchUp) -> None:
         """Replay missed critical events from the swarm's stream (see ``critical_log``)."""
@@ -224,6 +254,7 @@ class BusEngine:
                     reconnect_backoff=ExponentialWithJitterBackoff(
                         base=self.options.backoff_base, cap=min(1.0, self.options.backoff_cap)
                     ),
+                    route=self.route,
                 )
             await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
             if self._dispatcher is None:
@@ -464,6 +495,8 @@ class BusEngine:
             "breaker_next_probe_in": breaker["next_probe_in"],
             "breaker": breaker,
             "connections": self.connection_count(),
+            "cluster": bool(self.cluster),
+            "redirects": publisher.redirects,
         }
 
     async def close(self) -> None:

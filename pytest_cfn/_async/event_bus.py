@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -23,8 +23,9 @@ from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.shard_layout import ShardChannelNames, ShardCriticalStream, as_spublish
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import InvalidIdError
+from pytest_cfn._errors import InvalidIdError, InvalidOptionError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -51,12 +52,13 @@ class EventBus(EngineFrontend):
         critical: CriticalOptions | None = None,
         **settings: Any,
     ) -> None:
+        address = with_tls_options(  # takes the ssl_* settings out
+            parse_redis_url(address) if isinstance(address, str) else address, settings
+        )
         if options is None:
             options = BusOptions(**settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
-        if isinstance(address, str):
-            address = parse_redis_url(address)
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
         self.options = options
@@ -82,7 +84,15 @@ class EventBus(EngineFrontend):
                 CatchUp(self.channels, self.swarm, self.agent, self.critical)
             )
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
-        self._planner = OutboundPlanner(
+        self._planner = self._new_planner()
+        self.route_errors = 0
+        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
+        self._sharded: bool | None = None
+        """None until the server was asked; True on Redis Cluster (shard channels)."""
+
+    def _new_planner(self) -> OutboundPlanner:
+        options = self.options
+        return OutboundPlanner(
             self._engine.codec,
             self.channels,
             self.swarm,
@@ -94,8 +104,6 @@ class EventBus(EngineFrontend):
             max_message_bytes=options.max_message_bytes,
             signer=self._engine.signer,
         )
-        self.route_errors = 0
-        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
 
     @classmethod
     def from_url(cls, url: str, swarm: str, agent: str, **settings: Any) -> EventBus:
@@ -109,13 +117,44 @@ class EventBus(EngineFrontend):
     async def connect(self) -> None:
         """Open the publisher connection now rather than on the first publish."""
         self._engine.check_open()
+        await self._ensure_layout()
         await self._engine.publisher.connect()
+
+    async def _ensure_layout(self) -> None:
+        """Before the first publish or subscribe: on Redis Cluster, use shard channels."""
+        if self._sharded is not None:
+            return
+        found = await self._engine.detect_cluster(self.swarm)
+        if found is None:  # not reachable now; one server's layout for this call
+            return
+        self._sharded = found
+        if found:
+            self._adopt_shard_layout()
+
+    def _adopt_shard_layout(self) -> None:
+        """Shard channel, hash-tagged stream and SPUBLISH (see ``_core.shard_layout``)."""
+        if self.options.route_overrides:
+            raise InvalidOptionError(
+                "route_overrides=True is not supported on Redis Cluster yet (a route to "
+                "another swarm is another shard); leave it off there"
+            )
+        channels = self._engine.channels
+        assert isinstance(channels, ShardChannelNames)
+        self.channels = channels
+        if self._critical_stream is not None:
+            self._critical_stream = ShardCriticalStream(channels, self.critical)
+            self._engine.enable_catch_up(
+                CatchUp(channels, self.swarm, self.agent, self.critical)
+            )
+        self.route_cache.clear()
+        self._planner = self._new_planner()
 
     async def subscribe(self, pattern: str, handler: Handler) -> int:
         """Call ``handler(event)`` for every event of this swarm whose type matches
         ``pattern`` (``agent.*``, ``task.assign``, ``*``). Returns a token for
         :meth:`unsubscribe`. Returns once Redis has confirmed the subscription."""
         self._engine.check_open()
+        await self._ensure_layout()
         token = self._handlers.add(pattern, handler)
         try:
             await self._engine.subscribe_pattern(self.channels.event_pattern(self.swarm))
@@ -147,6 +186,8 @@ class EventBus(EngineFrontend):
         engine = self._engine
         if engine.closed:
             engine.check_open()
+        if self._sharded is None and self._planner.published == 0:
+            await self._ensure_layout()
         planner = self._planner
         now = monotonic()
         channel = planner.admit_cached(priority, event_type, now)
@@ -159,6 +200,8 @@ class EventBus(EngineFrontend):
             await engine.publisher.send_publish(
                 self._critical_stream.append_and_publish(channel, planned.payload), priority
             )
+        elif self._sharded:
+            await engine.publisher.send_publish(as_spublish(planned.command), priority)
         else:
             await engine.publisher.send_publish(planned.command, priority)
         return planned.envelope.id

@@ -11,7 +11,7 @@ from typing import Any
 
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import (
     QueueLock,
     Signal,
@@ -84,12 +84,13 @@ class Messenger(EngineFrontend):
         options: BusOptions | None = None,
         **settings: Any,
     ) -> None:
+        address = with_tls_options(  # takes the ssl_* settings out
+            parse_redis_url(address) if isinstance(address, str) else address, settings
+        )
         if options is None:
             options = BusOptions(**settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
-        if isinstance(address, str):
-            address = parse_redis_url(address)
         if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)) or not (
             history_ttl >= 1
         ):

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from pytest_cfn._async.connection import RespConnection
+from pytest_cfn._async.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import Lock, Signal, Worker, sleep, spawn, time_ns
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff
@@ -38,6 +39,7 @@ MessageSink = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 ErrorSink = Callable[[BaseException], None]
 _PMESSAGE = b"pmessage"
 _MESSAGE = b"message"
+_SMESSAGE = b"smessage"
 _PING = encode_command("PING")
 _CHUNK_REPLIES = 1 << 30
 
@@ -58,7 +60,12 @@ class Subscriber:
         ping_timeout: float = 2.0,
         connect_timeout: float = 5.0,
         reconnect_backoff: ExponentialWithJitterBackoff | None = None,
+        route: ShardRoute | None = None,
     ) -> None:
+        self._route = route
+        """On Redis Cluster: SSUBSCRIBE shard channels on the owner of the swarm's slot."""
+        self._verb = "PSUBSCRIBE" if route is None else "SSUBSCRIBE"
+        self._slot_moved = False
         self._conn = RespConnection(
             address, name, connect_timeout=connect_timeout, socket_timeout=ping_timeout
         )
@@ -110,7 +117,7 @@ class Subscriber:
             self._worker = spawn(self._supervised_run, name=f"cfn-reader:{self._conn.name}")
             return
         async with self._write_lock:
-            await self._conn.write(encode_command("PSUBSCRIBE", pattern))
+            await self._conn.write(encode_command(self._verb, pattern))
         deadline_left = timeout
         while pattern not in self._confirmed and deadline_left > 0:
             self._confirm_signal.clear()
@@ -121,7 +128,7 @@ class Subscriber:
         if pattern not in self._confirmed:
             self._patterns.remove(pattern)
             raise SubscribeFailedError(
-                f"Redis did not confirm PSUBSCRIBE {pattern!r} within {timeout} s"
+                f"Redis did not confirm {self._verb} {pattern!r} within {timeout} s"
             )
 
     async def close(self) -> None:
@@ -135,20 +142,25 @@ class Subscriber:
     async def _connect_and_subscribe(self) -> None:
         """Connect, PSUBSCRIBE every pattern and read the confirmations."""
         conn = self._conn
+        if self._route is not None:
+            conn.address = await self._route.resolve(refresh=self._worker is not None)
+            self._slot_moved = False
         await conn.connect()
         self._confirmed.clear()
         if not self._patterns:
             return
-        await conn.write(encode_command("PSUBSCRIBE", *self._patterns))
+        await conn.write(encode_command(self._verb, *self._patterns))
         while len(self._confirmed) < len(set(self._patterns)):
             reply = await conn.read_reply(conn.connect_timeout)
             if isinstance(reply, ServerReplyError):
-                refused = reply_error(reply, f"PSUBSCRIBE {' '.join(self._patterns)}")
+                refused = reply_error(reply, f"{self._verb} {' '.join(self._patterns)}")
                 if refused is not reply:
                     raise refused
-                raise SubscribeFailedError(f"Redis refused PSUBSCRIBE: {reply}")
+                raise SubscribeFailedError(f"Redis refused {self._verb}: {reply}")
             if reply[0] == _PMESSAGE:
                 await self._on_messages([(reply[2], reply[3])])
+            elif reply[0] == _SMESSAGE:
+                await self._on_messages([(reply[1], reply[2])])
             else:
                 self._handle_reply(reply)
         await self._drain_parser()
@@ -202,6 +214,9 @@ class Subscriber:
             awaiting_pong = False
             self.read_ns = time_ns()
             await self._drain_parser()
+            if self._slot_moved and not self._closing:
+                log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
+                await self._reconnect()
 
     async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
@@ -212,7 +227,7 @@ class Subscriber:
                 kind = reply[0]
                 if kind == _PMESSAGE:
                     append((reply[2], reply[3]))
-                elif kind == _MESSAGE:
+                elif kind in (_MESSAGE, _SMESSAGE):
                     append((reply[1], reply[2]))
                 else:
                     self._handle_reply(reply)
@@ -234,11 +249,15 @@ class Subscriber:
 
     def _handle_reply(self, reply: list[bytes]) -> None:
         kind = reply[0]
-        if kind in (b"psubscribe", b"subscribe"):
+        if kind in (b"psubscribe", b"subscribe", b"ssubscribe"):
             self._confirmed.add(reply[1].decode())
             self._confirm_signal.set()
         elif kind in (b"punsubscribe", b"unsubscribe") and reply[1] is not None:
             self._confirmed.discard(reply[1].decode())
+        elif kind == b"sunsubscribe" and reply[1] is not None:
+            # Redis 7 drops a shard channel whose slot moved to another node.
+            self._confirmed.discard(reply[1].decode())
+            self._slot_moved = True
 
     async def _reconnect(self) -> None:
         """Reconnect and re-subscribe until it works or the bus closes."""

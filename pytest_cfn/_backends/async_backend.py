@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.tls import redis_py_options, tls_failure
 from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
 
 READ_CHUNK = 256 * 1024
@@ -97,24 +99,59 @@ class AsyncStream:
 
 
 async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
-    """A connected stream; :class:`ServerUnavailableError` when none can be made."""
+    """A connected stream (TLS-wrapped and handshaken for a ``rediss://`` address);
+    :class:`ServerUnavailableError` when none can be made, :class:`TlsError` when the
+    TLS handshake fails."""
     where = address.describe()
+    tls = address.tls
     if address.unix_path:
         coro = asyncio.open_unix_connection(address.unix_path, limit=READ_CHUNK)
-    else:
+    elif tls is None:
         coro = asyncio.open_connection(address.host, address.port, limit=READ_CHUNK)
+    else:
+        # The handshake has its own deadline, so its timeout tells "no TLS answer"
+        # apart from a TCP connect that timed out (the outer, longer one).
+        coro = asyncio.open_connection(
+            address.host, address.port, limit=READ_CHUNK, ssl=tls.client_context(),
+            server_hostname=address.host, ssl_handshake_timeout=timeout,
+        )
     try:
-        reader, writer = await asyncio.wait_for(coro, timeout)
+        reader, writer = await asyncio.wait_for(coro, timeout if tls is None else 2 * timeout)
     except asyncio.TimeoutError as exc:
         raise ServerUnavailableError(
             f"cannot reach Redis at {where}: no answer within {timeout} s"
         ) from exc
+    except ssl.SSLError as exc:
+        raise tls_failure(exc, where, timeout) from exc
+    except ConnectionAbortedError as exc:
+        if tls is None or "handshake" not in str(exc):
+            raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+        raise tls_failure(TimeoutError(str(exc)), where, timeout) from exc
     except OSError as exc:
         raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return AsyncStream(reader, writer, where)
+
+
+async def cluster_slot_owner(
+    address: ServerAddress, slot: int, timeout: float
+) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """``(host, port)`` of the master serving ``slot`` and of every node the cluster
+    knows, by redis-py's topology discovery."""
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        await client.initialize()
+        node = client.nodes_manager.get_node_from_slot(slot)
+        nodes = [(str(n.host), int(n.port)) for n in client.nodes_manager.nodes_cache.values()]
+        return (str(node.host), int(node.port)), nodes
+    finally:
+        await client.aclose()
 
 
 async def sleep(seconds: float) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.tls import redis_py_options, tls_failure
 from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
 
 READ_CHUNK = 256 * 1024
@@ -101,21 +103,40 @@ class SyncStream:
         self.close()
 
 
+def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
+    """A connected socket (TLS-wrapped and handshaken for a ``rediss://`` address).
+
+    A failed TLS handshake raises :class:`TlsError`; TCP failures stay OSError/TimeoutError.
+    """
+    if address.unix_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((address.host, address.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if address.tls is None:
+        return sock
+    try:
+        return address.tls.client_context().wrap_socket(sock, server_hostname=address.host)
+    except (ssl.SSLError, TimeoutError) as exc:
+        sock.close()
+        raise tls_failure(exc, address.describe(), timeout) from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
 def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
-    """A connected stream; :class:`ServerUnavailableError` when none can be made."""
+    """A connected stream (TLS for ``rediss://``); :class:`ServerUnavailableError` when
+    none can be made, :class:`TlsError` when the TLS handshake fails."""
     where = address.describe()
     try:
-        if address.unix_path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(address.unix_path)
-            except OSError:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((address.host, address.port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = open_socket(address, timeout)
     except TimeoutError as exc:
         raise ServerUnavailableError(
             f"cannot reach Redis at {where}: no answer within {timeout} s"
@@ -123,6 +144,24 @@ def connect_stream(address: ServerAddress, timeout: float) -> SyncStream:
     except OSError as exc:
         raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
     return SyncStream(sock, where)
+
+
+def cluster_slot_owner(
+    address: ServerAddress, slot: int, timeout: float
+) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """``(host, port)`` of the master serving ``slot`` and of every node the cluster
+    knows, by redis-py's topology discovery."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        node = client.nodes_manager.get_node_from_slot(slot)
+        nodes = [(str(n.host), int(n.port)) for n in client.nodes_manager.nodes_cache.values()]
+        return (str(node.host), int(node.port)), nodes
+    finally:
+        client.close()
 
 
 def sleep(seconds: float) -> None:

@@ -110,7 +110,7 @@ class InboundProcessor:
         if self._kind == "event":
             # The channel's swarm is ours (checked when it was parsed); the envelope's
             # swarm is the sender's, which differs when a route override sent it here.
-            if env.type != parsed[1]:
+            if parsed[1] and env.type != parsed[1]:  # "": a shard channel, type in envelope
                 self._set_aside(
                     channel,
                     payload,
@@ -134,6 +134,11 @@ class InboundProcessor:
             return None
         self.received += 1
         return env
+
+    def use_channels(self, channels: ChannelNames) -> None:
+        """Switch channel layout (to Redis Cluster's shard channels, before any message)."""
+        self._channels = channels
+        self._channel_cache.clear()
 
     def _parse_channel(self, channel: bytes) -> tuple[str, str] | None:
         try:

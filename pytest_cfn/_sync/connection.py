@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import SyncStream, connect_stream
+from pytest_cfn._backends.tls import plain_to_tls_port, refused_after_handshake
 from pytest_cfn._core.resp import ReplyParser, ServerReplyError, encode_command
 from pytest_cfn._errors import (
     ConnectionLostError,
     PermissionDeniedError,
+    ReplyTimeoutError,
     ServerRefusedError,
+    ServerUnavailableError,
+    TlsHandshakeTimeoutError,
     reply_error,
 )
 
@@ -19,7 +24,10 @@ from pytest_cfn._errors import (
 class RespConnection:
     """A named RESP2 connection; the name shows up in ``CLIENT LIST`` as ``cfn:{role}:...``."""
 
-    __slots__ = ("_parser", "_stream", "address", "connect_timeout", "name", "socket_timeout")
+    __slots__ = (
+        "_established", "_parser", "_stream", "address", "connect_timeout", "name",
+        "socket_timeout",
+    )
 
     def __init__(
         self,
@@ -35,6 +43,7 @@ class RespConnection:
         self.socket_timeout = socket_timeout
         self._stream: SyncStream | None = None
         self._parser = ReplyParser()
+        self._established = False
 
     @property
     def connected(self) -> bool:
@@ -46,7 +55,12 @@ class RespConnection:
         SELECT or CLIENT SETNAME refused) or PermissionDeniedError (an ACL refused it)."""
         self.close()
         self._parser.reset()
-        stream = connect_stream(self.address, self.connect_timeout)
+        try:
+            stream = connect_stream(self.address, self.connect_timeout)
+        except TlsHandshakeTimeoutError as exc:
+            if self._established:  # it worked before: a hung server, retried like one
+                raise ServerUnavailableError(str(exc)) from exc
+            raise
         self._stream = stream
         commands = []
         if self.address.password is not None:
@@ -70,9 +84,27 @@ class RespConnection:
                     raise ServerRefusedError(
                         f"Redis at {self.address.describe()} refused the connection: {reply}"
                     )
+        except ReplyTimeoutError:  # no answer at all: a hung server, not a TLS mix-up
+            self.close()
+            raise
+        except (ssl.SSLError, ConnectionLostError, ConnectionResetError) as exc:
+            # Cut off before the first reply, on a first connection: a TLS port does
+            # that to plain text, a mutual-TLS server to a client without certificate.
+            self.close()
+            tls = self.address.tls
+            if self._established or self.address.unix_path:
+                raise
+            if tls is None:
+                raise plain_to_tls_port(self.address.describe(), exc) from exc
+            # The stream wraps the OS error; the TLS alert (its reason) is the cause.
+            alert = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+            raise refused_after_handshake(
+                alert, self.address.describe(), tls.certfile is not None
+            ) from exc
         except BaseException:
             self.close()
             raise
+        self._established = True
 
     def write(self, data: bytes) -> None:
         stream = self._stream

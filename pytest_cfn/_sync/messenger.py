@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.sync_backend import (
     QueueLock,
     Signal,
@@ -85,12 +85,13 @@ class Messenger(EngineFrontend):
         options: BusOptions | None = None,
         **settings: Any,
     ) -> None:
+        address = with_tls_options(  # takes the ssl_* settings out
+            parse_redis_url(address) if isinstance(address, str) else address, settings
+        )
         if options is None:
             options = BusOptions(**settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
-        if isinstance(address, str):
-            address = parse_redis_url(address)
         if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)) or not (
             history_ttl >= 1
         ):

@@ -45,11 +45,13 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.connection import RespConnection
+from pytest_cfn._sync.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import Lock, WriteCoalescer, monotonic, sleep
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
+from pytest_cfn._core.shard_layout import redirect
 from pytest_cfn._errors import (
     ConnectionFailedError,
     ConnectionLostError,
@@ -57,6 +59,7 @@ from pytest_cfn._errors import (
     PermissionDeniedError,
     PublishFailedError,
     ServerUnavailableError,
+    TlsError,
     reply_error,
 )
 
@@ -121,6 +124,9 @@ class Publisher:
         self.reply_errors = 0
         self.errors: deque[str] = deque(maxlen=_KEEP_ERRORS)
         self._unreported_errors = 0
+        self.route: ShardRoute | None = None
+        """On Redis Cluster: the owner of the swarm's slot, asked on every reconnect."""
+        self.redirects = 0
 
     @property
     def connected(self) -> bool:
@@ -330,12 +336,26 @@ class Publisher:
                 if not replies:
                     replies = [conn.read_reply(conn.socket_timeout)]
                 for reply in replies:
-                    kind = in_flight.popleft()[0]
+                    entry = in_flight.popleft()
+                    kind = entry[0]
+                    if kind > INTERNAL and type(reply) is int:
+                        acked += 1
+                        if kind >= KEPT_PRIORITY:
+                            self._critical -= 1
+                        continue
+                    if (
+                        self.route is not None
+                        and isinstance(reply, ServerReplyError)
+                        and redirect(reply) is not None
+                    ):
+                        # The slot moved: reconnect to its owner and send this (and every
+                        # command after it, redirected too) again.
+                        in_flight.appendleft(entry)
+                        self.redirects += 1
+                        raise ConnectionLostError(f"Redis Cluster redirect: {reply}")
                     acked += 1
                     if kind >= KEPT_PRIORITY:
                         self._critical -= 1
-                    if kind > INTERNAL and type(reply) is int:
-                        continue
                     if isinstance(reply, ServerReplyError):
                         if kind == _CALL:
                             raise reply_error(reply, "a command on the publisher connection")
@@ -370,9 +390,17 @@ class Publisher:
             if cause is not None:
                 self.retries += 1
             try:
+                if self.route is not None:
+                    self._conn.address = self.route.resolve(
+                        refresh=cause is not None or self._ever_connected
+                    )
                 self._conn.connect()
                 if self._in_flight:
                     self._conn.write(b"".join(c for _, c in self._in_flight))
+            except TlsError as exc:  # a certificate or TLS/plain mix-up: a retry cannot help
+                self.last_failure = str(exc)
+                self._give_up()
+                raise
             except ConnectionFailedError as exc:
                 last = exc
                 continue

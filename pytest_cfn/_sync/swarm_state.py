@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.connection import RespConnection
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.sync_backend import Lock, Signal, Worker, spawn
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
@@ -109,9 +109,14 @@ class SwarmState:
         max_age: float = DEFAULT_MAX_AGE,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        **tls: Any,
     ) -> None:
-        if isinstance(address, str):
-            address = parse_redis_url(address)
+        """``tls``: the ``ssl_*`` options of a TLS connection (see ``ServerAddress``)."""
+        address = with_tls_options(
+            parse_redis_url(address) if isinstance(address, str) else address, tls
+        )
+        if tls:
+            raise TypeError(f"SwarmState() got unexpected keyword argument(s) {', '.join(tls)}")
         self.ttl = validate_seconds("ttl", ttl, minimum=1)
         self.checkpoint_ttl = validate_seconds("checkpoint_ttl", checkpoint_ttl, minimum=1)
         self.max_age = validate_seconds("max_age", max_age)

@@ -101,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
         "on a free loopback port and stop it at the end",
     )
     parser.add_argument(
+        "--tls", action="store_true",
+        help="start the embedded redis-server with a TLS port as well (certificates made at "
+        "start with trustme, verified) and measure through TLS; the tls step compares the "
+        "end-to-end pair over TLS with the same server's plain port (CPU per event)",
+    )
+    parser.add_argument(
+        "--plain-redis", metavar="URL", type=_redis_url, default=None,
+        help="with --redis rediss://...: the same server's plain-text URL, the reference of "
+        "the tls step (without it the tls step prints the TLS figures alone)",
+    )
+    parser.add_argument(
         "--events", metavar="N", type=_number(int, 100, 100_000_000, "an integer 100..1e8"),
         help="events per throughput run (drain, pipeline, publish, end to end, and each "
         "layer of the messenger step; default 200000)",
@@ -174,6 +185,14 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
+    if args.tls and args.redis is not None:
+        parser.error("--tls starts an embedded server with a TLS port; leave out --redis, "
+                     "or pass --redis rediss://... for a TLS server of your own")
+    redis_tls = args.redis is not None and parse_redis_url(args.redis).tls is not None
+    if args.plain_redis is not None and not redis_tls:
+        parser.error("--plain-redis is the plain-text reference of a --redis rediss://... "
+                     "server; it needs --redis rediss://...")
+    tls_in_use = bool(args.tls or redis_tls)
     config = BenchConfig(
         redis_url=args.redis,
         events=int(args.events if args.events is not None else defaults["events"]),
@@ -186,9 +205,14 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         ),
         json_path=args.json,
         quick=bool(args.quick),
-        steps=tuple(step for step in STEPS if not args.only or step in args.only),
+        steps=tuple(
+            step for step in STEPS
+            if (step in args.only if args.only else step != "tls" or tls_in_use)
+        ),
         message_bytes=int(args.message_bytes),
         window_bytes=int(args.window_mb * 2**20),
+        tls=bool(args.tls),
+        plain_redis_url=args.plain_redis,
         also_rates=(
             args.also_rates if args.also_rates is not None
             else QUICK_ALSO_RATES if args.quick else FULL_ALSO_RATES
@@ -204,23 +228,35 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
 
 
 @contextmanager
-def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str]]:
-    """(url, embedded, redis-benchmark path, description) of the server to measure."""
+def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str, str | None]]:
+    """(url, embedded, redis-benchmark path, description, plain-text URL of a TLS server)."""
     if config.redis_url is not None:
         from pytest_cfn.server_probe import check_server
 
         check_server(config.redis_url)
         yield (config.redis_url, False, shutil.which("redis-benchmark"),
-               f"server at {redact_url(config.redis_url)}")
+               f"server at {redact_url(config.redis_url)}", config.plain_redis_url)
         return
     from pytest_cfn.server import RedisServer
 
+    if config.tls:
+        from pytest_cfn.tls_server import TlsRedisServer
+
+        tls_server = TlsRedisServer().start()
+        try:
+            yield (tls_server.tls_url, True, tls_server.server.redis_benchmark,
+                   f"embedded redis-server pid {tls_server.server.pid}, TLS port "
+                   f"{tls_server.tls_port} (plain port {tls_server.server.port} as reference)",
+                   tls_server.url)
+        finally:
+            tls_server.stop()
+        return
     server = RedisServer()
     server.start()
     try:
         yield (server.url, True, server.redis_benchmark,
                f"embedded redis-server pid {server.pid} at {server.url} "
-               f"({server.choice.describe()})")
+               f"({server.choice.describe()})", None)
     finally:
         server.stop()
 
@@ -271,7 +307,7 @@ def _print_header(stream: TextIO, config: BenchConfig, target: Target, where: st
 
 
 def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
-    with _server(config) as (url, embedded, redis_benchmark, where):
+    with _server(config) as (url, embedded, redis_benchmark, where, plain_url):
         version = _server_version(url)
         target = Target(
             url=url,
@@ -279,6 +315,7 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
             redis_benchmark=redis_benchmark,
             clients=_clients(),
             wire_bytes=wire_size("cfnbench-000000-1", config.payload),
+            plain_url=plain_url,
         )
         _print_header(stream, config, target, where)
         bench = BenchRun(config, target, stream)
@@ -299,7 +336,7 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
                     "payload": config.payload, "repeat": config.repeat,
                     "idle_buses": config.idle_buses, "quick": config.quick,
                     "steps": list(config.steps), "message_bytes": config.message_bytes,
-                    "window_bytes": config.window_bytes,
+                    "window_bytes": config.window_bytes, "tls": config.tls,
                     "also_rates": list(config.also_rates), "explain": config.explain,
                 },
             },
@@ -318,7 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pytest_cfn.bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ConnectionError, OSError, TimeoutError, redis.RedisError) as exc:
-        print(f"pytest_cfn.bench: error: cannot reach Redis: {exc}", file=sys.stderr)
+        from pytest_cfn.tls_probe import tls_problem
+
+        problem = tls_problem(config.redis_url) if config.redis_url else None
+        print(f"pytest_cfn.bench: error: {problem or f'cannot reach Redis: {exc}'}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -17,10 +17,11 @@ PLAIN_TARGET_FACTOR = 0.7
 """Issue 14's target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
 MAX_P99_9_US = 3000.0
 """Issue 14's target: p99.9 under 3 ms at each offered rate."""
-STEPS = ("ceiling", "throughput", "latency", "memory", "messenger", "signing")
+STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
-latency at a fixed rate; memory per idle bus; the Messenger beside the Event Bus;
-end to end with and without signed envelopes."""
+TLS's cost per event (only when the server is reached over TLS); latency at a fixed
+rate; memory per idle bus; the Messenger beside the Event Bus; end to end with and
+without signed envelopes."""
 MESSAGE_BYTES = 5 * 1024
 """Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -44,6 +45,10 @@ class BenchConfig:
     steps: tuple[str, ...] = STEPS
     message_bytes: int = MESSAGE_BYTES
     window_bytes: int = WINDOW_BYTES
+    tls: bool = False
+    """Start the embedded server with a TLS port and measure through it."""
+    plain_redis_url: str | None = None
+    """The plain-text URL of the ``rediss://`` server: the TLS step's reference."""
     also_rates: tuple[float, ...] = ()
     """Offered rates measured after ``rate`` in the latency step (issue 14: 1,000 and 20,000)."""
     explain: bool = False
@@ -73,6 +78,8 @@ class Target:
     redis_benchmark: str | None
     clients: str
     wire_bytes: int
+    plain_url: str | None = None
+    """When ``url`` is TLS: the same server in plain text (the TLS step's reference)."""
 
     @property
     def method_tail(self) -> str:

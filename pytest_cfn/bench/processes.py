@@ -27,6 +27,7 @@ from typing import Any
 import hiredis
 
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
+from pytest_cfn._backends.sync_backend import open_socket as connect_socket
 from pytest_cfn._errors import CfnError
 
 CONTEXT = multiprocessing.get_context("spawn")
@@ -134,13 +135,7 @@ def wait_ready(flag: Event, timeout: float, who: Worker) -> None:
 
 def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
     """A logged-in socket to the server (AUTH when the URL carries a password)."""
-    if address.unix_path:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(address.unix_path)
-    else:
-        sock = socket.create_connection((address.host, address.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = connect_socket(address, timeout)  # TLS-wrapped for a rediss:// address
     if address.password is not None:
         args = [b"AUTH", address.password.encode()]
         if address.username:

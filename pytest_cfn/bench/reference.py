@@ -39,9 +39,11 @@ def parse_redis_benchmark(output: bytes) -> float:
 
 
 def redis_benchmark_command(
-    binary: str, address: ServerAddress, requests: int, pipeline: int, channel: str, payload: int
+    binary: str, address: ServerAddress, requests: int, pipeline: int, channel: str, payload: int,
+    command_name: str = "publish",
 ) -> list[str]:
-    """``redis-benchmark ... -q publish CHANNEL PAYLOAD`` (``-t publish`` prints nothing on 7.0)."""
+    """``redis-benchmark ... -q publish CHANNEL PAYLOAD`` (``-t publish`` prints nothing on 7.0);
+    ``command_name="spublish"`` for sharded pub/sub."""
     command = [binary]
     if address.unix_path:
         command += ["-s", address.unix_path]
@@ -51,12 +53,21 @@ def redis_benchmark_command(
         if address.username:
             command += ["--user", address.username]
         command += ["-a", address.password]
+    tls = address.tls
+    if tls is not None:
+        command += ["--tls", "--sni", address.host]
+        if tls.ca_certs is not None:
+            command += ["--cacert", tls.ca_certs]
+        if tls.certfile is not None:
+            command += ["--cert", tls.certfile, "--key", tls.keyfile or tls.certfile]
+        if tls.cert_reqs == "none":
+            command += ["--insecure"]
     command += [
         "-n", str(requests),
         "-c", str(BENCHMARK_CLIENTS),
         "-P", str(pipeline),
         "-q",
-        "publish", channel, "x" * payload,
+        command_name, channel, "x" * payload,
     ]
     return command
 
@@ -70,18 +81,21 @@ def run_redis_benchmark(
     channel: str,
     payload: int,
     timeout: float,
+    command: str = "publish",
 ) -> dict[str, Any]:
-    """Run redis-benchmark's PUBLISH once; its own count over its own wall time."""
+    """Run redis-benchmark's PUBLISH (or ``command``) once; its own count over its own wall time."""
     address = parse_redis_url(url)
-    command = redis_benchmark_command(binary, address, requests, pipeline, channel, payload)
+    command_line = redis_benchmark_command(
+        binary, address, requests, pipeline, channel, payload, command
+    )
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(command_line, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise StepFailedError(f"redis-benchmark -P {pipeline} ran over {timeout:.0f} s") from None
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip()[-300:]
         raise StepFailedError(f"redis-benchmark exited with {done.returncode}: {message}")
-    shown = [part if part != "x" * payload else f"<{payload} B>" for part in command]
+    shown = [part if part != "x" * payload else f"<{payload} B>" for part in command_line]
     shown = [part if part != address.password else "***" for part in shown]
     return {
         "rate": parse_redis_benchmark(done.stdout),

@@ -50,6 +50,7 @@ from pytest_cfn.bench.reference import (
 )
 from pytest_cfn.bench.report import Figure, StepFailure, print_section
 from pytest_cfn.bench.signing import signing_step
+from pytest_cfn.bench.tls_cost import measure_tls_cost
 from pytest_cfn.bench.windowed import (
     LAYERS,
     data_size,
@@ -85,6 +86,7 @@ REDIS_BENCHMARK_TIMEOUT = 120.0
 SECTIONS = {
     "ceiling": "[1] Server ceiling: redis-benchmark PUBLISH",
     "throughput": "[2-4] Throughput: redis-py references and our bus",
+    "tls": "[4b] TLS: the cost per event against the same server in plain text",
     "latency": "[5] Latency at fixed offered rates, from the intended send time",
     "memory": "[6] Memory per idle bus",
     "messenger": "[7] The Messenger beside the Event Bus, receiver-paced (issue 3)",
@@ -109,6 +111,7 @@ class BenchRun:
         steps: dict[str, Callable[[], list[Item]]] = {
             "ceiling": self._server_ceiling,
             "throughput": self._throughput,
+            "tls": self._tls_cost,
             "latency": self._latency,
             "memory": self._memory,
             "messenger": self._messenger,
@@ -233,19 +236,21 @@ class BenchRun:
         publisher: tuple[str, WorkerFunction, dict[str, Any]],
         expected: int,
         budget: float,
+        url: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Start a subscriber process, wait until it is subscribed, run a publisher
         process, tell the subscriber when the publisher is done; both results."""
+        url = url or self.target.url
         ready, publisher_done = new_event(), new_event()
         sub_name, sub_function, sub_kwargs = subscriber
         pub_name, pub_function, pub_kwargs = publisher
         receiving = Worker(
-            sub_name, sub_function, url=self.target.url, expected=expected, ready=ready,
+            sub_name, sub_function, url=url, expected=expected, ready=ready,
             publisher_done=publisher_done, deadline=budget, **sub_kwargs,
         ).start()
         try:
             wait_ready(ready, READY_TIMEOUT, receiving)
-            sending = Worker(pub_name, pub_function, url=self.target.url, **pub_kwargs).start()
+            sending = Worker(pub_name, pub_function, url=url, **pub_kwargs).start()
             try:
                 sent = sending.result(budget)
             finally:
@@ -257,7 +262,13 @@ class BenchRun:
             receiving.stop()
         return sent, received
 
-    def _e2e_once(self, front: str, plain: bool) -> dict[str, Any]:
+    def _tls_cost(self) -> list[Item]:
+        # The sync front end's batch() pair: the same run as "e2e", over each URL.
+        return measure_tls_cost(
+            self.config, self.target, partial(self._e2e_once, "sync", False), self._record
+        )
+
+    def _e2e_once(self, front: str, plain: bool, url: str | None = None) -> dict[str, Any]:
         swarm = self._next_swarm()
         events = self.config.events
         subscriber, publisher, _, _ = FRONTS[front]
@@ -266,7 +277,7 @@ class BenchRun:
             (f"{front} EventBus publisher", publisher,
              {"swarm": swarm, "events": events, "payload": self.config.payload,
               "plain": plain}),
-            events, self.config.step_budget(events),
+            events, self.config.step_budget(events), url=url,
         )
         return {
             "rate": delivered["rate"],

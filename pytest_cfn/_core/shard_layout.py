@@ -1,0 +1,105 @@
+"""Channel and key layout on Redis Cluster: one shard channel per swarm, in the swarm's slot.
+
+Theory of operation. Classic ``PUBLISH`` in a cluster is broadcast to every node
+over the cluster bus, so its cost grows with the cluster instead of shrinking;
+sharded pub/sub (``SPUBLISH`` / ``SSUBSCRIBE``, Redis 7) keeps a channel on the
+shard that owns its slot. ``SSUBSCRIBE`` has no patterns, so the layout is:
+
+- one shard channel per swarm, ``[ns:]event:{swarm}``: the hash tag ``{swarm}``
+  puts it in slot ``key_slot(swarm)``; the event type travels in the envelope and
+  handlers are matched locally, as on one server (where the bus already
+  subscribes one pattern per swarm and filters types in-process);
+- the swarm's keys — critical stream ``[ns:]critical:{swarm}`` and its cursors
+  ``[ns:]critical-cursor:{swarm}:{agent}`` — carry the same hash tag, so the
+  append-and-publish script (XADD + EXPIRE + SPUBLISH) touches one slot and stays
+  one server-side step, and a catch-up reads the stream from the same shard;
+- a bus therefore needs one shard per swarm: its publisher and subscriber both
+  talk to the master that owns ``key_slot(swarm)``.
+
+A redirect (``MOVED`` / ``ASK``) or a ``sunsubscribe`` push (Redis 7 sends it
+when the slot of a subscribed shard channel moves) means: ask the cluster again
+who owns the slot and reconnect there.
+"""
+
+from __future__ import annotations
+
+from redis.crc import key_slot
+
+from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.critical_log import CriticalOptions, CriticalStream
+from pytest_cfn._core.ids import validate_swarm_id
+from pytest_cfn._core.resp import encode_command
+
+SWARM_KEYS = frozenset({"critical", "critical-cursor"})
+"""Keys whose second part is a swarm id and that live in the swarm's slot."""
+_PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n"
+_SPUBLISH_HEAD = b"*3\r\n$8\r\nSPUBLISH\r\n"
+APPEND_AND_SPUBLISH = """\
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'envelope', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('SPUBLISH', KEYS[2], ARGV[3])
+"""
+
+
+def swarm_slot(swarm: str) -> int:
+    """The cluster slot of a swarm's shard channel and keys (``CLUSTER KEYSLOT {swarm}``)."""
+    return int(key_slot(f"{{{swarm}}}".encode()))
+
+
+class ShardChannelNames(ChannelNames):
+    """``[ns:]event:{swarm}`` shard channels and hash-tagged swarm keys (see module doc)."""
+
+    def event(self, swarm: str, event_type: str) -> str:
+        return f"{self.prefix}event:{{{swarm}}}"
+
+    def event_pattern(self, swarm: str) -> str:
+        """Not a pattern on a cluster: the swarm's one shard channel (SSUBSCRIBE)."""
+        return f"{self.prefix}event:{{{swarm}}}"
+
+    def key(self, *parts: str) -> str:
+        if len(parts) >= 2 and parts[0] in SWARM_KEYS:
+            parts = (parts[0], f"{{{parts[1]}}}", *parts[2:])
+        return super().key(*parts)
+
+    def parse_event(self, channel: str) -> tuple[str, str] | None:
+        """``(swarm, "")`` of a shard channel: the type is the envelope's."""
+        rest = self._strip(channel, "event:")
+        if rest is None or len(rest) < 3 or rest[0] != "{" or rest[-1] != "}":
+            return None
+        swarm = rest[1:-1]
+        try:
+            validate_swarm_id(swarm)
+        except ValueError:
+            return None
+        return swarm, ""
+
+
+class ShardCriticalStream(CriticalStream):
+    """Append-and-publish with SPUBLISH; the channel is declared as a key of the same slot."""
+
+    def __init__(self, channels: ShardChannelNames, options: CriticalOptions) -> None:
+        super().__init__(channels, options)
+
+    def append_and_publish(self, channel: str, payload: bytes) -> bytes:
+        return encode_command(
+            "EVAL", APPEND_AND_SPUBLISH, 2, self.key_for(channel), channel,
+            self._length, self._ttl, payload,
+        )
+
+
+def as_spublish(command: bytes) -> bytes:
+    """A ``PUBLISH channel payload`` command rewritten as ``SPUBLISH`` (same arguments)."""
+    if not command.startswith(_PUBLISH_HEAD):
+        raise ValueError("not an encoded PUBLISH command")
+    return _SPUBLISH_HEAD + command[len(_PUBLISH_HEAD):]
+
+
+def redirect(reply: object) -> tuple[str, int, str] | None:
+    """``(kind, slot, "host:port")`` of a ``MOVED`` / ``ASK`` error reply, else None."""
+    text = str(reply)
+    if not text.startswith(("MOVED ", "ASK ")):
+        return None
+    parts = text.split()
+    if len(parts) < 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1]), parts[2]

@@ -1,0 +1,253 @@
+"""A real local Redis Cluster — 3 masters and 3 replicas on loopback ports — for tests.
+
+Six ``redis-server`` processes with ``cluster-enabled yes``, each started and stopped
+by its own pid (``RedisServer``), joined by ``redis-cli --cluster create ...
+--cluster-replicas 1 --cluster-yes``. Helpers move a slot between masters (the
+``CLUSTER SETSLOT`` / ``MIGRATE`` dance ``redis-cli --cluster reshard`` does), fail a
+master over to its replica (``CLUSTER FAILOVER``) and kill a master outright.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import redis
+
+from pytest_cfn._errors import CfnError, ServerStartError
+from pytest_cfn.server import HOST, RedisServer, _free_port
+
+__all__ = ["LocalCluster", "cluster_available"]
+
+MASTERS = 3
+CREATE_TIMEOUT = 60.0
+
+
+def _call(client: redis.Redis, *args: object) -> object:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+class LocalCluster:
+    """3 masters + 3 replicas on 127.0.0.1; ``url`` is one node's ``redis://`` URL."""
+
+    def __init__(self, binary: str | None = None, *, node_timeout_ms: int = 1000) -> None:
+        self.binary = binary
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> LocalCluster:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ServerStartError(
+                "redis-cli is needed to create a cluster (apt install redis-tools)"
+            )
+        try:
+            for _ in range(2 * MASTERS):
+                self.nodes.append(RedisServer(self.binary, extra_args=[
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                    "--cluster-port", str(_free_port()),
+                    "--cluster-allow-pubsubshard-when-down", "yes",
+                    "--shutdown-timeout", "0",  # a master would wait for its replicas
+                    # A freshly made, idle cluster: let a replica fail over however long
+                    # ago it last heard from its master.
+                    "--cluster-replica-validity-factor", "0",
+                    "--appendonly", "no",
+                ]).start())
+            addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+            done = subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1",
+                 "--cluster-yes"],
+                capture_output=True, text=True, timeout=CREATE_TIMEOUT, check=False,
+            )
+            if done.returncode != 0:
+                raise ServerStartError(f"redis-cli --cluster create failed: {done.stdout[-800:]}"
+                                       f"{done.stderr[-800:]}")
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def client(self, node: RedisServer) -> redis.Redis:
+        return redis.Redis(node.host, node.port, protocol=2, socket_timeout=5)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node reports ``cluster_state:ok`` and agrees on the masters."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                client = self.client(node)
+                try:
+                    info = _call(client, "CLUSTER", "INFO")
+                    states.append(isinstance(info, bytes) and b"cluster_state:ok" in info)
+                except redis.RedisError:
+                    states.append(False)
+                finally:
+                    client.close()
+            if states and all(states) and len({tuple(self.masters())}) == 1:
+                return
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"the cluster did not reach cluster_state:ok in {timeout} s")
+            time.sleep(0.1)
+
+    def masters(self) -> list[int]:
+        """Ports of the running masters."""
+        ports = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            client = self.client(node)
+            try:
+                role = _call(client, "ROLE")
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            if isinstance(role, list) and role and role[0] == b"master":
+                ports.append(node.port)
+        return sorted(ports)
+
+    def node_for_port(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def owner(self, slot: int) -> RedisServer:
+        """The master serving ``slot``, as a running node of this cluster sees it."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            client = self.client(node)
+            try:
+                shards = _call(client, "CLUSTER", "SLOTS")
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            assert isinstance(shards, list)
+            for start, end, master, *_ in shards:
+                if int(start) <= slot <= int(end):
+                    return self.node_for_port(int(master[1]))
+        raise ServerStartError(f"no node knows who serves slot {slot}")
+
+    def _node_id(self, node: RedisServer) -> str:
+        client = self.client(node)
+        try:
+            node_id = _call(client, "CLUSTER", "MYID")
+            assert isinstance(node_id, bytes)
+            return node_id.decode("ascii")
+        finally:
+            client.close()
+
+    def migrate_slot(self, slot: int, target: RedisServer) -> None:
+        """Move ``slot`` and its keys to master ``target`` while clients use it."""
+        source = self.owner(slot)
+        if source.port == target.port:
+            raise ValueError(f"slot {slot} is already on {target.port}")
+        src, dst = self.client(source), self.client(target)
+        try:
+            src_id, dst_id = self._node_id(source), self._node_id(target)
+            _call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            _call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while True:
+                keys = _call(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
+                assert isinstance(keys, list)
+                if not keys:
+                    break
+                _call(src, "MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+            for side in (dst, src):
+                _call(side, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            for node in self.nodes:
+                if node.running and node.port not in (source.port, target.port):
+                    other = self.client(node)
+                    try:
+                        _call(other, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                    except redis.ResponseError:
+                        pass  # a replica refuses SETSLOT; it learns from its master
+                    finally:
+                        other.close()
+        finally:
+            src.close()
+            dst.close()
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        for node in self.nodes:
+            if not node.running or node.port == master.port:
+                continue
+            client = self.client(node)
+            try:
+                info = client.info("replication")
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                return node
+        raise ServerStartError(f"no replica of {master.port}")
+
+    def failover(self, master: RedisServer) -> RedisServer:
+        """``CLUSTER FAILOVER`` on the master's replica; returns the new master."""
+        replica = self.replica_of(master)
+        client = self.client(replica)
+        try:
+            _call(client, "CLUSTER", "FAILOVER")
+        finally:
+            client.close()
+        deadline = time.monotonic() + 20
+        while replica.port not in self.masters():
+            if time.monotonic() > deadline:
+                raise ServerStartError("CLUSTER FAILOVER did not promote the replica")
+            time.sleep(0.05)
+        self.wait_ok()
+        return replica
+
+    def kill(self, master: RedisServer) -> RedisServer:
+        """SIGKILL a master; its replica takes over after the node timeout."""
+        replica = self.replica_of(master)
+        os.kill(master.pid, signal.SIGKILL)  # no shutdown: a crash, as in production
+        master.stop()
+        deadline = time.monotonic() + 30
+        while replica.port not in self.masters():
+            if time.monotonic() > deadline:
+                raise ServerStartError("the replica was not promoted after its master died")
+            time.sleep(0.05)
+        self.wait_ok()
+        return replica
+
+
+def cluster_available(binary: str | None = None) -> str | None:
+    """Why a local cluster cannot run here, or None when it can."""
+    if shutil.which("redis-cli") is None:
+        return "redis-cli is not installed (apt install redis-tools)"
+    try:
+        from pytest_cfn.server import find_redis_server
+
+        path = find_redis_server(binary)
+    except CfnError as exc:
+        return str(exc)
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    digits = version.stdout.split("v=", 1)[-1].split(".", 1)[0]
+    if not digits.isdigit() or int(digits) < 7:
+        return f"sharded pub/sub needs Redis 7; {path} is {version.stdout.strip()}"
+    return None
+
