@@ -119,14 +119,15 @@ def _calibration_note(data: SweepData) -> str | None:
     shifts = calibration.get("shifts") or []
     if not shifts:
         return None
-    parts = [f"+{s['injected_ms']:g} ms injected -> +{s['measured_ms']:.2f} ms measured"
+    parts = [f"+{s['injected_ms']:g} ms injected -> +{s['measured_ms']:.2f} ms measured "
+             f"({s['error_pct']:+.1f} %{'' if s.get('ok', True) else ', OUT OF BOUND'})"
              for s in shifts]
     loss = calibration.get("loss") or {}
     if loss:
         parts.append(f"{loss['injected']} events dropped -> "
                      f"{loss.get('worst_subscriber_loss') or loss['reported_loss']:,.0f} "
                      f"reported lost per subscriber")
-    return "instrument calibrated in this run:\n" + "\n".join(parts)
+    return "calibration in this run (bound +/- 10 %):\n" + "\n".join(parts)
 
 
 def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
