@@ -89,7 +89,8 @@ def test_locust_harness_over_tls(tmp_path: Path, tls_server: TlsRedisServer) -> 
     proc = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(SWARM), "--headless", "-u", "5", "-r", "5",
          "-t", "3s", "--only-summary", "--cfn-report", str(report), "--cfn-warmup", "0.5",
-         "--cfn-rate", "20", "--cfn-gate", "critical-loss", "--cfn-redis",
+         "--cfn-rate", "20", "--cfn-gate", "critical-loss", "--cfn-send-lag-limit", "250",
+         "--cfn-redis",
          tls_server.mutual_tls_url],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )
