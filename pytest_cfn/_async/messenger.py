@@ -7,10 +7,13 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
-from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._async.engine import BusEngine, connection_name
 from pytest_cfn._async.frontend import EngineFrontend
+from pytest_cfn._async.publisher import PublishBatch
+from pytest_cfn._async.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import (
     QueueLock,
@@ -37,12 +40,14 @@ from pytest_cfn._core.message import (
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._core.outbound import OutboundPlanner, check_priority
 from pytest_cfn._core.route_cache import RouteCache
+from pytest_cfn._core.shard_layout import as_spublish, publish_with_shard_history
 from pytest_cfn._core.signing import signed_decoder
 from pytest_cfn._core.throttle import PriorityThrottle
 from pytest_cfn._errors import (
     BusClosedError,
     CfnError,
     InvalidOptionError,
+    PublishFailedError,
     RequestFailedError,
     RequestTimeoutError,
 )
@@ -68,6 +73,11 @@ class Messenger(EngineFrontend):
     and a subscriber (made when a handler is registered or a request is made),
     which subscribes ``message:*:{swarm}`` once. Sequence numbers count per
     destination, since a receiver only sees what is addressed to it.
+
+    On Redis Cluster (found from the URL of any node) each swarm's inbox is the
+    shard channel ``message:{swarm}`` on the master of its slot: the subscriber is
+    there, and sends go out on one publisher connection per master they reach
+    (see ``_async.shard_senders`` for redirects and failovers).
     """
 
     def __init__(
@@ -126,6 +136,8 @@ class Messenger(EngineFrontend):
         self._plan_lock = QueueLock()  # one sequence number per message, whatever the threads
         self._listening = False
         self._closing = False
+        self._sharded: bool | None = None
+        self._senders: ShardSenders | None = None
         self.requests_sent = 0
         self.replies_received = 0
         self.request_timeouts = 0
@@ -143,14 +155,38 @@ class Messenger(EngineFrontend):
         return f"{self._instance}>{validate_swarm_id(to_swarm)}"
 
     async def connect(self) -> None:
-        """Open the publisher connection now rather than on the first send."""
+        """Open the publisher connection now rather than on the first send (on a cluster:
+        the one to this swarm's own master)."""
         self._engine.check_open()
+        await self._ensure_layout()
+        if self._senders is not None:
+            await (await self._senders.publisher_for(self.swarm)).connect()
+            return
         await self._engine.publisher.connect()
+
+    async def _ensure_layout(self) -> None:
+        """Before the first send or subscribe: on Redis Cluster, use inbox shard channels."""
+        if self._sharded is not None:
+            return
+        found = await self._engine.detect_cluster(self.swarm)
+        if found is None:  # not reachable now; one server's layout for this call
+            return
+        if found:
+            self.channels = self._engine.channels
+            self._senders = ShardSenders(
+                self._engine,
+                connection_name("messages-pub", self.swarm, self.agent, self.options.namespace),
+            )
+            for to_swarm, (planner, _) in list(self._destinations.items()):
+                self._destinations[to_swarm] = (planner, self.channels.message(self.swarm,
+                                                                               to_swarm))
+        self._sharded = found
 
     async def listen(self) -> None:
         """Subscribe to this swarm's inbox (done by :meth:`on_message`, :meth:`on_request`
         and :meth:`request` too); returns once Redis has confirmed it."""
         self._engine.check_open()
+        await self._ensure_layout()
         if not self._listening:
             await self._engine.subscribe_pattern(self.channels.inbox_pattern(self.swarm))
             self._listening = True
@@ -233,6 +269,8 @@ class Messenger(EngineFrontend):
         engine = self._engine
         if engine.closed:
             engine.check_open()
+        if self._sharded is None:
+            await self._ensure_layout()
         destination = self._destinations.get(to_swarm)
         if destination is None:
             destination = self._add_destination(to_swarm)
@@ -242,7 +280,18 @@ class Messenger(EngineFrontend):
             planned = planner.plan(
                 channel, message_type, data, priority, time_ns(), correlation_id
             )
-        if self._persist:
+        senders = self._senders
+        if senders is not None:
+            if self._persist:
+                command = publish_with_shard_history(
+                    history_key(self.channels, to_swarm), channel, planned.payload,
+                    self._history.size, self._history_ttl,
+                )
+            else:
+                command = as_spublish(planned.command)
+            # A request or a reply waits for Redis's answer, so a redirect is followed now.
+            await senders.send(to_swarm, command, priority, confirm=message_type != MESSAGE)
+        elif self._persist:
             await engine.publisher.send_publish(
                 publish_with_history(
                     history_key(self.channels, to_swarm),
@@ -345,6 +394,7 @@ class Messenger(EngineFrontend):
                                   or limit < 1):
             raise InvalidOptionError(f"limit must be an integer >= 1 or None, got {limit!r}")
         self._engine.check_open()
+        await self._ensure_layout()
         stop = -1 if limit is None else limit - 1
         raw = await self._engine.publisher.call(
             "LRANGE", history_key(self.channels, self.swarm), 0, stop
@@ -356,8 +406,23 @@ class Messenger(EngineFrontend):
             decode = signed_decoder(signer, decode, lambda env: channels.message(env.swarm, me))
         return decode_stored(list(raw or []), decode, self.swarm)
 
+    def batch(self) -> PublishBatch:
+        """``async with m.batch():`` what is sent inside is written in one go at the end
+        (per master on a cluster)."""
+        return _MessengerBatch(self)
+
+    async def flush(self) -> int:
+        """Write what is batched and wait until Redis has acknowledged every send (on a
+        cluster: on every master, following redirects)."""
+        acknowledged = await self._engine.publisher.flush()
+        if self._senders is not None:
+            acknowledged += await self._senders.flush()
+        return acknowledged
+
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()
+        if self._senders is not None:
+            _add_sender_stats(stats, self._senders)
         stats.update(
             published=sum(p.published for p, _ in self._destinations.values()),
             destinations=len(self._destinations),
@@ -380,4 +445,70 @@ class Messenger(EngineFrontend):
         self._closing = True
         for pending in list(self._pending.values()):
             pending.signal.set()
+        abandoned = 0
+        if self._senders is not None and not self._engine.closed:
+            abandoned = await self._senders.close()
         await super().close()
+        if abandoned:
+            raise PublishFailedError(
+                f"closed with {abandoned} priority 8-9 message(s) that the Redis Cluster "
+                f"masters never acknowledged ({self._engine.last_error}); they are lost. "
+                "flush() before close() waits for them while a master is away"
+            )
+
+
+class _MessengerBatch(PublishBatch):
+    """A batch on the publisher of one server, or on every master's (found on entry)."""
+
+    __slots__ = ("_messenger",)
+
+    def __init__(self, messenger: Messenger) -> None:
+        super().__init__(messenger._engine.publisher)
+        self._messenger = messenger
+
+    async def __aenter__(self) -> None:
+        messenger = self._messenger
+        await messenger._ensure_layout()
+        if messenger._senders is not None:
+            await messenger._senders.begin_batch()
+        else:
+            await super().__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        senders = self._messenger._senders
+        if senders is not None:
+            await senders.end_batch()
+        else:
+            await super().__aexit__(exc_type, exc, tb)
+
+
+def _add_sender_stats(stats: dict[str, Any], senders: ShardSenders) -> None:
+    """A Messenger on a cluster: its publishers' counters are those of every master's
+    connection (the engine's own publisher only reads the stored history there)."""
+    sent = senders.stats()
+    mapping = {
+        "retries": "retries", "publish_failed": "failed", "publish_give_ups": "give_ups",
+        "publish_errors": "reply_errors", "acknowledged": "acknowledged",
+        "in_flight": "in_flight", "critical_pending": "critical_pending",
+        "critical_resent": "critical_resent", "coalesced_writes": "coalesced_writes",
+        "pending_writes": "pending", "redirects": "redirects",
+        "publisher_reconnects": "reconnects",
+    }
+    for key, field in mapping.items():
+        stats[key] += sent[field]
+    stats["reconnects"] += sent["reconnects"]
+    stats["connections"] += sent["connected"]
+    dropped = stats["publish_dropped_by_priority"]
+    for priority, count in sent["dropped_by_priority"].items():
+        dropped[priority] = dropped.get(priority, 0) + count
+    stats.update(
+        publisher_connections=sent["connected"],
+        redirects_followed=senders.redirected,
+        asks=senders.asks,
+        publishers_retired=senders.retired,
+    )

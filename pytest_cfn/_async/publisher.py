@@ -125,6 +125,9 @@ class Publisher:
         self._unreported_errors = 0
         self.route: ShardRoute | None = None
         """On Redis Cluster: the owner of the swarm's slot, asked on every reconnect."""
+        self.on_redirect: Callable[[int, bytes, str], bool] | None = None
+        """On Redis Cluster: ``(priority, command, "MOVED ...")`` -> True if it was taken
+        to be sent on the new owner's connection (else: reconnect here and resend)."""
         self.redirects = 0
 
     @property
@@ -347,6 +350,14 @@ class Publisher:
                         and isinstance(reply, ServerReplyError)
                         and redirect(reply) is not None
                     ):
+                        if kind > INTERNAL and self.on_redirect is not None and (
+                            self.on_redirect(kind, entry[1], str(reply))
+                        ):
+                            # Taken to the slot's owner on another connection (Messenger).
+                            self.redirects += 1
+                            if kind >= KEPT_PRIORITY:
+                                self._critical -= 1
+                            continue
                         # The slot moved: reconnect to its owner and send this (and every
                         # command after it, redirected too) again.
                         in_flight.appendleft(entry)

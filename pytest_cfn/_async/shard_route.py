@@ -58,6 +58,17 @@ class ShardRoute:
     def owner(self) -> ServerAddress | None:
         return self._owner
 
+    def for_slot(self, slot: int) -> ShardRoute:
+        """A route to the owner of another slot, asking the nodes this one knows."""
+        route = ShardRoute(self._seeds[0], "x", self.timeout)
+        route.slot = slot
+        route._seeds = list(self._seeds)
+        return route
+
+    def learn(self, owner: ServerAddress) -> None:
+        """Take ``owner`` (from a MOVED reply) as the slot's owner without asking."""
+        self._owner = owner
+
     async def resolve(self, refresh: bool = False) -> ServerAddress:
         """The owner of the slot (asked again with ``refresh``); any known node may answer."""
         if self._owner is not None and not refresh:

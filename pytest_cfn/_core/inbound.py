@@ -117,7 +117,7 @@ class InboundProcessor:
                     f"envelope says type {env.type!r}, channel says type {parsed[1]!r}",
                 )
                 return None
-        elif env.swarm != parsed[0]:
+        elif parsed[0] and env.swarm != parsed[0]:  # "": an inbox shard channel
             self._set_aside(
                 channel,
                 payload,

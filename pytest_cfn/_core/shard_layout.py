@@ -16,6 +16,17 @@ shard that owns its slot. ``SSUBSCRIBE`` has no patterns, so the layout is:
 - a bus therefore needs one shard per swarm: its publisher and subscriber both
   talk to the master that owns ``key_slot(swarm)``.
 
+The Messenger's ``message:{from}:{to}`` becomes one inbox shard channel per
+recipient, ``[ns:]message:{to}``: a receiver cannot subscribe a pattern over
+senders, so the sender travels in the envelope (as the event type does) and
+the channel names the recipient; its history list ``[ns:]history:{to}`` shares
+the slot, so publish-and-keep stays one script. A Messenger's subscriber is on
+its own swarm's master; its sends go to each recipient's master, one publisher
+connection per master (``_async.shard_senders``). What a single server's channel
+name enforced (the sender swarm, and ACL rules per sender) is then the
+envelope's word only: sign envelopes (``signing_key``) where senders must be
+proved.
+
 A redirect (``MOVED`` / ``ASK``) or a ``sunsubscribe`` push (Redis 7 sends it
 when the slot of a subscribed shard channel moves) means: ask the cluster again
 who owns the slot and reconnect there.
@@ -30,7 +41,7 @@ from pytest_cfn._core.critical_log import CriticalOptions, CriticalStream
 from pytest_cfn._core.ids import validate_swarm_id
 from pytest_cfn._core.resp import encode_command
 
-SWARM_KEYS = frozenset({"critical", "critical-cursor"})
+SWARM_KEYS = frozenset({"critical", "critical-cursor", "history"})
 """Keys whose second part is a swarm id and that live in the swarm's slot."""
 _PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n"
 _SPUBLISH_HEAD = b"*3\r\n$8\r\nSPUBLISH\r\n"
@@ -38,6 +49,13 @@ APPEND_AND_SPUBLISH = """\
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'envelope', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('SPUBLISH', KEYS[2], ARGV[3])
+"""
+HISTORY_AND_SPUBLISH = """\
+local n = redis.call('SPUBLISH', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return n
 """
 
 
@@ -56,6 +74,19 @@ class ShardChannelNames(ChannelNames):
         """Not a pattern on a cluster: the swarm's one shard channel (SSUBSCRIBE)."""
         return f"{self.prefix}event:{{{swarm}}}"
 
+    def message(self, from_swarm: str, to_swarm: str) -> str:
+        """The recipient's inbox shard channel; the sender is the envelope's swarm."""
+        return f"{self.prefix}message:{{{to_swarm}}}"
+
+    def inbox_pattern(self, to_swarm: str) -> str:
+        """Not a pattern on a cluster: the recipient's one inbox shard channel."""
+        return f"{self.prefix}message:{{{to_swarm}}}"
+
+    def parse_message(self, channel: str) -> tuple[str, str] | None:
+        """``("", to_swarm)`` of an inbox shard channel: the sender is the envelope's."""
+        swarm = self._tagged(self._strip(channel, "message:"))
+        return None if swarm is None else ("", swarm)
+
     def key(self, *parts: str) -> str:
         if len(parts) >= 2 and parts[0] in SWARM_KEYS:
             parts = (parts[0], f"{{{parts[1]}}}", *parts[2:])
@@ -63,15 +94,18 @@ class ShardChannelNames(ChannelNames):
 
     def parse_event(self, channel: str) -> tuple[str, str] | None:
         """``(swarm, "")`` of a shard channel: the type is the envelope's."""
-        rest = self._strip(channel, "event:")
+        swarm = self._tagged(self._strip(channel, "event:"))
+        return None if swarm is None else (swarm, "")
+
+    @staticmethod
+    def _tagged(rest: str | None) -> str | None:
+        """The valid swarm id of a ``{swarm}`` channel tail, else None."""
         if rest is None or len(rest) < 3 or rest[0] != "{" or rest[-1] != "}":
             return None
-        swarm = rest[1:-1]
         try:
-            validate_swarm_id(swarm)
+            return validate_swarm_id(rest[1:-1])
         except ValueError:
             return None
-        return swarm, ""
 
 
 class ShardCriticalStream(CriticalStream):
@@ -85,6 +119,16 @@ class ShardCriticalStream(CriticalStream):
             "EVAL", APPEND_AND_SPUBLISH, 2, self.key_for(channel), channel,
             self._length, self._ttl, payload,
         )
+
+
+def publish_with_shard_history(
+    key: str, channel: str, payload: bytes, size: int, ttl: float
+) -> bytes:
+    """SPUBLISH to an inbox and keep the message in its history list, in one script whose
+    two keys (list and channel) share the recipient's slot."""
+    return encode_command(
+        "EVAL", HISTORY_AND_SPUBLISH, 2, key, channel, payload, max(size, 1), int(ttl)
+    )
 
 
 def as_spublish(command: bytes) -> bytes:

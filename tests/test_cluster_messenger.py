@@ -1,0 +1,156 @@
+"""The Messenger on a real local Redis Cluster: inbox shard channels, one publisher per
+master, request/reply across masters, a slot migrated and a failover while subscribed.
+
+Marked ``cluster`` (``-m 'not cluster'`` skips them); sync and asyncio front ends alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cluster_nodes import names_by_master, swarms_on_every_master
+from frontends import Frontend, wait_until
+
+from pytest_cfn._core.shard_layout import ShardChannelNames, swarm_slot
+from pytest_cfn.bench.messenger_faults import messages_under_fault
+from pytest_cfn.cluster_server import LocalCluster, cluster_available
+
+pytestmark = pytest.mark.cluster
+
+
+def test_inbox_shard_channel_and_history_share_the_recipient_slot() -> None:
+    names = ShardChannelNames("ns1")
+    channel = names.message("from-a", "to.b")
+    assert channel == names.inbox_pattern("to.b") == "ns1:message:{to.b}"
+    assert names.parse_message(channel) == ("", "to.b")
+    assert names.parse_message("ns1:message:{a*b}") is None
+    assert names.parse_message("ns1:message:a:b") is None
+    assert names.key("history", "to.b") == "ns1:history:{to.b}"
+    from redis.crc import key_slot
+
+    assert {key_slot(channel.encode()), key_slot(b"ns1:history:{to.b}")} == {swarm_slot("to.b")}
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[LocalCluster]:
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster() as local:
+        yield local
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    """A cluster of the test's own (its topology is changed by the test)."""
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster() as local:
+        yield local
+
+
+def messenger(fe: Frontend, url: str, swarm: str, agent: str = "agent-1", **settings: Any) -> Any:
+    return fe.make("Messenger", url, swarm, agent, **settings)
+
+
+def test_messages_and_requests_cross_masters(
+    shared_cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    by_master = swarms_on_every_master(shared_cluster, "m")
+    ports = sorted(by_master)
+    a, b, c = (by_master[p] for p in ports)
+    got: dict[str, list[Any]] = {b: [], c: []}
+    receivers = {}
+    for swarm in (b, c):
+        receivers[swarm] = messenger(fe, shared_cluster.url, swarm, namespace=ns)
+        receivers[swarm].on_message(got[swarm].append)
+        receivers[swarm].on_request(lambda m, me=swarm: {"from": m.sender, "me": me, "n": m.data})
+    sender = messenger(fe, shared_cluster.url, a, agent="asker", namespace=ns)
+    for n in range(10):
+        sender.send(b, {"n": n}, priority=9 if n == 0 else 5)
+        sender.send(c, {"n": n})
+    assert sender.flush() == 20
+    assert wait_until(lambda: len(got[b]) == 10 and len(got[c]) == 10, timeout=10), got
+    assert [m.data["n"] for m in got[b]] == list(range(10))
+    assert {m.sender for m in got[b] + got[c]} == {a}
+    for to in (b, c):
+        reply = sender.request(to, 7, timeout=5)
+        assert reply.data == {"from": a, "me": to, "n": 7}
+    # A request from a swarm to another on a third master, and back.
+    assert receivers[b].request(c, "hi", timeout=5).data == {"from": b, "me": c, "n": "hi"}
+    stats = sender.stats()
+    assert stats["cluster"] is True
+    assert stats["publisher_connections"] == 2, stats  # B's master and C's master
+    assert stats["lost"] == stats["publish_failed"] == 0, stats
+    # Connections: each swarm's subscriber is on its own master; each sends (requests or
+    # replies) to the two others, one publisher connection on each of their masters.
+    names = names_by_master(shared_cluster, "@" + ns)
+    short = {port: sorted(n.split(":")[1] + ":" + n.split(":")[2] for n in found)
+             for port, found in names.items()}
+    for port, swarm in by_master.items():
+        others = sorted(s for s in (a, b, c) if s != swarm)
+        assert short[port] == [f"messages-pub:{o}" for o in others] + [
+            f"messages-sub:{swarm}"], short
+
+
+def test_stored_history_lives_in_the_recipient_slot(
+    shared_cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    by_master = swarms_on_every_master(shared_cluster, "h")
+    a, b = list(by_master.values())[:2]
+    sender = messenger(fe, shared_cluster.url, a, namespace=ns, persist_history=True,
+                       history_ttl=60)
+    for n in range(4):
+        sender.send(b, {"n": n})
+    sender.flush()
+    late = messenger(fe, shared_cluster.url, b, namespace=ns)
+    assert [m.data["n"] for m in late.stored_history()] == [0, 1, 2, 3]
+    assert [m.sender for m in late.stored_history(limit=1)] == [a]
+
+
+def test_batch_writes_per_master(shared_cluster: LocalCluster, fe: Frontend, ns: str) -> None:
+    by_master = swarms_on_every_master(shared_cluster, "bt")
+    a, b, c = by_master.values()
+    got: list[Any] = []
+    for swarm in (b, c):
+        messenger(fe, shared_cluster.url, swarm, namespace=ns).on_message(got.append)
+    sender = messenger(fe, shared_cluster.url, a, namespace=ns)
+    with sender.batch():
+        for n in range(50):
+            sender.send(b if n % 2 else c, n)
+    sender.flush()
+    assert wait_until(lambda: len(got) == 50, timeout=10), len(got)
+    assert sorted(m.data for m in got) == list(range(50))
+
+
+def _assert_counted(result: dict[str, Any]) -> None:
+    assert result["cluster"] is True
+    assert result["owner_after"] != result["owner_before"], result
+    assert result["missing"] <= result["lost"], f"loss not counted: {result}"
+    assert result["subscriber_reconnects"] >= 1, result
+    assert result["requests_answered"] > 0, result
+    assert result["requests_after_fault"] > 0, f"no request answered after the fault: {result}"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_messenger_slot_migrated_while_subscribed(
+    cluster: LocalCluster, ns: str, kind: str
+) -> None:
+    result = messages_under_fault(cluster, "migrate", kind=kind, messages=900, rate=900.0,
+                                  namespace=ns)
+    _assert_counted(result)
+    assert result["send_failed"] == 0, result
+    assert result["redirects"] >= 1, result
+    assert result["new_owner_has_subscriber"], result
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_messenger_failover_while_subscribed(cluster: LocalCluster, ns: str, kind: str) -> None:
+    result = messages_under_fault(cluster, "failover", kind=kind, messages=900, rate=900.0,
+                                  namespace=ns)
+    _assert_counted(result)
+    assert result["send_failed"] == 0, result
+    assert result["new_owner_has_subscriber"], result
