@@ -36,6 +36,7 @@ from locust.stats import StatsError
 from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
 from pytest_cfn.loadgen.accounting import merge
+from pytest_cfn.cluster_nodes import client_list_of_every_master
 from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
 from pytest_cfn.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
 from pytest_cfn.loadgen.report import (
@@ -168,7 +169,9 @@ class Conductor:
         while self.client is not None:
             if self.started and self._finishing is None:
                 try:
-                    sample = count_connections(self.client.client_list(), self.options.namespace)
+                    # On Redis Cluster: every master's clients (each bus is on its swarm's).
+                    entries = client_list_of_every_master(self.client)
+                    sample = count_connections(entries, self.options.namespace)
                     self.peak = keep_largest(self.peak, sample)
                 except (redis.RedisError, OSError) as exc:
                     log.debug("CLIENT LIST failed: %s", exc)

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.connection import RespConnection
+from pytest_cfn._async.shard_commands import ClusterCommands
+from pytest_cfn._async.shard_route import is_cluster
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import Lock, Signal, Worker, spawn
 from pytest_cfn._core.channels import ChannelNames
@@ -33,6 +35,7 @@ from pytest_cfn._core.swarm_state import (
     TERMINAL,
     TERMINAL_STATUSES,
     RecoveredSwarm,
+    ShardStateKeys,
     StateKeys,
     SwarmRecord,
     decode_checkpoints,
@@ -66,8 +69,9 @@ class _Commands:
         self._conn = RespConnection(address, name, connect_timeout=timeout, socket_timeout=timeout)
         self._lock = Lock()
 
-    async def run(self, *commands: Sequence[Arg]) -> list[Any]:
-        """Send ``commands`` in one write, return their replies; error replies raise."""
+    async def run(self, *commands: Sequence[Arg], swarm: str | None = None) -> list[Any]:
+        """Send ``commands`` in one write, return their replies; error replies raise
+        (``swarm``: the one whose keys they touch; a cluster routes by it)."""
         payload = b"".join(encode_command(*c) for c in commands)
         conn = self._conn
         async with self._lock:
@@ -88,6 +92,18 @@ class _Commands:
             if isinstance(reply, ServerReplyError):
                 raise reply_error(reply, str(commands[0][0]))
         return replies
+
+    async def scan(self, pattern: str) -> list[bytes]:
+        """Every key matching ``pattern`` (SCAN, never KEYS)."""
+        found: list[bytes] = []
+        cursor: Any = b"0"
+        while True:
+            ((cursor, keys),) = await self.run(
+                ("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            )
+            found.extend(keys)
+            if cursor in (b"0", 0, "0"):
+                return found
 
     async def close(self) -> None:
         async with self._lock:
@@ -133,13 +149,32 @@ class SwarmState:
         self.keys = StateKeys(self.channels)
         self._clock = clock
         name = f"cfn:state:{os.getpid()}" + (f"@{namespace}" if namespace else "")
-        self._redis = _Commands(address, name, timeout)
+        self._address = address
+        self._name = name
+        self._timeout = timeout
+        self._redis: _Commands | ClusterCommands = _Commands(address, name, timeout)
+        self.cluster: bool | None = None
+        """None until the server was asked; True on Redis Cluster (keys in the swarm's slot,
+        SCAN on every master)."""
         self._beats: dict[str, tuple[Signal, Worker]] = {}
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SwarmState:
         """``SwarmState.from_url("redis://localhost:6379/0", ttl=3600)``."""
         return cls(parse_redis_url(url), **settings)
+
+    async def _ready(self) -> None:
+        """Before the first command: on Redis Cluster, hash-tagged keys and per-slot routing."""
+        if self.cluster is not None:
+            return
+        try:
+            found = await is_cluster(self._address, self._timeout)
+        except (OSError, TimeoutError, ConnectionFailedError):
+            return  # the command that follows reports the server as unreachable
+        if found:
+            self.keys = ShardStateKeys(self.channels)
+            self._redis = ClusterCommands(self._address, self._name, self._timeout)
+        self.cluster = found
 
     async def save(
         self,
@@ -153,6 +188,7 @@ class SwarmState:
     ) -> None:
         """Write the given parts (None = leave as is), beat the heart, refresh the TTL.
         A new swarm starts as ``running``."""
+        await self._ready()
         key = self.keys.state(validate_swarm_id(swarm))
         now = self._clock()
         fields = encode_fields(now, status=status, loop=loop, phase=phase, agents=agents,
@@ -162,6 +198,7 @@ class SwarmState:
             ("HSETNX", key, "created", repr(now)),
             ("HSETNX", key, "status", "running"),
             ("EXPIRE", key, int(self.ttl)),
+            swarm=swarm,
         )
 
     async def set_agent(self, swarm: str, agent: str, status: str) -> None:
@@ -178,9 +215,10 @@ class SwarmState:
 
     async def heartbeat(self, swarm: str) -> bool:
         """Refresh the heartbeat and the TTL; False if the swarm has no state (any more)."""
+        await self._ready()
         key = self.keys.state(validate_swarm_id(swarm))
         (found,) = await self._redis.run(
-            ("EVAL", HEARTBEAT_SCRIPT, 1, key, repr(self._clock()), int(self.ttl))
+            ("EVAL", HEARTBEAT_SCRIPT, 1, key, repr(self._clock()), int(self.ttl)), swarm=swarm
         )
         return bool(found)
 
@@ -215,8 +253,9 @@ class SwarmState:
 
     async def load(self, swarm: str) -> SwarmRecord | None:
         """The swarm's state, or None if there is none (never written, or expired)."""
+        await self._ready()
         key = self.keys.state(validate_swarm_id(swarm))
-        flat, ttl = await self._redis.run(("HGETALL", key), ("TTL", key))
+        flat, ttl = await self._redis.run(("HGETALL", key), ("TTL", key), swarm=swarm)
         return parse_hash(swarm, flat, ttl)
 
     async def checkpoint(self, swarm: str) -> SwarmRecord:
@@ -229,40 +268,45 @@ class SwarmState:
             ("LPUSH", key, encode_checkpoint(record, self._clock())),
             ("LTRIM", key, 0, self.keep_checkpoints - 1),
             ("EXPIRE", key, int(self.checkpoint_ttl)),
+            swarm=swarm,
         )
         return record
 
     async def checkpoints(self, swarm: str) -> list[SwarmRecord]:
         """The kept checkpoints, newest first."""
+        await self._ready()
         key = self.keys.checkpoints(validate_swarm_id(swarm))
-        (entries,) = await self._redis.run(("LRANGE", key, 0, -1))
+        (entries,) = await self._redis.run(("LRANGE", key, 0, -1), swarm=swarm)
         return decode_checkpoints(list(entries or []))
 
     async def delete(self, swarm: str) -> bool:
         """Remove the state and checkpoints; True if there was state."""
         validate_swarm_id(swarm)
+        await self._ready()
         removed, _ = await self._redis.run(
-            ("DEL", self.keys.state(swarm)), ("DEL", self.keys.checkpoints(swarm))
+            ("DEL", self.keys.state(swarm)), ("DEL", self.keys.checkpoints(swarm)), swarm=swarm
         )
         return bool(removed)
 
     async def swarms(self) -> list[SwarmRecord]:
-        """Every swarm with state, found with SCAN (never KEYS), sorted by id."""
+        """Every swarm with state, found with SCAN (never KEYS; on a cluster, on every
+        master), sorted by id."""
+        await self._ready()
         ids: set[str] = set()
-        cursor = b"0"
-        pattern = self.keys.scan_pattern()
-        while True:
-            ((cursor, found),) = await self._redis.run(
-                ("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
-            )
-            for key in found:
-                swarm = self.keys.swarm_of(key)
-                if swarm is not None:
-                    ids.add(swarm)
-            if cursor in (b"0", 0, "0"):
-                break
+        for found in await self._redis.scan(self.keys.scan_pattern()):
+            swarm = self.keys.swarm_of(found)
+            if swarm is not None:
+                ids.add(swarm)
         ordered = sorted(ids)
         records: list[SwarmRecord] = []
+        if isinstance(self._redis, ClusterCommands):  # one slot per swarm: one call each
+            for swarm in ordered:
+                key = self.keys.state(swarm)
+                flat, ttl = await self._redis.run(("HGETALL", key), ("TTL", key), swarm=swarm)
+                record = parse_hash(swarm, flat, ttl)
+                if record is not None:
+                    records.append(record)
+            return records
         for start in range(0, len(ordered), _LOAD_CHUNK):
             chunk = ordered[start : start + _LOAD_CHUNK]
             commands: list[tuple[Arg, ...]] = []
@@ -319,7 +363,8 @@ class SwarmState:
             (
                 "EVAL", CLAIM_SCRIPT, 1, self.keys.state(swarm), repr(now),
                 "-1" if force else repr(age), int(self.ttl), who, *restore,
-            )
+            ),
+            swarm=swarm,
         )
         if outcome == TERMINAL:
             status = state.status if state else "finished"

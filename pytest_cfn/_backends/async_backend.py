@@ -153,6 +153,27 @@ async def cluster_slot_owner(
     finally:
         await client.aclose()
 
+async def cluster_slot_table(
+    address: ServerAddress, timeout: float
+) -> tuple[list[tuple[str, int] | None], list[tuple[str, int]]]:
+    """The master of every slot (None: not served) and every master, by redis-py's
+    topology discovery (one ``CLUSTER SLOTS`` of a node that answers)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        await client.initialize()
+        owners: list[tuple[str, int] | None] = [None] * 16384
+        for slot, nodes in client.nodes_manager.slots_cache.items():
+            if nodes:
+                owners[slot] = (str(nodes[0].host), int(nodes[0].port))
+        masters = sorted({owner for owner in owners if owner is not None})
+        return owners, masters
+    finally:
+        await client.aclose()
+
 
 async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)

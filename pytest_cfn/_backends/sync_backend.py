@@ -163,6 +163,26 @@ def cluster_slot_owner(
     finally:
         client.close()
 
+def cluster_slot_table(
+    address: ServerAddress, timeout: float
+) -> tuple[list[tuple[str, int] | None], list[tuple[str, int]]]:
+    """The master of every slot (None: not served) and every master, by redis-py's
+    topology discovery (one ``CLUSTER SLOTS`` of a node that answers)."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(
+        host=address.host, port=address.port, **redis_py_options(address, timeout)
+    )
+    try:
+        owners: list[tuple[str, int] | None] = [None] * 16384
+        for slot, nodes in client.nodes_manager.slots_cache.items():
+            if nodes:
+                owners[slot] = (str(nodes[0].host), int(nodes[0].port))
+        masters = sorted({owner for owner in owners if owner is not None})
+        return owners, masters
+    finally:
+        client.close()
+
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)

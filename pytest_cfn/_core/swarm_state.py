@@ -136,6 +136,32 @@ class StateKeys:
             return None
 
 
+class ShardStateKeys(StateKeys):
+    """On Redis Cluster: ``swarm:{id}`` and ``swarm-checkpoints:{id}`` hash-tagged into the
+    swarm's slot (the one its shard channel and critical stream use)."""
+
+    __slots__ = ()
+
+    def state(self, swarm: str) -> str:
+        return f"{self._channels.prefix}swarm:{{{swarm}}}"
+
+    def checkpoints(self, swarm: str) -> str:
+        return f"{self._channels.prefix}swarm-checkpoints:{{{swarm}}}"
+
+    def scan_pattern(self) -> str:
+        return f"{self._channels.prefix}swarm:{{*}}"
+
+    def swarm_of(self, key: bytes | str) -> str | None:
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        head = f"{self._channels.prefix}swarm:{{"
+        if not text.startswith(head) or not text.endswith("}"):
+            return None
+        try:
+            return validate_swarm_id(text[len(head) : -1])
+        except ValueError:
+            return None
+
+
 def validate_status(status: object) -> str:
     return validate_id(status, "status")
 

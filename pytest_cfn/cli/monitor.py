@@ -7,6 +7,10 @@ message (or one JSON object per line with ``--json``):
     cfn monitor --swarm S --type 'cfn.loop.*'     # one swarm's loop events and messages
     cfn monitor --swarm S --json --count 10       # stop after 10
 
+On Redis Cluster (any node's URL) it needs ``--swarm``: sharded pub/sub has no
+patterns, so it SSUBSCRIBEs the swarm's event shard channel and its inbox on the
+master of the swarm's slot (messages the swarm sends go to the recipients' inboxes).
+
 Runs until Ctrl-C, ``--count`` lines or ``--duration`` seconds. Messages
 published while it is reconnecting are lost, as for any pub/sub subscriber.
 """
@@ -19,12 +23,22 @@ import queue
 import sys
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import type_matches, validate_swarm_id, validate_type_pattern
-from pytest_cfn._errors import ConnectionLostError, InvalidOptionError, MalformedMessageError
+from pytest_cfn._core.shard_layout import ShardChannelNames
+from pytest_cfn._errors import (
+    CfnError,
+    ConnectionLostError,
+    InvalidOptionError,
+    MalformedMessageError,
+)
+
+if TYPE_CHECKING:
+    from pytest_cfn._sync.shard_route import ShardRoute
 from pytest_cfn.cli._swarm_args import (
     add_namespace,
     clock,
@@ -120,7 +134,7 @@ class LineMaker:
                 f"{env.swarm}->{where['channel_swarm']}"
             )
         else:
-            route = f"{where['from']}->{where['to']}"
+            route = f"{where['from'] or env.swarm}->{where['to']}"  # cluster: the envelope's
         cid = f"  cid={env.correlation_id}" if env.correlation_id else ""
         return (
             f"{clock(env.ts)}  {kind:<7}  {route}  {env.type}  p{env.priority}  "
@@ -148,6 +162,24 @@ def patterns_for(
     return out
 
 
+def _cluster_route(address: ServerAddress, swarm: str | None) -> ShardRoute | None:
+    """On Redis Cluster, the route to ``swarm``'s master (``--swarm`` required there)."""
+    from pytest_cfn._sync.shard_route import ShardRoute, is_cluster
+
+    try:
+        found = is_cluster(address, 3.0)
+    except (OSError, TimeoutError, CfnError) as exc:
+        raise ConnectionLostError(f"cannot reach Redis at {address.describe()}: {exc}") from None
+    if not found:
+        return None
+    if swarm is None:
+        raise InvalidOptionError(
+            "on Redis Cluster give --swarm SWARM: sharded pub/sub has no patterns, so one "
+            "monitor watches one swarm's events and inbox"
+        )
+    return ShardRoute(address, swarm, 3.0)
+
+
 def run(args: argparse.Namespace) -> int:
     from pytest_cfn._sync.subscriber import Subscriber
 
@@ -159,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidOptionError("--no-events and --no-messages together leave nothing to show")
     _, address = require_url(args)
     channels = ChannelNames(args.namespace)
+    route = _cluster_route(address, swarm)
+    if route is not None:
+        channels = ShardChannelNames(args.namespace)
     maker = LineMaker(channels, type_pattern, args.json)
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
 
@@ -172,11 +207,17 @@ def run(args: argparse.Namespace) -> int:
         print("cfn monitor: reconnected; anything published meanwhile was missed",
               file=sys.stderr, flush=True)
 
-    patterns = patterns_for(channels, swarm, type_pattern, not args.no_events,
-                            not args.no_messages)
+    if route is not None and swarm is not None:
+        patterns = [name for name, wanted in (
+            (channels.event_pattern(swarm), not args.no_events),
+            (channels.inbox_pattern(swarm), not args.no_messages),
+        ) if wanted]
+    else:
+        patterns = patterns_for(channels, swarm, type_pattern, not args.no_events,
+                                not args.no_messages)
     subscriber = Subscriber(
         address, f"cfn:monitor:{swarm or 'all'}", sink, on_reconnect=reconnected,
-        connect_timeout=3.0,
+        connect_timeout=3.0, route=route,
     )
     try:
         try:

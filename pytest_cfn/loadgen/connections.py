@@ -20,14 +20,19 @@ class ConnectionCount:
     by_role: dict[str, int] = field(default_factory=dict)
     owners: int = 0
     max_per_subsystem: int = 0
+    by_node: dict[str, int] = field(default_factory=dict)
+    """Redis Cluster: connections per master (``host:port``); empty on one server."""
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "total": self.total,
             "by_role": dict(sorted(self.by_role.items())),
             "owners": self.owners,
             "max_per_subsystem": self.max_per_subsystem,
         }
+        if self.by_node:
+            out["by_node"] = dict(sorted(self.by_node.items()))
+        return out
 
 
 def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> ConnectionCount:
@@ -47,6 +52,9 @@ def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> C
         subsystem = role.rsplit("-", 1)[0]
         count.total += 1
         count.by_role[role] = count.by_role.get(role, 0) + 1
+        node = entry.get("cfn_node")
+        if node:
+            count.by_node[node] = count.by_node.get(node, 0) + 1
         unit = (subsystem, swarm, owner)
         per_unit[unit] = per_unit.get(unit, 0) + 1
         owners.add((swarm, owner))

@@ -4,7 +4,8 @@ Redis database numbers do not isolate pub/sub, so tests sharing a server (xdist 
 several CI jobs) are kept apart by a namespace prefix on every channel and key. The name
 joins the run id, the xdist worker and the test, so it is unique on a shared server and a
 leftover key says which test left it. Teardown deletes only keys under that prefix, found
-with SCAN; the plugin never sends FLUSHALL or FLUSHDB.
+with SCAN; the plugin never sends FLUSHALL or FLUSHDB. On Redis Cluster every master is
+scanned (each holds its own slots' keys) and keys are unlinked one slot at a time.
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ def namespace_match(namespace: str) -> str:
 
 def delete_namespace_keys(client: redis.Redis | Any, namespace: str) -> int:
     """SCAN for ``{namespace}:*`` and UNLINK what is found; returns how many were deleted."""
+    from pytest_cfn.cluster_nodes import each_master
+
+    deleted = 0
+    with each_master(client) as nodes:
+        for where, node in nodes:
+            deleted += _delete_on_node(node, namespace, by_slot=bool(where))
+    return deleted
+
+
+def _delete_on_node(client: redis.Redis | Any, namespace: str, by_slot: bool = False) -> int:
+    """One server's (or one cluster master's) keys of ``namespace``; a cluster refuses a
+    multi-key UNLINK across slots, so there the keys go one slot at a time."""
+    if by_slot:
+        from redis.crc import key_slot
+
+        slots: dict[int, list[Any]] = {}
+        for key in client.scan_iter(match=namespace_match(namespace), count=_SCAN_COUNT):
+            raw = key if isinstance(key, bytes) else str(key).encode()
+            slots.setdefault(key_slot(raw), []).append(key)
+        return sum(int(client.unlink(*keys)) for keys in slots.values())
     deleted = 0
     batch: list[Any] = []
     for key in client.scan_iter(match=namespace_match(namespace), count=_SCAN_COUNT):

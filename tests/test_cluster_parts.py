@@ -1,0 +1,186 @@
+"""SwarmState, the ``cfn`` CLI, the pytest plugin and the Locust harness on a real local
+Redis Cluster, given the URL of one node only. Marked ``cluster``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from cluster_nodes import swarms_on_every_master
+from frontends import Frontend
+from plugin_runs import output, project, run
+from test_cli import Monitor, cfn
+
+from pytest_cfn.cluster_server import LocalCluster, cluster_available
+
+pytestmark = pytest.mark.cluster
+pytest_plugins = ["pytester"]
+SWARM = Path(__file__).resolve().parent.parent / "loadtests" / "swarm.py"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster() as local:
+        yield local
+
+
+def _keys_by_master(cluster: LocalCluster, pattern: str) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    for port in cluster.masters():
+        client = redis.Redis("127.0.0.1", port, protocol=2, decode_responses=True)
+        try:
+            found[port] = set(client.scan_iter(match=pattern))
+        finally:
+            client.close()
+    return found
+
+
+def test_swarm_state_keys_live_in_each_swarm_slot_and_every_master_is_scanned(
+    cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    by_master = swarms_on_every_master(cluster, "st")
+    state = fe.make("SwarmState", cluster.url, namespace=ns)
+    for swarm in by_master.values():
+        state.save(swarm, loop=1, phase="plan", agents={"coder-1": "working"})
+        state.checkpoint(swarm)
+    keys = _keys_by_master(cluster, f"{ns}:*")
+    for port, swarm in by_master.items():
+        assert keys[port] == {f"{ns}:swarm:{{{swarm}}}", f"{ns}:swarm-checkpoints:{{{swarm}}}"}
+    listed = state.swarms()
+    assert [r.swarm for r in listed] == sorted(by_master.values())
+    assert all(r.phase == "plan" and r.agents == {"coder-1": "working"} for r in listed)
+    assert state.cluster is True
+    # Recovery sees every master's swarms, claims one, leaves a finished one alone.
+    first, second, third = sorted(by_master.values())
+    state.finish(third)
+    time.sleep(0.25)
+    assert [r.swarm for r in state.interrupted(max_age=0.2)] == [first, second]
+    claimed = state.recover(second, max_age=0.2, recoverer="tester")
+    assert claimed.state.status == "recovering" and claimed.state.recovered_by == "tester"
+    assert len(state.checkpoints(second)) == 1
+    assert state.delete(first) is True
+    assert [r.swarm for r in state.swarms()] == [second, third]
+
+
+def test_cfn_swarms_recover_publish_and_monitor_on_a_cluster(
+    cluster: LocalCluster, ns: str
+) -> None:
+    from pytest_cfn import SwarmState
+
+    by_master = swarms_on_every_master(cluster, "cli")
+    with SwarmState.from_url(cluster.url, namespace=ns) as state:
+        for swarm in by_master.values():
+            state.save(swarm, phase="build")
+    time.sleep(0.25)
+    out = cfn("swarms", "--json", url=cluster.url, ns=ns)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["swarm"] for line in out.stdout.splitlines()] == sorted(
+        by_master.values())
+    stuck = sorted(by_master.values())[1]
+    out = cfn("recover", "--max-age", "0.2", "--resume", stuck, "--json", url=cluster.url, ns=ns)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"]["status"] == "recovering"
+    # publish / monitor of one swarm: SSUBSCRIBE on the swarm's master.
+    target = by_master[max(by_master)]
+    monitor = Monitor(cluster.url, ns, "--swarm", target, "--json", "--count", "2",
+                      "--duration", "20")
+    sent = cfn("publish", "--swarm", target, "--type", "job.done", "--data", '{"n": 1}',
+               url=cluster.url, ns=ns)
+    assert sent.returncode == 0, sent.stderr
+    sent = cfn("publish", "--swarm", "elsewhere", "--to", target, "--data", '"hi"',
+               url=cluster.url, ns=ns)
+    assert sent.returncode == 0, sent.stderr
+    assert monitor.finish() == 0, monitor.err
+    lines = [json.loads(line) for line in monitor.out]
+    assert [(x["kind"], x["swarm"], x["type"], x["data"]) for x in lines] == [
+        ("event", target, "job.done", {"n": 1}), ("message", "elsewhere", "message", "hi")]
+    no_swarm = cfn("monitor", "--duration", "1", url=cluster.url, ns=ns)
+    assert no_swarm.returncode == 2 and "on Redis Cluster give --swarm SWARM" in no_swarm.stderr
+
+
+def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
+    cluster: LocalCluster, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    by_master = swarms_on_every_master(cluster, "pl")
+    swarms = sorted(by_master.values())
+    project(
+        pytester, monkeypatch,
+        test_a=f"""
+        import time
+
+        SWARMS = {swarms!r}
+
+        def wait(predicate):
+            deadline = time.monotonic() + 10
+            while not predicate() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return predicate()
+
+        from pytest_cfn import SwarmState
+
+        from pytest_cfn.cluster_nodes import each_master
+
+        def test_buses_messengers_state(cfn_event_bus, cfn_messenger, cfn_redis_url,
+                                        cfn_namespace, cfn_redis):
+            got = {{s: [] for s in SWARMS}}
+            for swarm in SWARMS:
+                cfn_event_bus(swarm=swarm, agent="r").subscribe("job.*", got[swarm].append)
+            for swarm in SWARMS:
+                bus = cfn_event_bus(swarm=swarm, agent="w")
+                bus.publish("job.x", {{"swarm": swarm}}, priority=9)
+                bus.flush()
+            assert wait(lambda: all(len(v) == 1 for v in got.values())), got
+            answer = cfn_messenger(swarm=SWARMS[1], agent="b")
+            answer.on_request(lambda m: m.data * 2)
+            asker = cfn_messenger(swarm=SWARMS[0], agent="a")
+            assert asker.request(SWARMS[1], 21, timeout=5).data == 42
+            with SwarmState.from_url(cfn_redis_url, namespace=cfn_namespace) as state:
+                for swarm in SWARMS:
+                    state.save(swarm, phase="p")
+                assert [r.swarm for r in state.swarms()] == SWARMS
+            with each_master(cfn_redis) as nodes:
+                held = {{where: len(list(node.scan_iter(match=cfn_namespace + ":*")))
+                        for where, node in nodes}}
+            print("NAMESPACE", cfn_namespace, "KEYS", *sorted(held.values()))
+        """,
+    )
+    result = run(pytester, f"--cfn-redis={cluster.url}", "-s")
+    assert result.ret == 0, output(result)
+    namespace = next(line.split("NAMESPACE ")[1].split()[0] for line in result.outlines
+                     if "NAMESPACE " in line)
+    held = next(line.split("KEYS ")[1].split() for line in result.outlines if "KEYS " in line)
+    assert held == ["2", "2", "2"], held  # a critical stream and a state hash on each master
+    # ... and the plugin's teardown removed them from every master.
+    assert _keys_by_master(cluster, f"{namespace}:*") == {p: set() for p in cluster.masters()}
+
+
+@pytest.mark.slow
+def test_locust_harness_on_a_cluster_counts_connections_on_every_master(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    report = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(SWARM), "--headless", "-u", "6", "-r", "6",
+         "-t", "4s", "--only-summary", "--cfn-report", str(report), "--cfn-warmup", "0.5",
+         "--cfn-rate", "20", "--cfn-swarms", "3", "--cfn-gate", "critical-loss",
+         "--cfn-send-lag-limit", "250", "--cfn-redis", cluster.url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(report.read_text())
+    assert result["extra"]["delivered"] == result["extra"]["expected_deliveries"] > 0
+    metrics = {m["name"]: m for m in result["metrics"]}
+    assert metrics["connections_per_subsystem"]["value"] == 2
+    peak = result["extra"]["connections"]
+    assert len(peak["by_node"]) >= 2, peak  # the swarms' buses are on their own masters
+    assert sum(peak["by_node"].values()) == peak["total"], peak
