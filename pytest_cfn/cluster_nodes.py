@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["cluster_masters", "each_master", "client_list_of_every_master"]
+__all__ = ["client_list_of_every_master", "cluster_masters", "each_master"]
 
 
 def cluster_masters(client: Any) -> list[tuple[str, int]] | None:

@@ -35,8 +35,8 @@ from locust.stats import StatsError
 
 from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
-from pytest_cfn.loadgen.accounting import merge
 from pytest_cfn.cluster_nodes import client_list_of_every_master
+from pytest_cfn.loadgen.accounting import merge
 from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
 from pytest_cfn.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
 from pytest_cfn.loadgen.report import (
