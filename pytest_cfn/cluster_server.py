@@ -161,34 +161,58 @@ class LocalCluster:
 
     def migrate_slot(self, slot: int, target: RedisServer) -> None:
         """Move ``slot`` and its keys to master ``target`` while clients use it."""
+        source = self.begin_migration(slot, target)
+        self.move_keys(slot, source, target)
+        self.finish_migration(slot, source, target)
+
+    def begin_migration(self, slot: int, target: RedisServer) -> RedisServer:
+        """``CLUSTER SETSLOT`` IMPORTING on ``target``, MIGRATING on the owner (returned):
+        from now on the owner answers ASK for a key of the slot it no longer has."""
         source = self.owner(slot)
         if source.port == target.port:
             raise ValueError(f"slot {slot} is already on {target.port}")
         src, dst = self.client(source), self.client(target)
         try:
-            src_id, dst_id = self._node_id(source), self._node_id(target)
-            _call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-            _call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            _call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", self._node_id(source))
+            _call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", self._node_id(target))
+        finally:
+            src.close()
+            dst.close()
+        return source
+
+    def move_keys(self, slot: int, source: RedisServer, target: RedisServer) -> int:
+        """MIGRATE the slot's keys from ``source`` to ``target``; returns how many moved."""
+        src = self.client(source)
+        moved = 0
+        try:
             while True:
                 keys = _call(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
                 assert isinstance(keys, list)
                 if not keys:
-                    break
+                    return moved
                 _call(src, "MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
-            for side in (dst, src):
-                _call(side, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
-            for node in self.nodes:
-                if node.running and node.port not in (source.port, target.port):
-                    other = self.client(node)
-                    try:
-                        _call(other, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
-                    except redis.ResponseError:
-                        pass  # a replica refuses SETSLOT; it learns from its master
-                    finally:
-                        other.close()
+                moved += len(keys)
         finally:
             src.close()
-            dst.close()
+
+    def finish_migration(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """``CLUSTER SETSLOT slot NODE target`` on both sides, then on the other masters."""
+        dst_id = self._node_id(target)
+        for side in (target, source):
+            client = self.client(side)
+            try:
+                _call(client, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            finally:
+                client.close()
+        for node in self.nodes:
+            if node.running and node.port not in (source.port, target.port):
+                other = self.client(node)
+                try:
+                    _call(other, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                except redis.ResponseError:
+                    pass  # a replica refuses SETSLOT; it learns from its master
+                finally:
+                    other.close()
 
     def replica_of(self, master: RedisServer) -> RedisServer:
         for node in self.nodes:

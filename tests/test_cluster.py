@@ -58,7 +58,8 @@ def test_spublish_and_the_critical_script_name_the_channel_in_the_slot() -> None
         "event:{s}", b"env"
     )
     assert b"SPUBLISH" in script
-    assert b"\r\n$1\r\n2\r\n$12\r\ncritical:{s}\r\n$9\r\nevent:{s}" in script
+    assert b"\r\n$1\r\n1\r\n$12\r\ncritical:{s}\r\n" in script
+    assert script.endswith(b"\r\n$3\r\nenv\r\n$9\r\nevent:{s}\r\n")
     assert redirect("MOVED 3999 127.0.0.1:7002") == ("MOVED", 3999, "127.0.0.1:7002")
     assert redirect("ASK 12 h:1") == ("ASK", 12, "h:1")
     assert redirect("ERR wrong number of arguments") is None
@@ -174,3 +175,41 @@ def test_killed_master_during_traffic(cluster: LocalCluster, ns: str) -> None:
     result = traffic_under_fault(cluster, "kill", events=1500, rate=1000.0, namespace=ns)
     _assert_counted(result)
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.cluster
+def test_critical_event_mid_migration_follows_ask_and_is_replayed(
+    fe: Frontend, ns: str
+) -> None:
+    """The stream moved, the slot not yet: the old owner answers ASK to the critical script;
+    it runs on the importing master (after ASKING), and the subscriber, re-subscribed on the
+    new owner when the migration ends, replays it from the stream."""
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster() as cluster:
+        swarm = "askbus"
+        slot = swarm_slot(swarm)
+        got: list[Any] = []
+        fe.event_bus(cluster.url, swarm, "reader", namespace=ns).subscribe("x.*", got.append)
+        pub = fe.event_bus(cluster.url, swarm, "writer", namespace=ns)
+        pub.publish("x.a", {"n": 0}, priority=9)
+        pub.flush()
+        source = cluster.owner(slot)
+        target = cluster.node_for_port(next(p for p in cluster.masters() if p != source.port))
+        cluster.begin_migration(slot, target)
+        try:
+            assert cluster.move_keys(slot, source, target) == 1  # the critical stream
+            pub.publish("x.a", {"n": 1}, priority=9)  # ASK
+            pub.publish("x.a", {"n": 2}, priority=5)  # SPUBLISH: still the old owner's
+            pub.flush()
+            assert pub.stats()["asks"] == 1, pub.stats()
+        finally:
+            cluster.finish_migration(slot, source, target)
+        pub.publish("x.a", {"n": 3}, priority=9)  # MOVED: the publisher follows the slot
+        pub.flush()
+        assert wait_until(lambda: len(got) == 4, timeout=10), [e.data for e in got]
+        assert sorted(e.data["n"] for e in got) == [0, 1, 2, 3]
+        stats = pub.stats()
+        assert stats["publish_failed"] == 0 and stats["critical_pending"] == 0, stats
+        assert stats["redirects"] >= 2, stats  # the ASK and the MOVED

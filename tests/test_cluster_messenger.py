@@ -154,3 +154,41 @@ def test_messenger_failover_while_subscribed(cluster: LocalCluster, ns: str, kin
     _assert_counted(result)
     assert result["send_failed"] == 0, result
     assert result["new_owner_has_subscriber"], result
+
+
+def test_ask_during_a_migration_sends_the_history_script_to_the_importing_master(
+    shared_cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    """Mid-migration the old owner answers ASK for the recipient's history list (already
+    moved); the sender sends ASKING + the script to the importing master, once."""
+    receiver_swarm = f"ask-{fe.kind}"
+    slot = swarm_slot(receiver_swarm)
+    source = shared_cluster.owner(slot)
+    target = shared_cluster.node_for_port(
+        next(p for p in shared_cluster.masters() if p != source.port))
+    got: list[Any] = []
+    receiver = messenger(fe, shared_cluster.url, receiver_swarm, namespace=ns)
+    receiver.on_message(got.append)
+    sender = messenger(fe, shared_cluster.url, f"asker-{fe.kind}", namespace=ns,
+                       persist_history=True, history_ttl=60)
+    sender.send(receiver_swarm, {"n": 0})
+    sender.flush()
+    assert wait_until(lambda: len(got) == 1, timeout=5)
+    shared_cluster.begin_migration(slot, target)
+    try:
+        assert shared_cluster.move_keys(slot, source, target) == 1  # history:{receiver}
+        sender.send(receiver_swarm, {"n": 1})
+        sender.flush()
+        stats = sender.stats()
+        assert stats["asks"] == 1 and stats["publish_failed"] == 0, stats
+    finally:
+        shared_cluster.finish_migration(slot, source, target)
+    # The script ran on the importing master, where the receiver was not subscribed yet:
+    # not delivered live, but kept in the history; the next message shows the gap.
+    assert wait_until(lambda: receiver.stats()["subscriber_reconnects"] == 1, timeout=10)
+    sender.send(receiver_swarm, {"n": 2})
+    sender.flush()
+    assert wait_until(lambda: len(got) == 2, timeout=10), got
+    assert [m.data["n"] for m in got] == [0, 2]
+    assert receiver.stats()["lost"] == 1
+    assert [m.data["n"] for m in receiver.stored_history()] == [0, 1, 2]

@@ -18,6 +18,7 @@ from frontends import Frontend
 from plugin_runs import output, project, run
 from test_cli import Monitor, cfn
 
+from pytest_cfn._core.shard_layout import swarm_slot
 from pytest_cfn.cluster_server import LocalCluster, cluster_available
 
 pytestmark = pytest.mark.cluster
@@ -184,3 +185,26 @@ def test_locust_harness_on_a_cluster_counts_connections_on_every_master(
     peak = result["extra"]["connections"]
     assert len(peak["by_node"]) >= 2, peak  # the swarms' buses are on their own masters
     assert sum(peak["by_node"].values()) == peak["total"], peak
+
+
+def test_swarm_state_follows_ask_and_moved_during_a_migration(
+    cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    swarm = f"moving-{fe.kind}"
+    slot = swarm_slot(swarm)
+    state = fe.make("SwarmState", cluster.url, namespace=ns)
+    state.save(swarm, phase="before")
+    source = cluster.owner(slot)
+    target = cluster.node_for_port(next(p for p in cluster.masters() if p != source.port))
+    cluster.begin_migration(slot, target)
+    try:
+        assert cluster.move_keys(slot, source, target) == 1
+        record = state.load(swarm)  # ASK: read on the importing master
+        assert record is not None and record.phase == "before"
+        state.save(swarm, phase="during")
+    finally:
+        cluster.finish_migration(slot, source, target)
+    loaded = state.load(swarm)  # MOVED: the slot table is asked again
+    assert loaded is not None and loaded.phase == "during"
+    assert [r.swarm for r in state.swarms()] == [swarm]
+    assert _keys_by_master(cluster, f"{ns}:*")[target.port] == {f"{ns}:swarm:{{{swarm}}}"}

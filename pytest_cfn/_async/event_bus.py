@@ -7,8 +7,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from pytest_cfn._async.engine import BusEngine
+from pytest_cfn._async.engine import BusEngine, connection_name
 from pytest_cfn._async.frontend import EngineFrontend
+from pytest_cfn._async.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
@@ -25,7 +26,7 @@ from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.shard_layout import ShardChannelNames, ShardCriticalStream, as_spublish
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import InvalidIdError, InvalidOptionError
+from pytest_cfn._errors import CfnError, InvalidIdError, InvalidOptionError, PublishFailedError
 
 log = logging.getLogger("pytest_cfn.bus")
 
@@ -88,6 +89,9 @@ class EventBus(EngineFrontend):
         self.route_errors = 0
         self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
         self._sharded: bool | None = None
+        self._asks: ShardSenders | None = None
+        """On a cluster: where an ASK reply to the critical script is followed."""
+        self._redirects_seen = 0
         """None until the server was asked; True on Redis Cluster (shard channels)."""
 
     def _new_planner(self) -> OutboundPlanner:
@@ -148,6 +152,9 @@ class EventBus(EngineFrontend):
             )
         self.route_cache.clear()
         self._planner = self._new_planner()
+        self._asks = ShardSenders(self._engine, connection_name(
+            "events-pub", self.swarm, self.agent, self.options.namespace))
+        self._asks.take_asks_from(self._engine.publisher)
 
     async def subscribe(self, pattern: str, handler: Handler) -> int:
         """Call ``handler(event)`` for every event of this swarm whose type matches
@@ -200,6 +207,8 @@ class EventBus(EngineFrontend):
             await engine.publisher.send_publish(
                 self._critical_stream.append_and_publish(channel, planned.payload), priority
             )
+            if self._asks is not None and self._asks.waiting:
+                await self._asks.follow_redirects()
         elif self._sharded:
             await engine.publisher.send_publish(as_spublish(planned.command), priority)
         else:
@@ -243,8 +252,43 @@ class EventBus(EngineFrontend):
                 self._engine.handler_errors += 1
                 log.exception("handler failed for event %s (%s)", event.id, event.type)
 
+    async def flush(self) -> int:
+        """Write what is batched and wait until Redis has acknowledged every publish (on a
+        cluster mid-migration, also the critical ones sent on to the importing master)."""
+        acknowledged = await self._engine.publisher.flush()
+        asks = self._asks
+        if asks is not None:
+            acknowledged += await asks.flush()
+            if self._engine.publisher.redirects != self._redirects_seen:  # a migration ended
+                self._redirects_seen = self._engine.publisher.redirects
+                await asks.close_idle()
+        return acknowledged
+
+    async def close(self) -> None:
+        """Flush, then close both connections and stop the workers."""
+        if self._asks is not None and not self._engine.closed:
+            try:
+                await self.flush()
+            except CfnError as exc:
+                log.warning("could not flush before closing: %s", exc)
+            abandoned = await self._asks.close()
+            await super().close()
+            if abandoned:
+                raise PublishFailedError(
+                    f"closed with {abandoned} priority 8-9 publish(es) sent on to an importing "
+                    "master mid-migration and never acknowledged; they are lost"
+                )
+            return
+        await super().close()
+
     def stats(self) -> dict[str, Any]:
         stats = self._engine.stats()
+        if self._asks is not None:
+            sent_on = self._asks.stats()
+            stats["asks"] = self._asks.asks
+            stats["critical_pending"] += sent_on["critical_pending"]
+            stats["in_flight"] += sent_on["in_flight"]
+            stats["connections"] += sent_on["connected"]
         cache = self.route_cache.stats()
         stats.update(
             published=self._planner.published,

@@ -12,7 +12,8 @@ shard that owns its slot. ``SSUBSCRIBE`` has no patterns, so the layout is:
 - the swarm's keys — critical stream ``[ns:]critical:{swarm}`` and its cursors
   ``[ns:]critical-cursor:{swarm}:{agent}`` — carry the same hash tag, so the
   append-and-publish script (XADD + EXPIRE + SPUBLISH) touches one slot and stays
-  one server-side step, and a catch-up reads the stream from the same shard;
+  one server-side step (one declared key, the stream; see the scripts below), and
+  a catch-up reads the stream from the same shard;
 - a bus therefore needs one shard per swarm: its publisher and subscriber both
   talk to the master that owns ``key_slot(swarm)``.
 
@@ -45,13 +46,18 @@ SWARM_KEYS = frozenset({"critical", "critical-cursor", "history"})
 """Keys whose second part is a swarm id and that live in the swarm's slot."""
 _PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n"
 _SPUBLISH_HEAD = b"*3\r\n$8\r\nSPUBLISH\r\n"
+# One declared key each (the stream, the history list); the shard channel, in the same
+# slot, is an argument. Declared as a second key it would be a key that never exists, and
+# during a slot migration Redis answers a command with a missing key among several
+# TRYAGAIN on both masters until the migration ends; with one key it answers ASK and
+# the importing master runs it after ASKING.
 APPEND_AND_SPUBLISH = """\
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'envelope', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return redis.call('SPUBLISH', KEYS[2], ARGV[3])
+return redis.call('SPUBLISH', ARGV[4], ARGV[3])
 """
 HISTORY_AND_SPUBLISH = """\
-local n = redis.call('SPUBLISH', KEYS[2], ARGV[1])
+local n = redis.call('SPUBLISH', ARGV[4], ARGV[1])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -109,25 +115,25 @@ class ShardChannelNames(ChannelNames):
 
 
 class ShardCriticalStream(CriticalStream):
-    """Append-and-publish with SPUBLISH; the channel is declared as a key of the same slot."""
+    """Append-and-publish with SPUBLISH on the stream's slot (the channel is an argument)."""
 
     def __init__(self, channels: ShardChannelNames, options: CriticalOptions) -> None:
         super().__init__(channels, options)
 
     def append_and_publish(self, channel: str, payload: bytes) -> bytes:
         return encode_command(
-            "EVAL", APPEND_AND_SPUBLISH, 2, self.key_for(channel), channel,
-            self._length, self._ttl, payload,
+            "EVAL", APPEND_AND_SPUBLISH, 1, self.key_for(channel),
+            self._length, self._ttl, payload, channel,
         )
 
 
 def publish_with_shard_history(
     key: str, channel: str, payload: bytes, size: int, ttl: float
 ) -> bytes:
-    """SPUBLISH to an inbox and keep the message in its history list, in one script whose
-    two keys (list and channel) share the recipient's slot."""
+    """SPUBLISH to an inbox and keep the message in its history list, in one script on
+    the list's slot (the recipient's, as the channel's)."""
     return encode_command(
-        "EVAL", HISTORY_AND_SPUBLISH, 2, key, channel, payload, max(size, 1), int(ttl)
+        "EVAL", HISTORY_AND_SPUBLISH, 1, key, payload, max(size, 1), int(ttl), channel
     )
 
 

@@ -29,6 +29,15 @@ Arg = str | bytes | int
 ATTEMPTS = 6
 PAUSE = 0.25
 _SCAN_COUNT = 500
+_ASKING = encode_command("ASKING")
+
+
+def _redirect_kind(reply: object) -> str | None:
+    """"MOVED" or "ASK" for a redirect reply, else None."""
+    if not isinstance(reply, ServerReplyError):
+        return None
+    parsed = redirect(reply)
+    return parsed[0] if parsed is not None else None
 
 
 class ClusterCommands:
@@ -47,6 +56,7 @@ class ClusterCommands:
         self._conns: dict[tuple[str, int], RespConnection] = {}
         self._lock = Lock()
         self.refreshes = 0
+        self.asks = 0
 
     def run(self, *commands: Sequence[Arg], swarm: str | None = None) -> list[Any]:
         """Send ``commands`` (all of ``swarm``'s slot) in one write to its owner; error
@@ -76,8 +86,12 @@ class ClusterCommands:
                         raise
                     log.debug("state connection to %s failed (%s); asking again", owner, exc)
                     continue
-                if any(isinstance(r, ServerReplyError) and redirect(r) for r in replies):
-                    continue  # the slot moved (or is moving): ask who owns it now
+                kinds = [_redirect_kind(r) for r in replies]
+                if "MOVED" in kinds:
+                    continue  # the slot moved: ask who owns it now
+                if "ASK" in kinds:
+                    self._ask(commands, replies, kinds)
+                    self.asks += 1
                 break
             else:
                 raise ConnectionLostError(
@@ -111,6 +125,22 @@ class ClusterCommands:
                 if cursor in (b"0", 0, "0"):
                     break
         return found
+
+    def _ask(self, commands: Sequence[Sequence[Arg]], replies: list[Any],
+                   kinds: list[str | None]) -> None:
+        """The slot is being migrated and these keys are on the importing master already:
+        send each such command there once, after ``ASKING``, and take its reply."""
+        asked = [i for i, kind in enumerate(kinds) if kind == "ASK"]
+        parsed = redirect(replies[asked[0]])
+        assert parsed is not None
+        host, _, port = parsed[2].rpartition(":")
+        conn = self._conn((host, int(port)))
+        if not conn.connected:
+            conn.connect()
+        conn.write(b"".join(_ASKING + encode_command(*commands[i]) for i in asked))
+        for i in asked:
+            conn.read_reply(conn.socket_timeout)  # +OK of ASKING
+            replies[i] = conn.read_reply(conn.socket_timeout)
 
     @property
     def masters(self) -> list[tuple[str, int]]:

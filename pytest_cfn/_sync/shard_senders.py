@@ -78,6 +78,34 @@ class ShardSenders:
     def publishers(self) -> list[Publisher]:
         return list(self._publishers)
 
+    @property
+    def waiting(self) -> bool:
+        """Redirected publishes are waiting for :meth:`follow_redirects`."""
+        return bool(self._moved)
+
+    def take_asks_from(self, publisher: Publisher) -> None:
+        """An Event Bus's own publisher: ASK replies (its critical script mid-migration) are
+        sent on to the importing master from here; MOVED still makes it reconnect."""
+
+        def take(priority: int, command: bytes, reply: str) -> bool:
+            if not reply.startswith("ASK "):
+                return False
+            self._moved.append((priority, command, reply, publisher))
+            return True
+
+        publisher.on_redirect = take
+
+    def close_idle(self) -> None:
+        """Close the connections with nothing in flight (an ASK's, once the migration ended)."""
+        with self._lock:
+            for publisher in [p for p in self._publishers if not p.in_flight]:
+                self._publishers.remove(publisher)
+                for key in _COUNTERS:
+                    self._retired_counts[key] += int(getattr(publisher, key))
+                self.retired += 1
+                publisher.close()
+            self._by_slot.clear()
+
     def publisher_for(self, to_swarm: str) -> Publisher:
         """The connection to the master of ``to_swarm``'s slot (made on first use)."""
         slot = swarm_slot(to_swarm)
