@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from cluster_nodes import swarms_on_every_master
-from frontends import Frontend
+from frontends import Frontend, wait_until
 from plugin_runs import output, project, run
 from test_cli import Monitor, cfn
 
@@ -208,3 +208,56 @@ def test_swarm_state_follows_ask_and_moved_during_a_migration(
     assert loaded is not None and loaded.phase == "during"
     assert [r.swarm for r in state.swarms()] == [swarm]
     assert _keys_by_master(cluster, f"{ns}:*")[target.port] == {f"{ns}:swarm:{{{swarm}}}"}
+
+
+def test_cfn_acl_cluster_user_runs_one_swarm_on_every_master(
+    cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    import shlex
+
+    from test_acl import as_user, cfn_acl
+
+    from pytest_cfn import PermissionDeniedError
+
+    user = f"acl-{fe.kind}"
+    by_master = swarms_on_every_master(cluster, "acl")
+    mine, other, third = sorted(by_master.values())
+    out = cfn_acl("--swarm", mine, "--namespace", ns, "--user", user, "--password",
+                  "pw-cluster-secret", "--cluster")
+    assert out.returncode == 0, out.stderr
+    for node in cluster.nodes:  # ACLs are per node on a cluster
+        client = cluster.client(node)
+        try:
+            client.execute_command(*shlex.split(out.stdout.strip()))
+        finally:
+            client.close()
+    url = as_user(cluster.url, user, "pw-cluster-secret")
+    errors: list[Any] = []
+    pub = fe.event_bus(url, mine, "pub", namespace=ns, on_error=errors.append)
+    for n in range(5):
+        pub.publish("cfn.loop.phase.start", n, priority=9)
+    pub.flush()
+    got: list[Any] = []
+    late = fe.event_bus(url, mine, "late", namespace=ns, on_error=errors.append)
+    late.subscribe("*", lambda e: got.append(e.data))
+    pub.publish("agent.spawn", "live")
+    pub.flush()
+    assert wait_until(lambda: sorted(map(str, got)) == ["0", "1", "2", "3", "4", "live"],
+                      timeout=10), got
+    messenger = fe.make("Messenger", url, mine, "lead", namespace=ns, persist_history=True,
+                        on_error=errors.append)
+    messenger.on_request(lambda m: {"ok": m.data})
+    assert messenger.request(mine, 7, timeout=5).data == {"ok": 7}
+    messenger.send(other, {"hello": 1})  # another master's inbox
+    messenger.send(third, {"hello": 2})
+    messenger.flush()
+    assert messenger.stored_history()
+    state = fe.make("SwarmState", url, namespace=ns)
+    state.save(mine, phase="auth")
+    assert state.load(mine).phase == "auth"
+    assert errors == [] and late.stats()["permission_errors"] == 0
+    spy = fe.event_bus(url, other, "spy", namespace=ns)
+    with pytest.raises(PermissionDeniedError, match="NOPERM"):
+        spy.subscribe("*", print)
+    with pytest.raises(PermissionDeniedError):
+        state.save(other, phase="x")

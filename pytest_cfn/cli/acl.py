@@ -10,6 +10,13 @@ stream and catch-up cursors, its swarm state, the Messenger history lists
 the commands the library sends (including those its scripts call). Without --password
 a random one is generated (it is part of the printed line). Connect with
 redis://USER:PASSWORD@host:port/db.
+
+    cfn acl --swarm S --cluster                # Redis Cluster: run the line on every node
+
+With --cluster the rules name the shard channels (event:{S}, message:{S}, and
+message:{*} for the inboxes it sends to, which also lets it read them: sign
+envelopes where that matters), the hash-tagged keys, SPUBLISH/SSUBSCRIBE, ASKING
+and the commands of topology discovery. ACLs are per node on a cluster.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--password", help="the user's password, 8-256 of A-Z a-z 0-9 ._~+/=- (default: random)"
     )
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="rules for Redis Cluster (shard channels, hash-tagged keys); apply on every node",
+    )
     add_namespace(parser)
     parser.set_defaults(func=run)
 
@@ -44,5 +55,5 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     user = args.user or "-".join(p for p in ("cfn", args.swarm, args.agent) if p)
     password = args.password if args.password is not None else secrets.token_urlsafe(24)
-    print(acl_setuser(user, password, args.swarm, args.agent, args.namespace))
+    print(acl_setuser(user, password, args.swarm, args.agent, args.namespace, args.cluster))
     return 0
