@@ -22,6 +22,7 @@ from pytest_cfn._core.shard_layout import (
     ShardCriticalStream,
     as_spublish,
     redirect,
+    redirect_target,
     swarm_slot,
 )
 from pytest_cfn.bench.cluster_faults import traffic_under_fault
@@ -63,6 +64,12 @@ def test_spublish_and_the_critical_script_name_the_channel_in_the_slot() -> None
     assert redirect("MOVED 3999 127.0.0.1:7002") == ("MOVED", 3999, "127.0.0.1:7002")
     assert redirect("ASK 12 h:1") == ("ASK", 12, "h:1")
     assert redirect("ERR wrong number of arguments") is None
+    for forged in ("MOVED 12 host:abc", "MOVED 99999 h:1", "MOVED 12 h:0", "ASK 12 h:70000",
+                   "MOVED 12 h:1 extra", "MOVED x h:1"):
+        assert redirect(forged) is None, forged
+    assert redirect_target("::1:7000", "n") == ("::1", 7000)
+    assert redirect_target(":7000", "node-host") == ("node-host", 7000)
+    assert redirect_target("?:7000", "node-host") == ("node-host", 7000)
 
 
 # --- on a real cluster ------------------------------------------------------------------

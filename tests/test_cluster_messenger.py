@@ -192,3 +192,43 @@ def test_ask_during_a_migration_sends_the_history_script_to_the_importing_master
     assert [m.data["n"] for m in got] == [0, 2]
     assert receiver.stats()["lost"] == 1
     assert [m.data["n"] for m in receiver.stored_history()] == [0, 1, 2]
+
+
+def test_eight_threads_send_across_masters_on_one_connection_per_master(
+    shared_cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    import threading
+
+    by_master = swarms_on_every_master(shared_cluster, "th")
+    recipients = sorted(by_master.values())
+    got: dict[str, list[Any]] = {swarm: [] for swarm in recipients}
+    for swarm in recipients:
+        receiver = messenger(fe, shared_cluster.url, swarm, namespace=ns)
+        receiver.on_message(got[swarm].append)
+        receiver.on_request(lambda m: m.data)
+    sender = messenger(fe, shared_cluster.url, "th-sender", namespace=ns)
+    failures: list[BaseException] = []
+
+    def work(thread: int) -> None:
+        try:
+            for n in range(60):
+                sender.send(recipients[n % 3], {"t": thread, "n": n})
+            assert sender.request(recipients[thread % 3], thread, timeout=5).data == thread
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    sender.flush()
+    assert wait_until(lambda: all(len(v) == 160 for v in got.values()), timeout=10), {
+        k: len(v) for k, v in got.items()}
+    for index, swarm in enumerate(recipients):
+        assert sorted((m.data["t"], m.data["n"]) for m in got[swarm]) == sorted(
+            (t, n) for t in range(8) for n in range(60) if n % 3 == index)
+    stats = sender.stats()
+    assert stats["publisher_connections"] == 3, stats
+    assert stats["lost"] == stats["publish_failed"] == stats["duplicates"] == 0, stats

@@ -36,7 +36,7 @@ from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.async_backend import Lock
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.resp import encode_command
-from pytest_cfn._core.shard_layout import redirect, swarm_slot
+from pytest_cfn._core.shard_layout import redirect, redirect_target, swarm_slot
 from pytest_cfn._errors import CfnError
 
 log = logging.getLogger("pytest_cfn.cluster")
@@ -174,8 +174,11 @@ class ShardSenders:
         if parsed is None:  # on_redirect is only called with a redirect
             raise AssertionError(f"not a redirect: {reply}")
         kind, slot, where = parsed
-        host, _, port = where.rpartition(":")
-        target = replace(self._engine.address, host=host, port=int(port), db=0)
+        answered = source.route.owner if source.route is not None else None
+        host, port = redirect_target(
+            where, answered.host if answered is not None else self._engine.address.host
+        )
+        target = replace(self._engine.address, host=host, port=port, db=0)
         if kind == "ASK":
             self.asks += 1
             publisher = await self._publisher_at(target, slot)

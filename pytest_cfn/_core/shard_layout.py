@@ -42,6 +42,7 @@ from pytest_cfn._core.critical_log import CriticalOptions, CriticalStream
 from pytest_cfn._core.ids import validate_swarm_id
 from pytest_cfn._core.resp import encode_command
 
+SLOTS = 16384
 SWARM_KEYS = frozenset({"critical", "critical-cursor", "history"})
 """Keys whose second part is a swarm id and that live in the swarm's slot."""
 _PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n"
@@ -150,6 +151,16 @@ def redirect(reply: object) -> tuple[str, int, str] | None:
     if not text.startswith(("MOVED ", "ASK ")):
         return None
     parts = text.split()
-    if len(parts) < 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= SLOTS:
+        return None
+    port = parts[2].rpartition(":")[2]
+    if not port.isdigit() or not 0 < int(port) < 65536:
         return None
     return parts[0], int(parts[1]), parts[2]
+
+
+def redirect_target(where: str, default_host: str) -> tuple[str, int]:
+    """``(host, port)`` of a redirect's ``host:port``; an empty or ``?`` host (a node that
+    announces no endpoint) means the host of the node that answered."""
+    host, _, port = where.rpartition(":")
+    return (host if host not in ("", "?") else default_host), int(port)

@@ -20,7 +20,7 @@ from pytest_cfn._sync.connection import RespConnection
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.sync_backend import Lock, cluster_slot_table, sleep
 from pytest_cfn._core.resp import ServerReplyError, encode_command
-from pytest_cfn._core.shard_layout import redirect, swarm_slot
+from pytest_cfn._core.shard_layout import redirect, redirect_target, swarm_slot
 from pytest_cfn._errors import ConnectionFailedError, ConnectionLostError, reply_error
 
 log = logging.getLogger("pytest_cfn.cluster")
@@ -133,8 +133,7 @@ class ClusterCommands:
         asked = [i for i, kind in enumerate(kinds) if kind == "ASK"]
         parsed = redirect(replies[asked[0]])
         assert parsed is not None
-        host, _, port = parsed[2].rpartition(":")
-        conn = self._conn((host, int(port)))
+        conn = self._conn(redirect_target(parsed[2], self._seeds[0].host))
         if not conn.connected:
             conn.connect()
         conn.write(b"".join(_ASKING + encode_command(*commands[i]) for i in asked))
