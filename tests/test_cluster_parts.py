@@ -132,7 +132,7 @@ def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
         from pytest_cfn.cluster_nodes import each_master
 
         def test_buses_messengers_state(cfn_event_bus, cfn_messenger, cfn_redis_url,
-                                        cfn_namespace, cfn_redis):
+                                        cfn_namespace, cfn_redis, cfn_perf):
             got = {{s: [] for s in SWARMS}}
             for swarm in SWARMS:
                 cfn_event_bus(swarm=swarm, agent="r").subscribe("job.*", got[swarm].append)
@@ -145,6 +145,13 @@ def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
             answer.on_request(lambda m: m.data * 2)
             asker = cfn_messenger(swarm=SWARMS[0], agent="a")
             assert asker.request(SWARMS[1], 21, timeout=5).data == 42
+            counts = cfn_perf.sample_connections()
+            # 3 readers x 2 + 3 writers x 1 + answer (sub + a publisher on asker's master)
+            # + asker (sub + a publisher on answer's master), spread over three masters
+            assert counts.total == 13, counts
+            assert counts.max_per_subsystem == 2, counts  # per subsystem and master
+            masters = set(key[3] for key in counts.per_master)
+            assert len(masters) == 3, counts
             with SwarmState.from_url(cfn_redis_url, namespace=cfn_namespace) as state:
                 for swarm in SWARMS:
                     state.save(swarm, phase="p")

@@ -38,7 +38,7 @@ class ConnectionCount:
 def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> ConnectionCount:
     """Count CLIENT LIST entries named ``cfn:...@{namespace}``."""
     suffix = f"@{namespace}"
-    per_unit: dict[tuple[str, str, str], int] = {}
+    per_unit: dict[tuple[str, str, str, str], int] = {}
     owners: set[tuple[str, str]] = set()
     count = ConnectionCount()
     for entry in entries:
@@ -53,9 +53,10 @@ def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> C
         count.total += 1
         count.by_role[role] = count.by_role.get(role, 0) + 1
         node = entry.get("cfn_node")
-        if node:
+        if node:  # Redis Cluster: the master it is on (client_list_of_every_master)
             count.by_node[node] = count.by_node.get(node, 0) + 1
-        unit = (subsystem, swarm, owner)
+        # On a cluster, per master: a Messenger has one publisher on each master it sends to.
+        unit = (subsystem, swarm, owner, node or "")
         per_unit[unit] = per_unit.get(unit, 0) + 1
         owners.add((swarm, owner))
     count.owners = len(owners)

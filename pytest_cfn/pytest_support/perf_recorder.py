@@ -38,10 +38,14 @@ class ConnectionCount:
     agents: int
     connected_clients: int
     maxclients: int | None
+    per_master: dict[tuple[str, str, str, str], int] | None = None
+    """Redis Cluster: ``(subsystem, swarm, agent, master)`` -> connections."""
 
     @property
     def max_per_subsystem(self) -> int:
-        return max(self.by_owner.values(), default=0)
+        """Per master on a cluster (a Messenger has a publisher on each master it sends to)."""
+        counts = self.per_master if self.per_master is not None else self.by_owner
+        return max(counts.values(), default=0)
 
 
 def _text(value: object) -> str:
@@ -52,9 +56,21 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
     """CLIENT LIST entries named ``cfn:{role}:{swarm}:{agent}@{namespace}``, grouped."""
     import redis
 
+    from pytest_cfn.cluster_nodes import each_master
+
     suffix = f"@{namespace}"
     by_owner: dict[tuple[str, str, str], int] = {}
-    entries = client.client_list()
+    per_master: dict[tuple[str, str, str, str], int] = {}
+    entries: list[dict[str, Any]] = []
+    connected = 0
+    with each_master(client) as nodes:  # one server: itself; a cluster: every master
+        for where, node in nodes:
+            listed = node.client_list()
+            entries += [{**entry, "cfn_node": where} for entry in listed]
+            try:
+                connected += int(node.info("clients").get("connected_clients", 0))
+            except redis.ResponseError:  # fakeredis has no INFO: count CLIENT LIST's entries
+                connected += len(listed)
     for entry in entries:
         name = entry.get("name", "")
         if not name.startswith(OUR_PREFIX) or not name.endswith(suffix):
@@ -66,10 +82,8 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
         subsystem = role.rsplit("-", 1)[0]
         key = (subsystem, swarm, agent)
         by_owner[key] = by_owner.get(key, 0) + 1
-    try:
-        connected = int(client.info("clients").get("connected_clients", 0))
-    except redis.ResponseError:  # fakeredis has no INFO: count CLIENT LIST's entries
-        connected = len(entries)
+        at = (subsystem, swarm, agent, entry["cfn_node"])
+        per_master[at] = per_master.get(at, 0) + 1
     try:
         reply = client.config_get("maxclients")
         maxclients: int | None = int(_text(reply.get("maxclients", 0))) or None
@@ -81,6 +95,7 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
         agents=len({(swarm, agent) for _, swarm, agent in by_owner}),
         connected_clients=connected,
         maxclients=maxclients,
+        per_master=per_master if any(e["cfn_node"] for e in entries) else None,
     )
 
 
