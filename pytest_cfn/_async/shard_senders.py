@@ -18,7 +18,9 @@ publishes are taken along the same way) and closed (``retired``), so a
 Messenger keeps about one connection per master it uses. An ``ASK`` reply (the
 slot is being migrated and a key it names, the recipient's history list, is on
 the importing master already) sends ``ASKING`` and the publish to the importing
-master once (``asks``); the slot's owner is not changed by it.
+master once (``asks``); the slot's owner is not changed by it. An Event Bus keeps
+its one publisher (a MOVED makes it reconnect to its swarm's new owner) and uses this
+only to follow an ASK to its critical script (``take_asks_from``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ _SUMMED = (*_COUNTERS, "in_flight", "critical_pending", "pending")
 
 
 class ShardSenders:
-    """Publisher connections of one Messenger, one per master it sends to."""
+    """Publisher connections of one Messenger, one per master it sends to (and, for an
+    Event Bus, the connection an ASK reply is followed on: ``take_asks_from``)."""
 
     def __init__(self, engine: BusEngine, name: str) -> None:
         self._engine = engine
