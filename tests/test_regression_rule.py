@@ -1,8 +1,8 @@
 """Comparisons with a baseline that do not cry wolf, and the delay proxy that calibrates the
 instrument.
 
-The rule (``pytest_cfn.results.REGRESSION_RULE``) is checked on hand-made figures; the plugin's
-``--cfn-baseline`` is checked end to end: the same code twice is no regression, and a build
+The rule (``pytest_cfn.measure.results.REGRESSION_RULE``) is checked on hand-made figures; the
+plugin's ``--cfn-baseline`` is checked end to end: the same code twice is no regression, and a build
 slowed by a 50 µs sleep per publish is caught. The proxy is checked on a real server.
 """
 
@@ -20,9 +20,9 @@ from plugin_runs import output, project, run
 
 from pytest_cfn import EventBus
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn.results import Metric, RedisInfo, RunResult, compare
+from pytest_cfn.measure.calibration.delay_proxy import DelayProxy, droppable_event, frame_end
+from pytest_cfn.measure.results import Metric, RedisInfo, RunResult, compare
 from pytest_cfn.server import RedisServer
-from pytest_cfn.sweep.delay_proxy import DelayProxy, droppable_event, frame_end
 
 pytest_plugins = ["pytester"]
 

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
-from pytest_cfn.sweep.calibration import (
+from pytest_cfn.measure.calibration.calibrate import (
     DELAYS_MS,
     DROP_EVENTS,
     calibrate,
     calibration_lines,
     calibration_ok,
 )
-from pytest_cfn.sweep.harness import find_locustfile, require_locust
-from pytest_cfn.sweep.runner import measured_server
+from pytest_cfn.measure.sweep.harness import find_locustfile, require_locust
+from pytest_cfn.measure.sweep.runner import measured_server
 
 
 def parse_delays(text: str) -> tuple[float, ...]:

@@ -15,14 +15,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.targets import Targets
 from pytest_cfn.pytest_support.perf_sample import PerfSample, sample_metrics
-from pytest_cfn.targets import Targets
 
 if TYPE_CHECKING:
+    from pytest_cfn.measure.results import Metric
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
     from pytest_cfn.pytest_support.workload import WorkloadResult
-    from pytest_cfn.results import Metric
 
 OUR_PREFIX = "cfn:"
 CRITICAL_PRIORITIES = (8, 9)
