@@ -28,6 +28,7 @@ import hiredis
 
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.sync_backend import open_socket as connect_socket
+from pytest_cfn._core.resp import encode_command
 from pytest_cfn._errors import CfnError
 
 CONTEXT = multiprocessing.get_context("spawn")
@@ -145,9 +146,7 @@ def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
 
 
 def _command(sock: socket.socket, args: list[bytes]) -> Any:
-    parts = [b"*%d\r\n" % len(args)]
-    parts.extend(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args)
-    sock.sendall(b"".join(parts))
+    sock.sendall(encode_command(*args))
     reader = hiredis.Reader()
     reply = reader.gets()
     while reply is False:

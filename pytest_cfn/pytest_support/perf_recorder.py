@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_cfn._core.connection_names import parse_connection_name
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 from pytest_cfn.measure.targets import Targets
 from pytest_cfn.pytest_support.perf_sample import PerfSample, sample_metrics
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
     from pytest_cfn.pytest_support.workload import WorkloadResult
 
-OUR_PREFIX = "cfn:"
 CRITICAL_PRIORITIES = (8, 9)
 
 
@@ -52,19 +52,13 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
     """CLIENT LIST entries named ``cfn:{role}:{swarm}:{agent}@{namespace}``, grouped."""
     import redis
 
-    suffix = f"@{namespace}"
     by_owner: dict[tuple[str, str, str], int] = {}
     entries = client.client_list()
     for entry in entries:
-        name = entry.get("name", "")
-        if not name.startswith(OUR_PREFIX) or not name.endswith(suffix):
+        name = parse_connection_name(entry.get("name", ""))
+        if name is None or name.namespace != namespace:
             continue
-        fields = name[len(OUR_PREFIX) : -len(suffix)].split(":")
-        if len(fields) != 3:
-            continue
-        role, swarm, agent = fields
-        subsystem = role.rsplit("-", 1)[0]
-        key = (subsystem, swarm, agent)
+        key = (name.subsystem, name.swarm, name.owner)
         by_owner[key] = by_owner.get(key, 0) + 1
     try:
         connected = int(client.info("clients").get("connected_clients", 0))

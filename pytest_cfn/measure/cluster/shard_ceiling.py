@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from pytest_cfn._core.resp import encode_command
 from pytest_cfn.measure.metrics.machine import machine_info
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
 from pytest_cfn.measure.microbench.reference import run_redis_benchmark
@@ -73,8 +74,7 @@ def start_one_shard() -> RedisServer:
 
 def _message_size(channel: str, payload: int) -> int:
     """Bytes of one ``smessage`` push as RESP2 sends it."""
-    parts = [b"smessage", channel.encode(), b"x" * payload]
-    return len(b"*3\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts))
+    return len(encode_command(b"smessage", channel.encode(), b"x" * payload))
 
 
 def fanout_reader(

@@ -21,9 +21,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pytest_cfn._core.connection_names import OUR_PREFIX, parse_connection_name
 from pytest_cfn._errors import InvalidOptionError
 
-OUR_NAME_PREFIX = "cfn:"
 SAMPLER_CLIENT_NAME = "cfn-sampler"
 
 
@@ -100,7 +100,7 @@ def sample_server(
     `our_clients_by_role` splits them by the name's second field ("pub", "sub", ...).
     `pubsub_channels` counts active channels matching `channel_pattern`.
     """
-    prefix = OUR_NAME_PREFIX if name_prefix is None else name_prefix
+    prefix = OUR_PREFIX if name_prefix is None else name_prefix
     info = client.info()
     maxclients = _maxclients(client)
     entries = client.client_list()
@@ -113,14 +113,11 @@ def sample_server(
         omem = int(entry.get("omem", "0"))
         if omem > max_omem:
             max_omem, max_omem_client = omem, _describe_client(entry)
-        name = entry.get("name", "")
-        if not name or not name.startswith(prefix):
+        raw = entry.get("name", "")
+        name = parse_connection_name(raw) if raw.startswith(prefix) else None
+        if name is None or (swarm is not None and name.swarm != swarm):
             continue
-        fields = name.split(":")
-        if swarm is not None and (len(fields) < 3 or fields[2] != swarm):
-            continue
-        role = fields[1] if len(fields) > 1 else ""
-        by_role[role] = by_role.get(role, 0) + 1
+        by_role[name.role] = by_role.get(name.role, 0) + 1
 
     return ServerSample(
         ts=time.time(),

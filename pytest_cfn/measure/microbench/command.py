@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import platform
-import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +20,7 @@ import redis
 
 from pytest_cfn._backends.address import URL_FORMS, parse_redis_url
 from pytest_cfn._errors import CfnError
+from pytest_cfn.measure.embedded_server import measured_server, server_facts
 from pytest_cfn.measure.metrics.machine import machine_info
 from pytest_cfn.measure.microbench.config import (
     MESSAGE_BYTES,
@@ -234,49 +233,6 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
     return config
 
 
-@contextmanager
-def _server(config: BenchConfig) -> Iterator[tuple[str, bool, str | None, str, str | None]]:
-    """(url, embedded, redis-benchmark path, description, plain-text URL of a TLS server)."""
-    if config.redis_url is not None:
-        from pytest_cfn.server_probe import check_server
-
-        check_server(config.redis_url)
-        yield (config.redis_url, False, shutil.which("redis-benchmark"),
-               f"server at {redact_url(config.redis_url)}", config.plain_redis_url)
-        return
-    from pytest_cfn.server import RedisServer
-
-    if config.tls:
-        from pytest_cfn.tls_server import TlsRedisServer
-
-        tls_server = TlsRedisServer().start()
-        try:
-            yield (tls_server.tls_url, True, tls_server.server.redis_benchmark,
-                   f"embedded redis-server pid {tls_server.server.pid}, TLS port "
-                   f"{tls_server.tls_port} (plain port {tls_server.server.port} as reference)",
-                   tls_server.url)
-        finally:
-            tls_server.stop()
-        return
-    server = RedisServer()
-    server.start()
-    try:
-        yield (server.url, True, server.redis_benchmark,
-               f"embedded redis-server pid {server.pid} at {server.url} "
-               f"({server.choice.describe()})", None)
-    finally:
-        server.stop()
-
-
-def _server_version(url: str) -> str:
-    client = redis.Redis.from_url(url, protocol=2, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        info = client.info("server")
-    finally:
-        client.close()
-    return str(info.get("redis_version", "unknown"))
-
-
 def _clients() -> str:
     def version(name: str) -> str:
         try:
@@ -314,17 +270,19 @@ def _print_header(stream: TextIO, config: BenchConfig, target: Target, where: st
 
 
 def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
-    with _server(config) as (url, embedded, redis_benchmark, where, plain_url):
-        version = _server_version(url)
+    with measured_server(config.redis_url, tls=config.tls,
+                         plain_url=config.plain_redis_url) as server:
+        url, embedded = server.url, server.embedded
+        version, _ = server_facts(url)
         target = Target(
             url=url,
             version=version,
-            redis_benchmark=redis_benchmark,
+            redis_benchmark=server.redis_benchmark,
             clients=_clients(),
             wire_bytes=wire_size("cfnbench-000000-1", config.payload),
-            plain_url=plain_url,
+            plain_url=server.plain_url,
         )
-        _print_header(stream, config, target, where)
+        _print_header(stream, config, target, server.description)
         bench = BenchRun(config, target, stream)
         bench.run()
     print_summary(stream, bench.figures, bench.failures)

@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from pytest_cfn.measure.results import Better, Metric, Op, RedisInfo, RunResult, judge
+from pytest_cfn.measure.results import (
+    Better,
+    Metric,
+    Op,
+    RedisInfo,
+    RunResult,
+    format_value,
+    judge,
+)
 
 _LABEL_WIDTH = 44
 
@@ -69,17 +77,6 @@ class StepFailure:
     title: str
     reason: str
     skipped: bool = False
-
-
-def format_value(value: float, unit: str) -> str:
-    """Thousands separators for rates and counts, µs/ms for latency, KiB for memory."""
-    if unit == "us":
-        return f"{value / 1000:.3f} ms" if value >= 1000 else f"{value:.1f} µs"
-    if unit == "bytes":
-        return f"{value / 1024:,.1f} KiB" if value >= 1024 else f"{value:,.0f} B"
-    if abs(value) >= 100:
-        return f"{value:,.0f} {unit}"
-    return f"{value:,.2f} {unit}"
 
 
 def format_figure(figure: Figure) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import hiredis
 
 from pytest_cfn._backends.address import parse_redis_url
+from pytest_cfn._core.resp import encode_command
 from pytest_cfn.measure.worker_processes import StepFailedError, open_socket
 
 AGENTS = 10
@@ -32,12 +33,6 @@ PIPELINE = 100
 PAYLOAD = 200
 ADR_SINGLE = 4_800.0
 ADR_SEPARATED = 398_373.0
-
-
-def _encode(*parts: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    out.extend(b"$%d\r\n%b\r\n" % (len(part), part) for part in parts)
-    return b"".join(out)
 
 
 def _read_one(sock: Any, reader: Any) -> Any:
@@ -59,12 +54,12 @@ def single_connection(
     sock = open_socket(parse_redis_url(url), timeout=5.0)
     reader = hiredis.Reader()
     try:
-        sock.sendall(_encode(b"HELLO", b"3"))
+        sock.sendall(encode_command(b"HELLO", b"3"))
         if not isinstance(_read_one(sock, reader), dict):
             raise StepFailedError("the server did not switch to RESP3 (HELLO 3)")
-        sock.sendall(_encode(b"SUBSCRIBE", channel.encode()))
+        sock.sendall(encode_command(b"SUBSCRIBE", channel.encode()))
         _read_one(sock, reader)
-        command = _encode(b"PUBLISH", channel.encode(), b"x" * payload)
+        command = encode_command(b"PUBLISH", channel.encode(), b"x" * payload)
         acked = delivered = 0
         last = 0.0
         cpu = time.process_time()

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
+from pytest_cfn._core.resp import encode_publish
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 from pytest_cfn.measure.microbench.reference import BENCHMARK_CLIENTS, run_redis_benchmark
 from pytest_cfn.measure.results import Metric
@@ -46,9 +47,7 @@ def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000)
     """``count`` PUBLISHes on one raw socket, each waiting for its reply; percentiles in µs."""
     sock = open_socket(parse_redis_url(url), timeout=5.0)
     body = b"x" * payload
-    command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-        len(channel), channel.encode(), len(body), body,
-    )
+    command = encode_publish(channel.encode(), body)
     histogram = LatencyHistogram()
     clock = time.perf_counter_ns
     try:

@@ -9,16 +9,12 @@ with a heartbeat while a harness step runs.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-
-import redis
 
 from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.calibration.calibrate import (
@@ -27,6 +23,7 @@ from pytest_cfn.measure.calibration.calibrate import (
     calibrate,
     calibration_lines,
 )
+from pytest_cfn.measure.embedded_server import measured_server, server_facts
 from pytest_cfn.measure.metrics.machine import machine_info
 from pytest_cfn.measure.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.measure.sweep.cache_sweep import cache_sweep
@@ -147,8 +144,10 @@ class SweepRun:
         references = [name for name in REFERENCES if name not in config.skip]
         self._total = len(references) + len(specs)
         config.out.mkdir(parents=True, exist_ok=True)
-        with measured_server(config.redis_url) as (url, embedded, benchmark, where):
-            version, maxclients = _server_facts(url)
+        with measured_server(config.redis_url) as server:
+            url, embedded, benchmark, where = (server.url, server.embedded,
+                                               server.redis_benchmark, server.description)
+            version, maxclients = server_facts(url)
             self.say(
                 f"cfn bench: Redis {version}, {where}; {os.cpu_count()} CPUs; agents "
                 f"{', '.join(str(n) for n in config.agents)} ({config.model} model) at "
@@ -313,32 +312,3 @@ class SweepRun:
         )
 
 
-@contextmanager
-def measured_server(url: str | None) -> Iterator[tuple[str, bool, str | None, str]]:
-    """(url, embedded, redis-benchmark path, description) of the server to measure: the one
-    at ``url``, else an embedded redis-server started here and stopped on the way out."""
-    if url is not None:
-        yield url, False, shutil.which("redis-benchmark"), f"server at {redact_url(url)}"
-        return
-    from pytest_cfn.server import RedisServer
-
-    server = RedisServer().start()
-    try:
-        yield (server.url, True, server.redis_benchmark,
-               f"embedded redis-server pid {server.pid} ({server.choice.describe()})")
-    finally:
-        server.stop()
-
-
-def _server_facts(url: str) -> tuple[str, int | None]:
-    """The server's version and ``maxclients`` (None where CONFIG GET is refused)."""
-    client = redis.Redis.from_url(url, protocol=2, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        version = str(client.info("server").get("redis_version", "unknown"))
-        try:
-            maxclients: int | None = int(str(client.config_get("maxclients")["maxclients"]))
-        except (redis.ResponseError, KeyError, ValueError):
-            maxclients = None
-    finally:
-        client.close()
-    return version, maxclients
