@@ -131,7 +131,7 @@ def test_quick_run_prints_the_messenger_beside_the_event_bus_with_its_window(
     done = quick_run["done"]
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    heading = lines.index("[7] The Messenger beside the Event Bus, receiver-paced (issue 3)")
+    heading = lines.index("[7] The Messenger beside the Event Bus, receiver-paced")
     section = lines[heading:]
     messenger = next(i for i, line in enumerate(section) if "Messenger 5,120 B delivered" in line)
     assert "messages/s" in section[messenger]

@@ -21,11 +21,13 @@ from pytest_cfn.measure.microbench.workloads import (
     PATTERN,
     TICK,
     WARM,
+    DeliveryCounter,
     LatencyRecorder,
     event_data,
-    lean_stats,
     paced_result,
     seq_of,
+    subscriber_result,
+    unpaced_result,
 )
 
 _POLL = 0.01
@@ -36,22 +38,6 @@ async def _wait_for(rule: StopRule, count: Any) -> None:
         await asyncio.sleep(_POLL)
 
 
-class _Counter:
-    __slots__ = ("count", "first", "last")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-
-    def __call__(self, event: Any) -> None:
-        now = time.perf_counter()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        self.last = now
-
-
 def aio_subscriber(
     url: str, swarm: str, expected: int, ready: Event, publisher_done: Event, deadline: float
 ) -> dict[str, Any]:
@@ -60,7 +46,7 @@ def aio_subscriber(
     async def main() -> dict[str, Any]:
         from pytest_cfn.aio import EventBus
 
-        counter = _Counter()
+        counter = DeliveryCounter()
         async with EventBus.from_url(url, swarm=swarm, agent="subscriber") as bus:
             await bus.subscribe(PATTERN, counter)
             cpu = time.process_time()
@@ -69,14 +55,7 @@ def aio_subscriber(
             await bus.wait_idle(1.0)
             cpu = time.process_time() - cpu
             stats = bus.stats()
-        seconds = counter.last - counter.first
-        return {
-            "delivered": counter.count,
-            "seconds": seconds,
-            "rate": counter.count / seconds if seconds > 0 else 0.0,
-            "cpu_us_per_event": cpu / counter.count * 1e6 if counter.count else 0.0,
-            "stats": lean_stats(stats),
-        }
+        return subscriber_result(counter, cpu, stats)
 
     return asyncio.run(main())
 
@@ -106,12 +85,7 @@ def aio_unpaced_publisher(
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu
             stats = bus.stats()
-        return {
-            "published": stats["published"],
-            "seconds": seconds,
-            "cpu_us_per_event": cpu / events * 1e6,
-            "stats": lean_stats(stats),
-        }
+        return unpaced_result(events, seconds, cpu, stats)
 
     return asyncio.run(main())
 

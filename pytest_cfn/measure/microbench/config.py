@@ -6,24 +6,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_IDLE_BUS_BYTES = 1024 * 1024
-"""Issue 2's target: under 1 MB of memory per idle bus beyond its sockets."""
+"""The memory target: under 1 MB of memory per idle bus beyond its sockets."""
 MAX_P99_US = 1000.0
 """ADR-002's target: sub-millisecond delivery at p99."""
 E2E_TARGET_FACTOR = 2.0
-"""Issue 14's target: end to end delivered >= 2x redis-py's end to end in the same run."""
+"""The end-to-end target: delivered >= 2x redis-py's end to end in the same run."""
 CPU_TARGET_FACTOR = 0.5
-"""Issue 14's target: CPU per publish and per delivery <= 0.5x redis-py's, same run."""
+"""The CPU target: CPU per publish and per delivery <= 0.5x redis-py's, same run."""
 PLAIN_TARGET_FACTOR = 0.7
-"""Issue 14's target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
+"""The plain-publish target: a plain publish() loop (auto-pipelined) >= 0.7x the batch() rate."""
 MAX_P99_9_US = 3000.0
-"""Issue 14's target: p99.9 under 3 ms at each offered rate."""
+"""The tail target: p99.9 under 3 ms at each offered rate."""
 STEPS = ("ceiling", "throughput", "tls", "latency", "memory", "messenger", "signing")
 """The run's steps in order: redis-benchmark; drain, pipeline, publish and end to end;
 TLS's cost per event (only when the server is reached over TLS); latency at a fixed
 rate; memory per idle bus; the Messenger beside the Event Bus; end to end with and
 without signed envelopes."""
 MESSAGE_BYTES = 5 * 1024
-"""Issue 3's Messenger figure: delivered messages/s for 5 KB messages."""
+"""The Messenger figure's message size: delivered messages/s for 5 KB messages."""
 WINDOW_BYTES = 16 * 1024 * 1024
 """How far (bytes on the wire) the sender may run ahead of the receiver in the Messenger
 step: half the server's default ``client-output-buffer-limit pubsub 32mb``."""
@@ -50,7 +50,7 @@ class BenchConfig:
     plain_redis_url: str | None = None
     """The plain-text URL of the ``rediss://`` server: the TLS step's reference."""
     also_rates: tuple[float, ...] = ()
-    """Offered rates measured after ``rate`` in the latency step (issue 14: 1,000 and 20,000)."""
+    """Offered rates measured after ``rate`` in the latency step (by default 1,000 and 20,000)."""
     explain: bool = False
     """Per-stage timestamps of our latency runs, printed under each figure (``--explain``)."""
 

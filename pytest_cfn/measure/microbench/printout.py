@@ -110,7 +110,7 @@ def print_section(stream: TextIO, heading: str, items: list[Figure | StepFailure
 
 def print_summary(stream: TextIO, figures: list[Figure], failures: list[StepFailure]) -> None:
     gated = [f for f in figures if f.op is not None and f.target is not None]
-    print("\nTargets (issues 2, 3 and 14):", file=stream)
+    print("\nTargets:", file=stream)
     for figure in gated:
         shown = format_value(figure.value, figure.unit)
         reference = ""

@@ -89,8 +89,8 @@ SECTIONS = {
     "tls": "[4b] TLS: the cost per event against the same server in plain text",
     "latency": "[5] Latency at fixed offered rates, from the intended send time",
     "memory": "[6] Memory per idle bus",
-    "messenger": "[7] The Messenger beside the Event Bus, receiver-paced (issue 3)",
-    "signing": "[8] Signed envelopes (signing_key=) beside unsigned, end to end (issue 9)",
+    "messenger": "[7] The Messenger beside the Event Bus, receiver-paced",
+    "signing": "[8] Signed envelopes (signing_key=) beside unsigned, end to end",
 }
 
 

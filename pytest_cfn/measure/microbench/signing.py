@@ -11,14 +11,11 @@ seal on one side, the check on the other, and the 36 bytes more on the wire.
 from __future__ import annotations
 
 import statistics
-import time
-from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
-from pytest_cfn.measure.microbench.pacing import StopRule
 from pytest_cfn.measure.microbench.printout import Figure, StepFailure
-from pytest_cfn.measure.microbench.workloads import PATTERN, TICK, event_data, lean_stats
+from pytest_cfn.measure.microbench.workloads import our_subscriber, our_unpaced_publisher
 from pytest_cfn.measure.worker_processes import StepFailedError
 
 if TYPE_CHECKING:
@@ -29,74 +26,6 @@ BENCH_KEY = b"cfn-bench-signing-key-0123456789"
 VARIANTS = ("unsigned", "signed")
 LOSS_COUNTERS = ("lost", "dropped", "reconnects")
 """The subscriber bus's own counters, so a round that fell behind says how."""
-
-
-def signing_publisher(
-    url: str, swarm: str, events: int, payload: int, signing_key: bytes | None
-) -> dict[str, Any]:
-    """Worker: publish ``events`` inside ``batch()`` as fast as it goes, then ``flush()``."""
-    from pytest_cfn import EventBus
-
-    data = event_data(payload)
-    with EventBus.from_url(url, swarm=swarm, agent="publisher", signing_key=signing_key) as bus:
-        bus.connect()
-        publish = bus.publish
-        cpu = time.process_time()
-        started = time.perf_counter()
-        with bus.batch():
-            for _ in range(events):
-                publish(TICK, data)
-        bus.flush()
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
-        stats = bus.stats()
-    return {
-        "published": stats["published"],
-        "seconds": seconds,
-        "cpu_us_per_event": cpu / events * 1e6,
-        "stats": lean_stats(stats),
-    }
-
-
-def signing_subscriber(
-    url: str,
-    swarm: str,
-    expected: int,
-    ready: Event,
-    publisher_done: Event,
-    deadline: float,
-    signing_key: bytes | None,
-) -> dict[str, Any]:
-    """Worker: one EventBus subscriber counting deliveries at its handler."""
-    from pytest_cfn import EventBus
-
-    seen = [0, 0.0, 0.0]  # count, first, last
-
-    def count(event: Any) -> None:
-        now = time.perf_counter()
-        if not seen[0]:
-            seen[1] = now
-        seen[0] += 1
-        seen[2] = now
-
-    with EventBus.from_url(url, swarm=swarm, agent="subscriber", signing_key=signing_key) as bus:
-        bus.subscribe(PATTERN, count)
-        cpu = time.process_time()
-        ready.set()
-        StopRule(expected, publisher_done, deadline).wait(lambda: int(seen[0]))
-        bus.wait_idle(1.0)
-        cpu = time.process_time() - cpu
-        stats = bus.stats()
-    delivered = int(seen[0])
-    seconds = seen[2] - seen[1]
-    return {
-        "delivered": delivered,
-        "seconds": seconds,
-        "rate": delivered / seconds if seconds > 0 else 0.0,
-        "cpu_us_per_event": cpu / delivered * 1e6 if delivered else 0.0,
-        "forged": stats.get("forged", 0),
-        "stats": lean_stats(stats),
-    }
 
 
 def signing_step(run: BenchRun) -> list[Item]:
@@ -110,9 +39,9 @@ def signing_step(run: BenchRun) -> list[Item]:
             swarm = run._next_swarm()
             try:
                 sent, received = run._pair(
-                    (f"{variant} subscriber", signing_subscriber,
+                    (f"{variant} subscriber", our_subscriber,
                      {"swarm": swarm, "signing_key": key}),
-                    (f"{variant} publisher", signing_publisher,
+                    (f"{variant} publisher", our_unpaced_publisher,
                      {"swarm": swarm, "events": cfg.events, "payload": cfg.payload,
                       "signing_key": key}),
                     cfg.events, cfg.step_budget(cfg.events),

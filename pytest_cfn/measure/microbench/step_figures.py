@@ -493,7 +493,7 @@ def windowed_figures(
 ) -> list[Item]:
     """The Event Bus's delivered events/s and the Messenger's delivered messages/s from
     the same run, each also in MB/s, and what each lost; the Messenger's MB/s is held
-    to the Event Bus's (issue 3: as fast per byte)."""
+    to the Event Bus's (as fast per byte)."""
     items: list[Item] = []
     bus_rate, bus_mb = _median(runs["events"]), _median(runs["events"], "mb_per_s")
     for layer in ("events", "messages"):

@@ -60,30 +60,59 @@ def our_publish(url: str, swarm: str, events: int, payload: int, warmup: int) ->
     data = event_data(payload)
     with EventBus.from_url(url, swarm=swarm, agent="publisher") as bus:
         bus.connect()
-        publish = bus.publish
-        with bus.batch():
-            for _ in range(warmup):
-                publish(TICK, data)
-        bus.flush()
-        cpu = time.process_time()
-        started = time.perf_counter()
+        _publish_timed(bus, warmup, data, plain=False)
+        seconds, cpu = _publish_timed(bus, events, data, plain=False)
+        stats = bus.stats()
+    return {"rate": events / seconds, "events": events,
+            **unpaced_result(events, seconds, cpu, stats)}
+
+
+def _publish_timed(bus: Any, events: int, data: dict[str, Any], plain: bool) -> tuple[float, float]:
+    """(wall s, CPU s) of publishing ``events`` inside ``batch()`` (``plain``: a plain
+    ``publish()`` loop, auto-pipelined) until ``flush()`` returned: Redis acknowledged all."""
+    publish = bus.publish
+    cpu = time.process_time()
+    started = time.perf_counter()
+    if plain:
+        for _ in range(events):
+            publish(TICK, data)
+    else:
         with bus.batch():
             for _ in range(events):
                 publish(TICK, data)
-        bus.flush()
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
-        stats = bus.stats()
+    bus.flush()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def unpaced_result(
+    events: int, seconds: float, cpu: float, stats: dict[str, Any]
+) -> dict[str, Any]:
+    """An unpaced publisher's report (sync and asyncio alike)."""
     return {
-        "rate": events / seconds,
-        "events": events,
+        "published": stats["published"],
         "seconds": seconds,
         "cpu_us_per_event": cpu / events * 1e6,
         "stats": lean_stats(stats),
     }
 
 
-class _DeliveryCounter:
+def subscriber_result(
+    counter: DeliveryCounter, cpu: float, stats: dict[str, Any]
+) -> dict[str, Any]:
+    """A counting subscriber's report (sync and asyncio alike): the rate is deliveries over
+    the time from the first to the last delivery at the handler."""
+    seconds = counter.last - counter.first
+    return {
+        "delivered": counter.count,
+        "seconds": seconds,
+        "rate": counter.count / seconds if seconds > 0 else 0.0,
+        "cpu_us_per_event": cpu / counter.count * 1e6 if counter.count else 0.0,
+        "forged": stats.get("forged", 0),
+        "stats": lean_stats(stats),
+    }
+
+
+class DeliveryCounter:
     """The benchmark's handler: counts deliveries and notes the first and last time."""
 
     __slots__ = ("count", "first", "last")
@@ -102,13 +131,16 @@ class _DeliveryCounter:
 
 
 def our_subscriber(
-    url: str, swarm: str, expected: int, ready: Event, publisher_done: Event, deadline: float
+    url: str, swarm: str, expected: int, ready: Event, publisher_done: Event, deadline: float,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Worker: one EventBus subscriber counting deliveries at its handler (see StopRule)."""
+    """Worker: one EventBus subscriber counting deliveries at its handler (see StopRule);
+    with ``signing_key``, checking every envelope's signature (forgeries are counted)."""
     from pytest_cfn import EventBus
 
-    counter = _DeliveryCounter()
-    with EventBus.from_url(url, swarm=swarm, agent="subscriber") as bus:
+    counter = DeliveryCounter()
+    with EventBus.from_url(url, swarm=swarm, agent="subscriber",
+                           signing_key=signing_key) as bus:
         bus.subscribe(PATTERN, counter)
         cpu = time.process_time()
         ready.set()
@@ -116,46 +148,24 @@ def our_subscriber(
         bus.wait_idle(1.0)
         cpu = time.process_time() - cpu
         stats = bus.stats()
-    seconds = counter.last - counter.first
-    return {
-        "delivered": counter.count,
-        "seconds": seconds,
-        "rate": counter.count / seconds if seconds > 0 else 0.0,
-        "cpu_us_per_event": cpu / counter.count * 1e6 if counter.count else 0.0,
-        "stats": lean_stats(stats),
-    }
+    return subscriber_result(counter, cpu, stats)
 
 
 def our_unpaced_publisher(
-    url: str, swarm: str, events: int, payload: int, plain: bool = False
+    url: str, swarm: str, events: int, payload: int, plain: bool = False,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Worker: publish ``events`` as fast as ``batch()`` allows (or, ``plain``, as a
-    plain ``publish()`` loop with no ``batch()``: auto-pipelined), then ``flush()``."""
+    plain ``publish()`` loop with no ``batch()``: auto-pipelined), then ``flush()``; with
+    ``signing_key``, every envelope signed."""
     from pytest_cfn import EventBus
 
     data = event_data(payload)
-    with EventBus.from_url(url, swarm=swarm, agent="publisher") as bus:
+    with EventBus.from_url(url, swarm=swarm, agent="publisher", signing_key=signing_key) as bus:
         bus.connect()
-        publish = bus.publish
-        cpu = time.process_time()
-        started = time.perf_counter()
-        if plain:
-            for _ in range(events):
-                publish(TICK, data)
-        else:
-            with bus.batch():
-                for _ in range(events):
-                    publish(TICK, data)
-        bus.flush()
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        seconds, cpu = _publish_timed(bus, events, data, plain)
         stats = bus.stats()
-    return {
-        "published": stats["published"],
-        "seconds": seconds,
-        "cpu_us_per_event": cpu / events * 1e6,
-        "stats": lean_stats(stats),
-    }
+    return unpaced_result(events, seconds, cpu, stats)
 
 
 class LatencyRecorder:
