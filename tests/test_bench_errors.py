@@ -47,3 +47,11 @@ def test_locustfile_names_a_wrong_server_in_one_line(kind: str, tmp_path: Path) 
     assert len(lines) == 1 and EXPECTED[kind] in lines[0], out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert not list(tmp_path.glob("reports/*.json"))
+
+
+def test_the_old_module_name_runs_the_micro_benchmark_and_names_the_new_one() -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", "--help"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "is now python -m pytest_cfn.measure.microbench" in out.stderr
+    assert out.stdout.startswith("usage: python -m pytest_cfn.measure.microbench")

@@ -145,16 +145,21 @@ def open_socket(address: ServerAddress, timeout: float) -> socket.socket:
     return sock
 
 
-def _command(sock: socket.socket, args: list[bytes]) -> Any:
-    sock.sendall(encode_command(*args))
-    reader = hiredis.Reader()
+def read_reply(sock: socket.socket, reader: Any) -> Any:
+    """The next reply ``reader`` (a hiredis ``Reader``) parses off the raw ``sock``."""
     reply = reader.gets()
     while reply is False:
         data = sock.recv(65536)
         if not data:
-            raise StepFailedError("the server closed the connection during the handshake")
+            raise StepFailedError("the server closed the connection")
         reader.feed(data)
         reply = reader.gets()
+    return reply
+
+
+def _command(sock: socket.socket, args: list[bytes]) -> Any:
+    sock.sendall(encode_command(*args))
+    reply = read_reply(sock, hiredis.Reader())
     if isinstance(reply, hiredis.ReplyError):
         raise StepFailedError(f"the server refused {args[0].decode()}: {reply}")
     return reply

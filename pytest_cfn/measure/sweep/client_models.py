@@ -26,24 +26,13 @@ import hiredis
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._core.resp import encode_command
-from pytest_cfn.measure.worker_processes import StepFailedError, open_socket
+from pytest_cfn.measure.worker_processes import StepFailedError, open_socket, read_reply
 
 AGENTS = 10
 PIPELINE = 100
 PAYLOAD = 200
 ADR_SINGLE = 4_800.0
 ADR_SEPARATED = 398_373.0
-
-
-def _read_one(sock: Any, reader: Any) -> Any:
-    reply = reader.gets()
-    while reply is False:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise StepFailedError("the server closed the connection")
-        reader.feed(chunk)
-        reply = reader.gets()
-    return reply
 
 
 def single_connection(
@@ -55,10 +44,10 @@ def single_connection(
     reader = hiredis.Reader()
     try:
         sock.sendall(encode_command(b"HELLO", b"3"))
-        if not isinstance(_read_one(sock, reader), dict):
+        if not isinstance(read_reply(sock, reader), dict):
             raise StepFailedError("the server did not switch to RESP3 (HELLO 3)")
         sock.sendall(encode_command(b"SUBSCRIBE", channel.encode()))
-        _read_one(sock, reader)
+        read_reply(sock, reader)
         command = encode_command(b"PUBLISH", channel.encode(), b"x" * payload)
         acked = delivered = 0
         last = 0.0
