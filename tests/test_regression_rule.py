@@ -158,6 +158,34 @@ def test_the_proxy_drops_exactly_the_events_it_was_asked_to(server: RedisServer)
     assert len(got) == 50 and lost == 10
 
 
+def test_the_proxy_keeps_the_hold_it_applied_and_the_time_before_it_for_each_event(
+    server: RedisServer,
+) -> None:
+    with DelayProxy("127.0.0.1", server.port) as proxy:
+        proxy.reset(0.003)
+        options = BusOptions(namespace="proxy-hold")
+        got: list[object] = []
+        with EventBus.from_url(proxy.url, swarm="s", agent="sub", options=options) as sub, \
+                EventBus.from_url(server.url, swarm="s", agent="pub", options=options) as pub:
+            sub.subscribe("*", got.append)
+            sub.connect()
+            pub.connect()
+            for n in range(40):
+                pub.publish("task.progress", {"t": time.time_ns(), "n": n})
+                time.sleep(0.001)
+            pub.flush()
+            deadline = time.monotonic() + 5
+            while len(got) < 40 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        holds, upstream = proxy.holds(), proxy.upstream_ns()
+        proxy.reset(0.0)
+        assert proxy.holds() == [] and proxy.upstream_ns() == []
+    assert len(got) == 40 and len(holds) == 40, (len(got), len(holds))
+    assert min(holds) >= 0.003 and statistics.median(holds) < 0.03, holds
+    # Intended send time (data.t) to arrival at the proxy: before the held delay, so short.
+    assert len(upstream) == 40 and 0 < statistics.median(upstream) < 3_000_000, upstream
+
+
 SLOWED_PUBLISH = """
     import os
     import time

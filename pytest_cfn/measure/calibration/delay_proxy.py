@@ -9,6 +9,14 @@ reaches the server at once: a publish -> delivery latency grows by exactly ``del
 proxy's own hop, which a reference run at a small base delay measures (a zero delay takes a
 different path: the sending thread is woken per chunk instead of by its timer).
 
+The sending thread wakes late by its timer's slack and the scheduler's delay (40-80 µs here,
+idle or beside a busy process), so the delay a chunk really got is not ``delay_s``. The proxy
+therefore stamps each chunk as it is handed to the client and keeps the hold it really applied,
+per event carried (:meth:`DelayProxy.holds`), and, for each harness event, the time from its
+intended send time to its arrival at the proxy (:meth:`DelayProxy.upstream_ns`): the
+calibration compares the harness's shift with the fault as injected, less what moved before
+the proxy.
+
 A known loss: :meth:`DelayProxy.drop_events` arms the proxy to drop the next ``count``
 non-critical pub/sub events (priority below 8 in the JSON envelope) on one subscriber
 connection, the first to carry one after ``after`` (a ``time.monotonic`` instant). The
@@ -31,6 +39,7 @@ from pytest_cfn._errors import CfnError
 
 CHUNK = 1 << 16
 _PRIORITY = re.compile(rb'"priority":(\d)')
+_INTENDED = re.compile(rb'"data":\{"t":(\d+)')
 _EVENT_HEADS = (b"*4\r\n$8\r\npmessage\r\n", b">4\r\n$8\r\npmessage\r\n",
                 b"*3\r\n$7\r\nmessage\r\n", b">3\r\n$7\r\nmessage\r\n")
 _AGGREGATES = {ord("*"): 1, ord(">"): 1, ord("~"): 1, ord("%"): 2, ord("|"): 2}
@@ -100,6 +109,8 @@ class DelayProxy:
         self._closed = threading.Event()
         self._plan: _DropPlan | None = None
         self._connections = 0
+        self._holds: list[float] = []
+        self._upstream: list[int] = []
         self.first_event_at: float | None = None
 
     @property
@@ -144,9 +155,23 @@ class DelayProxy:
         self.close()
 
     def reset(self, delay_s: float) -> None:
-        """A new delay for the connections made from now on; forgets the first event seen."""
+        """A new delay for the connections made from now on; forgets the first event seen
+        and the holds applied so far."""
         self.delay_s = delay_s
         self.first_event_at = None
+        self._holds = []
+        self._upstream = []
+
+    def holds(self) -> list[float]:
+        """Seconds each pub/sub event was really held since :meth:`reset`, from its chunk's
+        arrival to the moment the proxy handed it to the client, one entry per event."""
+        return list(self._holds)
+
+    def upstream_ns(self) -> list[int]:
+        """Nanoseconds from each harness event's intended send time (its ``data.t``, wall
+        clock) to its arrival at the proxy since :meth:`reset`: the part of a delivery's
+        latency before the proxy, which the proxy sees but does not cause."""
+        return list(self._upstream)
 
     def drop_events(self, count: int, after: float) -> None:
         """Drop the next ``count`` non-critical events on one subscriber connection, the first
@@ -185,7 +210,8 @@ class DelayProxy:
 
     def _pipe(self, ident: int, client: socket.socket, server: socket.socket,
               delay_s: float) -> None:
-        queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        queue: collections.deque[tuple[float, bytes, int]] = collections.deque()
+        holds = self._holds
         ready = threading.Condition()
         done = threading.Event()
 
@@ -205,10 +231,10 @@ class DelayProxy:
                 while chunk := server.recv(CHUNK):
                     now = time.monotonic()
                     pending += chunk
-                    chunk = self._filter(ident, pending, now)
+                    chunk, events = self._filter(ident, pending, now)
                     if chunk:
                         with ready:
-                            queue.append((now + delay_s, chunk))
+                            queue.append((now + delay_s, chunk, events))
                             ready.notify()
             except OSError:
                 pass
@@ -225,10 +251,12 @@ class DelayProxy:
                             ready.wait(0.5)
                         if not queue:
                             return
-                        due, chunk = queue.popleft()
+                        due, chunk, events = queue.popleft()
                     wait = due - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
+                    if events:
+                        holds.extend([time.monotonic() - due + delay_s] * events)
                     client.sendall(chunk)
             except OSError:
                 pass
@@ -239,21 +267,27 @@ class DelayProxy:
             threading.Thread(target=target, name=f"delay-proxy-{ident}-{name}",
                              daemon=True).start()
 
-    def _filter(self, ident: int, pending: bytearray, now: float) -> bytes:
+    def _filter(self, ident: int, pending: bytearray, now: float) -> tuple[bytes, int]:
         """Whole frames out of ``pending`` (the rest stays for the next chunk), minus the
-        events the drop plan takes."""
+        events the drop plan takes, and how many pub/sub events they carry."""
         out = bytearray()
         pos = 0
+        events = 0
+        arrived_ns = time.time_ns()
         while (end := frame_end(pending, pos)) is not None:
             frame = bytes(pending[pos:end])
             pos = end
-            if frame.startswith(_EVENT_HEADS) and self.first_event_at is None:
+            event = frame.startswith(_EVENT_HEADS)
+            if event and self.first_event_at is None:
                 self.first_event_at = now
             if self._take(ident, frame, now):
                 continue
+            events += event
+            if event and (intended := _INTENDED.search(frame)) is not None:
+                self._upstream.append(arrived_ns - int(intended.group(1)))
             out += frame
         del pending[:pos]
-        return bytes(out)
+        return bytes(out), events
 
     def _take(self, ident: int, frame: bytes, now: float) -> bool:
         plan = self._plan

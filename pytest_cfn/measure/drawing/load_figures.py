@@ -123,7 +123,8 @@ def _calibration_note(data: SweepData) -> str | None:
     shifts = calibration.get("shifts") or []
     if not shifts:
         return None
-    parts = [f"+{s['injected_ms']:g} ms injected -> +{s['measured_ms']:.2f} ms measured "
+    parts = [f"+{s.get('applied_ms', s['injected_ms']):.2f} ms injected -> "
+             f"+{s['measured_ms']:.2f} ms measured "
              f"({s['error_pct']:+.1f} %{'' if s.get('ok', True) else ', OUT OF BOUND'})"
              for s in shifts]
     loss = calibration.get("loss") or {}
