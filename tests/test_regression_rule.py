@@ -65,6 +65,44 @@ def test_a_figure_regresses_only_outside_the_noise(
     assert (result.regressed, result.rule) == (regressed, rule), result.detail
 
 
+def _p99(low: float, high: float, reference: float | None) -> Metric:
+    return Metric(name="delivery_p99", value=(low + high) / 2, unit="ms", method="m",
+                  better="lower", low=low, high=high, runs=3, reference=reference)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "regressed"),
+    [
+        # The two sweeps of the same code on this machine: today's tail 13 % above the
+        # baseline's range, but the same run's yardstick was 42 % higher too: a noisier day.
+        (_p99(1.519, 1.71, 3.09), _p99(1.939, 2.136, 4.39), False),
+        # The same gap with a steady yardstick: the tail itself grew.
+        (_p99(1.519, 1.71, 3.09), _p99(1.939, 2.136, 3.09), True),
+        # A tail that doubled regresses even on a noisier day.
+        (_p99(5.1, 5.4, 3.09), _p99(23.0, 35.4, 4.39), True),
+        # Ranges overlap: the yardstick cannot make it a regression.
+        (_p99(1.5, 1.9, 4.39), _p99(1.8, 2.1, 3.09), False),
+    ],
+)
+def test_a_repeated_tail_with_a_same_run_yardstick_needs_both_to_regress(
+    old: Metric, new: Metric, regressed: bool
+) -> None:
+    (result,) = compare(_run(old), _run(new), 10.0)
+    assert (result.regressed, result.rule) == (regressed, "spread and reference"), result.detail
+    assert "ranges" in result.detail and "same-run reference" in result.detail
+
+
+def test_the_tail_yardstick_is_the_calibration_base_runs_p99() -> None:
+    from pytest_cfn.measure.sweep.document import tail_reference
+
+    runs = [{"injected_ms": 0.0, "p99_ms": 5.0}, {"injected_ms": 2.0, "p99_ms": 9.0},
+            {"injected_ms": 0.0, "p99_ms": 3.0}]
+    assert tail_reference({"calibration": {"runs": runs}}) == 4.0
+    failed = [runs[0], {"injected_ms": 0.0, "error": "harness failed"}]
+    assert tail_reference({"calibration": {"runs": failed}}) is None
+    assert tail_reference({}) is None
+
+
 def test_a_loss_that_was_zero_regresses_when_it_appears_outside_the_noise() -> None:
     def loss(value: float, low: float, high: float) -> Metric:
         return Metric(name="loss_rate", value=value, unit="fraction", method="m",

@@ -191,7 +191,11 @@ REGRESSION_RULE = (
     "the difference is outside the noise: (1) figures repeated in both runs (cfn bench "
     "--repeat K, K >= 2) regress only when the two runs' min-max ranges do not overlap and "
     "the gap between them is itself wider than the threshold (today's best run worse than the "
-    "baseline's worst by more than it); (2) single figures that carry a "
+    "baseline's worst by more than it), and, where both runs also carry a reference measured "
+    "in the same run (a latency tail: the calibration's base runs, the same harness at 10 "
+    "agents), only when figure / reference is worse by more than the threshold too, so a "
+    "tail that grew because the whole machine was noisier that day is not a regression; "
+    "(2) single figures that carry a "
     "reference measured in the same run (the server's own rate or round trip) regress only "
     "when figure / reference is also worse by more than the threshold, so a machine that is "
     "slower today as a whole is not a regression; (3) a single figure with neither is judged "
@@ -210,7 +214,7 @@ class Regression(msgspec.Struct, kw_only=True):
     change_pct: float
     regressed: bool
     rule: str = "threshold only"
-    """How it was judged: 'spread', 'reference' or 'threshold only'."""
+    """How it was judged: 'spread', 'spread and reference', 'reference' or 'threshold only'."""
     detail: str = ""
     """Why it is or is not a regression, in words (ranges or ratios)."""
 
@@ -220,6 +224,13 @@ def _worse_pct(old: float, new: float, better: str) -> float:
         return 0.0
     change = (new - old) / abs(old) * 100.0
     return -change if better == "higher" else change
+
+
+def _ratio(old: Metric, new: Metric, old_ref: float, new_ref: float) -> tuple[str, float]:
+    """How much worse figure / same-run reference got, in words and in %."""
+    ratio = _worse_pct(old.value / old_ref, new.value / new_ref, new.better)
+    return (f"figure / same-run reference {old.value / old_ref:,.4g} -> "
+            f"{new.value / new_ref:,.4g} ({ratio:+.1f} % worse)"), ratio
 
 
 def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
@@ -236,11 +247,13 @@ def _judge(old: Metric, new: Metric, max_pct: float) -> tuple[bool, str, str]:
         detail = (f"today {new.low:,.4g}..{new.high:,.4g} ({new.runs} runs), baseline "
                   f"{old.low:,.4g}..{old.high:,.4g} ({old.runs} runs): "
                   + (f"ranges apart by {gap:.1f} %" if apart else "ranges overlap"))
+        if old.reference and new.reference:
+            ratio_detail, ratio = _ratio(old, new, old.reference, new.reference)
+            return (beyond and gap > max_pct and ratio > max_pct, "spread and reference",
+                    f"{detail}; {ratio_detail}")
         return beyond and gap > max_pct, "spread", detail
     if old.reference and new.reference:
-        ratio = _worse_pct(old.value / old.reference, new.value / new.reference, new.better)
-        detail = (f"figure / same-run reference {old.value / old.reference:,.4g} -> "
-                  f"{new.value / new.reference:,.4g} ({ratio:+.1f} % worse)")
+        detail, ratio = _ratio(old, new, old.reference, new.reference)
         return beyond and ratio > max_pct, "reference", detail
     return beyond, "threshold only", "one run and no same-run reference: the threshold decides"
 

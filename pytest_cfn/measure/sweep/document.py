@@ -151,8 +151,28 @@ def runs_text(row: dict[str, Any], target: str) -> str:
     return f"median of {runs} runs; {met} of {runs} met the target"
 
 
-def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
-    """The figures of one load point (the median of its runs, with their min-max)."""
+def tail_reference(extra: dict[str, Any]) -> float | None:
+    """The same run's yardstick for latency tails: the mean delivery p99 (ms) of the
+    calibration's base runs (the harness at 10 agents through the proxy's base delay, first
+    and last in the calibration); None without a calibration that measured them all."""
+    runs = (extra.get("calibration") or {}).get("runs") or []
+    bases = [r for r in runs if r.get("injected_ms") == 0.0]
+    values = [float(r["p99_ms"]) for r in bases if r.get("p99_ms")]
+    return sum(values) / len(values) if values and len(values) == len(bases) else None
+
+
+TAIL_REFERENCE_METHOD = (
+    "judged against a baseline with its ratio to the same run's tail yardstick, the "
+    "calibration's base runs' delivery p99 ({reference:.3f} ms: the same harness at 10 agents, "
+    "measured minutes apart): a tail tracks how noisy the machine is that day"
+)
+
+
+def _load_metrics(
+    row: dict[str, Any], targets: Targets, tail_ref: float | None = None
+) -> list[Metric]:
+    """The figures of one load point (the median of its runs, with their min-max); the
+    latency tails carry ``tail_ref`` (see :func:`tail_reference`) as their reference."""
     scope = f"{row['model']} model, {row['agents']} agents"
     method = LOAD_METHOD.format(
         agents=row["agents"], model=row["model"], swarms=row["swarms"], rate=row["agent_rate"],
@@ -181,6 +201,8 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
     p99_verdict, p99_why = latency_verdict(row, p99_ms, targets.max_p99_ms)
     if p99_why:
         latency_method += f"; {p99_why}"
+    if tail_ref:
+        latency_method += "; " + TAIL_REFERENCE_METHOD.format(reference=tail_ref)
     metrics = [
         Metric(
             name="delivered_events_per_s", value=delivered, unit="events/s",
@@ -193,14 +215,16 @@ def _load_metrics(row: dict[str, Any], targets: Targets) -> list[Metric]:
             target=targets.max_p99_ms, op="<=",
             verdict=p99_verdict,
             better="lower", scope=scope, latency=latency if has_latency else None,
-            **_spread(row, "p99_us", 1e-3),
+            reference=tail_ref, **_spread(row, "p99_us", 1e-3),
         ),
     ]
     for name, key in (("delivery_p50", "p50_us"), ("delivery_p99_9", "p99_9_us")):
+        tail = tail_ref if key == "p99_9_us" else None
         metrics.append(Metric(
             name=name, value=float(row.get(key) or 0.0) / 1000.0, unit="ms",
-            method="the same deliveries as delivery_p99", better="lower", scope=scope,
-            **_spread(row, key, 1e-3),
+            method="the same deliveries as delivery_p99" + (
+                "; " + TAIL_REFERENCE_METHOD.format(reference=tail) if tail else ""),
+            better="lower", scope=scope, reference=tail, **_spread(row, key, 1e-3),
         ))
     metrics += [
         Metric(name="loss_rate", value=float(row["loss_rate"] or 0.0), unit="fraction",
@@ -334,8 +358,9 @@ def build_result(
     """The sweep's document from its step rows and reference measurements."""
     targets = targets or Targets()
     metrics: list[Metric] = []
+    tail_ref = tail_reference(extra)
     for point in combine_loads(rows, targets):
-        metrics += _load_metrics(point, targets)
+        metrics += _load_metrics(point, targets, tail_ref)
     for row in rows:
         if row.get("status") == "ok" and row["kind"] == PROBE:
             metrics.append(_connections_metric(
