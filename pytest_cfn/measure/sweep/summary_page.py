@@ -116,7 +116,10 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
     for shift in calibration.get("shifts", []):
         rows.append([f"one-way delay +{shift['injected_ms']:g} ms",
                      f"{shift.get('applied_ms', shift['injected_ms']):.3f} ms held",
-                     f"{shift['measured_ms']:.3f} ms p50 shift",
+                     f"{shift['measured_ms']:.3f} ms p50 shift on the delivery path"
+                     + (f" ({shift['raw_shift_ms']:.3f} ms in all, "
+                        f"{shift['upstream_change_ms']:+.3f} ms before the proxy)"
+                        if "raw_shift_ms" in shift else ""),
                      f"{shift['error_pct']:+.1f} %", f"+/- {SHIFT_TOLERANCE * 100:g} %",
                      "OK" if shift["ok"] else "OUT OF BOUND"])
     loss = calibration.get("loss")
