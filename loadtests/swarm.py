@@ -96,8 +96,15 @@ def _add_options(parser: Any, **_: Any) -> None:
                             "e.g. 'state.update=6@5,cfn.loop.phase=1@9'")
     group.add_argument("--cfn-model", type=_checked(o.parse_model), default="per-agent",
                        help="connections: 'per-agent' (each agent its own Event Bus and "
-                            "Messenger, as ADR-002 counts) or 'shared' (one set per swarm per "
-                            "process, publishes coalesced); default per-agent")
+                            "Messenger, as ADR-002 counts) or 'shared' (the agents of a swarm in "
+                            "one process share its Event Bus and Messenger, publishes coalesced; "
+                            "see --cfn-share); default per-agent")
+    group.add_argument("--cfn-share", choices=("process", "swarm"), default="process",
+                       help="shared model: 'process' (every swarm's bus and messenger of a "
+                            "process on one publisher and one subscriber connection, "
+                            "SharedConnections; a Redis Cluster node falls back to 'swarm') or "
+                            "'swarm' (two connections per bus and messenger of each swarm); "
+                            "default process")
     group.add_argument("--cfn-gate", type=_checked(o.parse_gates), default="all",
                        help=f"gates that set the exit code: all, none, or some of "
                             f"{','.join(o.GATES)} (default all)")

@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "ServerReplyError": _ERRORS,
     "ServerStartError": _ERRORS,
     "ServerUnavailableError": _ERRORS,
+    "SharedConnections": "pytest_cfn._sync.connection_share",
     "SubscribeFailedError": _ERRORS,
     "SwarmNotFoundError": _ERRORS,
     "SwarmRecord": "pytest_cfn._core.swarm_state",
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ThrottledError as ThrottledError
     from pytest_cfn._errors import TlsError as TlsError
     from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
+    from pytest_cfn._sync.connection_share import SharedConnections as SharedConnections
     from pytest_cfn._sync.event_bus import EventBus as EventBus
     from pytest_cfn._sync.messenger import Messenger as Messenger
     from pytest_cfn._sync.swarm_state import SwarmState as SwarmState

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "ServerReplyError": _ERRORS,
     "ServerStartError": _ERRORS,
     "ServerUnavailableError": _ERRORS,
+    "SharedConnections": "pytest_cfn._async.connection_share",
     "SubscribeFailedError": _ERRORS,
     "SwarmNotFoundError": _ERRORS,
     "SwarmState": "pytest_cfn._async.swarm_state",
@@ -48,6 +49,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
+    from pytest_cfn._async.connection_share import SharedConnections as SharedConnections
     from pytest_cfn._async.event_bus import EventBus as EventBus
     from pytest_cfn._async.messenger import Messenger as Messenger
     from pytest_cfn._async.swarm_state import SwarmState as SwarmState

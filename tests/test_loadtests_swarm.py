@@ -120,12 +120,14 @@ def test_without_a_url_an_embedded_server_is_started_and_stopped(tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["per-agent", "shared"])
+@pytest.mark.parametrize("model", ["per-agent", "shared", "shared/swarm"])
 def test_fifty_agents_in_both_connection_models(
     tmp_path: Path, redis_url: str, model: str
 ) -> None:
+    model, _, share = model.partition("/")
     proc, result = headless(
         tmp_path, redis_url, 50, "--cfn-rate", "10", "--cfn-model", model,
+        *(["--cfn-share", share] if share else []),
         "--cfn-gate", "connections,critical-loss", "--cfn-send-lag-limit", "250",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -138,10 +140,16 @@ def test_fifty_agents_in_both_connection_models(
         # and coordinators also a Messenger publisher.
         assert connections["owners"] == 50
         assert 150 <= connections["total"] <= 200
-    else:
+    elif share == "swarm":
         # One Event Bus and one Messenger per swarm in the one process.
         assert connections["owners"] == 5
         assert connections["total"] <= 4 * 5
+    else:
+        # Every swarm's bus and messenger on the process's shared publisher and subscriber
+        # (and the catch-ups' connection).
+        assert connections["owners"] == 1
+        assert connections["total"] == 3
+        assert connections["by_role"] == {"catchup-call": 1, "shared-pub": 1, "shared-sub": 1}
     assert m["lost"]["value"] == 0 and m["late"]["value"] == 0
     assert result["extra"]["delivered"] > 0
     # Dealt into swarms of 10.

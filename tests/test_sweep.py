@@ -74,8 +74,8 @@ def test_a_short_sweep_writes_the_json_every_figure_and_the_summary(tmp_path: Pa
         assert (out / row["harness_json"]).exists()
     delivered = next(m for m in result.metrics if m.name == "delivered_events_per_s")
     assert delivered.runs == 2 and delivered.low is not None and delivered.high is not None
-    # One Event Bus + Messenger per swarm vs one per agent.
-    assert data.loads[1]["connections"] == 4
+    # The process's shared publisher, subscriber and catch-up connection vs one set per agent.
+    assert data.loads[1]["connections"] == 3
     assert data.probes[1]["connections"] >= 30
     assert len(data.ceiling) == 2 and data.round_trip is not None
     assert data.cache is not None and len(data.cache["rows"]) == 8

@@ -9,7 +9,8 @@ does deliveries. A publish that fails is fired at once, with its exception.
 
 In the per-agent model the client owns its connections (Event Bus and Messenger: 2 + 2, as
 ADR-002's table counts) and a tap on each is its handler. In the shared model it borrows its
-swarm's bus and messenger from the process (one set per swarm per process, each with the
+swarm's bus and messenger from the process (one set per swarm per process, all on the
+process's SharedConnections unless ``--cfn-share swarm``, each with the
 process's tap as its first handler) and adds a handler of its own that the tap checks.
 """
 

@@ -20,6 +20,7 @@ at ``quit`` (after Locust's own statistics) when headless.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -149,6 +150,9 @@ class Conductor:
             active = runner.clients.ready + runner.clients.running + runner.clients.spawning
             ids = sorted(str(c.id) for c in active)
             parsed.cfn_worker_slots = {client_id: i for i, client_id in enumerate(ids)}
+            # each worker's agents take one block of consecutive slots, so a swarm lives in
+            # one process (its events are read once there, not once per process)
+            parsed.cfn_worker_block = math.ceil(agents / len(ids)) if ids else 0
             self.participants = set(ids)
         self.options = HarnessOptions.from_values(vars(parsed))
 

@@ -9,6 +9,7 @@ events and deliveries have stopped arriving, the process sends its snapshot as `
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -24,9 +25,10 @@ from locust.stats import RequestStats, StatsEntry, bucket_response_time
 from cfn_harness.client import MESSENGER, NEVER_NS, CfnClient
 from cfn_harness.senders import Sender
 from cfn_harness.timers import loop_backend
-from pytest_cfn import EventBus
+from pytest_cfn import EventBus, SharedConnections
+from pytest_cfn._async.connection_share import CONNECTION_KEYS
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.loadgen.options import HarnessOptions
@@ -99,6 +101,10 @@ class ProcessRuntime:
         self._agents = 0
         self._shared: dict[str, Any] = {}
         self._shared_messengers: dict[str, Any] = {}
+        self.share: Any = None
+        """Shared model: the process's one publisher and one subscriber connection for all
+        its swarms' buses and messengers (None: each has its own, as on Redis Cluster)."""
+        self._process_sender: Sender | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.schedule: ProcessSchedule[CfnClient] = ProcessSchedule(self.rate, 0)
         self.publish_names: list[str] = []
@@ -116,6 +122,8 @@ class ProcessRuntime:
         self.closed = False
         self.ledger = ArrivalLedger()
         self.swarm_size = 0
+        self.block = 0
+        """Agents per worker block of consecutive slots (0: slots interleaved)."""
 
     def configure(self) -> None:
         """Read the settings the conductor chose (they reach workers with the spawn message)."""
@@ -138,6 +146,7 @@ class ProcessRuntime:
             slots = values.get("cfn_worker_slots") or {}
             self.processes = max(1, len(slots) or int(values.get("expect_workers") or 1))
             self.index = int(slots.get(runner.client_id, max(0, runner.worker_index)))
+            self.block = int(values.get("cfn_worker_block") or 0)
         if self.options.mix is not None:
             self.message_types |= {e.type for e in self.options.mix if e.message}
             self.type_codes.message_types |= self.message_types
@@ -147,12 +156,21 @@ class ProcessRuntime:
         self._greenlets.append(gevent.spawn(self._pace))
 
     def place_agent(self, role: str) -> tuple[str, str, str]:
-        """(agent id, swarm, peer swarm): slots interleaved across processes, dealt into swarms
-        of ``swarm_size`` (however many agents come, from the command line or the web UI),
-        or round robin over ``--cfn-swarms``."""
+        """(agent id, swarm, peer swarm): each worker's agents take a block of consecutive
+        slots (the users asked for over the workers), so a swarm's agents share one process
+        and its events are read once; agents beyond the block (users added mid-run) are
+        interleaved after all the blocks. Slots are dealt into swarms of ``swarm_size``
+        (however many agents come, from the command line or the web UI), or round robin
+        over ``--cfn-swarms``."""
         n = self._agents
         self._agents += 1
-        slot = n * self.processes + self.index
+        block, processes = self.block, self.processes
+        if block and n < block:
+            slot = self.index * block + n
+        elif block:
+            slot = processes * block + (n - block) * processes + self.index
+        else:
+            slot = n * processes + self.index
         swarm = slot // self.swarm_size if self.swarm_size else slot % self.swarms
         peer = (swarm + 1) % max(self.swarms, swarm + 1)
         return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer)
@@ -165,20 +183,42 @@ class ProcessRuntime:
     def tap_of(self, owner: Any) -> DeliveryTap:
         return self._tap_of[id(owner)]
 
+    def _share_for(self, make: Any) -> Any:
+        """``make(share)``: a bus on the process's shared connections, or with connections
+        of its own where the server cannot share them (a Redis Cluster node: each swarm's
+        channel lives on its slot's owner)."""
+        if self.share is None and self.options.share_connections:
+            self.share = SharedConnections(self.url, f"proc{self.index}", options=self.bus_options)
+        if self.share is not None and self.share.cluster is not True:
+            return make(self.share)
+        return make(None)
+
     def shared_bus(self, swarm: str) -> Any:
         """The swarm's Event Bus of this process, its tap subscribed first."""
         bus = self._shared.get(swarm)
         if bus is None:
-            bus = EventBus(self.url, swarm, f"proc{self.index}", options=self.bus_options)
+            owner = f"proc{self.index}"
+            bus = self._share_for(lambda share: EventBus(
+                self.url, swarm, owner, options=self.bus_options, share=share))
             self._shared[swarm] = bus
             tap = self._tap_of[id(bus)] = self.new_tap()
-            bus.subscribe("*", tap.on_event())
+            try:
+                bus.subscribe("*", tap.on_event())
+            except InvalidOptionError:  # a cluster node: connections of its own
+                bus.close()
+                self.share.cluster = True
+                bus = self._shared[swarm] = EventBus(
+                    self.url, swarm, owner, options=self.bus_options)
+                self._tap_of[id(bus)] = tap
+                bus.subscribe("*", tap.on_event())
         return bus
 
     def shared_messenger(self, swarm: str) -> Any:
         messenger = self._shared_messengers.get(swarm)
         if messenger is None and MESSENGER is not None:
-            messenger = MESSENGER(self.url, swarm, f"proc{self.index}", options=self.bus_options)
+            self.shared_bus(swarm)  # finds out first whether connections can be shared
+            messenger = self._share_for(lambda share: MESSENGER(
+                self.url, swarm, f"proc{self.index}", options=self.bus_options, share=share))
             self._shared_messengers[swarm] = messenger
             tap = self._tap_of[id(messenger)] = self.new_tap()
             messenger.on_message(tap.on_message())
@@ -203,6 +243,15 @@ class ProcessRuntime:
         return sender
 
     def swarm_sender(self, swarm: str) -> Sender:
+        """Shared model: the sender that writes this swarm's sends. On shared connections
+        one sender serves every swarm of the process (a tick is one write); otherwise one
+        per swarm, batching its bus and messenger."""
+        if self.share is not None and self.share.cluster is not True:
+            self.shared_bus(swarm)
+            if self._process_sender is None:
+                self._process_sender = self.new_sender(self.share)
+                self._greenlets.append(gevent.spawn(self.run_sender, self._process_sender))
+            return self._process_sender
         sender = self._swarm_senders.get(swarm)
         if sender is None:
             owners = [self.shared_bus(swarm)]
@@ -304,6 +353,9 @@ class ProcessRuntime:
     def on_window(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         start_ns = int(msg.data["start_ns"])
         self.window.open(start_ns)
+        # Every agent, bus and greenlet exists now and lives for the run: keep them out of
+        # the collector's scans (the per-event garbage is all young, and acyclic)
+        gc.freeze()
         for sender in self.senders:
             sender.measure_from(start_ns)
         self.go.set()
@@ -399,8 +451,14 @@ class ProcessRuntime:
             gevent.sleep(0.05)
 
     def bus_stats(self) -> list[dict[str, Any]]:
+        """Every bus's counters; those of shared connections counted once (the share's)."""
         stats = [bus.stats() for bus in self._shared.values()]
         stats += [m.stats() for m in self._shared_messengers.values()]
+        if any(s.get("shared_connections") for s in stats):
+            for one in stats:
+                if one.get("shared_connections"):
+                    one.update(dict.fromkeys(CONNECTION_KEYS, 0))
+            stats.append(self.share.stats())
         for client in self.clients:
             stats += client.stats()
         return stats
@@ -420,4 +478,9 @@ class ProcessRuntime:
                 bus.close()
             except CfnError as exc:
                 log.debug("closing a shared bus: %s", exc)
+        if self.share is not None:
+            try:
+                self.share.close()
+            except CfnError as exc:
+                log.debug("closing the shared connections: %s", exc)
         gevent.killall(self._greenlets, block=False)

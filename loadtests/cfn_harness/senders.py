@@ -48,8 +48,10 @@ class Sender:
 
     def hand(self, client: CfnClient, intended_ns: int) -> None:
         """Called by the pacing loop for a due slot."""
-        self.pending.append((client, intended_ns))
-        self._wake.set()
+        pending = self.pending
+        if not pending:  # the first of a tick wakes the sender; the rest ride along
+            self._wake.set()
+        pending.append((client, intended_ns))
 
     def run(self, closed: Any) -> None:
         """Until ``closed()``: wait to be handed sends, then write them all."""

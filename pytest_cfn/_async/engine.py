@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from operator import attrgetter
 from typing import Any
 
+from pytest_cfn._async.connection_share import SharedConnections
 from pytest_cfn._async.critical_replay import CriticalReplayer
 from pytest_cfn._async.publisher import Publisher
 from pytest_cfn._async.shard_route import ShardRoute, is_cluster
@@ -62,6 +63,7 @@ from pytest_cfn._core.stages import StageProbe
 from pytest_cfn._errors import (
     BusClosedError,
     ConnectionLostError,
+    InvalidOptionError,
     PermissionDeniedError,
     PublishFailedError,
 )
@@ -102,8 +104,11 @@ class BusEngine:
         on_reconnect: Callable[[int], None] | None = None,
         intercept: Intercept | None = None,
         on_error: ErrorCallback | None = None,
+        share: SharedConnections | None = None,
     ) -> None:
         self.address = address
+        self.share = share
+        """Connections shared with other buses of the process (None: this bus's own)."""
         self.options = options
         self.codec = Codec(options.codec)
         self.channels = ChannelNames(options.namespace)
@@ -112,25 +117,30 @@ class BusEngine:
         if ring is not None:
             ring.check_signer(swarm)
             self.signer = EnvelopeSigner(ring)
-        self.breaker = CircuitBreaker(
-            failure_threshold=options.breaker_failures,
-            reset_timeout=options.breaker_reset,
-            success_threshold=options.breaker_successes,
-        )
         self._backoff = ExponentialWithJitterBackoff(
             base=options.backoff_base, cap=options.backoff_cap
         )
-        self.publisher = Publisher(
-            address,
-            connection_name(f"{subsystem}-pub", swarm, agent, options.namespace),
-            retry=RetryPolicy(retries=options.retries, backoff=self._backoff),
-            breaker=self.breaker,
-            connect_timeout=options.connect_timeout,
-            socket_timeout=options.socket_timeout,
-            ack_window=options.ack_window,
-            critical_buffer=options.critical_buffer,
-            on_error=self.report_error,
-        )
+        if share is not None:
+            share.attach(self)
+            self.breaker = share.breaker
+            self.publisher = share.publisher
+        else:
+            self.breaker = CircuitBreaker(
+                failure_threshold=options.breaker_failures,
+                reset_timeout=options.breaker_reset,
+                success_threshold=options.breaker_successes,
+            )
+            self.publisher = Publisher(
+                address,
+                connection_name(f"{subsystem}-pub", swarm, agent, options.namespace),
+                retry=RetryPolicy(retries=options.retries, backoff=self._backoff),
+                breaker=self.breaker,
+                connect_timeout=options.connect_timeout,
+                socket_timeout=options.socket_timeout,
+                ack_window=options.ack_window,
+                critical_buffer=options.critical_buffer,
+                on_error=self.report_error,
+            )
         self.inbound = InboundProcessor(
             self.codec,
             self.channels,
@@ -172,6 +182,7 @@ class BusEngine:
         """None until the server was asked; True on Redis Cluster (sharded pub/sub)."""
         self.route: ShardRoute | None = None
         self._next_probe = 0.0
+        self._shared_patterns: list[str] = []
 
     async def detect_cluster(self, swarm: str) -> bool | None:
         """Ask the server once whether it is a Redis Cluster node; on a cluster, both
@@ -179,11 +190,22 @@ class BusEngine:
         channels. None (asked again a second later) when the server cannot be reached."""
         if self.cluster is not None or monotonic() < self._next_probe:
             return self.cluster
+        if self.share is not None and self.share.cluster is False:
+            self.cluster = False  # asked once for every bus of the share
+            return False
         try:
             found = await is_cluster(self.address, self.options.connect_timeout)
         except (OSError, TimeoutError, ConnectionLostError):
             self._next_probe = monotonic() + 1.0
             return None
+        if self.share is not None:
+            self.share.cluster = found
+        if found and self.share is not None:
+            raise InvalidOptionError(
+                f"{self.address.describe()} is a Redis Cluster node: shared connections "
+                "serve one server, and on a cluster each swarm's channel lives on the owner "
+                "of its slot. Create this bus without share= (it then follows its slot)"
+            )
         if found:
             self.route = ShardRoute(self.address, swarm, self.options.connect_timeout)
             self.publisher.route = self.route
@@ -196,7 +218,7 @@ class BusEngine:
         """Replay missed critical events from the swarm's stream (see ``critical_log``)."""
         self._replayer = CriticalReplayer(
             catch_up,
-            self.publisher,
+            self.publisher if self.share is None else self.share.control,
             self.codec,
             self.inbound.tracker,
             self._queue_lock,
@@ -240,7 +262,13 @@ class BusEngine:
         self.check_open()
         async with self._subscribe_lock:
             self.check_open()
-            if self._subscriber is None:
+            if self.share is not None:
+                self._subscriber = await self.share.subscribe(
+                    pattern, self._on_raw_messages, self.options.connect_timeout
+                )
+                if pattern not in self._shared_patterns:
+                    self._shared_patterns.append(pattern)
+            elif self._subscriber is None:
                 self._subscriber = Subscriber(
                     self.address,
                     self._sub_name,
@@ -256,11 +284,22 @@ class BusEngine:
                     ),
                     route=self.route,
                 )
-            await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
+            if self.share is None:
+                await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
             if self._dispatcher is None:
                 self._dispatcher = spawn(
                     self._supervised_dispatch, name=f"cfn-dispatch:{self._sub_name}"
                 )
+
+    def shared_reconnected(self, count: int) -> None:
+        """The shared subscriber connection came back (it re-subscribed every pattern)."""
+        if self._closed or not self._shared_patterns:
+            return
+        self._reconnected(count)
+
+    def shared_worker_failed(self, worker: str, exc: BaseException) -> None:
+        if not self._closed and self._shared_patterns:
+            self._worker_failed(worker, exc)
 
     def _reconnected(self, count: int) -> None:
         self.request_catch_up("reconnect")
@@ -447,6 +486,9 @@ class BusEngine:
         return list(self.inbound.malformed)
 
     def connection_count(self) -> int:
+        """Connections this bus holds itself (shared ones are the share's)."""
+        if self.share is not None:
+            return 0
         subscribed = self._subscriber is not None and self._subscriber.connected
         return int(self.publisher.connected) + int(subscribed)
 
@@ -497,6 +539,7 @@ class BusEngine:
             "connections": self.connection_count(),
             "cluster": bool(self.cluster),
             "redirects": publisher.redirects,
+            "shared_connections": self.share is not None,
         }
 
     async def close(self) -> None:
@@ -513,6 +556,14 @@ class BusEngine:
             await dispatcher.join(2.0)
         if self._replayer is not None:
             await self._replayer.settle()
+        if self.share is not None:
+            await self.share.release(self, self._shared_patterns, self._on_raw_messages)
+            self._shared_patterns = []
+            try:
+                await self.publisher.flush()
+            except Exception as exc:
+                log.warning("could not flush pending publishes at close: %s", exc)
+            return  # the connections (and what they still hold) are the share's to close
         try:
             await self.publisher.flush()
         except Exception as exc:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_cfn._async.connection_share import SharedConnections
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
@@ -50,6 +51,7 @@ class EventBus(EngineFrontend):
         on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         critical: CriticalOptions | None = None,
+        share: SharedConnections | None = None,
         **settings: Any,
     ) -> None:
         address = with_tls_options(  # takes the ssl_* settings out
@@ -73,6 +75,7 @@ class EventBus(EngineFrontend):
             deliver=self._deliver,
             on_reconnect=on_reconnect,
             on_error=on_error,
+            share=share,
         )
         self.channels = self._engine.channels
         self.critical = critical if critical is not None else CriticalOptions()

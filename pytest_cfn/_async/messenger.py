@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_cfn._async.connection_share import SharedConnections
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
@@ -82,6 +83,7 @@ class Messenger(EngineFrontend):
         on_reconnect: Callable[[int], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
+        share: SharedConnections | None = None,
         **settings: Any,
     ) -> None:
         address = with_tls_options(  # takes the ssl_* settings out
@@ -112,6 +114,7 @@ class Messenger(EngineFrontend):
             on_reconnect=on_reconnect,
             intercept=self._take_reply,
             on_error=on_error,
+            share=share,
         )
         self.channels = self._engine.channels
         self._instance = f"{self.agent}.{os.urandom(4).hex()}"

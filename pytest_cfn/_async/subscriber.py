@@ -12,6 +12,10 @@ at-most-once); the receivers' sequence tracking counts them as lost.
 
 Whatever escapes the reader (a bug, a failing sink) does not end it quietly: it
 is reported to ``on_crash`` and the reader starts again on a fresh connection.
+
+A subscriber shared by several buses (``SharedConnections``) routes each message
+by the pattern it matched: ``routes`` maps a pattern to the sinks of the buses
+that subscribed it, and a chunk's messages go to each sink in one call, grouped.
 """
 
 from __future__ import annotations
@@ -61,8 +65,12 @@ class Subscriber:
         connect_timeout: float = 5.0,
         reconnect_backoff: ExponentialWithJitterBackoff | None = None,
         route: ShardRoute | None = None,
+        routes: dict[bytes, list[MessageSink]] | None = None,
     ) -> None:
         self._route = route
+        self._routes = routes
+        """Shared by several buses: pattern -> the sinks of the buses that subscribed it."""
+        self.unrouted = 0
         """On Redis Cluster: SSUBSCRIBE shard channels on the owner of the swarm's slot."""
         self._verb = "PSUBSCRIBE" if route is None else "SSUBSCRIBE"
         self._slot_moved = False
@@ -131,6 +139,20 @@ class Subscriber:
                 f"Redis did not confirm {self._verb} {pattern!r} within {timeout} s"
             )
 
+    async def punsubscribe(self, pattern: str) -> None:
+        """Drop ``pattern`` (no bus of a shared subscriber wants it any more)."""
+        if pattern not in self._patterns:
+            return
+        self._patterns.remove(pattern)
+        self._confirmed.discard(pattern)
+        if self._worker is None or not self._conn.connected:
+            return
+        try:
+            async with self._write_lock:
+                await self._conn.write(encode_command("PUNSUBSCRIBE", pattern))
+        except (OSError, ConnectionLostError):
+            self._conn.abort()  # the reader reconnects with the patterns left
+
     async def close(self) -> None:
         self._closing = True
         self._conn.abort()
@@ -158,7 +180,10 @@ class Subscriber:
                     raise refused
                 raise SubscribeFailedError(f"Redis refused {self._verb}: {reply}")
             if reply[0] == _PMESSAGE:
-                await self._on_messages([(reply[2], reply[3])])
+                if self._routes is not None:
+                    await self._hand_routed({reply[1]: [(reply[2], reply[3])]})
+                else:
+                    await self._on_messages([(reply[2], reply[3])])
             elif reply[0] == _SMESSAGE:
                 await self._on_messages([(reply[1], reply[2])])
             else:
@@ -220,6 +245,9 @@ class Subscriber:
 
     async def _drain_parser(self) -> None:
         """Hand every complete message of this chunk to the sink in one call."""
+        if self._routes is not None:
+            await self._drain_routed()
+            return
         batch: list[tuple[bytes, bytes]] = []
         append = batch.append
         for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
@@ -236,6 +264,43 @@ class Subscriber:
         if batch:
             self.messages += len(batch)
             await self._on_messages(batch)
+
+    async def _drain_routed(self) -> None:
+        """Shared: group this chunk's messages by the pattern they matched."""
+        groups: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        count = 0
+        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
+            if type(reply) is list:
+                if reply[0] == _PMESSAGE:
+                    group = groups.get(reply[1])
+                    if group is None:
+                        group = groups[reply[1]] = []
+                    group.append((reply[2], reply[3]))
+                    count += 1
+                else:
+                    self._handle_reply(reply)
+            elif isinstance(reply, ServerReplyError):
+                self._report(reply_error(reply, "a command on the subscriber connection"))
+        if count:
+            self.messages += count
+            await self._hand_routed(groups)
+
+    async def _hand_routed(self, groups: dict[bytes, list[tuple[bytes, bytes]]]) -> None:
+        routes = self._routes
+        assert routes is not None
+        for pattern, items in groups.items():
+            sinks = routes.get(pattern)
+            if not sinks:  # a pattern its last bus dropped, still in flight
+                self.unrouted += len(items)
+                continue
+            for sink in list(sinks):
+                try:
+                    await sink(items)
+                except Exception as exc:  # one bus's failure must not stop the others
+                    self.crashes += 1
+                    if self._on_crash is None:
+                        raise
+                    self._on_crash("reader", exc)
 
     def _report(self, error: BaseException) -> None:
         """Hand an error to the bus's error callback (a log warning when there is none)."""

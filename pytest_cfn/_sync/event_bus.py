@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_cfn._sync.connection_share import SharedConnections
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
@@ -51,6 +52,7 @@ class EventBus(EngineFrontend):
         on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         critical: CriticalOptions | None = None,
+        share: SharedConnections | None = None,
         **settings: Any,
     ) -> None:
         address = with_tls_options(  # takes the ssl_* settings out
@@ -74,6 +76,7 @@ class EventBus(EngineFrontend):
             deliver=self._deliver,
             on_reconnect=on_reconnect,
             on_error=on_error,
+            share=share,
         )
         self.channels = self._engine.channels
         self.critical = critical if critical is not None else CriticalOptions()

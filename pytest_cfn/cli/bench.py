@@ -136,8 +136,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model", choices=MODELS_OF_HARNESS, default="shared",
-        help="connection model of the load steps (default shared: one Event Bus and Messenger "
-        "per swarm per process); the other model is counted by the connection probe",
+        help="connection model of the load steps (default shared: every swarm's Event Bus and "
+        "Messenger of a process on one shared publisher and subscriber connection); the other "
+        "model is counted by the connection probe",
     )
     parser.add_argument(
         "--probe-rate", type=_number(0.01, 10_000, "events/s per agent, 0.01..10000"),

@@ -202,6 +202,7 @@ class HarnessOptions:
     warmup: float = 1.0
     drain: float = 3.0
     flush_ms: float = 1.0
+    share_connections: bool = True
     namespace: str = ""
     send_lag_limit_ms: float = 5.0
 
@@ -233,6 +234,7 @@ class HarnessOptions:
             warmup=float(get("warmup", 1.0)),
             drain=float(get("drain", 3.0)),
             flush_ms=float(get("flush_ms", 1.0)),
+            share_connections=get("share", "process") == "process",
             namespace=get("namespace", "") or "",
             send_lag_limit_ms=float(get("send_lag_limit", 5.0)),
         )
