@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_cfn._async import connection_share as async_share
 from pytest_cfn._async import engine as async_engine
 from pytest_cfn._core.connection_names import ConnectionName, parse_connection_name
+from pytest_cfn._sync import connection_share as sync_share
 from pytest_cfn._sync import engine as sync_engine
 
 
@@ -32,3 +34,9 @@ def test_a_name_the_engine_writes_parses_back_to_its_fields(
 )
 def test_names_that_are_not_ours_parse_to_none(name: str) -> None:
     assert parse_connection_name(name) is None
+
+
+@pytest.mark.parametrize("share", [async_share, sync_share], ids=["async", "sync"])
+def test_a_shared_connection_name_parses_back_to_its_owner(share: object) -> None:
+    name = share.shared_connection_name("sub", "proc-7", "lt1x2")  # type: ignore[attr-defined]
+    assert parse_connection_name(name) == ConnectionName("shared-sub", "all", "proc-7", "lt1x2")
