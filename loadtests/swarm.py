@@ -118,7 +118,8 @@ def _add_options(parser: Any, **_: Any) -> None:
     group.add_argument("--cfn-drain", type=_checked(o.parse_seconds), default=3.0,
                        help="at most this many seconds to wait for the last deliveries")
     group.add_argument("--cfn-flush-ms", type=_checked(o.parse_positive_float), default=1.0,
-                       help="shared model: write the coalesced publishes every N ms")
+                       help="shared model: the pacing schedule's ticks are at least N ms apart, and "
+                            "each tick's due sends go out as one pipelined write (default 1)")
     group.add_argument("--cfn-namespace", type=_checked(o.parse_namespace), default=None,
                        help="channel/connection namespace (default: a fresh one per run)")
     group.add_argument("--cfn-send-lag-limit", type=_checked(o.parse_positive_float),

@@ -32,6 +32,10 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"Awaitable\[None\]", "None"),
     (r"\bAwaitable, ", ""),
     (r"\bStopAsyncIteration\b", "StopIteration"),
+    # A blocking handler is called straight away (no wrapper frame per delivery).
+    (r"\bcall_handler\((\w+), (\w+)\)", r"\1(\2)"),
+    (r"\bcall_handler, ", ""),
+    (r"\n    call_handler,\n", "\n"),
 ]
 _COMPILED = [(re.compile(p), r) for p, r in SUBSTITUTIONS]
 

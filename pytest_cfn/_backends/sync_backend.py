@@ -12,7 +12,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.tls import redis_py_options, tls_failure
@@ -299,7 +298,3 @@ def spawn(target: Callable[[], None], name: str) -> Worker:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return Worker(thread)
-
-
-def call_handler(handler: Callable[[Any], Any], event: Any) -> None:
-    handler(event)

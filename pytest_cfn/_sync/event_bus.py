@@ -12,7 +12,7 @@ from pytest_cfn._sync.connection_share import SharedConnections
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.sync_backend import QueueLock, call_handler, monotonic, time_ns
+from pytest_cfn._backends.sync_backend import QueueLock, monotonic, time_ns
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,
@@ -242,7 +242,7 @@ class EventBus(EngineFrontend):
     def _deliver(self, event: Envelope) -> None:
         for handler in self._handlers.match(event.type):
             try:
-                call_handler(handler, event)
+                handler(event)
             except Exception:
                 self._engine.handler_errors += 1
                 log.exception("handler failed for event %s (%s)", event.id, event.type)

@@ -17,7 +17,6 @@ from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tl
 from pytest_cfn._backends.sync_backend import (
     QueueLock,
     Signal,
-    call_handler,
     monotonic,
     time_ns,
 )
@@ -303,7 +302,7 @@ class Messenger(EngineFrontend):
             return
         for _, handler in self._handlers:
             try:
-                call_handler(handler, message)
+                handler(message)
             except Exception:
                 self._engine.handler_errors += 1
                 log.exception("message handler failed for %s from %s", env.id, env.swarm)
