@@ -179,7 +179,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         # here for the other workers that use it, then stops it.
         cfn.release_server()
     elif cfn.settings.report is not None:
-        from pytest_cfn.results import write_result
+        from pytest_cfn.measure.results import write_result
 
         write_result(cfn.settings.report, cfn.result())
 

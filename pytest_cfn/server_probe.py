@@ -23,6 +23,7 @@ import time
 
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url
 from pytest_cfn._backends.tls import refused_after_handshake, tls_failure
+from pytest_cfn._core.resp import encode_command
 from pytest_cfn._errors import ServerUnavailableError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ServerCheckError", "check_server"]
@@ -108,14 +109,6 @@ class _Reader:
             self._more()
         data, self.buffer = self.buffer[:size], self.buffer[size + 2 :]
         return kind, data
-
-
-def _command(*parts: str) -> bytes:
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
 
 
 def _connect(address: ServerAddress, where: str, timeout: float) -> socket.socket:
@@ -255,8 +248,8 @@ def check_server(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
         commands = []
         if address.password is not None:
             login = [address.username] if address.username else []
-            commands.append(_command("AUTH", *login, address.password))
-        commands += [_command("PING"), _command("INFO", "server")]
+            commands.append(encode_command("AUTH", *login, address.password))
+        commands += [encode_command("PING"), encode_command("INFO", "server")]
         sock.settimeout(timeout)
         try:
             sock.sendall(b"".join(commands))

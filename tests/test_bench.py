@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from pytest_cfn.bench.command import parse_config
-from pytest_cfn.bench.explain import explain, explain_lines
-from pytest_cfn.bench.processes import StepFailedError
-from pytest_cfn.bench.reference import parse_redis_benchmark
-from pytest_cfn.bench.report import Figure
-from pytest_cfn.bench.workloads import event_data
-from pytest_cfn.results import read_result
+from pytest_cfn.measure.microbench.command import parse_config
+from pytest_cfn.measure.microbench.explain import explain, explain_lines
+from pytest_cfn.measure.microbench.printout import Figure
+from pytest_cfn.measure.microbench.reference import parse_redis_benchmark
+from pytest_cfn.measure.microbench.workloads import event_data
+from pytest_cfn.measure.results import read_result
+from pytest_cfn.measure.worker_processes import StepFailedError
 
 FIGURES = {
     "redis_benchmark_publish_p1": "redis-benchmark PUBLISH -P 1",
@@ -73,7 +73,7 @@ DIFFERENCES = {"signing_cost_us_per_event"}  # a difference of two CPU figures: 
 
 def run_bench(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest_cfn.bench", *args],
+        [sys.executable, "-m", "pytest_cfn.measure.microbench", *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
 
@@ -131,7 +131,7 @@ def test_quick_run_prints_the_messenger_beside_the_event_bus_with_its_window(
     done = quick_run["done"]
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    heading = lines.index("[7] The Messenger beside the Event Bus, receiver-paced (issue 3)")
+    heading = lines.index("[7] The Messenger beside the Event Bus, receiver-paced")
     section = lines[heading:]
     messenger = next(i for i, line in enumerate(section) if "Messenger 5,120 B delivered" in line)
     assert "messages/s" in section[messenger]
@@ -234,7 +234,7 @@ def test_ratio_and_verdict_follow_reference_and_target() -> None:
 
 
 def test_window_holds_the_configured_bytes_and_data_has_the_requested_size() -> None:
-    from pytest_cfn.bench.windowed import data_size, layer_wire_size, window_messages
+    from pytest_cfn.measure.microbench.windowed import data_size, layer_wire_size, window_messages
 
     wire = layer_wire_size("messages", 5120)
     assert data_size(5120) == 5120 and 5120 < wire < 5120 + 400
@@ -248,7 +248,7 @@ def test_sender_gives_up_when_the_receivers_count_stalls(
 ) -> None:
     from types import SimpleNamespace
 
-    from pytest_cfn.bench import windowed
+    from pytest_cfn.measure.microbench import windowed
 
     monkeypatch.setattr(windowed, "STALL_SECONDS", 0.05)
     with pytest.raises(StepFailedError, match="stayed at 10 of 3,000 sent"):

@@ -1,5 +1,6 @@
-"""``python -m pytest_cfn.bench`` and the locustfile: a URL that is not a usable Redis ends in
-one line naming what is there (real listeners on loopback), never a client's traceback."""
+"""``python -m pytest_cfn.measure.microbench`` and the locustfile: a URL that is not a usable
+Redis ends in one line naming what is there (real listeners on loopback), never a client's
+traceback."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ def test_bench_module_names_a_wrong_server_in_one_line_and_exits_2(
     with ExitStack() as stack:
         url = not_redis_url(kind, stack, tmp_path)
         out = subprocess.run(
-            [sys.executable, "-m", "pytest_cfn.bench", "--quick", "--redis", url],
+            [sys.executable, "-m", "pytest_cfn.measure.microbench", "--quick", "--redis", url],
             capture_output=True, text=True, timeout=60, check=False,
         )
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.startswith("pytest_cfn.bench: error: ") and EXPECTED[kind] in out.stderr
+    assert out.stderr.startswith("pytest_cfn.measure.microbench: error: ")
+    assert EXPECTED[kind] in out.stderr
     assert "Redis " not in out.stdout, "the benchmark started measuring"
 
 
@@ -45,3 +47,11 @@ def test_locustfile_names_a_wrong_server_in_one_line(kind: str, tmp_path: Path) 
     assert len(lines) == 1 and EXPECTED[kind] in lines[0], out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert not list(tmp_path.glob("reports/*.json"))
+
+
+def test_the_old_module_name_runs_the_micro_benchmark_and_names_the_new_one() -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", "--help"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "is now python -m pytest_cfn.measure.microbench" in out.stderr
+    assert out.stdout.startswith("usage: python -m pytest_cfn.measure.microbench")

@@ -25,8 +25,8 @@ from pytest_cfn._core.shard_layout import (
     redirect_target,
     swarm_slot,
 )
-from pytest_cfn.bench.cluster_faults import traffic_under_fault
 from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.measure.cluster.faults import traffic_under_fault
 
 # --- the layout, no server ------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from cluster_nodes import names_by_master, swarms_on_every_master
 from frontends import Frontend, wait_until
 
 from pytest_cfn._core.shard_layout import ShardChannelNames, swarm_slot
-from pytest_cfn.bench.messenger_faults import messages_under_fault
 from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.measure.cluster.messenger_faults import messages_under_fault
 
 pytestmark = pytest.mark.cluster
 

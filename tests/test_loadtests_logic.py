@@ -29,8 +29,8 @@ from pytest_cfn.loadgen.traffic import (
     traffic_cycle,
 )
 from pytest_cfn.loadgen.verdicts import GeneratorLimit, generator_limit, help_text, run_outcome
-from pytest_cfn.metrics.latency import LatencyHistogram
-from pytest_cfn.results import Metric, RedisInfo, RunResult
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.results import Metric, RedisInfo, RunResult
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -16,7 +16,7 @@ from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.loadgen.accounting import DeliveryRecorder
 from pytest_cfn.loadgen.pacing import ProcessSchedule, PublishTicks
 from pytest_cfn.loadgen.taps import DeliveryTap, TypeCodes, fold
-from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
 MS = 1_000_000
 

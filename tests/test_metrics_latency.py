@@ -10,7 +10,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from pytest_cfn._errors import InvalidHistogramError, InvalidOptionError
-from pytest_cfn.metrics.latency import HIGHEST_NS, LatencyHistogram
+from pytest_cfn.measure.metrics.latency import HIGHEST_NS, LatencyHistogram
 
 US = 1_000
 HDR_PRECISION = 0.001  # 3 significant digits: a value is reported within 0.1 %.

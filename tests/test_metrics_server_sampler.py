@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.metrics import ServerSampler, machine_info, numsub, sample_server
+from pytest_cfn.measure.metrics import ServerSampler, machine_info, numsub, sample_server
 
 
 def _free_port() -> int:
@@ -300,7 +300,7 @@ def test_sampler_works_under_gevent_monkey_patching(server_port: int, tmp_path: 
         from gevent import monkey
         monkey.patch_all()
         import time, redis
-        from pytest_cfn.metrics import ServerSampler
+        from pytest_cfn.measure.metrics import ServerSampler
         with redis.Redis(port={server_port}) as client:
             sampler = ServerSampler(client, interval=0.2).start()
             time.sleep(0.7)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from plugin_runs import output, pid_alive, project, read_json, run
 
-from pytest_cfn.metrics.latency import LatencyHistogram
-from pytest_cfn.results import SCHEMA, SCHEMA_VERSION, read_result
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.results import SCHEMA, SCHEMA_VERSION, read_result
 
 pytest_plugins = ["pytester"]
 

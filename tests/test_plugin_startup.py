@@ -107,7 +107,8 @@ def test_importing_the_plugin_loads_neither_redis_nor_the_library() -> None:
     code = (
         "import sys, pytest_cfn.plugin, pytest_cfn, pytest_cfn.aio\n"
         "heavy = [m for m in ('redis', 'hiredis', 'msgspec', 'hdrh', 'asyncio', "
-        "'pytest_cfn._sync.event_bus', 'pytest_cfn._async.event_bus', 'pytest_cfn.results') "
+        "'pytest_cfn._sync.event_bus', 'pytest_cfn._async.event_bus', "
+        "'pytest_cfn.measure.results') "
         "if m in sys.modules]\n"
         "print(heavy)\n"
     )

@@ -1,8 +1,8 @@
 """Comparisons with a baseline that do not cry wolf, and the delay proxy that calibrates the
 instrument.
 
-The rule (``pytest_cfn.results.REGRESSION_RULE``) is checked on hand-made figures; the plugin's
-``--cfn-baseline`` is checked end to end: the same code twice is no regression, and a build
+The rule (``pytest_cfn.measure.results.REGRESSION_RULE``) is checked on hand-made figures; the
+plugin's ``--cfn-baseline`` is checked end to end: the same code twice is no regression, and a build
 slowed by a 50 µs sleep per publish is caught. The proxy is checked on a real server.
 """
 
@@ -20,9 +20,9 @@ from plugin_runs import output, project, run
 
 from pytest_cfn import EventBus
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn.results import Metric, RedisInfo, RunResult, compare
+from pytest_cfn.measure.calibration.delay_proxy import DelayProxy, droppable_event, frame_end
+from pytest_cfn.measure.results import Metric, RedisInfo, RunResult, compare
 from pytest_cfn.server import RedisServer
-from pytest_cfn.sweep.delay_proxy import DelayProxy, droppable_event, frame_end
 
 pytest_plugins = ["pytester"]
 
@@ -63,6 +63,44 @@ def test_a_figure_regresses_only_outside_the_noise(
 ) -> None:
     (result,) = compare(_run(old), _run(new), 10.0)
     assert (result.regressed, result.rule) == (regressed, rule), result.detail
+
+
+def _p99(low: float, high: float, reference: float | None) -> Metric:
+    return Metric(name="delivery_p99", value=(low + high) / 2, unit="ms", method="m",
+                  better="lower", low=low, high=high, runs=3, reference=reference)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "regressed"),
+    [
+        # The two sweeps of the same code on this machine: today's tail 13 % above the
+        # baseline's range, but the same run's yardstick was 42 % higher too: a noisier day.
+        (_p99(1.519, 1.71, 3.09), _p99(1.939, 2.136, 4.39), False),
+        # The same gap with a steady yardstick: the tail itself grew.
+        (_p99(1.519, 1.71, 3.09), _p99(1.939, 2.136, 3.09), True),
+        # A tail that doubled regresses even on a noisier day.
+        (_p99(5.1, 5.4, 3.09), _p99(23.0, 35.4, 4.39), True),
+        # Ranges overlap: the yardstick cannot make it a regression.
+        (_p99(1.5, 1.9, 4.39), _p99(1.8, 2.1, 3.09), False),
+    ],
+)
+def test_a_repeated_tail_with_a_same_run_yardstick_needs_both_to_regress(
+    old: Metric, new: Metric, regressed: bool
+) -> None:
+    (result,) = compare(_run(old), _run(new), 10.0)
+    assert (result.regressed, result.rule) == (regressed, "spread and reference"), result.detail
+    assert "ranges" in result.detail and "same-run reference" in result.detail
+
+
+def test_the_tail_yardstick_is_the_calibration_base_runs_p99() -> None:
+    from pytest_cfn.measure.sweep.document import tail_reference
+
+    runs = [{"injected_ms": 0.0, "p99_ms": 5.0}, {"injected_ms": 2.0, "p99_ms": 9.0},
+            {"injected_ms": 0.0, "p99_ms": 3.0}]
+    assert tail_reference({"calibration": {"runs": runs}}) == 4.0
+    failed = [runs[0], {"injected_ms": 0.0, "error": "harness failed"}]
+    assert tail_reference({"calibration": {"runs": failed}}) is None
+    assert tail_reference({}) is None
 
 
 def test_a_loss_that_was_zero_regresses_when_it_appears_outside_the_noise() -> None:
@@ -156,6 +194,34 @@ def test_the_proxy_drops_exactly_the_events_it_was_asked_to(server: RedisServer)
         dropped, channels = proxy.dropped()
     assert dropped == 10 and sum(channels.values()) == 10
     assert len(got) == 50 and lost == 10
+
+
+def test_the_proxy_keeps_the_hold_it_applied_and_the_time_before_it_for_each_event(
+    server: RedisServer,
+) -> None:
+    with DelayProxy("127.0.0.1", server.port) as proxy:
+        proxy.reset(0.003)
+        options = BusOptions(namespace="proxy-hold")
+        got: list[object] = []
+        with EventBus.from_url(proxy.url, swarm="s", agent="sub", options=options) as sub, \
+                EventBus.from_url(server.url, swarm="s", agent="pub", options=options) as pub:
+            sub.subscribe("*", got.append)
+            sub.connect()
+            pub.connect()
+            for n in range(40):
+                pub.publish("task.progress", {"t": time.time_ns(), "n": n})
+                time.sleep(0.001)
+            pub.flush()
+            deadline = time.monotonic() + 5
+            while len(got) < 40 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        holds, upstream = proxy.holds(), proxy.upstream_ns()
+        proxy.reset(0.0)
+        assert proxy.holds() == [] and proxy.upstream_ns() == []
+    assert len(got) == 40 and len(holds) == 40, (len(got), len(holds))
+    assert min(holds) >= 0.003 and statistics.median(holds) < 0.03, holds
+    # Intended send time (data.t) to arrival at the proxy: before the held delay, so short.
+    assert len(upstream) == 40 and 0 < statistics.median(upstream) < 3_000_000, upstream
 
 
 SLOWED_PUBLISH = """

@@ -82,7 +82,7 @@ def test_nothing_found_names_the_three_ways(
 
 def test_bench_header_names_the_binary_and_why() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_cfn.bench", "--quick", "--only", "memory"],
+        [sys.executable, "-m", "pytest_cfn.measure.microbench", "--quick", "--only", "memory"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -103,11 +103,11 @@ def test_locust_harness_over_tls(tmp_path: Path, tls_server: TlsRedisServer) -> 
 
 
 def test_bench_measures_tls_cost_against_the_plain_port(tmp_path: Path) -> None:
-    from pytest_cfn.results import read_result
+    from pytest_cfn.measure.results import read_result
 
     path = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_cfn.bench", "--tls", "--quick", "--only", "tls",
+        [sys.executable, "-m", "pytest_cfn.measure.microbench", "--tls", "--quick", "--only", "tls",
          "--only", "ceiling", "--json", str(path)],
         capture_output=True, text=True, timeout=180, check=False,
     )
@@ -131,7 +131,7 @@ def test_bench_measures_tls_cost_against_the_plain_port(tmp_path: Path) -> None:
     ],
 )
 def test_bench_tls_usage_errors(argv: list[str], complaint: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", *argv],
+    done = subprocess.run([sys.executable, "-m", "pytest_cfn.measure.microbench", *argv],
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and complaint in done.stderr, done.stderr
 
@@ -140,7 +140,8 @@ def test_bench_over_tls_with_a_wrong_ca_prints_the_tls_reason(
     tls_server: TlsRedisServer,
 ) -> None:
     url = f"rediss://127.0.0.1:{tls_server.tls_port}/0"
-    done = subprocess.run([sys.executable, "-m", "pytest_cfn.bench", "--quick", "--redis", url],
+    done = subprocess.run([sys.executable, "-m", "pytest_cfn.measure.microbench", "--quick",
+                           "--redis", url],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "not trusted" in done.stderr and "ssl_ca_certs" in done.stderr

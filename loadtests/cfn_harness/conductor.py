@@ -58,8 +58,8 @@ from pytest_cfn.loadgen.verdicts import (
     EXIT_NOT_JUDGED,
     EXIT_PASSED,
 )
-from pytest_cfn.metrics import ServerSampler, machine_info
-from pytest_cfn.results import RedisInfo, RunResult, redact_url, write_result
+from pytest_cfn.measure.metrics import ServerSampler, machine_info
+from pytest_cfn.measure.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.server_probe import check_server
 
 log = logging.getLogger("cfn.harness")

@@ -2,14 +2,13 @@
 
 The bus speaks RESP2 on purpose: it works with every server from 2.8 up (servers
 before 6 refuse ``HELLO``), and RESP2 pub/sub replies are plain arrays that
-hiredis parses in bulk at well under a microsecond each.
+hiredis parses in bulk at well under a microsecond each. hiredis is imported by the
+parser only, so the encoders serve the server probe, which must stay cheap to import.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import hiredis
 
 from pytest_cfn._errors import ServerReplyError
 
@@ -71,6 +70,11 @@ class ReplyParser:
     NOT_ENOUGH = False
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        import hiredis
+
         self._reader = hiredis.Reader(replyError=ServerReplyError)
         self._gets = self._reader.gets
         self._data = b""
@@ -117,7 +121,3 @@ class ReplyParser:
             limit -= 1
         return out
 
-    def reset(self) -> None:
-        self._reader = hiredis.Reader(replyError=ServerReplyError)
-        self._gets = self._reader.gets
-        self._data, self._offset, self._left = b"", 0, 0

@@ -1,4 +1,5 @@
-"""Per-stage timestamps of received events, for ``python -m pytest_cfn.bench --explain``.
+"""Per-stage timestamps of received events, for the micro-benchmark's ``--explain``
+(``python -m pytest_cfn.measure.microbench --explain``).
 
 A latency tail has an owner: the sender's schedule, the publish call, the
 socket write, the server and kernel, the subscriber's read and decode, or the

@@ -34,7 +34,7 @@ class EngineFrontend:
 
     def attach_stage_probe(self, probe: StageProbe | None) -> None:
         """Note per-stage timestamps of every received event in ``probe`` (None: stop);
-        used by ``python -m pytest_cfn.bench --explain``."""
+        used by ``python -m pytest_cfn.measure.microbench --explain``."""
         self._engine.stage_probe = probe
 
     @property

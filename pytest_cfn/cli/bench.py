@@ -13,7 +13,7 @@ in the same run, and writes results.json, summary.md, summary.html and the figur
 are judged on the median and say how many of the runs met the target. About 2.5 minutes with
 the defaults on a 2-core machine.
 
-Not to be confused with python -m pytest_cfn.bench: that one is the Event Bus's own
+Not to be confused with python -m pytest_cfn.measure.microbench: that one is the Event Bus's own
 micro-benchmark (one publisher, one subscriber, against redis-py and redis-benchmark), not the
 agent sweep.
 
@@ -32,9 +32,9 @@ from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import CfnError
-from pytest_cfn.sweep.calibration import calibration_lines
-from pytest_cfn.sweep.document import SweepData
-from pytest_cfn.sweep.runner import (
+from pytest_cfn.measure.calibration.calibrate import calibration_lines
+from pytest_cfn.measure.sweep.document import SweepData
+from pytest_cfn.measure.sweep.runner import (
     DEFAULT_AGENTS,
     DEFAULT_DURATION_S,
     DEFAULT_REPEAT,
@@ -43,7 +43,7 @@ from pytest_cfn.sweep.runner import (
     SweepConfig,
     SweepRun,
 )
-from pytest_cfn.sweep.summary import load_table, render_text, write_report
+from pytest_cfn.measure.sweep.summary_page import load_table, render_text, write_report
 
 MAX_AGENTS = 5_000
 
@@ -109,7 +109,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "bench",
         parents=[common],
         help="the agent sweep (10-500 agents, repeated) against ADR-002, with its report "
-        "in reports/ (python -m pytest_cfn.bench is the Event Bus micro-benchmark)",
+        "in reports/ (python -m pytest_cfn.measure.microbench is the Event Bus micro-benchmark)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

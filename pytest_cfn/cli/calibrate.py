@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
-from pytest_cfn.sweep.calibration import (
+from pytest_cfn.measure.calibration.calibrate import (
     DELAYS_MS,
     DROP_EVENTS,
     calibrate,
     calibration_lines,
     calibration_ok,
 )
-from pytest_cfn.sweep.harness import find_locustfile, require_locust
-from pytest_cfn.sweep.runner import measured_server
+from pytest_cfn.measure.embedded_server import measured_server
+from pytest_cfn.measure.sweep.harness import find_locustfile, require_locust
 
 
 def parse_delays(text: str) -> tuple[float, ...]:
@@ -96,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     stream = sys.stdout
-    with measured_server(args.redis or None) as (url, _, _, where):
-        print(f"cfn calibrate: {where}; harness {locustfile}", file=stream, flush=True)
-        result = calibrate(url, locustfile, out / "calibration",
+    with measured_server(args.redis or None) as server:
+        print(f"cfn calibrate: {server.description}; harness {locustfile}", file=stream,
+              flush=True)
+        result = calibrate(server.url, locustfile, out / "calibration",
                            delays_ms=args.delays, drop=args.drop,
                            say=lambda text: print(f"  {text}", file=stream, flush=True))
     path = out / "calibration.json"

@@ -22,9 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_cfn.results import REGRESSION_RULE, read_result
-from pytest_cfn.sweep.document import SweepData
-from pytest_cfn.sweep.summary import comparison_table, load_table, render_text, write_report
+from pytest_cfn.measure.results import REGRESSION_RULE, read_result
+from pytest_cfn.measure.sweep.document import SweepData
+from pytest_cfn.measure.sweep.summary_page import (
+    comparison_table,
+    load_table,
+    render_text,
+    write_report,
+)
 
 
 def _percent(text: str) -> float:

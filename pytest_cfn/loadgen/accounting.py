@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_cfn.loadgen.traffic import ScheduleLag
-from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
 PRIORITIES = 10  # index 1..9; index 0 unused
 BUS_COUNTERS = (

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pytest_cfn._core.connection_names import parse_connection_name
+
 
 @dataclass
 class ConnectionCount:
@@ -37,28 +39,22 @@ class ConnectionCount:
 
 def count_connections(entries: Iterable[Mapping[str, str]], namespace: str) -> ConnectionCount:
     """Count CLIENT LIST entries named ``cfn:...@{namespace}``."""
-    suffix = f"@{namespace}"
     per_unit: dict[tuple[str, str, str, str], int] = {}
     owners: set[tuple[str, str]] = set()
     count = ConnectionCount()
     for entry in entries:
-        name = entry.get("name", "")
-        if not name.startswith("cfn:") or not name.endswith(suffix):
+        name = parse_connection_name(entry.get("name", ""))
+        if name is None or name.namespace != namespace:
             continue
-        fields = name[: -len(suffix)].split(":")
-        if len(fields) != 4:
-            continue
-        _, role, swarm, owner = fields
-        subsystem = role.rsplit("-", 1)[0]
         count.total += 1
-        count.by_role[role] = count.by_role.get(role, 0) + 1
+        count.by_role[name.role] = count.by_role.get(name.role, 0) + 1
         node = entry.get("cfn_node")
         if node:  # Redis Cluster: the master it is on (client_list_of_every_master)
             count.by_node[node] = count.by_node.get(node, 0) + 1
         # On a cluster, per master: a Messenger has one publisher on each master it sends to.
-        unit = (subsystem, swarm, owner, node or "")
+        unit = (name.subsystem, name.swarm, name.owner, node or "")
         per_unit[unit] = per_unit.get(unit, 0) + 1
-        owners.add((swarm, owner))
+        owners.add((name.swarm, name.owner))
     count.owners = len(owners)
     count.max_per_subsystem = max(per_unit.values(), default=0)
     return count

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._core.ids import validate_event_type, validate_namespace
 from pytest_cfn._errors import InvalidIdError, InvalidOptionError
-from pytest_cfn.targets import Targets
+from pytest_cfn.measure.targets import Targets
 
 MODELS = ("per-agent", "shared")
 GATES = ("throughput", "p99", "critical-loss", "cache-hit-rate", "connections", "maxclients")
@@ -171,7 +171,8 @@ def gate_names(text: str) -> frozenset[str]:
 
 
 def parse_target(text: str) -> str:
-    """``NAME=VALUE`` overriding one ADR target (see :class:`pytest_cfn.targets.Targets`)."""
+    """``NAME=VALUE`` overriding one ADR target (see
+    :class:`pytest_cfn.measure.targets.Targets`)."""
     name, sep, value = text.partition("=")
     if not sep:
         raise InvalidOptionError(f"target {text!r} must look like NAME=VALUE, e.g. max_p99_ms=2")

@@ -21,8 +21,8 @@ from pytest_cfn.loadgen.verdicts import (
     generator_limit,
     run_outcome,
 )
-from pytest_cfn.results import Metric, Op, RedisInfo, RunResult, Verdict, judge
-from pytest_cfn.targets import ADR_CONNECTION_TABLE
+from pytest_cfn.measure.results import Metric, Op, RedisInfo, RunResult, Verdict, judge
+from pytest_cfn.measure.targets import ADR_CONNECTION_TABLE
 
 CRITICAL = (8, 9)
 VERDICT_SHOWN = {"pass": "PASS", "fail": "FAIL", "info": "", "n/a": "n/a",

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pytest_cfn.results import Metric, Verdict
+from pytest_cfn.measure.results import Metric, Verdict
 
 EXIT_PASSED = 0
 EXIT_GATE_FAILED = 1

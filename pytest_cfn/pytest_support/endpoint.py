@@ -17,7 +17,7 @@ import pytest
 from pytest_cfn.pytest_support.settings import RedisChoice
 
 if TYPE_CHECKING:
-    from pytest_cfn.results import RedisInfo
+    from pytest_cfn.measure.results import RedisInfo
     from pytest_cfn.server import ServerChoice
 
 PING_TIMEOUT = 3.0
@@ -38,7 +38,7 @@ class NoServerError(pytest.fail.Exception):  # type: ignore[misc, name-defined]
 
 
 def _redact(url: str) -> str:
-    from pytest_cfn.results import redact_url
+    from pytest_cfn.measure.results import redact_url
 
     return redact_url(url)
 
@@ -72,7 +72,7 @@ class RedisEndpoint:
         return f"{what} {self.version} at {_redact(self.url)}{pid}"
 
     def to_info(self) -> RedisInfo:
-        from pytest_cfn.results import RedisInfo
+        from pytest_cfn.measure.results import RedisInfo
 
         return RedisInfo(
             version=self.version,

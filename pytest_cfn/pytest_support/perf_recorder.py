@@ -15,16 +15,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_cfn.metrics.latency import LatencyHistogram
+from pytest_cfn._core.connection_names import parse_connection_name
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.targets import Targets
 from pytest_cfn.pytest_support.perf_sample import PerfSample, sample_metrics
-from pytest_cfn.targets import Targets
 
 if TYPE_CHECKING:
+    from pytest_cfn.measure.results import Metric
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
     from pytest_cfn.pytest_support.workload import WorkloadResult
-    from pytest_cfn.results import Metric
 
-OUR_PREFIX = "cfn:"
 CRITICAL_PRIORITIES = (8, 9)
 
 
@@ -58,7 +58,6 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
 
     from pytest_cfn.cluster_nodes import each_master
 
-    suffix = f"@{namespace}"
     by_owner: dict[tuple[str, str, str], int] = {}
     per_master: dict[tuple[str, str, str, str], int] = {}
     entries: list[dict[str, Any]] = []
@@ -72,17 +71,12 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
             except redis.ResponseError:  # fakeredis has no INFO: count CLIENT LIST's entries
                 connected += len(listed)
     for entry in entries:
-        name = entry.get("name", "")
-        if not name.startswith(OUR_PREFIX) or not name.endswith(suffix):
+        name = parse_connection_name(entry.get("name", ""))
+        if name is None or name.namespace != namespace:
             continue
-        fields = name[len(OUR_PREFIX) : -len(suffix)].split(":")
-        if len(fields) != 3:
-            continue
-        role, swarm, agent = fields
-        subsystem = role.rsplit("-", 1)[0]
-        key = (subsystem, swarm, agent)
+        key = (name.subsystem, name.swarm, name.owner)
         by_owner[key] = by_owner.get(key, 0) + 1
-        at = (subsystem, swarm, agent, entry["cfn_node"])
+        at = (name.subsystem, name.swarm, name.owner, entry["cfn_node"])
         per_master[at] = per_master.get(at, 0) + 1
     try:
         reply = client.config_get("maxclients")

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from pytest_cfn.metrics.latency import LatencyHistogram
-from pytest_cfn.results import Metric, judge
-from pytest_cfn.targets import ADR_CONNECTION_TABLE, Targets
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.results import Metric, judge
+from pytest_cfn.measure.targets import ADR_CONNECTION_TABLE, Targets
 
 CONNECTIONS_PER_AGENT = ADR_CONNECTION_TABLE[10] // 10
 FAKE_PREFIX = "[fakeredis, not a real server: figure not representative, never gated] "

@@ -24,11 +24,11 @@ import pytest
 from pytest_cfn.pytest_support.settings import Settings, load_settings, read_baseline
 
 if TYPE_CHECKING:
+    from pytest_cfn.measure.results import RunResult
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint, StoppableServer
     from pytest_cfn.pytest_support.perf_sample import PerfSample
     from pytest_cfn.pytest_support.shared_server import SharedServer
     from pytest_cfn.pytest_support.summary import Outcome
-    from pytest_cfn.results import RunResult
     from pytest_cfn.server import ServerChoice
 
 WORKER_KEY = "cfn"
@@ -256,13 +256,13 @@ class CfnSession:
 
     def _reference(self) -> dict[str, Any] | None:
         """The same-run reference a comparison with a baseline needs, measured on a real
-        server when figures are compared or written (see ``pytest_cfn.results``)."""
+        server when figures are compared or written (see ``pytest_cfn.measure.results``)."""
         endpoint = self.endpoint
         wanted = self.baseline is not None or self.settings.report is not None
         if endpoint is None or endpoint.is_fake or not self.samples or not wanted:
             return None
         from pytest_cfn._errors import CfnError
-        from pytest_cfn.sweep.references import same_run_reference
+        from pytest_cfn.measure.sweep.references import same_run_reference
 
         try:
             return same_run_reference(endpoint.url, f"cfn-reference:{self.run_id}")

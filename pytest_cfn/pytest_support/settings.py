@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.targets import Targets
+from pytest_cfn.measure.targets import Targets
 
 if TYPE_CHECKING:
-    from pytest_cfn.results import RunResult
+    from pytest_cfn.measure.results import RunResult
 
 ENV_REDIS_URL = "CFN_REDIS_URL"
 FAKEREDIS_URL = "fakeredis://"
@@ -71,7 +71,7 @@ def parse_redis_option(value: str) -> RedisChoice:
 
 
 def parse_target_assignment(value: str) -> tuple[str, float]:
-    """``NAME=NUMBER`` where NAME is a field of :class:`pytest_cfn.targets.Targets`."""
+    """``NAME=NUMBER`` where NAME is a field of :class:`pytest_cfn.measure.targets.Targets`."""
     name, sep, raw = value.partition("=")
     name = name.strip()
     if not sep:
@@ -119,7 +119,7 @@ def parse_baseline_path(value: str) -> Path:
 def read_baseline(
     path: Path, source: str, error: type[Exception] = pytest.UsageError
 ) -> RunResult:
-    from pytest_cfn.results import ResultFormatError, read_result
+    from pytest_cfn.measure.results import ResultFormatError, read_result
 
     try:
         return read_result(path)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pytest_cfn.measure.results import Metric, Regression, RunResult, compare, format_value
 from pytest_cfn.pytest_support.perf_sample import PerfSample, merge_by_scope, sample_metrics
-from pytest_cfn.results import Metric, Regression, RunResult, compare, format_value
 
 if TYPE_CHECKING:
     from pytest_cfn.pytest_support.endpoint import RedisEndpoint
@@ -54,7 +54,7 @@ def build_outcome(
     merged = merge_by_scope(samples)
     metrics = [metric for sample in merged for metric in sample_metrics(sample)]
     if reference:
-        from pytest_cfn.sweep.references import attach_reference
+        from pytest_cfn.measure.sweep.references import attach_reference
 
         attach_reference(metrics, reference)
     outcome = Outcome(
@@ -73,7 +73,7 @@ def build_outcome(
 
 
 def build_result(outcome: Outcome, endpoint: RedisEndpoint, extra: dict[str, Any]) -> RunResult:
-    from pytest_cfn.metrics.machine import machine_info
+    from pytest_cfn.measure.metrics.machine import machine_info
 
     details = dict(extra)
     details.update(

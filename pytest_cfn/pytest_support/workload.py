@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.metrics.latency import LatencyHistogram, LatencyPercentiles
+from pytest_cfn.measure.metrics.latency import LatencyHistogram, LatencyPercentiles
 
 if TYPE_CHECKING:
     from pytest_cfn._sync.event_bus import EventBus

@@ -1,0 +1,152 @@
+"""Sending at a fixed rate on an open schedule, and knowing when a receiver may stop.
+
+Open model (wrk2's): event i is due at t0 + i/rate whatever happened before it.
+A sender that falls behind sends every overdue event at once, each stamped with
+its own intended time, so latency measured from that stamp includes the delay
+the sender itself caused: coordinated omission is not hidden.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
+
+from pytest_cfn.measure.worker_processes import StepFailedError
+
+LATE_NS = 1_000_000
+START_LEAD_NS = 20_000_000
+QUIET_SECONDS = 1.0
+
+Send = Callable[[list[tuple[int, bool]]], None]
+"""``send(due)``: the events due at one wake-up, each ``(intended_wall_ns, measured)``;
+``measured`` is False during the warm-up. Usually one event, several after a late wake-up."""
+
+
+@dataclass(frozen=True)
+class PacedRun:
+    """What the sender did against its schedule."""
+
+    sent: int
+    measured: int
+    seconds: float
+    late_over_1ms: int
+    max_lateness_us: float
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+_PR_SET_TIMERSLACK = 29
+
+
+def tighten_timer_slack() -> bool:
+    """Ask Linux to wake this thread's sleeps within 1 ns of their deadline instead of the
+    default 50 µs of slack, which is half of a 10,000/s schedule's interval. Same for every
+    sender measured (ours and the references), so it favours none of them."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class PacedSchedule:
+    """The open schedule as an iterator: each step sleeps until the next event is due and
+    yields the events due at that wake-up; :attr:`run` says how it went, once exhausted.
+
+    Intended times are wall-clock ns (so a receiver in another process can subtract
+    them from its own ``time.time_ns()``), scheduled on ``perf_counter_ns`` so a
+    wall-clock step cannot bunch them. The sleeps are blocking (``time.sleep``), for
+    the sync and the asyncio sender alike.
+    """
+
+    def __init__(self, rate: float, duration: float, warmup: float) -> None:
+        self.interval_ns = 1e9 / rate
+        self.warm_events = int(warmup * rate)
+        self.total = self.warm_events + int(duration * rate)
+        if self.total < 1:
+            raise StepFailedError(f"rate {rate}/s for {duration} s schedules no event")
+        self.run: PacedRun | None = None
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        tighten_timer_slack()
+        interval_ns = self.interval_ns
+        total = self.total
+        warm_events = self.warm_events
+        wall0 = time.time_ns() + START_LEAD_NS
+        mono0 = time.perf_counter_ns() + START_LEAD_NS
+        late = 0
+        worst = 0
+        sent = 0
+        while sent < total:
+            now = time.perf_counter_ns()
+            wait = mono0 + int(sent * interval_ns) - now
+            if wait > 0:
+                time.sleep(wait / 1e9)
+                continue
+            due = min(total, int((now - mono0) / interval_ns) + 1)
+            batch = []
+            for index in range(sent, due):
+                offset = int(index * interval_ns)
+                lateness = now - (mono0 + offset)
+                if lateness > LATE_NS:
+                    late += 1
+                if lateness > worst:
+                    worst = lateness
+                batch.append((wall0 + offset, index >= warm_events))
+            yield batch
+            sent = due
+        self.run = PacedRun(
+            sent=sent,
+            measured=total - warm_events,
+            seconds=(time.perf_counter_ns() - mono0) / 1e9,
+            late_over_1ms=late,
+            max_lateness_us=worst / 1000.0,
+        )
+
+
+def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:
+    """Hand every scheduled event to ``send``: ``warmup`` seconds, then ``duration``."""
+    schedule = PacedSchedule(rate, duration, warmup)
+    for due in schedule:
+        send(due)
+    assert schedule.run is not None
+    return schedule.run
+
+
+class StopRule:
+    """When a receiving worker stops waiting: everything expected has arrived, or the
+    publisher is done and nothing arrived for QUIET_SECONDS, or ``deadline`` has passed."""
+
+    __slots__ = ("_expected", "_give_up", "_publisher_done", "_quiet_since", "_seen")
+
+    def __init__(self, expected: int, publisher_done: Event, deadline: float) -> None:
+        self._expected = expected
+        self._publisher_done = publisher_done
+        now = time.monotonic()
+        self._give_up = now + deadline
+        self._seen = -1
+        self._quiet_since = now
+
+    def should_stop(self, count: int) -> bool:
+        if count >= self._expected:
+            return True
+        now = time.monotonic()
+        if now > self._give_up:
+            return True
+        if count != self._seen:
+            self._seen, self._quiet_since = count, now
+            return False
+        return self._publisher_done.is_set() and now - self._quiet_since > QUIET_SECONDS
+
+    def wait(self, count: Callable[[], int], poll: float = 0.01) -> None:
+        """Poll ``count()`` until :meth:`should_stop` (for handlers on other threads)."""
+        while not self.should_stop(count()):
+            time.sleep(poll)

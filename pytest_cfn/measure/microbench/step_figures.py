@@ -1,0 +1,528 @@
+"""Raw step results in, figures out: the value, its reference, its target and its method.
+
+Each method line says what was timed, from where to where, at what offered rate,
+with what payload, against which server and clients; it is written here once,
+next to the arithmetic it describes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.microbench.config import (
+    CPU_TARGET_FACTOR,
+    E2E_TARGET_FACTOR,
+    MAX_IDLE_BUS_BYTES,
+    MAX_P99_9_US,
+    MAX_P99_US,
+    PLAIN_TARGET_FACTOR,
+    BenchConfig,
+    Target,
+)
+from pytest_cfn.measure.microbench.explain import explain, explain_lines
+from pytest_cfn.measure.microbench.printout import Figure, StepFailure
+from pytest_cfn.measure.microbench.reference import (
+    BENCHMARK_CLIENTS,
+    DRAIN_BACKLOG_MAX,
+    PIPELINE_DEPTH,
+)
+from pytest_cfn.measure.microbench.windowed import BATCH as WINDOW_BATCH
+from pytest_cfn.measure.microbench.windowed import RECEIVER_QUEUE
+
+Item = Figure | StepFailure
+
+
+def ceiling_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> Figure:
+    pipeline = result["pipeline"]
+    return Figure(
+        key=f"redis_benchmark_publish_p{pipeline}",
+        title=f"redis-benchmark PUBLISH -P {pipeline}",
+        value=result["rate"],
+        unit="requests/s",
+        method=(
+            f"`{result['command']}`: {BENCHMARK_CLIENTS} connections, pipeline {pipeline}, "
+            f"{result['requests']:,} PUBLISHes of {cfg.payload} B to a channel with no "
+            f"subscriber; redis-benchmark's own count / its own wall time. {target.method_tail}"
+        ),
+    )
+
+
+def _median(runs: list[dict[str, Any]], key: str = "rate") -> float | None:
+    values = [run[key] for run in runs if key in run]
+    return statistics.median(values) if values else None
+
+
+def _rounds(runs: list[dict[str, Any]]) -> str:
+    return "rounds: " + ", ".join(f"{run['rate']:,.0f}" for run in runs)
+
+
+def _runs_note(runs: list[dict[str, Any]]) -> str:
+    note = _rounds(runs)
+    cpu = _median(runs, "cpu_us_per_event")
+    if cpu is not None:
+        note += f"; CPU {cpu:.2f} µs per message in the measured process (median)"
+    return note
+
+
+def _pair_cpu_note(runs: list[dict[str, Any]]) -> str:
+    publisher = _median(runs, "publisher_cpu_us_per_event") or 0.0
+    subscriber = _median(runs, "subscriber_cpu_us_per_event") or 0.0
+    return (
+        f"{_rounds(runs)}; CPU per event (median): publisher {publisher:.2f} µs, "
+        f"subscriber {subscriber:.2f} µs"
+    )
+
+
+def throughput_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
+    cfg: BenchConfig,
+    target: Target,
+) -> list[Item]:
+    """redis-py drain, pipeline and end to end (references), our publish rate and end to end."""
+    tail = target.method_tail
+    rounds = f"median of {cfg.repeat} round(s)"
+    drain, pipeline, ours, reference_e2e = (
+        _median(runs[name]) for name in ("drain", "pipeline", "ours", "redis_py_e2e")
+    )
+    sink = "a sink subscriber (raw socket, PSUBSCRIBE, discards) in another process"
+    pair = (
+        "one publisher process and one subscriber process, unpaced; counted where the "
+        "subscriber receives: delivered / (last delivery - first delivery), perf_counter in "
+        "the subscriber process"
+    )
+    items: list[Item] = []
+    if drain is None:
+        items.append(StepFailure("redis-py PubSub drain (reference)", errors["drain"]))
+    else:
+        parser = runs["drain"][0].get("parser", "?")
+        items.append(Figure(
+            key="redis_py_drain", title="redis-py PubSub drain (reference)", value=drain,
+            unit="msgs/s", notes=[_runs_note(runs["drain"])],
+            method=(
+                f"one redis-py PubSub (protocol=2, {parser}) in its own process: SUBSCRIBE, "
+                f"then a get_message(timeout=1) loop; a redis-py pipeline first leaves a "
+                f"backlog of up to {DRAIN_BACKLOG_MAX:,} messages of {cfg.payload} B, then only "
+                f"the drain is timed (first get_message call to the last message), with no "
+                f"publisher running meanwhile; {cfg.events:,} messages, {rounds}. {tail}"
+            ),
+        ))
+    if pipeline is None:
+        items.append(StepFailure("redis-py pipeline publish (reference)", errors["pipeline"]))
+    else:
+        items.append(Figure(
+            key="redis_py_pipeline_publish", title="redis-py pipeline publish (reference)",
+            value=pipeline, unit="msgs/s", notes=[_runs_note(runs["pipeline"])],
+            method=(
+                f"redis-py pipeline(transaction=False) in its own process, execute() every "
+                f"{PIPELINE_DEPTH:,} PUBLISHes of {cfg.payload} B; first command queued to the "
+                f"last execute() returning (all acknowledged); {cfg.events:,} messages after "
+                f"{cfg.warmup_events:,} untimed; {sink}; {rounds}. {tail}"
+            ),
+        ))
+    if reference_e2e is None:
+        items.append(StepFailure("redis-py end to end (reference)", errors["redis_py_e2e"]))
+    else:
+        items.append(Figure(
+            key="redis_py_e2e", title="redis-py end to end (reference)", value=reference_e2e,
+            unit="msgs/s", notes=[_pair_cpu_note(runs["redis_py_e2e"])],
+            method=(
+                f"{pair}: redis-py pipeline(transaction=False) publisher, execute() every "
+                f"{PIPELINE_DEPTH:,}; redis-py PubSub get_message loop subscriber (protocol=2); "
+                f"{cfg.events:,} messages of {cfg.payload} B per round; {rounds}. {tail}"
+            ),
+        ))
+    if ours is None:
+        items.append(StepFailure("our publish rate (EventBus)", errors["ours"]))
+    else:
+        items.append(Figure(
+            key="publish_rate", title="our publish rate (EventBus)", value=ours,
+            unit="events/s", reference_title="redis-py pipeline", reference_value=pipeline,
+            target=pipeline, op=None if pipeline is None else ">=",
+            target_text=">= redis-py pipeline", notes=[_runs_note(runs["ours"])],
+            method=(
+                f"sync EventBus.publish() inside one `with bus.batch()`, then flush(), in its "
+                f"own process; first publish to flush() returning (all acknowledged); "
+                f"{cfg.events:,} events of {cfg.payload} B data ({target.wire_bytes} B JSON "
+                f"envelope on the wire) after {cfg.warmup_events:,} untimed; {sink}; {rounds}. "
+                f"{tail}"
+            ),
+        ))
+    items.extend(our_e2e_figures(runs, errors, drain, cfg, target, pair, rounds))
+    return items
+
+
+_E2E_TITLES = {
+    "e2e": ("", "sync", "publish() in batch()"),
+    "e2e_plain": ("plain ", "sync", "a plain publish() loop, no batch() (auto-pipelined)"),
+    "aio_e2e": ("asyncio ", "asyncio", "await publish() in async with batch()"),
+    "aio_e2e_plain": (
+        "asyncio plain ", "asyncio",
+        "a plain await publish() loop, no batch() (auto-pipelined)",
+    ),
+}
+
+
+def our_e2e_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
+    drain: float | None,
+    cfg: BenchConfig,
+    target: Target,
+    pair: str,
+    rounds: str,
+) -> list[Item]:
+    """Our end to end per front end and publish style, CPU per publish and per delivery
+    against redis-py's, the plain loop against batch(), and what went missing."""
+    reference = runs["redis_py_e2e"]
+    reference_e2e = _median(reference)
+    items: list[Item] = []
+    for name, (label, front, style) in _E2E_TITLES.items():
+        prefix = "" if front == "sync" else "aio_"
+        title = f"our {label}end-to-end delivered (EventBus)"
+        if not runs.get(name):
+            items.append(StepFailure(title, errors.get(name, "no round ran")))
+            continue
+        rate = _median(runs[name])
+        assert rate is not None
+        notes = [_pair_cpu_note(runs[name])]
+        plain = name.endswith("_plain")
+        if plain:
+            batched = _median(runs[name.removesuffix("_plain")])
+            reference_title, reference_value = "our batch()", batched
+            target_value = None if batched is None else batched * PLAIN_TARGET_FACTOR
+            target_text = f">= {PLAIN_TARGET_FACTOR:g}x our batch() end to end"
+        else:
+            reference_title, reference_value = "redis-py end to end", reference_e2e
+            target_value = None if reference_e2e is None else reference_e2e * E2E_TARGET_FACTOR
+            target_text = f">= {E2E_TARGET_FACTOR:g}x redis-py end to end"
+            if drain:
+                notes.append(f"{rate / drain:.2f}x redis-py's PubSub drain (a backlog, no sender)")
+        items.append(Figure(
+            key=f"{name}_delivered", title=title, value=rate, unit="events/s",
+            reference_title=reference_title, reference_value=reference_value,
+            target=target_value, op=None if target_value is None else ">=",
+            target_text=target_text, notes=notes,
+            method=(
+                f"{pair}: {front} EventBus publisher ({style}) and {front} EventBus "
+                f"subscriber with one handler on 'bench.*', counted at the handler; "
+                f"{cfg.events:,} events of {cfg.payload} B data ({target.wire_bytes} B on the "
+                f"wire) per round; {rounds}. {target.method_tail}"
+            ),
+        ))
+        if not plain:
+            items.extend(_cpu_figures(prefix, front, runs[name], reference, cfg))
+    items.append(_e2e_missing_figure(runs, cfg))
+    return items
+
+
+def _cpu_figures(
+    prefix: str, front: str, runs: list[dict[str, Any]], reference: list[dict[str, Any]],
+    cfg: BenchConfig,
+) -> list[Figure]:
+    out = []
+    for side, what in (("publisher", "publish"), ("subscriber", "delivery")):
+        key = f"{side}_cpu_us_per_event"
+        ours, theirs = _median(runs, key), _median(reference, key)
+        assert ours is not None
+        out.append(Figure(
+            key=f"{prefix}cpu_per_{what}_us", title=f"{front} CPU per {what}", value=ours,
+            unit="us", better="lower", reference_title=f"redis-py {side}",
+            reference_value=theirs,
+            target=None if theirs is None else theirs * CPU_TARGET_FACTOR,
+            op=None if theirs is None else "<=",
+            target_text=f"<= {CPU_TARGET_FACTOR:g}x redis-py's",
+            method=(
+                f"the end-to-end runs above: time.process_time() of the {side} process (all "
+                f"its threads) over the run / events, median of {cfg.repeat} round(s); "
+                f"redis-py's from its end-to-end runs in the same rounds."
+            ),
+        ))
+    return out
+
+
+def _e2e_missing_figure(runs: dict[str, list[dict[str, Any]]], cfg: BenchConfig) -> Figure:
+    """Loss is a figure: what the publishers sent and the handlers never saw, all rounds."""
+    ours = [run for name in _E2E_TITLES for run in runs.get(name, [])]
+    published = sum(int(run["published"]) for run in ours)
+    delivered = sum(int(run["delivered"]) for run in ours)
+    counters = {
+        key: sum(int(run["subscriber_stats"].get(key, 0)) for run in ours)
+        for key in ("lost", "dropped", "duplicates", "reconnects", "malformed")
+    }
+    return Figure(
+        key="e2e_missing", title="our end-to-end missing (EventBus)",
+        value=float(published - delivered), unit="events", better="lower",
+        notes=[
+            f"published {published:,}, delivered {delivered:,} over {len(ours)} run(s) "
+            "(sync and asyncio, batch() and plain); the subscriber buses' own counters: "
+            + ", ".join(f"{key} {value:,}" for key, value in counters.items())
+        ],
+        method=(
+            "the end-to-end runs above: published (the publisher bus's count, all acknowledged "
+            "by Redis) minus delivered (handler calls), summed over the rounds; the bus's "
+            "counters say where it saw loss (sequence gaps, queue drops, reconnects)."
+        ),
+    )
+
+
+def _percentiles_note(label: str, summary: dict[str, Any], count: int) -> str:
+    return (
+        f"{label}: p50 {summary['p50_us']:,.1f} µs, p90 {summary['p90_us']:,.1f} µs, "
+        f"p99 {summary['p99_us']:,.1f} µs, p99.9 {summary['p99_9_us']:,.1f} µs, "
+        f"max {summary['max_us']:,.1f} µs over {count:,} events"
+    )
+
+
+def _sender_note(sent: dict[str, Any], received_count: int, rate: float) -> str:
+    return (
+        f"sender: offered {rate:,.0f}/s, achieved {sent['achieved_rate']:,.0f}/s; "
+        f"{sent['late_over_1ms']:,} sends over 1 ms behind schedule, worst "
+        f"{sent['max_send_lateness_us']:,.0f} µs; received {received_count:,} of "
+        f"{sent['measured']:,} measured events"
+    )
+
+
+def _rate_suffix(rate: float, cfg: BenchConfig) -> str:
+    """Keys of the main rate keep their names; other rates get ``_at_{rate}``."""
+    return "" if rate == cfg.rate else f"_at_{rate:g}"
+
+
+def latency_figures(
+    sent: dict[str, Any],
+    received: dict[str, Any],
+    reference: tuple[dict[str, Any], dict[str, Any]] | None,
+    reference_error: str,
+    cfg: BenchConfig,
+    target: Target,
+    *,
+    rate: float,
+    front: str = "sync",
+    with_reference: bool = True,
+) -> list[Item]:
+    """redis-py's p99 (reference, once per rate), our p99 (gated: < 1 ms and <= redis-py's)
+    and p99.9 (gated: < 3 ms), with the whole histogram; p50 and max at the main rate."""
+    suffix = _rate_suffix(rate, cfg)
+    prefix = "" if front == "sync" else "aio_"
+    label = "" if front == "sync" else "asyncio "
+    schedule = (
+        f"open model (wrk2): event i due at t0 + i/{rate:,.0f} s, a late send does not "
+        f"shift the schedule (events overdue at a wake-up go out together); latency = "
+        f"receiver's wall clock (time.time_ns, in the subscriber process) - intended send "
+        f"time carried in the message; publisher and subscriber in "
+        f"separate processes; {cfg.duration:g} s recorded after {cfg.latency_warmup:g} s of "
+        f"warm-up; HdrHistogram, 3 significant digits"
+    )
+    items: list[Item] = []
+    reference_p99: float | None = None
+    if reference is None:
+        if with_reference:
+            items.append(StepFailure(f"redis-py latency at {rate:,.0f}/s (reference)",
+                                     reference_error))
+    else:
+        ref_sent, ref_received = reference
+        ref_histogram: LatencyHistogram = ref_received["histogram"]
+        ref_summary = ref_histogram.to_dict()
+        reference_p99 = ref_summary["p99_us"] if ref_histogram.count else None
+        if with_reference:
+            items.append(Figure(
+                key=f"redis_py_latency_p99{suffix}",
+                title=f"redis-py latency p99 at {rate:,.0f}/s (reference)",
+                value=ref_summary["p99_us"], unit="us", better="lower", latency=ref_summary,
+                notes=[
+                    _percentiles_note("redis-py", ref_summary, ref_histogram.count),
+                    _sender_note(ref_sent, ref_histogram.count, rate),
+                ],
+                method=(
+                    f"{schedule}; redis-py publish() (a round trip each; several overdue "
+                    f"events in one pipeline execute()) and a redis-py PubSub get_message loop "
+                    f"(protocol=2); {cfg.payload} B messages. {target.method_tail}"
+                ),
+            ))
+    histogram: LatencyHistogram = received["histogram"]
+    if histogram.count == 0:
+        items.append(StepFailure(f"{label}latency at {rate:,.0f}/s",
+                                 "no measured event reached a handler"))
+        return items
+    summary = histogram.to_dict()
+    from_send = received["from_send"].to_dict()
+    stats = received["stats"]
+    notes = [
+        _percentiles_note("ours", summary, histogram.count),
+        _percentiles_note(
+            "ours from the publish call (envelope ts; the sender's lateness left out)",
+            from_send, histogram.count,
+        ),
+        _sender_note(sent, histogram.count, rate)
+        + f"; subscriber lost {stats.get('lost', 0)}, dropped {stats.get('dropped', 0)}",
+    ]
+    if "stages" in received and "written" in sent:
+        notes.extend(explain_lines(
+            f"{label or 'sync '}EventBus at {rate:,.0f}/s",
+            explain(sent["written"], received["stages"]),
+        ))
+    p99_target = MAX_P99_US if reference_p99 is None else min(MAX_P99_US, reference_p99)
+    sender = (
+        "sync EventBus publisher (publish() written at once" if front == "sync" else
+        "asyncio EventBus publisher (await publish(), written at once; the sender sleeps with "
+        "time.sleep and yields to the loop once per wake-up"
+    )
+    items.append(Figure(
+        key=f"{prefix}latency_p99{suffix}", title=f"{label}latency p99 at {rate:,.0f} events/s",
+        unit="us", value=summary["p99_us"], better="lower", target=p99_target, op="<=",
+        target_text="< 1 ms and <= redis-py p99", notes=notes, latency=summary,
+        reference_title="redis-py p99", reference_value=reference_p99,
+        method=(
+            f"{schedule}; {sender}, without waiting for the reply; several overdue events "
+            f"in one batch()) and a {front} EventBus subscriber, recorded at the handler; "
+            f"{cfg.payload} B data ({target.wire_bytes} B on the wire). {target.method_tail}"
+        ),
+    ))
+    items.append(Figure(
+        key=f"{prefix}latency_p99_9{suffix}", title=f"{label}latency p99.9 at {rate:,.0f} events/s",
+        unit="us", value=summary["p99_9_us"], better="lower", target=MAX_P99_9_US, op="<",
+        target_text="< 3 ms", method="the same run as the p99 above.",
+    ))
+    if front == "sync" and not suffix:
+        for key, name in (("p50", "p50"), ("max", "max")):
+            items.append(Figure(
+                key=f"latency_{key}", title=f"latency {name} at {rate:,.0f} events/s",
+                unit="us", value=summary[f"{key}_us"], better="lower",
+                method="the same run as latency p99.",
+            ))
+    return items
+
+
+def memory_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> Figure:
+    return Figure(
+        key="idle_bus_heap_bytes", title="memory per idle bus (Python heap)",
+        value=result["heap_per_bus"], unit="bytes", better="lower",
+        target=float(MAX_IDLE_BUS_BYTES), op="<", target_text="< 1 MiB",
+        notes=[
+            f"RSS per bus {result['rss_per_bus'] / 1024:,.1f} KiB (cross-check; includes thread "
+            f"stacks touched), {result['threads_per_bus']:.1f} threads and "
+            f"{result['connections_per_bus']:.1f} connections per bus",
+            "largest allocation sites: " + "; ".join(result["top_sites"][:4]),
+        ],
+        method=(
+            f"{result['buses']} sync EventBus instances in one fresh process, each connect()ed "
+            f"and subscribed to 'bench.*', no traffic; tracemalloc traced bytes after minus "
+            f"before, / {result['buses']} (one bus opened and closed first so imports are not "
+            f"counted); kernel socket buffers are not in the figure. {target.method_tail}"
+        ),
+    )
+
+
+_LAYER_NAMES = {"events": ("Event Bus", "events"), "messages": ("Messenger", "messages")}
+
+
+def _windowed_method(
+    layer: str, runs: list[dict[str, Any]], cfg: BenchConfig, target: Target
+) -> str:
+    first = runs[0]
+    ends = (
+        "sync EventBus.publish() and a sync EventBus subscriber with one handler on 'bench.*'"
+        if layer == "events" else
+        "sync Messenger.send() to another swarm and a sync Messenger with one on_message "
+        "handler on its inbox (message:*:{swarm})"
+    )
+    unit = _LAYER_NAMES[layer][1]
+    return (
+        f"one sender process and one receiver process: {ends}, counted at the handler; the "
+        f"sender writes batch() blocks of up to {WINDOW_BATCH:,} as fast as it can, each only "
+        f"when it leaves at most {cfg.window_bytes / 2**20:g} MiB on the wire "
+        f"({first['window_messages']:,} {unit}) ahead of the receiver's handler count "
+        f"(receiver-paced window, so the server's 32 MB pub/sub output-buffer limit does not "
+        f"cut the subscriber off; receiver queue_size {RECEIVER_QUEUE:,}); delivered/s = "
+        f"handler calls / (receiver's last delivery - sender's first send), wall clock, one "
+        f"host; MB/s = delivered/s x data bytes / 1e6; {cfg.events:,} {unit} of "
+        f"{first['bytes']:,} B data ({first['wire_bytes']:,} B JSON envelope on the wire) per "
+        f"round, median of {cfg.repeat} round(s). {target.method_tail}"
+    )
+
+
+def _windowed_notes(runs: list[dict[str, Any]], ceiling: float | None) -> list[str]:
+    sender = _median(runs, "sender_cpu_us_per_message") or 0.0
+    receiver = _median(runs, "receiver_cpu_us_per_message") or 0.0
+    held = _median(runs, "held_seconds") or 0.0
+    seconds = _median(runs, "seconds") or 0.0
+    notes = [
+        f"{_rounds(runs)}; CPU per message (median): sender {sender:.2f} µs, receiver "
+        f"{receiver:.2f} µs; the sender waited on the window {held:.2f} of {seconds:.2f} s"
+    ]
+    if ceiling:
+        notes.append(
+            f"redis-benchmark PUBLISH -P 100 of {runs[0]['bytes']:,} B, no subscriber, this "
+            f"run: {ceiling:,.0f} requests/s"
+        )
+    return notes
+
+
+def _windowed_missing(layer: str, key: str, runs: list[dict[str, Any]]) -> Figure:
+    name, unit = _LAYER_NAMES[layer]
+    published = sum(int(run["published"]) for run in runs)
+    delivered = sum(int(run["delivered"]) for run in runs)
+    counters = {
+        key: sum(int(run["receiver_stats"].get(key, 0)) for run in runs)
+        for key in ("lost", "dropped", "duplicates", "reconnects", "malformed")
+    }
+    return Figure(
+        key=key,
+        title=f"{name} {runs[0]['bytes']:,} B missing", value=float(published - delivered),
+        unit=unit, better="lower",
+        notes=[
+            f"sent {published:,}, delivered {delivered:,} over {len(runs)} round(s); the "
+            "receiver's own counters: "
+            + ", ".join(f"{key} {value:,}" for key, value in counters.items())
+        ],
+        method=(
+            f"the {name} runs above: sent (the sender's count, all acknowledged by Redis) "
+            "minus delivered (handler calls), summed over the rounds."
+        ),
+    )
+
+
+def windowed_figures(
+    runs: dict[str, list[dict[str, Any]]],
+    errors: dict[str, str],
+    ceilings: dict[str, float],
+    cfg: BenchConfig,
+    target: Target,
+) -> list[Item]:
+    """The Event Bus's delivered events/s and the Messenger's delivered messages/s from
+    the same run, each also in MB/s, and what each lost; the Messenger's MB/s is held
+    to the Event Bus's (as fast per byte)."""
+    items: list[Item] = []
+    bus_rate, bus_mb = _median(runs["events"]), _median(runs["events"], "mb_per_s")
+    for layer in ("events", "messages"):
+        name, unit = _LAYER_NAMES[layer]
+        prefix = "windowed_events" if layer == "events" else "messenger"
+        layer_runs = runs[layer]
+        if not layer_runs:
+            items.append(StepFailure(f"{name} delivered (receiver-paced)", errors[layer]))
+            continue
+        size = f"{layer_runs[0]['bytes']:,} B"
+        rate, mb = _median(layer_runs), _median(layer_runs, "mb_per_s")
+        assert rate is not None and mb is not None
+        notes = _windowed_notes(layer_runs, ceilings.get(layer))
+        if layer == "messages" and bus_rate:
+            notes.insert(0, f"{rate / bus_rate:.2f}x the Event Bus's events/s in this run")
+        method = _windowed_method(layer, layer_runs, cfg, target)
+        items.append(Figure(
+            key=f"{prefix}_delivered", title=f"{name} {size} delivered", value=rate,
+            unit=f"{unit}/s", reference_title="redis-benchmark -P 100, same size",
+            reference_value=ceilings.get(layer), notes=notes, method=method,
+        ))
+        gate = layer == "messages" and bus_mb is not None
+        items.append(Figure(
+            key=f"{prefix}_mb_per_s", title=f"{name} {size} MB/s", value=mb, unit="MB/s",
+            reference_title="Event Bus MB/s" if gate else None,
+            reference_value=bus_mb if gate else None,
+            target=bus_mb if gate else None, op=">=" if gate else None,
+            target_text=">= Event Bus MB/s",
+            method=f"the same runs as {name} {size} delivered: data bytes delivered per second.",
+        ))
+        items.append(_windowed_missing(layer, f"{prefix}_missing", layer_runs))
+    return items

@@ -1,0 +1,108 @@
+"""The server's own figures from the same run: the ceiling and floor every sweep figure is drawn
+against.
+
+* ``redis-benchmark`` PUBLISH, without and with pipelining: the most PUBLISHes/s this server
+  takes on this machine (reusing
+  :func:`pytest_cfn.measure.microbench.reference.run_redis_benchmark`);
+* one connection's PUBLISH round trip (send, wait for the reply), as a latency floor: no
+  delivery through Redis can be faster than the server answering one command.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from pytest_cfn._backends.address import parse_redis_url
+from pytest_cfn._core.resp import encode_publish
+from pytest_cfn.measure.metrics.latency import LatencyHistogram
+from pytest_cfn.measure.microbench.reference import BENCHMARK_CLIENTS, run_redis_benchmark
+from pytest_cfn.measure.results import Metric
+from pytest_cfn.measure.worker_processes import StepFailedError, open_socket
+
+CEILING_RUNS = ((1, 100_000), (100, 1_000_000))
+"""(pipeline depth, requests): about a second each on a 2-core machine."""
+REDIS_BENCHMARK_TIMEOUT_S = 60.0
+
+
+def server_ceiling(binary: str, url: str, channel: str, payload: int) -> list[dict[str, Any]]:
+    """redis-benchmark PUBLISH at pipeline 1 and 100; each entry holds rate, command, method."""
+    out = []
+    for pipeline, requests in CEILING_RUNS:
+        result = run_redis_benchmark(
+            binary, url, requests=requests, pipeline=pipeline, channel=channel,
+            payload=payload, timeout=REDIS_BENCHMARK_TIMEOUT_S,
+        )
+        result["method"] = (
+            f"redis-benchmark's own count / its own wall time: {requests:,} PUBLISHes of "
+            f"{payload} B from {BENCHMARK_CLIENTS} connections, pipeline {pipeline}, to a channel "
+            "with no subscriber (the server's PUBLISH ceiling; no fan-out, no client decoding)"
+        )
+        out.append(result)
+    return out
+
+
+def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000) -> dict[str, Any]:
+    """``count`` PUBLISHes on one raw socket, each waiting for its reply; percentiles in µs."""
+    sock = open_socket(parse_redis_url(url), timeout=5.0)
+    body = b"x" * payload
+    command = encode_publish(channel.encode(), body)
+    histogram = LatencyHistogram()
+    clock = time.perf_counter_ns
+    try:
+        for _ in range(count):
+            started = clock()
+            sock.sendall(command)
+            reply = sock.recv(64)
+            if not reply.startswith(b":"):
+                raise StepFailedError(f"unexpected reply to PUBLISH: {reply[:40]!r}")
+            histogram.record(clock() - started)
+    finally:
+        sock.close()
+    summary = histogram.to_dict()
+    summary.pop("encoded", None)
+    return {
+        **summary,
+        "method": (
+            f"{count:,} PUBLISHes of {payload} B on one connection, one at a time, from sending "
+            "the command to its reply arriving (perf_counter in this process); no subscriber"
+        ),
+    }
+
+
+REFERENCE_EVENTS = 20_000
+REFERENCE_TRIPS = 1_000
+REFERENCE_ROUNDS = 3
+
+
+def same_run_reference(url: str, channel: str) -> dict[str, Any]:
+    """What a single figure is judged against when compared with a baseline: this server's
+    and this machine's speed now, without the library. ``events_per_s``: one raw connection
+    publishing to itself, 100 PUBLISHes per write, parsed by hiredis; ``round_trip_ms``: the
+    PUBLISH round trip p50 on one connection; each the median of three short rounds."""
+    from pytest_cfn.measure.sweep.client_models import single_connection
+
+    rates, trips = [], []
+    for _ in range(REFERENCE_ROUNDS):
+        burst = single_connection(url, channel, REFERENCE_EVENTS, 100)
+        rates.append(burst["delivered"] / burst["seconds"] if burst["seconds"] > 0 else 0.0)
+        trips.append(float(publish_round_trip(url, channel, 200, REFERENCE_TRIPS)["p50_us"]))
+    return {
+        "events_per_s": statistics.median(rates),
+        "round_trip_ms": statistics.median(trips) / 1000.0,
+        "method": (
+            f"median of {REFERENCE_ROUNDS} rounds, each {REFERENCE_EVENTS:,} PUBLISHes of 200 B "
+            "on one raw connection subscribed to their channel (100 per write, hiredis), and "
+            f"{REFERENCE_TRIPS:,} PUBLISH round trips on one connection (p50)"
+        ),
+    }
+
+
+def attach_reference(metrics: list[Metric], reference: dict[str, Any]) -> None:
+    """Give each rate (events/s) and latency (ms) figure the same-run reference of its unit."""
+    by_unit = {"events/s": reference.get("events_per_s"), "ms": reference.get("round_trip_ms")}
+    for metric in metrics:
+        value = by_unit.get(metric.unit)
+        if value:
+            metric.reference = float(value)
