@@ -20,7 +20,7 @@ ADR-002's targets and writes the JSON result to ``reports/``. Exit codes: 0 ever
 passed, 1 a gate missed its target, 3 not judged: the load generator was the limit (send lag
 p99 over ``--cfn-send-lag-limit``, agents behind schedule, a process at 95 % of a core), 4 the
 run ended abnormally (workers missing or lost, fewer reports than processes, Locust stopping
-the test itself). ``--cfn-gate`` selects the gates; see ``pytest_cfn.loadgen.verdicts``.
+the test itself). ``--cfn-gate`` selects the gates; see ``pytest_cfn.measure.loadgen.verdicts``.
 ``python loadtests/swarm.py --help`` lists the ``--cfn-*`` options (Locust's ``--help`` cannot:
 it is printed before the locustfile is imported).
 Locust's own statistics show "publish" (the publish call), and "deliver"/"message" (from the
@@ -53,9 +53,9 @@ from locust.env import Environment  # noqa: E402
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
 
 from pytest_cfn._errors import CfnError  # noqa: E402
-from pytest_cfn.loadgen import options as cfn_options  # noqa: E402
-from pytest_cfn.loadgen.traffic import role_mix  # noqa: E402
-from pytest_cfn.loadgen.verdicts import SEND_LAG_LIMIT_MS, help_text  # noqa: E402
+from pytest_cfn.measure.loadgen import options as cfn_options  # noqa: E402
+from pytest_cfn.measure.loadgen.traffic import role_mix  # noqa: E402
+from pytest_cfn.measure.loadgen.verdicts import SEND_LAG_LIMIT_MS, help_text  # noqa: E402
 
 RUNTIME: ProcessRuntime | None = None
 CONDUCTOR: Conductor | None = None

@@ -9,17 +9,17 @@ from collections import Counter
 import pytest
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.loadgen import options as o
-from pytest_cfn.loadgen.accounting import DeliveryRecorder, RunTotals, merge
-from pytest_cfn.loadgen.connections import count_connections
-from pytest_cfn.loadgen.report import (
+from pytest_cfn.measure.loadgen import options as o
+from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, RunTotals, merge
+from pytest_cfn.measure.loadgen.connections import count_connections
+from pytest_cfn.measure.loadgen.report import (
     RunFacts,
     build_metrics,
     build_result,
     generator_note,
     render_table,
 )
-from pytest_cfn.loadgen.traffic import (
+from pytest_cfn.measure.loadgen.traffic import (
     MeasurementWindow,
     Schedule,
     ScheduleLag,
@@ -28,7 +28,12 @@ from pytest_cfn.loadgen.traffic import (
     role_mix,
     traffic_cycle,
 )
-from pytest_cfn.loadgen.verdicts import GeneratorLimit, generator_limit, help_text, run_outcome
+from pytest_cfn.measure.loadgen.verdicts import (
+    GeneratorLimit,
+    generator_limit,
+    help_text,
+    run_outcome,
+)
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 from pytest_cfn.measure.results import Metric, RedisInfo, RunResult
 

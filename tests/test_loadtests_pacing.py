@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.loadgen.accounting import DeliveryRecorder
-from pytest_cfn.loadgen.pacing import ProcessSchedule, PublishTicks
-from pytest_cfn.loadgen.taps import DeliveryTap, TypeCodes, fold
+from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder
+from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks
+from pytest_cfn.measure.loadgen.taps import DeliveryTap, TypeCodes, fold
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
 MS = 1_000_000

@@ -1,4 +1,4 @@
 """Locust glue of the CFN load harness (imports locust; never import it from pytest).
 
-The logic that needs no Locust lives in ``pytest_cfn.loadgen`` and is unit-tested there.
+The logic that needs no Locust lives in ``pytest_cfn.measure.loadgen`` and is unit-tested there.
 """

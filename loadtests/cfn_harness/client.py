@@ -25,9 +25,9 @@ import gevent
 
 from pytest_cfn import EventBus
 from pytest_cfn._errors import CfnError
-from pytest_cfn.loadgen.options import MixEntry
-from pytest_cfn.loadgen.taps import DeliveryTap
-from pytest_cfn.loadgen.traffic import padding_for, traffic_cycle
+from pytest_cfn.measure.loadgen.options import MixEntry
+from pytest_cfn.measure.loadgen.taps import DeliveryTap
+from pytest_cfn.measure.loadgen.traffic import padding_for, traffic_cycle
 
 MESSENGER: type[Any] | None
 try:  # without a Messenger (older library) messages ride the destination's Event Bus

@@ -13,8 +13,8 @@ them, judges the gates and writes the JSON; whoever stops or quits waits for it,
 without its table and its result. While the test runs, an EndWatch (``endwatch.py``) notes what
 makes an end abnormal (a worker missing heartbeats, quitting or crashing; Locust stopping the
 test itself; exceptions in users); the exit code, set at ``quitting``, follows
-:mod:`pytest_cfn.loadgen.verdicts`. The table is printed at ``test_stop`` under the web UI, and
-at ``quit`` (after Locust's own statistics) when headless.
+:mod:`pytest_cfn.measure.loadgen.verdicts`. The table is printed at ``test_stop`` under the web
+UI, and at ``quit`` (after Locust's own statistics) when headless.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from locust.stats import StatsError
 from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
 from pytest_cfn.cluster_nodes import client_list_of_every_master
-from pytest_cfn.loadgen.accounting import merge
-from pytest_cfn.loadgen.connections import ConnectionCount, count_connections, keep_largest
-from pytest_cfn.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
-from pytest_cfn.loadgen.report import (
+from pytest_cfn.measure.loadgen.accounting import merge
+from pytest_cfn.measure.loadgen.connections import ConnectionCount, count_connections, keep_largest
+from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
+from pytest_cfn.measure.loadgen.report import (
     RunFacts,
     build_metrics,
     build_result,
@@ -50,8 +50,8 @@ from pytest_cfn.loadgen.report import (
     process_cpu_percent,
     render_table,
 )
-from pytest_cfn.loadgen.traffic import aligned_end
-from pytest_cfn.loadgen.verdicts import (
+from pytest_cfn.measure.loadgen.traffic import aligned_end
+from pytest_cfn.measure.loadgen.verdicts import (
     EXIT_ABNORMAL,
     EXIT_CODES,
     EXIT_GATE_FAILED,

@@ -29,12 +29,12 @@ from pytest_cfn import EventBus, SharedConnections
 from pytest_cfn._async.connection_share import CONNECTION_KEYS
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError, InvalidOptionError
-from pytest_cfn.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
-from pytest_cfn.loadgen.lateness import TICK_S, ArrivalLedger
-from pytest_cfn.loadgen.options import HarnessOptions
-from pytest_cfn.loadgen.pacing import ProcessSchedule, PublishTicks
-from pytest_cfn.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
-from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
+from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
+from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
+from pytest_cfn.measure.loadgen.options import HarnessOptions
+from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks
+from pytest_cfn.measure.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
+from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -280,7 +280,7 @@ class ProcessRuntime:
 
     def _pace(self) -> None:
         """The process's one pacing loop: sleep until the next intended send of any agent,
-        then hand every due slot to its agent's sender (see ``pytest_cfn.loadgen.pacing``
+        then hand every due slot to its agent's sender (see ``pytest_cfn.measure.loadgen.pacing``
         and ``senders``). In the shared model ticks are at least ``--cfn-flush-ms`` apart: a
         tick's sends go out as one write, so Redis and the reader are woken once per tick.
         The per-agent model sends each slot when it is due (measured: ticks there make

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from array import array
 
     from cfn_harness.client import CfnClient
-    from pytest_cfn.loadgen.pacing import PublishTicks
+    from pytest_cfn.measure.loadgen.pacing import PublishTicks
 
 time_ns = time.time_ns
 perf_counter = time.perf_counter

@@ -15,9 +15,11 @@
 * ``calibration`` — ``cfn calibrate``: the harness measured through a delay proxy that
   injects a known delay and a known loss;
 * ``drawing`` — the sweep's figures (matplotlib, Agg);
-* ``cluster`` — ``python -m pytest_cfn.measure.cluster.faults`` and ``...cluster.shard_ceiling``:
-  the Event Bus on a local Redis Cluster under faults, and what one shard carries.
+* ``cluster`` — ``python -m pytest_cfn.measure.cluster.faults``, ``...cluster.messenger_faults``
+  and ``...cluster.shard_ceiling``: the Event Bus and the Messenger on a local Redis Cluster
+  under faults, and what one shard carries;
+* ``loadgen`` — the load harness's Locust-free logic: options, pacing, delivery taps and
+  accounting, verdicts, the report (its locustfile is ``loadtests/swarm.py``).
 
-The Locust-free logic of the load harness is ``pytest_cfn.loadgen``; the locustfile is
-``loadtests/swarm.py``. Nothing here imports locust.
+Nothing here imports locust.
 """

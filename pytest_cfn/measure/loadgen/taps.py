@@ -15,7 +15,7 @@ weight, the number of local agents whose handlers the bus calls for it after the
   read once per event, at the tap, just before the bus calls the agents' handlers.
 
 ``drain`` moves what a tap has gathered into numpy arrays (a memcpy) and clears it;
-:class:`~pytest_cfn.loadgen.accounting.DeliveryRecorder` folds those into HdrHistograms and
+:class:`~pytest_cfn.measure.loadgen.accounting.DeliveryRecorder` folds those into HdrHistograms and
 Locust rows in slices.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pytest_cfn.loadgen.accounting import (
+from pytest_cfn.measure.loadgen.accounting import (
     PRIORITIES,
     WHOLE_MS_BELOW_NS,
     DeliveryRecorder,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.loadgen.options import MixEntry
+from pytest_cfn.measure.loadgen.options import MixEntry
 
 ROLE_MIXES: dict[str, tuple[MixEntry, ...]] = {
     # Loop 3: lifecycle events, task assignment, state updates.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.loadgen.accounting import LocustRow
+from pytest_cfn.measure.loadgen.accounting import LocustRow
 
 T = TypeVar("T")
 

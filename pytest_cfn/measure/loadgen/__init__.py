@@ -6,9 +6,9 @@ so pytest tests them directly.
 
 from __future__ import annotations
 
-from pytest_cfn.loadgen.accounting import DeliveryRecorder, RunTotals, merge
-from pytest_cfn.loadgen.options import GATES, MODELS, HarnessOptions, MixEntry
-from pytest_cfn.loadgen.traffic import ROLE_MIXES, MeasurementWindow, Schedule, role_mix
+from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, RunTotals, merge
+from pytest_cfn.measure.loadgen.options import GATES, MODELS, HarnessOptions, MixEntry
+from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, MeasurementWindow, Schedule, role_mix
 
 __all__ = [
     "GATES",

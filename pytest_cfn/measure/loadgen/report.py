@@ -1,6 +1,6 @@
 """The end of a harness run: figures against ADR-002's targets, the gate table, the JSON result.
 
-How each gate is judged and what the exit code is: :mod:`pytest_cfn.loadgen.verdicts`.
+How each gate is judged and what the exit code is: :mod:`pytest_cfn.measure.loadgen.verdicts`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_cfn.loadgen.accounting import RunTotals
-from pytest_cfn.loadgen.connections import ConnectionCount
-from pytest_cfn.loadgen.options import HarnessOptions
-from pytest_cfn.loadgen.verdicts import (
+from pytest_cfn.measure.loadgen.accounting import RunTotals
+from pytest_cfn.measure.loadgen.connections import ConnectionCount
+from pytest_cfn.measure.loadgen.options import HarnessOptions
+from pytest_cfn.measure.loadgen.verdicts import (
     BEHIND_SCHEDULE_LIMIT_S,
     KEPT_UP,
     GeneratorLimit,
@@ -74,7 +74,7 @@ def _gated(
     generator: GeneratorLimit = KEPT_UP,
     cannot_pass: str | None = None,
 ) -> Metric:
-    """A gated metric, judged by the rules of :mod:`pytest_cfn.loadgen.verdicts`. A value
+    """A gated metric, judged by the rules of :mod:`pytest_cfn.measure.loadgen.verdicts`. A value
     within ``resolution`` of the target (the figure's counting precision) meets it;
     ``cannot_pass`` turns a pass into a fail (e.g. throughput with lost deliveries)."""
     verdict: Verdict

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_cfn.loadgen.traffic import ScheduleLag
+from pytest_cfn.measure.loadgen.traffic import ScheduleLag
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
 PRIORITIES = 10  # index 1..9; index 0 unused
