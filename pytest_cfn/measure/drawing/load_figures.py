@@ -287,10 +287,12 @@ def connections_figure(data: SweepData, baseline: SweepData | None) -> FigureRes
                 == r.get("spread", {}).get("connections", [0, 0])[1] for r in data.loads)
     method = (
         "peak count of the run's connections in CLIENT LIST (named by the library: events-pub, "
-        "events-sub, messages-pub, messages-sub), sampled once a second by the harness. "
-        "Per-agent model: each agent its own Event Bus and Messenger (validators and "
-        "coordinators also send, so they also hold a Messenger publisher); shared model: one "
-        "Event Bus and one Messenger per swarm per Locust process. maxclients from CONFIG GET; "
+        "events-sub, messages-pub, messages-sub; shared-pub, shared-sub, catchup-call), sampled "
+        "once a second by the harness. Per-agent model: each agent its own Event Bus and "
+        "Messenger (validators and coordinators also send, so they also hold a Messenger "
+        "publisher); shared model: every swarm's Event Bus and Messenger of a Locust process on "
+        "its SharedConnections (one publisher, one subscriber, one catch-up connection). "
+        "maxclients from CONFIG GET; "
         f"load steps: {runs_phrase(data.loads)}"
         + ("; the counts were the same in every run (no bar to draw)" if exact else "")
     )
