@@ -1,7 +1,7 @@
-"""The benchmarks given one node of a real local Redis Cluster: the micro-benchmark measures
-our bus and its references with the same channel kind (shard channels, on the master that
-owns the slot); ``cfn bench`` (one server's sweep) refuses with one error naming what to run
-instead."""
+"""The measurement tools given one node of a real local Redis Cluster: the micro-benchmark
+measures our bus and its references with the same channel kind (shard channels, on the master
+that owns the slot); ``cfn bench`` (one server's sweep) refuses with one error naming what to
+run instead; the server sampler covers every master."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pytest_cfn._core.shard_layout import swarm_slot
 from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.measure.metrics.server_sampler import ServerSampler, sample_server
 from pytest_cfn.measure.microbench.shard_references import node_url
 
 
@@ -92,3 +94,34 @@ def test_micro_benchmark_on_a_cluster_node_measures_shard_channels_on_their_mast
     latency = next(m for m in result["metrics"] if m["name"].startswith("redis_py_latency_p99"))
     assert latency["value"] > 0
     assert "SPUBLISH / SSUBSCRIBE of the swarm's shard channel" in done.stdout
+
+
+@pytest.mark.cluster
+def test_server_sampler_sums_every_master_given_one_node(cluster: LocalCluster) -> None:
+    masters = cluster.masters()
+    named = [redis.Redis("127.0.0.1", port, protocol=2, client_name=f"cfn:sub:sampled:a{i}")
+             for i, port in enumerate(masters)]
+    seed = redis.Redis.from_url(cluster.url, protocol=2)
+    try:
+        for client in named:
+            client.ping()
+        sample = sample_server(seed, swarm="sampled")
+        assert sample.our_clients == len(masters)
+        assert sample.our_clients_by_role == {"sub": len(masters)}
+        assert sorted(sample.clients_by_node) == [f"127.0.0.1:{port}" for port in masters]
+        assert all(count >= 1 for count in sample.clients_by_node.values())
+        assert sample.connected_clients == sum(sample.clients_by_node.values())
+        alone = redis.Redis("127.0.0.1", masters[0], protocol=2)
+        try:
+            one_node = int(alone.info("memory")["used_memory"])
+        finally:
+            alone.close()
+        assert sample.used_memory > one_node
+        with ServerSampler.from_url(cluster.url, interval=0.05, swarm="sampled") as sampler:
+            sampler.sample_now()
+        summary = sampler.summary()
+        assert summary.errors == 0 and summary.max_our_clients == len(masters)
+    finally:
+        for client in named:
+            client.close()
+        seed.close()
