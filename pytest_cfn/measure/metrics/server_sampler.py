@@ -5,9 +5,9 @@ PUBSUB CHANNELS); `ServerSampler` takes one every interval in a daemon thread an
 summary. Given a Redis Cluster node, a sample covers every master (each holds its own
 clients, memory and commands): counts, memory and rates are summed over the masters, the
 largest output buffer is the largest of any, and `clients_by_node` keeps each master's
-connected clients. Our connections are named "cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME), which is how
-they are told apart from everyone else's. Plain threading: gevent's monkey-patching makes the
-same code cooperative under Locust.
+connected clients. Our connections are named "cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME),
+which is how they are told apart from everyone else's. Plain threading: gevent's
+monkey-patching makes the same code cooperative under Locust.
 """
 
 from __future__ import annotations
