@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TextIO
 
+from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.microbench.aio_workloads import (
     aio_latency_subscriber,
     aio_paced_publisher,
@@ -132,8 +133,12 @@ class BenchRun:
         return f"{self.swarm}-{self._swarms}"
 
     def _reference(self, swarm: str) -> ReferenceChannel:
-        """The server and channel a reference of ``swarm`` uses: the kind our bus uses."""
-        return reference_channel(self.target.url, swarm, self.target.cluster)
+        """The server and channel a reference of ``swarm`` uses: the kind our bus uses; a
+        cluster that cannot say who owns the slot fails the step, not the run."""
+        try:
+            return reference_channel(self.target.url, swarm, self.target.cluster)
+        except (CfnError, OSError) as exc:
+            raise StepFailedError(f"cannot find the master of {swarm!r}'s slot: {exc}") from None
 
     def _record(self, step: str, result: dict[str, Any]) -> None:
         bulky = ("histogram", "from_send", "stages", "written")
@@ -147,7 +152,10 @@ class BenchRun:
                 "redis-benchmark PUBLISH", "no redis-benchmark binary found", skipped=True
             )]
         items: list[Item] = []
-        where = self._reference(self.swarm)
+        try:
+            where = self._reference(self.swarm)
+        except StepFailedError as exc:
+            return [StepFailure("redis-benchmark PUBLISH", str(exc))]
         for pipeline, requests in ((1, self.config.events), (100, self.config.events * 5)):
             try:
                 result = run_redis_benchmark(
@@ -413,7 +421,10 @@ class BenchRun:
         ceilings: dict[str, float] = {}
         if binary is None:
             return ceilings
-        where = self._reference(self.swarm)
+        try:
+            where = self._reference(self.swarm)
+        except StepFailedError:
+            return ceilings
         for layer in LAYERS:
             try:
                 result = run_redis_benchmark(
