@@ -39,6 +39,7 @@ from typing import Any
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.measure.calibration.calibrate import calibration_lines
+from pytest_cfn.measure.results import redact_url
 from pytest_cfn.measure.sweep.document import SweepData
 from pytest_cfn.measure.sweep.runner import (
     DEFAULT_AGENTS,
@@ -191,7 +192,7 @@ def refuse_cluster(url: str) -> None:
             "(its references publish with classic PUBLISH, which a cluster broadcasts to every "
             "node; its calibration proxy, route cache sweep and shared connection model serve "
             "one server). On a cluster run instead: "
-            + CLUSTER_ALTERNATIVES.format(url=url)
+            + CLUSTER_ALTERNATIVES.format(url=redact_url(url))
         )
 
 
