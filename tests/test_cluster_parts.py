@@ -192,6 +192,10 @@ def test_locust_harness_on_a_cluster_counts_connections_on_every_master(
     peak = result["extra"]["connections"]
     assert len(peak["by_node"]) >= 2, peak  # the swarms' buses are on their own masters
     assert sum(peak["by_node"].values()) == peak["total"], peak
+    # The server sampler and the server CPU figure cover every master, not the URL's node.
+    samples = result["extra"]["server_samples"]
+    assert samples and len(samples[-1]["clients_by_node"]) == len(cluster.masters()), samples[-1]
+    assert metrics["server_cpu_percent"]["value"] > 0
 
 
 def test_swarm_state_follows_ask_and_moved_during_a_migration(

@@ -36,7 +36,7 @@ from locust.stats import StatsError
 
 from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
-from pytest_cfn.cluster_nodes import client_list_of_every_master
+from pytest_cfn.cluster_nodes import client_list_of_every_master, each_master
 from pytest_cfn.measure.loadgen.accounting import merge
 from pytest_cfn.measure.loadgen.connections import ConnectionCount, count_connections, keep_largest
 from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
@@ -182,11 +182,19 @@ class Conductor:
             gevent.sleep(1.0)
 
     def _server_cpu(self) -> float | None:
+        """used_cpu_sys + used_cpu_user of the server (on Redis Cluster: of every master)."""
+        if self.client is None:
+            return None
+        total = 0.0
         try:
-            info = self.client.info("cpu") if self.client is not None else {}
+            with each_master(self.client) as nodes:
+                for _, node in nodes:
+                    info = node.info("cpu")
+                    total += float(info.get("used_cpu_sys", 0.0))
+                    total += float(info.get("used_cpu_user", 0.0))
         except (redis.RedisError, OSError):
             return None
-        return float(info.get("used_cpu_sys", 0.0)) + float(info.get("used_cpu_user", 0.0))
+        return total
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         """Open the window once every agent has subscribed (or READY_TIMEOUT_S has passed),

@@ -165,13 +165,17 @@ def _command(sock: socket.socket, args: list[bytes]) -> Any:
     return reply
 
 
-def sink_subscriber(url: str, pattern: str, ready: Event, stop: Event) -> dict[str, Any]:
-    """Worker: PSUBSCRIBE ``pattern`` on a raw socket and discard everything until ``stop``."""
+def sink_subscriber(
+    url: str, pattern: str, ready: Event, stop: Event, sharded: bool = False
+) -> dict[str, Any]:
+    """Worker: PSUBSCRIBE ``pattern`` (``sharded``: SSUBSCRIBE it as a shard channel) on a
+    raw socket and discard everything until ``stop``."""
     sock = open_socket(parse_redis_url(url), timeout=5.0)
+    verb = b"SSUBSCRIBE" if sharded else b"PSUBSCRIBE"
     try:
-        confirmation = _command(sock, [b"PSUBSCRIBE", pattern.encode()])
-        if not isinstance(confirmation, list) or confirmation[0] != b"psubscribe":
-            raise StepFailedError(f"unexpected reply to PSUBSCRIBE: {confirmation!r}")
+        confirmation = _command(sock, [verb, pattern.encode()])
+        if not isinstance(confirmation, list) or confirmation[0] != verb.lower():
+            raise StepFailedError(f"unexpected reply to {verb.decode()}: {confirmation!r}")
         ready.set()
         sock.settimeout(0.05)
         received = 0

@@ -2,9 +2,12 @@
 
 `sample_server()` takes one sample (INFO, CONFIG GET maxclients, CLIENT LIST, PUBSUB NUMPAT and
 PUBSUB CHANNELS); `ServerSampler` takes one every interval in a daemon thread and keeps a
-summary. Our connections are named "cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME), which is how
-they are told apart from everyone else's. Plain threading: gevent's monkey-patching makes the
-same code cooperative under Locust.
+summary. Given a Redis Cluster node, a sample covers every master (each holds its own
+clients, memory and commands): counts, memory and rates are summed over the masters, the
+largest output buffer is the largest of any, and `clients_by_node` keeps each master's
+connected clients. Our connections are named "cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME),
+which is how they are told apart from everyone else's. Plain threading: gevent's
+monkey-patching makes the same code cooperative under Locust.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class ServerSample(msgspec.Struct, frozen=True, kw_only=True):
     used_memory: int
     instantaneous_ops_per_sec: int
     total_commands_processed: int
+    clients_by_node: dict[str, int] = msgspec.field(default_factory=dict)
+    """On Redis Cluster: connected clients of each master ("host:port"); empty on one server."""
 
 
 class ServerSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,15 +98,59 @@ def sample_server(
     swarm: str | None = None,
     channel_pattern: str = "*",
 ) -> ServerSample:
-    """Take one sample of the server `client` talks to.
+    """Take one sample of the server `client` talks to (on a cluster: of every master, summed).
 
     `our_clients` counts CLIENT LIST entries whose name starts with `name_prefix` (default
     "cfn:", every connection of ours) and, if `swarm` is given, whose third field is that swarm;
     `our_clients_by_role` splits them by the name's second field ("pub", "sub", ...).
     `pubsub_channels` counts active channels matching `channel_pattern`.
     """
+    from pytest_cfn.cluster_nodes import each_master
+
+    info = client.info()  # one server: the sample's own INFO; a server gone fails here, once
+    if not int(info.get("cluster_enabled", 0)):
+        return _sample_node(client, name_prefix, swarm, channel_pattern, info)
+    with each_master(client) as nodes:
+        parts = {where: _sample_node(node, name_prefix, swarm, channel_pattern)
+                 for where, node in nodes}
+    return _summed(parts)
+
+
+def _summed(parts: dict[str, ServerSample]) -> ServerSample:
+    """One sample of a whole cluster from one of each master."""
+    samples = list(parts.values())
+    by_role: dict[str, int] = {}
+    for sample in samples:
+        for role, count in sample.our_clients_by_role.items():
+            by_role[role] = by_role.get(role, 0) + count
+    fullest = max(samples, key=lambda sample: sample.max_omem)
+    limits = [sample.maxclients for sample in samples]
+    return ServerSample(
+        ts=min(sample.ts for sample in samples),
+        monotonic=min(sample.monotonic for sample in samples),
+        redis_version=samples[0].redis_version,
+        connected_clients=sum(sample.connected_clients for sample in samples),
+        maxclients=None if None in limits else sum(limit or 0 for limit in limits),
+        our_clients=sum(sample.our_clients for sample in samples),
+        our_clients_by_role=by_role,
+        max_omem=fullest.max_omem,
+        max_omem_client=fullest.max_omem_client,
+        pubsub_numpat=sum(sample.pubsub_numpat for sample in samples),
+        pubsub_channels=sum(sample.pubsub_channels for sample in samples),
+        used_memory=sum(sample.used_memory for sample in samples),
+        instantaneous_ops_per_sec=sum(sample.instantaneous_ops_per_sec for sample in samples),
+        total_commands_processed=sum(sample.total_commands_processed for sample in samples),
+        clients_by_node={where: sample.connected_clients for where, sample in parts.items()},
+    )
+
+
+def _sample_node(
+    client: redis.Redis, name_prefix: str | None, swarm: str | None, channel_pattern: str,
+    info: dict[str, Any] | None = None,
+) -> ServerSample:
     prefix = OUR_PREFIX if name_prefix is None else name_prefix
-    info = client.info()
+    if info is None:
+        info = client.info()
     maxclients = _maxclients(client)
     entries = client.client_list()
     numpat = int(client.pubsub_numpat())

@@ -31,6 +31,10 @@ from pytest_cfn.measure.microbench.config import (
 )
 from pytest_cfn.measure.microbench.printout import build_result, print_summary
 from pytest_cfn.measure.microbench.runner import BenchRun
+from pytest_cfn.measure.microbench.shard_references import (
+    cluster_masters_count,
+    server_is_cluster,
+)
 from pytest_cfn.measure.microbench.workloads import wire_size
 from pytest_cfn.measure.results import RedisInfo, redact_url, write_result
 
@@ -92,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
             "sync and the asyncio front end, memory per idle bus, and the "
             "Messenger's delivered messages/s (5 KB) beside the Event Bus's events/s, "
             "receiver-paced. Each figure is printed with its method, its ratio to its "
-            "reference and its target."
+            "reference and its target. Given a Redis Cluster node, our bus and every "
+            "reference use sharded pub/sub (SPUBLISH / SSUBSCRIBE of the swarm's shard "
+            "channel on the master that owns its slot), and the figures say so."
         ),
         epilog=(
             "Full defaults: --events 200000 --rate 10000 --also-rates 1000,20000 --duration 5 "
@@ -274,6 +280,7 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
                          plain_url=config.plain_redis_url) as server:
         url, embedded = server.url, server.embedded
         version, _ = server_facts(url)
+        masters = cluster_masters_count(url) if server_is_cluster(url) else 0
         target = Target(
             url=url,
             version=version,
@@ -281,8 +288,13 @@ def run(config: BenchConfig, stream: TextIO = sys.stdout) -> int:
             clients=_clients(),
             wire_bytes=wire_size("cfnbench-000000-1", config.payload),
             plain_url=server.plain_url,
+            cluster_masters=masters,
         )
-        _print_header(stream, config, target, server.description)
+        where = server.description
+        if masters:
+            where += (f", a Redis Cluster node ({masters} masters): sharded pub/sub, every "
+                      "reference on the master of its channel's slot, as our bus")
+        _print_header(stream, config, target, where)
         bench = BenchRun(config, target, stream)
         bench.run()
     print_summary(stream, bench.figures, bench.failures)

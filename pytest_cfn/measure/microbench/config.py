@@ -80,7 +80,20 @@ class Target:
     wire_bytes: int
     plain_url: str | None = None
     """When ``url`` is TLS: the same server in plain text (the TLS step's reference)."""
+    cluster_masters: int = 0
+    """On Redis Cluster (``url`` one of its nodes): how many masters serve slots; else 0."""
+
+    @property
+    def cluster(self) -> bool:
+        return self.cluster_masters > 0
 
     @property
     def method_tail(self) -> str:
+        if self.cluster:
+            return (
+                f"Redis {self.version} Cluster ({self.cluster_masters} masters), sharded "
+                "pub/sub: each PUBLISH / SUBSCRIBE / PSUBSCRIBE named above is SPUBLISH / "
+                "SSUBSCRIBE of the swarm's shard channel event:{swarm} on the master that owns "
+                f"its slot, for our bus and the references alike; {self.clients}."
+            )
         return f"Redis {self.version}; {self.clients}."

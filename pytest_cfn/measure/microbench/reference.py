@@ -105,8 +105,11 @@ def run_redis_benchmark(
     }
 
 
-def redis_py_drain(url: str, channel: str, events: int, payload: int) -> dict[str, Any]:
-    """Worker: how fast one redis-py PubSub (``get_message`` loop) drains a backlog.
+def redis_py_drain(
+    url: str, channel: str, events: int, payload: int, sharded: bool = False
+) -> dict[str, Any]:
+    """Worker: how fast one redis-py PubSub (``get_message`` loop) drains a backlog
+    (``sharded``: SSUBSCRIBE / SPUBLISH of a shard channel, on its master).
 
     In rounds of at most DRAIN_BACKLOG_MAX: a redis-py pipeline publishes the round
     while the subscriber reads nothing, then the subscriber drains it; only the
@@ -119,14 +122,13 @@ def redis_py_drain(url: str, channel: str, events: int, payload: int) -> dict[st
     publisher = redis.Redis.from_url(url, protocol=2)
     message = b"x" * payload
     try:
-        pubsub.subscribe(channel)
-        _wait_subscribed(pubsub)
+        _subscribe(pubsub, channel, sharded)
         drained = 0
         drain_seconds = 0.0
         drain_cpu = 0.0
         while drained < events:
             round_size = min(DRAIN_BACKLOG_MAX, events - drained)
-            _pipeline_publish(publisher, channel, message, round_size)
+            _pipeline_publish(publisher, channel, message, round_size, sharded)
             got = 0
             get_message = pubsub.get_message
             cpu_started = time.process_time()
@@ -158,6 +160,15 @@ def redis_py_drain(url: str, channel: str, events: int, payload: int) -> dict[st
         client.close()
 
 
+def _subscribe(pubsub: Any, channel: str, sharded: bool) -> None:
+    """SUBSCRIBE (``sharded``: SSUBSCRIBE) ``channel`` and wait for the confirmation."""
+    if sharded:
+        pubsub.ssubscribe(channel)
+    else:
+        pubsub.subscribe(channel)
+    _wait_subscribed(pubsub)
+
+
 def _wait_subscribed(pubsub: Any) -> None:
     deadline = time.monotonic() + 5.0
     while not pubsub.subscribed or pubsub.connection is None:
@@ -167,19 +178,22 @@ def _wait_subscribed(pubsub: Any) -> None:
     pubsub.get_message(timeout=0.1)
 
 
-def _pipeline_publish(client: Any, channel: str, message: bytes, count: int) -> None:
+def _pipeline_publish(
+    client: Any, channel: str, message: bytes, count: int, sharded: bool = False
+) -> None:
     pipe = client.pipeline(transaction=False)
+    publish = pipe.spublish if sharded else pipe.publish
     left = count
     while left:
         chunk = min(PIPELINE_DEPTH, left)
         for _ in range(chunk):
-            pipe.publish(channel, message)
+            publish(channel, message)
         pipe.execute()
         left -= chunk
 
 
 def redis_py_pipeline_publish(
-    url: str, channel: str, events: int, payload: int, warmup: int
+    url: str, channel: str, events: int, payload: int, warmup: int, sharded: bool = False
 ) -> dict[str, Any]:
     """Worker: redis-py publishing through ``pipeline(transaction=False)``, 1,000 per execute.
 
@@ -192,16 +206,18 @@ def redis_py_pipeline_publish(
     message = b"x" * payload
     try:
         client.ping()
-        _pipeline_publish(client, channel, message, warmup)
+        _pipeline_publish(client, channel, message, warmup, sharded)
         started = time.perf_counter()
-        _pipeline_publish(client, channel, message, events)
+        _pipeline_publish(client, channel, message, events, sharded)
         seconds = time.perf_counter() - started
         return {"rate": events / seconds, "events": events, "seconds": seconds}
     finally:
         client.close()
 
 
-def redis_py_unpaced_publisher(url: str, channel: str, events: int, payload: int) -> dict[str, Any]:
+def redis_py_unpaced_publisher(
+    url: str, channel: str, events: int, payload: int, sharded: bool = False
+) -> dict[str, Any]:
     """Worker: the publisher half of redis-py's end to end: pipelines of 1,000, unpaced."""
     import redis
 
@@ -210,7 +226,7 @@ def redis_py_unpaced_publisher(url: str, channel: str, events: int, payload: int
         client.ping()
         cpu = time.process_time()
         started = time.perf_counter()
-        _pipeline_publish(client, channel, b"x" * payload, events)
+        _pipeline_publish(client, channel, b"x" * payload, events, sharded)
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
     finally:
@@ -226,6 +242,7 @@ def redis_py_subscriber(
     publisher_done: Event,
     deadline: float,
     latency: bool = False,
+    sharded: bool = False,
 ) -> dict[str, Any]:
     """Worker: a redis-py PubSub ``get_message`` loop counting messages as they arrive.
 
@@ -240,8 +257,7 @@ def redis_py_subscriber(
     raw = array("q")  # folded into the histogram after the run, as our recorder does
     count = first = last = 0.0
     try:
-        pubsub.subscribe(channel)
-        _wait_subscribed(pubsub)
+        _subscribe(pubsub, channel, sharded)
         rule = StopRule(expected, publisher_done, deadline)
         cpu = time.process_time()
         ready.set()
@@ -282,7 +298,8 @@ def latency_message(intended_ns: int, measured: bool, payload: int) -> bytes:
 
 
 def redis_py_paced_publisher(
-    url: str, channel: str, rate: float, duration: float, warmup: float, payload: int
+    url: str, channel: str, rate: float, duration: float, warmup: float, payload: int,
+    sharded: bool = False,
 ) -> dict[str, Any]:
     """Worker: redis-py on the open schedule: ``publish()`` when one event is due, one
     ``pipeline(transaction=False).execute()`` for several (a round trip per wake-up)."""
@@ -291,15 +308,16 @@ def redis_py_paced_publisher(
     client = redis.Redis.from_url(url, protocol=2)
     try:
         client.ping()
-        publish = client.publish
+        publish = client.spublish if sharded else client.publish
 
         def send(due: list[tuple[int, bool]]) -> None:
             if len(due) == 1:
                 publish(channel, latency_message(due[0][0], due[0][1], payload))
                 return
             pipe = client.pipeline(transaction=False)
+            pipe_publish = pipe.spublish if sharded else pipe.publish
             for intended_ns, measured in due:
-                pipe.publish(channel, latency_message(intended_ns, measured, payload))
+                pipe_publish(channel, latency_message(intended_ns, measured, payload))
             pipe.execute()
 
         run = send_paced(rate, duration, warmup, send)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TextIO
 
+from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.microbench.aio_workloads import (
     aio_latency_subscriber,
     aio_paced_publisher,
@@ -32,6 +33,7 @@ from pytest_cfn.measure.microbench.reference import (
     redis_py_unpaced_publisher,
     run_redis_benchmark,
 )
+from pytest_cfn.measure.microbench.shard_references import ReferenceChannel, reference_channel
 from pytest_cfn.measure.microbench.signing import signing_step
 from pytest_cfn.measure.microbench.step_figures import (
     Item,
@@ -51,7 +53,6 @@ from pytest_cfn.measure.microbench.windowed import (
     windowed_sender,
 )
 from pytest_cfn.measure.microbench.workloads import (
-    TICK,
     latency_subscriber,
     our_publish,
     our_subscriber,
@@ -131,6 +132,14 @@ class BenchRun:
         self._swarms += 1
         return f"{self.swarm}-{self._swarms}"
 
+    def _reference(self, swarm: str) -> ReferenceChannel:
+        """The server and channel a reference of ``swarm`` uses: the kind our bus uses; a
+        cluster that cannot say who owns the slot fails the step, not the run."""
+        try:
+            return reference_channel(self.target.url, swarm, self.target.cluster)
+        except (CfnError, OSError) as exc:
+            raise StepFailedError(f"cannot find the master of {swarm!r}'s slot: {exc}") from None
+
     def _record(self, step: str, result: dict[str, Any]) -> None:
         bulky = ("histogram", "from_send", "stages", "written")
         plain = {k: v for k, v in result.items() if k not in bulky}
@@ -143,12 +152,16 @@ class BenchRun:
                 "redis-benchmark PUBLISH", "no redis-benchmark binary found", skipped=True
             )]
         items: list[Item] = []
+        try:
+            where = self._reference(self.swarm)
+        except StepFailedError as exc:
+            return [StepFailure("redis-benchmark PUBLISH", str(exc))]
         for pipeline, requests in ((1, self.config.events), (100, self.config.events * 5)):
             try:
                 result = run_redis_benchmark(
-                    binary, self.target.url, requests=requests, pipeline=pipeline,
-                    channel=f"event:{self.swarm}:x", payload=self.config.payload,
-                    timeout=REDIS_BENCHMARK_TIMEOUT,
+                    binary, where.url, requests=requests, pipeline=pipeline,
+                    channel=where.channel, payload=self.config.payload,
+                    timeout=REDIS_BENCHMARK_TIMEOUT, command=where.publish_command,
                 )
             except StepFailedError as exc:
                 items.append(StepFailure(f"redis-benchmark PUBLISH -P {pipeline}", str(exc)))
@@ -180,10 +193,10 @@ class BenchRun:
         return throughput_figures(runs, errors, self.config, self.target)
 
     def _drain_once(self) -> dict[str, Any]:
+        where = self._reference(self._next_swarm())
         worker = Worker(
-            "redis-py drain", redis_py_drain, url=self.target.url,
-            channel=f"event:{self._next_swarm()}:{TICK}",
-            events=self.config.events, payload=self.config.payload,
+            "redis-py drain", redis_py_drain, url=where.url, channel=where.channel,
+            events=self.config.events, payload=self.config.payload, sharded=where.sharded,
         ).start()
         try:
             return worker.result(self.config.step_budget(self.config.events * 2))
@@ -192,11 +205,12 @@ class BenchRun:
 
     def _pipeline_once(self) -> dict[str, Any]:
         swarm = self._next_swarm()
+        where = self._reference(swarm)
         return self._publish_with_sink(
             "redis-py pipeline publisher", redis_py_pipeline_publish, swarm,
-            url=self.target.url, channel=f"event:{swarm}:{TICK}",
+            url=where.url, channel=where.channel,
             events=self.config.events, payload=self.config.payload,
-            warmup=self.config.warmup_events,
+            warmup=self.config.warmup_events, sharded=where.sharded,
         )
 
     def _our_publish_once(self) -> dict[str, Any]:
@@ -210,11 +224,13 @@ class BenchRun:
     def _publish_with_sink(
         self, name: str, function: WorkerFunction, sink_swarm: str, **kwargs: Any
     ) -> dict[str, Any]:
-        """Run a publisher worker while a sink subscriber process reads the swarm's pattern."""
+        """Run a publisher worker while a sink subscriber process reads the swarm's pattern
+        (on a cluster: its shard channel, on the master that owns it)."""
         ready, stop = new_event(), new_event()
+        where = self._reference(sink_swarm)
         sink = Worker(
-            "sink subscriber", sink_subscriber, url=self.target.url,
-            pattern=f"event:{sink_swarm}:*", ready=ready, stop=stop,
+            "sink subscriber", sink_subscriber, url=where.url,
+            pattern=where.pattern, ready=ready, stop=stop, sharded=where.sharded,
         ).start()
         try:
             wait_ready(ready, READY_TIMEOUT, sink)
@@ -292,13 +308,15 @@ class BenchRun:
         }
 
     def _redis_py_e2e_once(self) -> dict[str, Any]:
-        channel = f"event:{self._next_swarm()}:{TICK}"
+        where = self._reference(self._next_swarm())
         events = self.config.events
         published, delivered = self._pair(
-            ("redis-py subscriber", redis_py_subscriber, {"channel": channel}),
+            ("redis-py subscriber", redis_py_subscriber,
+             {"channel": where.channel, "sharded": where.sharded}),
             ("redis-py publisher", redis_py_unpaced_publisher,
-             {"channel": channel, "events": events, "payload": self.config.payload}),
-            events, self.config.step_budget(events),
+             {"channel": where.channel, "events": events, "payload": self.config.payload,
+              "sharded": where.sharded}),
+            events, self.config.step_budget(events), url=where.url,
         )
         return {
             "rate": delivered["rate"],
@@ -327,13 +345,13 @@ class BenchRun:
         tag = f"{rate:g}"
         reference: tuple[dict[str, Any], dict[str, Any]] | None = None
         try:
-            channel = f"event:{self._next_swarm()}:{TICK}"
+            where = self._reference(self._next_swarm())
             reference = self._pair(
                 ("redis-py latency subscriber", redis_py_subscriber,
-                 {"channel": channel, "latency": True}),
+                 {"channel": where.channel, "latency": True, "sharded": where.sharded}),
                 ("redis-py paced publisher", redis_py_paced_publisher,
-                 {"channel": channel, **schedule}),
-                total, budget,
+                 {"channel": where.channel, "sharded": where.sharded, **schedule}),
+                total, budget, url=where.url,
             )
         except StepFailedError as exc:
             reference_error = str(exc)
@@ -403,12 +421,16 @@ class BenchRun:
         ceilings: dict[str, float] = {}
         if binary is None:
             return ceilings
+        try:
+            where = self._reference(self.swarm)
+        except StepFailedError:
+            return ceilings
         for layer in LAYERS:
             try:
                 result = run_redis_benchmark(
-                    binary, self.target.url, requests=self.config.events, pipeline=100,
-                    channel=f"event:{self.swarm}:x", payload=self._layer_bytes(layer),
-                    timeout=REDIS_BENCHMARK_TIMEOUT,
+                    binary, where.url, requests=self.config.events, pipeline=100,
+                    channel=where.channel, payload=self._layer_bytes(layer),
+                    timeout=REDIS_BENCHMARK_TIMEOUT, command=where.publish_command,
                 )
             except StepFailedError:
                 continue

@@ -38,7 +38,7 @@ def ceiling_figure(result: dict[str, Any], cfg: BenchConfig, target: Target) -> 
     pipeline = result["pipeline"]
     return Figure(
         key=f"redis_benchmark_publish_p{pipeline}",
-        title=f"redis-benchmark PUBLISH -P {pipeline}",
+        title=f"redis-benchmark {'SPUBLISH' if target.cluster else 'PUBLISH'} -P {pipeline}",
         value=result["rate"],
         unit="requests/s",
         method=(

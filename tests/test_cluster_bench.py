@@ -1,0 +1,127 @@
+"""The measurement tools given one node of a real local Redis Cluster: the micro-benchmark
+measures our bus and its references with the same channel kind (shard channels, on the master
+that owns the slot); ``cfn bench`` (one server's sweep) refuses with one error naming what to
+run instead; the server sampler covers every master."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from pytest_cfn._core.shard_layout import swarm_slot
+from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.measure.metrics.server_sampler import ServerSampler, sample_server
+from pytest_cfn.measure.microbench.shard_references import node_url
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster() as local:
+        yield local
+
+
+def test_node_url_keeps_login_and_tls_options_and_selects_database_0() -> None:
+    url = "rediss://bob:s3cret@10.0.0.1:7000/0?ssl_ca_certs=/ca.pem&ssl_check_hostname=false"
+    assert node_url(url, "10.0.0.2", 7003) == (
+        "rediss://bob:s3cret@10.0.0.2:7003/0?ssl_ca_certs=/ca.pem&ssl_check_hostname=false"
+    )
+    assert node_url("redis://127.0.0.1:7000", "::1", 7001) == "redis://[::1]:7001/0"
+
+
+@pytest.mark.cluster
+def test_cfn_bench_refuses_a_cluster_node_naming_what_measures_one(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn", "bench", "--redis", cluster.url, "--agents", "10",
+         "--duration", "1", "--repeat", "1", "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("cfn bench: error: ")
+    assert "is a Redis Cluster node" in done.stderr
+    for instead in ("python -m pytest_cfn.measure.microbench --redis " + cluster.url,
+                    "python -m pytest_cfn.measure.cluster.shard_ceiling",
+                    "--cfn-model per-agent"):
+        assert instead in done.stderr
+    assert done.stdout == "" and not out_dir.exists(), "the sweep started"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_micro_benchmark_on_a_cluster_node_measures_shard_channels_on_their_master(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    report = tmp_path / "microbench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn.measure.microbench", "--redis", cluster.url,
+         "--quick", "--only", "ceiling", "--only", "throughput", "--only", "latency",
+         "--also-rates", "none", "--duration", "0.3", "--json", str(report)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "a Redis Cluster node (3 masters)" in done.stdout.splitlines()[0]
+    assert "redis-benchmark SPUBLISH -P 1 " in done.stdout
+    result = json.loads(report.read_text())
+    steps: dict[str, dict[str, Any]] = {step["step"]: step for step in result["steps"]}
+    # redis-benchmark: SPUBLISH of the swarm's shard channel, sent to the master of its slot.
+    command = steps["redis_benchmark_p1"]["command"]
+    found = re.search(r"-p (\d+) .* spublish event:\{(cfnbench-[0-9a-f]+)\} ", command)
+    assert found, command
+    assert int(found.group(1)) == cluster.owner(swarm_slot(found.group(2))).port
+    # The sink subscriber reads shard channels: it receives what redis-py's SPUBLISH pipeline
+    # and our bus sent (a PSUBSCRIBE sink would read nothing of a shard channel).
+    events = steps["ours"]["events"]
+    assert steps["pipeline"]["sink_bytes"] >= events * 200
+    assert steps["ours"]["sink_bytes"] >= events * 200
+    # redis-py's end to end, on SSUBSCRIBE, got everything, as our pairs did.
+    assert steps["redis_py_e2e"]["delivered"] == steps["redis_py_e2e"]["published"] == events
+    for ours in ("e2e", "e2e_plain", "aio_e2e", "aio_e2e_plain"):
+        assert steps[ours]["delivered"] == steps[ours]["published"] == events, ours
+    latency = next(m for m in result["metrics"] if m["name"].startswith("redis_py_latency_p99"))
+    assert latency["value"] > 0
+    assert "SPUBLISH / SSUBSCRIBE of the swarm's shard channel" in done.stdout
+
+
+@pytest.mark.cluster
+def test_server_sampler_sums_every_master_given_one_node(cluster: LocalCluster) -> None:
+    masters = cluster.masters()
+    named = [redis.Redis("127.0.0.1", port, protocol=2, client_name=f"cfn:sub:sampled:a{i}")
+             for i, port in enumerate(masters)]
+    seed = redis.Redis.from_url(cluster.url, protocol=2)
+    try:
+        for client in named:
+            client.ping()
+        sample = sample_server(seed, swarm="sampled")
+        assert sample.our_clients == len(masters)
+        assert sample.our_clients_by_role == {"sub": len(masters)}
+        assert sorted(sample.clients_by_node) == [f"127.0.0.1:{port}" for port in masters]
+        assert all(count >= 1 for count in sample.clients_by_node.values())
+        assert sample.connected_clients == sum(sample.clients_by_node.values())
+        alone = redis.Redis("127.0.0.1", masters[0], protocol=2)
+        try:
+            one_node = int(alone.info("memory")["used_memory"])
+        finally:
+            alone.close()
+        assert sample.used_memory > one_node
+        with ServerSampler.from_url(cluster.url, interval=0.05, swarm="sampled") as sampler:
+            sampler.sample_now()
+        summary = sampler.summary()
+        assert summary.errors == 0 and summary.max_our_clients == len(masters)
+    finally:
+        for client in named:
+            client.close()
+        seed.close()
