@@ -81,6 +81,8 @@ class Frontend:
         self.kind = kind
         self.loop = LoopThread() if kind == "async" else None
         self._made: list[Any] = []
+        # threads of earlier tests still winding down are not this test's
+        self._earlier = {t.ident for t in threading.enumerate() if t.name.startswith("cfn-")}
 
     def _module(self) -> Any:
         if self.kind == "sync":
@@ -111,7 +113,8 @@ class Frontend:
     def background_workers(self) -> int:
         """Threads (sync) or tasks (async) still running besides the test's own."""
         if self.loop is None:
-            return sum(1 for t in threading.enumerate() if t.name.startswith("cfn-"))
+            return sum(1 for t in threading.enumerate()
+                       if t.name.startswith("cfn-") and t.ident not in self._earlier)
         return self.loop.tasks()
 
     def close(self) -> None:
