@@ -38,5 +38,6 @@ def test_names_that_are_not_ours_parse_to_none(name: str) -> None:
 
 @pytest.mark.parametrize("share", [async_share, sync_share], ids=["async", "sync"])
 def test_a_shared_connection_name_parses_back_to_its_owner(share: object) -> None:
-    name = share.shared_connection_name("sub", "proc-7", "lt1x2")  # type: ignore[attr-defined]
+    name = share.connection_name(  # type: ignore[attr-defined]
+        "shared-sub", share.ALL_SWARMS, "proc-7", "lt1x2")  # type: ignore[attr-defined]
     assert parse_connection_name(name) == ConnectionName("shared-sub", "all", "proc-7", "lt1x2")

@@ -44,6 +44,7 @@ from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tl
 from pytest_cfn._backends.async_backend import Lock, monotonic
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.ids import validate_agent_id
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import BusClosedError, InvalidOptionError, PublishFailedError
@@ -59,13 +60,35 @@ CONNECTION_KEYS = (
     "in_flight", "critical_pending", "critical_resent", "coalesced_writes", "pending_writes",
     "redirects",
 )
-"""The counters of a bus's ``stats()`` that belong to the shared connections."""
+"""The counters of a bus's ``stats()`` that belong to its connections (see
+:func:`connection_counters`)."""
 
 
-def shared_connection_name(role: str, owner: str, namespace: str) -> str:
-    """``cfn:shared-{pub|sub}:all:{owner}[@{namespace}]``, as ``CLIENT LIST`` shows it."""
-    base = f"cfn:shared-{role}:all:{owner}"
-    return f"{base}@{namespace}" if namespace else base
+def connection_counters(publisher: Publisher, sub: Subscriber | None) -> dict[str, int]:
+    """The :data:`CONNECTION_KEYS` of a publisher and a subscriber connection: a bus's own,
+    or the ones it shares (then counted once, by :meth:`SharedConnections.stats`)."""
+    sub_reconnects = sub.reconnects if sub else 0
+    return {
+        "reconnects": sub_reconnects + publisher.reconnects,
+        "subscriber_reconnects": sub_reconnects,
+        "publisher_reconnects": publisher.reconnects,
+        "watchdog_trips": sub.watchdog_trips if sub else 0,
+        "retries": publisher.retries,
+        "publish_failed": publisher.failed,
+        "publish_give_ups": publisher.give_ups,
+        "publish_errors": publisher.reply_errors,
+        "acknowledged": publisher.acknowledged,
+        "in_flight": publisher.in_flight,
+        "critical_pending": publisher.critical_pending,
+        "critical_resent": publisher.critical_resent,
+        "coalesced_writes": publisher.coalesced_writes,
+        "pending_writes": publisher.pending,
+        "redirects": publisher.redirects,
+    }
+
+
+ALL_SWARMS = "all"
+"""The swarm field of a shared connection's name (``cfn:shared-pub:all:{owner}``)."""
 
 
 class SharedConnections:
@@ -101,7 +124,7 @@ class SharedConnections:
         )
         self.publisher = Publisher(
             address,
-            shared_connection_name("pub", self.owner, options.namespace),
+            connection_name("shared-pub", ALL_SWARMS, self.owner, options.namespace),
             retry=RetryPolicy(retries=options.retries, backoff=self._backoff),
             breaker=self.breaker,
             connect_timeout=options.connect_timeout,
@@ -112,8 +135,7 @@ class SharedConnections:
         )
         self.control = Publisher(
             address,
-            f"cfn:catchup-call:all:{self.owner}" + (
-                f"@{options.namespace}" if options.namespace else ""),
+            connection_name("catchup-call", ALL_SWARMS, self.owner, options.namespace),
             retry=RetryPolicy(retries=options.retries, backoff=self._backoff),
             breaker=CircuitBreaker(
                 failure_threshold=options.breaker_failures,
@@ -167,7 +189,7 @@ class SharedConnections:
                 options = self.options
                 self.subscriber = Subscriber(
                     self.address,
-                    shared_connection_name("sub", self.owner, options.namespace),
+                    connection_name("shared-sub", ALL_SWARMS, self.owner, options.namespace),
                     self._unrouted_sink,
                     on_reconnect=self._reconnected,
                     on_crash=self._reader_failed,
@@ -252,33 +274,10 @@ class SharedConnections:
         return (int(self.publisher.connected) + int(sub is not None and sub.connected)
                 + int(self.control.connected))
 
-    def connection_stats(self) -> dict[str, Any]:
-        """The counters a bus's ``stats()`` takes from its connections (see CONNECTION_KEYS)."""
-        publisher = self.publisher
-        sub = self.subscriber
-        sub_reconnects = sub.reconnects if sub else 0
-        return {
-            "reconnects": sub_reconnects + publisher.reconnects,
-            "subscriber_reconnects": sub_reconnects,
-            "publisher_reconnects": publisher.reconnects,
-            "watchdog_trips": sub.watchdog_trips if sub else 0,
-            "retries": publisher.retries,
-            "publish_failed": publisher.failed,
-            "publish_give_ups": publisher.give_ups,
-            "publish_errors": publisher.reply_errors,
-            "acknowledged": publisher.acknowledged,
-            "in_flight": publisher.in_flight,
-            "critical_pending": publisher.critical_pending,
-            "critical_resent": publisher.critical_resent,
-            "coalesced_writes": publisher.coalesced_writes,
-            "pending_writes": publisher.pending,
-            "redirects": publisher.redirects,
-        }
-
     def stats(self) -> dict[str, Any]:
         """The shared connections' counters, once (add these to the buses' own counters)."""
         sub = self.subscriber
-        stats = self.connection_stats()
+        stats: dict[str, Any] = dict(connection_counters(self.publisher, sub))
         stats.update(
             buses=len(self._engines),
             patterns=len(self._routes),

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._async.connection_share import SharedConnections
-from pytest_cfn._async.engine import BusEngine, connection_name
+from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,

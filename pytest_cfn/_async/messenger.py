@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.connection_share import SharedConnections
-from pytest_cfn._async.engine import BusEngine, connection_name
+from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.publisher import PublishBatch
 from pytest_cfn._async.shard_senders import ShardSenders
@@ -23,6 +23,7 @@ from pytest_cfn._backends.async_backend import (
     monotonic,
     time_ns,
 )
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id

@@ -1,7 +1,7 @@
 """Our connections' names, read back from ``CLIENT LIST``: the one parser every count uses.
 
 Every connection of ours is named ``cfn:{role}:{swarm}:{owner}[@{namespace}]`` with CLIENT
-SETNAME (written by :func:`pytest_cfn._async.engine.connection_name`). ``role`` is
+SETNAME (written by :func:`connection_name`, here too). ``role`` is
 ``{subsystem}-{pub|sub}`` (``event-pub``, ``message-sub``, ...) or a bare role of a test's own
 connection; ``owner`` is an agent (one bus per agent) or a process (buses sharing connections).
 Ids and namespaces hold no ``:`` or ``@`` (see :mod:`pytest_cfn._core.ids`), so the fields
@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OUR_PREFIX", "ConnectionName", "parse_connection_name"]
+__all__ = ["OUR_PREFIX", "ConnectionName", "connection_name", "parse_connection_name"]
 
 OUR_PREFIX = "cfn:"
+
+
+def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
+    """``cfn:{role}:{swarm}:{agent}[@{namespace}]``, as shown by ``CLIENT LIST``."""
+    base = f"{OUR_PREFIX}{role}:{swarm}:{agent}"
+    return f"{base}@{namespace}" if namespace else base
 
 
 @dataclass(frozen=True)

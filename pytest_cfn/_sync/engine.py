@@ -34,7 +34,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from pytest_cfn._sync.connection_share import SharedConnections
+from pytest_cfn._sync.connection_share import SharedConnections, connection_counters
 from pytest_cfn._sync.critical_replay import CriticalReplayer
 from pytest_cfn._sync.publisher import Publisher
 from pytest_cfn._sync.shard_route import ShardRoute, is_cluster
@@ -53,6 +53,7 @@ from pytest_cfn._backends.sync_backend import (
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import CRITICAL_PRIORITY, CatchUp
 from pytest_cfn._core.dispatch_queue import DispatchQueue
 from pytest_cfn._core.envelope import Codec, Envelope
@@ -81,12 +82,6 @@ _PRIORITY = attrgetter("priority")
 Deliver = Callable[[Envelope], None]
 Intercept = Callable[[Envelope], bool]
 ErrorCallback = Callable[[BaseException], None]
-
-
-def connection_name(role: str, swarm: str, agent: str, namespace: str) -> str:
-    """``cfn:{role}:{swarm}:{agent}[@{namespace}]``, as shown by ``CLIENT LIST``."""
-    base = f"cfn:{role}:{swarm}:{agent}"
-    return f"{base}@{namespace}" if namespace else base
 
 
 class BusEngine:
@@ -515,31 +510,17 @@ class BusEngine:
             "worker_crashes": dict(self.worker_crashes),
             "handler_errors": self.handler_errors,
             "replayed": self._replayer.catch_up.replayed if self._replayer else 0,
-            "reconnects": (sub.reconnects if sub else 0) + self.publisher.reconnects,
-            "subscriber_reconnects": sub.reconnects if sub else 0,
-            "publisher_reconnects": self.publisher.reconnects,
-            "watchdog_trips": sub.watchdog_trips if sub else 0,
-            "retries": publisher.retries,
-            "publish_failed": publisher.failed,
+            **connection_counters(publisher, sub),
             "publish_dropped_by_priority": dict(publisher.dropped_by_priority),
-            "publish_give_ups": publisher.give_ups,
-            "publish_errors": publisher.reply_errors,
-            "acknowledged": publisher.acknowledged,
-            "in_flight": publisher.in_flight,
-            "critical_pending": publisher.critical_pending,
-            "critical_resent": publisher.critical_resent,
             "permission_errors": self.permission_errors,
             "last_error": str(self.last_error) if self.last_error is not None else None,
-            "coalesced_writes": publisher.coalesced_writes,
             "inline_dispatch": self._inline_ok,
             "inline_delivered": self.inline_delivered,
-            "pending_writes": publisher.pending,
             "breaker_state": str(breaker["state"]),
             "breaker_next_probe_in": breaker["next_probe_in"],
             "breaker": breaker,
             "connections": self.connection_count(),
             "cluster": bool(self.cluster),
-            "redirects": publisher.redirects,
             "shared_connections": self.share is not None,
         }
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_cfn._sync.connection_share import SharedConnections
-from pytest_cfn._sync.engine import BusEngine, connection_name
+from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._sync.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.sync_backend import QueueLock, monotonic, time_ns
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
     CatchUp,

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_cfn._sync.connection_share import SharedConnections
-from pytest_cfn._sync.engine import BusEngine, connection_name
+from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._sync.publisher import PublishBatch
 from pytest_cfn._sync.shard_senders import ShardSenders
@@ -23,6 +23,7 @@ from pytest_cfn._backends.sync_backend import (
     monotonic,
     time_ns,
 )
+from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
