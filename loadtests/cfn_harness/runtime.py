@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from cfn_harness.timers import loop_backend
 from pytest_cfn import EventBus, SharedConnections
 from pytest_cfn._async.connection_share import CONNECTION_KEYS
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._errors import CfnError
+from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.measure.loadgen.options import HarnessOptions
@@ -106,8 +105,6 @@ class ProcessRuntime:
         """Shared model: the process's one publisher and one subscriber connection for all
         its swarms' buses and messengers (None: each has its own, as on Redis Cluster)."""
         self._process_sender: Sender | None = None
-        self._share_lock = threading.Lock()  # gevent's, once Locust has patched threading
-        self._share_asked = False
         self._greenlets: list[gevent.Greenlet] = []
         self.schedule: ProcessSchedule[CfnClient] = ProcessSchedule(self.rate, 0)
         self.publish_names: list[str] = []
@@ -189,19 +186,12 @@ class ProcessRuntime:
     def _share_for(self, make: Any) -> Any:
         """``make(share)``: a bus on the process's shared connections, or with connections
         of its own where the server cannot share them (a Redis Cluster node: each swarm's
-        channel lives on its slot's owner). The server is asked once, under a lock, before
-        the first bus is made, so agents spawning at once all see the answer."""
-        with self._share_lock:
-            if not self._share_asked and self.options.share_connections:
-                share = SharedConnections(self.url, f"proc{self.index}", options=self.bus_options)
-                if share.usable():
-                    self.share = share
-                else:
-                    share.close()
-                    log.info("a Redis Cluster node: the shared model's buses get connections "
-                             "of their own (SharedConnections serve one server)")
-                self._share_asked = True
-        return make(self.share)
+        channel lives on its slot's owner)."""
+        if self.share is None and self.options.share_connections:
+            self.share = SharedConnections(self.url, f"proc{self.index}", options=self.bus_options)
+        if self.share is not None and self.share.cluster is not True:
+            return make(self.share)
+        return make(None)
 
     def shared_bus(self, swarm: str) -> Any:
         """The swarm's Event Bus of this process, its tap subscribed first."""
@@ -212,12 +202,21 @@ class ProcessRuntime:
                 self.url, swarm, owner, options=self.bus_options, share=share))
             self._shared[swarm] = bus
             tap = self._tap_of[id(bus)] = self.new_tap()
-            bus.subscribe("*", tap.on_event())
+            try:
+                bus.subscribe("*", tap.on_event())
+            except InvalidOptionError:  # a cluster node: connections of its own
+                bus.close()
+                self.share.cluster = True
+                bus = self._shared[swarm] = EventBus(
+                    self.url, swarm, owner, options=self.bus_options)
+                self._tap_of[id(bus)] = tap
+                bus.subscribe("*", tap.on_event())
         return bus
 
     def shared_messenger(self, swarm: str) -> Any:
         messenger = self._shared_messengers.get(swarm)
         if messenger is None and MESSENGER is not None:
+            self.shared_bus(swarm)  # finds out first whether connections can be shared
             messenger = self._share_for(lambda share: MESSENGER(
                 self.url, swarm, f"proc{self.index}", options=self.bus_options, share=share))
             self._shared_messengers[swarm] = messenger
@@ -247,7 +246,8 @@ class ProcessRuntime:
         """Shared model: the sender that writes this swarm's sends. On shared connections
         one sender serves every swarm of the process (a tick is one write); otherwise one
         per swarm, batching its bus and messenger."""
-        if self.share is not None:
+        if self.share is not None and self.share.cluster is not True:
+            self.shared_bus(swarm)
             if self._process_sender is None:
                 self._process_sender = self.new_sender(self.share)
                 self._greenlets.append(gevent.spawn(self.run_sender, self._process_sender))
