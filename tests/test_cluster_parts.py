@@ -173,6 +173,29 @@ def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
 
 
 @pytest.mark.slow
+def test_locust_harness_shared_model_on_a_cluster_falls_back_to_connections_per_bus(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """SharedConnections serve one server: on a cluster node the shared model's buses get
+    connections of their own (each on its swarm's master) and everything is delivered."""
+    report = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(SWARM), "--headless", "-u", "6", "-r", "6",
+         "-t", "4s", "--only-summary", "--cfn-report", str(report), "--cfn-warmup", "0.5",
+         "--cfn-rate", "20", "--cfn-swarms", "3", "--cfn-model", "shared",
+         "--cfn-gate", "critical-loss", "--cfn-send-lag-limit", "250",
+         "--cfn-redis", cluster.url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(report.read_text())
+    assert result["extra"]["delivered"] == result["extra"]["expected_deliveries"] > 0
+    roles = result["extra"]["connections"]["by_role"]
+    assert not any(role.startswith(("shared-", "catchup-")) for role in roles), roles
+    assert roles.get("events-sub", 0) >= 3, roles  # one per swarm, on its own master
+
+
+@pytest.mark.slow
 def test_locust_harness_on_a_cluster_counts_connections_on_every_master(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:

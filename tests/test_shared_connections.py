@@ -31,6 +31,7 @@ def test_each_bus_gets_its_own_swarm_only_over_two_connections(
 ) -> None:
     share = fe.make("SharedConnections", redis_server.url, "host1", namespace=ns)
     shared = _target(share)
+    assert share.usable() is True, "one server (not a cluster node): buses can share"
     got: dict[int, list[Any]] = {i: [] for i in range(SWARMS)}
     letters: dict[int, list[Any]] = {i: [] for i in range(SWARMS)}
     buses = [fe.event_bus(redis_server.url, f"s{i}", "agent", namespace=ns, share=shared)

@@ -150,6 +150,8 @@ class ProcessRuntime:
         if self.options.mix is not None:
             self.message_types |= {e.type for e in self.options.mix if e.message}
             self.type_codes.message_types |= self.message_types
+        if self.options.model == "shared" and self.options.share_connections:
+            self._ask_whether_shared()
         self._configured = True
         self._greenlets.append(gevent.spawn(self._bridge_loop))
         self._greenlets.append(gevent.spawn(self._report_ready))
@@ -182,6 +184,18 @@ class ProcessRuntime:
 
     def tap_of(self, owner: Any) -> DeliveryTap:
         return self._tap_of[id(owner)]
+
+    def _ask_whether_shared(self) -> None:
+        """Shared model: make the process's SharedConnections and ask the server, once, before
+        any agent spawns, whether buses can share them (not on a Redis Cluster node). Asked
+        later, agents spawning at once raced past the answer."""
+        self.share = SharedConnections(self.url, f"proc{self.index}", options=self.bus_options)
+        try:
+            if not self.share.usable():
+                log.info("a Redis Cluster node: the shared model's buses get connections "
+                         "of their own (SharedConnections serve one server)")
+        except CfnError as exc:  # the first bus reports the server's absence as it always has
+            log.warning("cannot ask %s whether it is a cluster node: %s", self.url, exc)
 
     def _share_for(self, make: Any) -> Any:
         """``make(share)``: a bus on the process's shared connections, or with connections

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pytest_cfn._async.publisher import PublishBatch, Publisher
+from pytest_cfn._async.shard_route import is_cluster
 from pytest_cfn._async.subscriber import MessageSink, Subscriber
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.async_backend import Lock, monotonic
@@ -47,7 +48,13 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.ids import validate_agent_id
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._errors import BusClosedError, InvalidOptionError, PublishFailedError
+from pytest_cfn._errors import (
+    BusClosedError,
+    ConnectionLostError,
+    InvalidOptionError,
+    PublishFailedError,
+    ServerUnavailableError,
+)
 
 if TYPE_CHECKING:
     from pytest_cfn._async.engine import BusEngine
@@ -164,6 +171,19 @@ class SharedConnections:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    async def usable(self) -> bool:
+        """Whether buses can share these connections: False on a Redis Cluster node (each
+        swarm's channel lives on its slot's owner; create those buses without ``share=``).
+        Asks the server once; ServerUnavailableError when it cannot be reached."""
+        if self.cluster is None:
+            try:
+                self.cluster = await is_cluster(self.address, self.options.connect_timeout)
+            except (OSError, TimeoutError, ConnectionLostError) as exc:
+                raise ServerUnavailableError(
+                    f"cannot reach Redis at {self.address.describe()}: {exc}"
+                ) from exc
+        return not self.cluster
 
     def check_open(self) -> None:
         if self._closed:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pytest_cfn._sync.publisher import PublishBatch, Publisher
+from pytest_cfn._sync.shard_route import is_cluster
 from pytest_cfn._sync.subscriber import MessageSink, Subscriber
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
 from pytest_cfn._backends.sync_backend import Lock, monotonic
@@ -48,7 +49,13 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.ids import validate_agent_id
 from pytest_cfn._core.options import BusOptions
-from pytest_cfn._errors import BusClosedError, InvalidOptionError, PublishFailedError
+from pytest_cfn._errors import (
+    BusClosedError,
+    ConnectionLostError,
+    InvalidOptionError,
+    PublishFailedError,
+    ServerUnavailableError,
+)
 
 if TYPE_CHECKING:
     from pytest_cfn._sync.engine import BusEngine
@@ -165,6 +172,19 @@ class SharedConnections:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def usable(self) -> bool:
+        """Whether buses can share these connections: False on a Redis Cluster node (each
+        swarm's channel lives on its slot's owner; create those buses without ``share=``).
+        Asks the server once; ServerUnavailableError when it cannot be reached."""
+        if self.cluster is None:
+            try:
+                self.cluster = is_cluster(self.address, self.options.connect_timeout)
+            except (OSError, TimeoutError, ConnectionLostError) as exc:
+                raise ServerUnavailableError(
+                    f"cannot reach Redis at {self.address.describe()}: {exc}"
+                ) from exc
+        return not self.cluster
 
     def check_open(self) -> None:
         if self._closed:
