@@ -1,7 +1,7 @@
 """The measurement tools given one node of a real local Redis Cluster: the micro-benchmark
 measures our bus and its references with the same channel kind (shard channels, on the master
-that owns the slot); ``cfn bench`` (one server's sweep) refuses with one error naming what to
-run instead; the server sampler covers every master."""
+that owns the slot); ``cfn bench`` runs its sweep on shard channels and says it ran on a
+cluster; ``cfn calibrate`` refuses with the reason; the server sampler covers every master."""
 
 from __future__ import annotations
 
@@ -40,24 +40,76 @@ def test_node_url_keeps_login_and_tls_options_and_selects_database_0() -> None:
 
 
 @pytest.mark.cluster
-def test_cfn_bench_refuses_a_cluster_node_naming_what_measures_one(
+@pytest.mark.slow
+def test_cfn_bench_on_a_cluster_node_runs_the_sweep_on_shard_channels(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     out_dir = tmp_path / "sweep"
     done = subprocess.run(
         [sys.executable, "-m", "pytest_cfn", "bench", "--redis", cluster.url, "--agents", "10",
-         "--duration", "1", "--repeat", "1", "--out", str(out_dir)],
+         "--duration", "1", "--repeat", "1", "--warmup", "0.5", "--skip", "probe",
+         "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "a Redis Cluster node (3 masters)" in done.stdout.splitlines()[0]
+    assert "Ran on a Redis Cluster of 3 masters" in done.stdout
+    assert "Calibration: not measured on a cluster: the calibration's delay proxy" in done.stdout
+    result = json.loads((out_dir / "results.json").read_text())
+    extra = result["extra"]
+    assert extra["cluster"]["masters"] == 3 and extra["failures"] == []
+    assert len(extra["cluster"]["maxclients_by_node"]) == 3
+    assert "calibration" not in extra
+    assert extra["not_measured"]["calibration"].startswith("not measured on a cluster: ")
+    # The ceiling and the round trip: SPUBLISH of a shard channel, at the master of its slot.
+    for entry in extra["ceiling"]:
+        found = re.search(r" -p (\d+) .* spublish event:\{([^}]+)\} ", entry["command"])
+        assert found, entry["command"]
+        assert int(found.group(1)) == cluster.owner(swarm_slot(found.group(2))).port
+        assert entry["verb"] == "SPUBLISH" and entry["rate"] > 0
+    assert extra["round_trip"]["verb"] == "SPUBLISH" and extra["round_trip"]["p50_us"] > 0
+    # The route cache: hit rates counted without route_overrides (refused on a cluster).
+    cache = extra["cache"]
+    assert cache["route_overrides"] is False and "route_overrides is refused" in cache["method"]
+    by = {(row["workload"], row["size"]): row for row in cache["rows"]}
+    assert by[("adr", 10_000)]["hit_rate"] > 0.99 and by[("adr", 0)]["hit_rate"] == 0.0
+    assert by[("zipf", 10_000)]["hit_rate"] > by[("zipf", 100)]["hit_rate"]
+    # Every client model delivered every event it sent, to every agent.
+    models = {row["key"]: row for row in extra["client_models"]}
+    assert set(models) == {"single-wait", "single-pipelined", "separated", "per-agent", "shared"}
+    for row in models.values():
+        assert row["rate"] > 0, row
+        assert row["deliveries"] == row["events"] * row["agents"], row
+        assert "Redis Cluster of 3 masters" in row["method"]
+    # The load step: delivered everything it sent, server CPU and connections over the masters.
+    (load,) = [row for row in result["steps"] if row["kind"] == "load"]
+    assert load["status"] == "ok", load
+    assert load["lost"] == 0 and load["latency_count"] > 0
+    assert load["delivered_per_s"] == pytest.approx(load["sent_per_s"], rel=0.05)
+    assert load["server_cpu_percent"] is not None and load["server_cpu_percent"] > 0
+    nodes = {f"127.0.0.1:{port}" for port in cluster.masters()}
+    assert set(load["connections_by_node"]) <= nodes and load["connections_by_node"]
+    assert sum(load["connections_by_node"].values()) == load["connections"]
+    summary = (out_dir / "summary.md").read_text()
+    assert "Ran on a Redis Cluster of 3 masters" in summary
+    assert "redis-benchmark SPUBLISH -P 1" in summary and "not measured on a cluster" in summary
+
+
+@pytest.mark.cluster
+def test_cfn_calibrate_refuses_a_cluster_node_with_the_reason(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "calibration"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cfn", "calibrate", "--redis", cluster.url,
+         "--out", str(out_dir)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("cfn bench: error: ")
-    assert "is a Redis Cluster node" in done.stderr
-    for instead in ("python -m pytest_cfn.measure.microbench --redis " + cluster.url,
-                    "python -m pytest_cfn.measure.cluster.shard_ceiling",
-                    "--cfn-model per-agent"):
-        assert instead in done.stderr
-    assert done.stdout == "" and not out_dir.exists(), "the sweep started"
+    assert done.stderr.startswith("cfn calibrate: error: ")
+    assert "is a Redis Cluster node" in done.stderr and "around the proxy" in done.stderr
+    assert done.stdout == "" and not out_dir.exists()
 
 
 @pytest.mark.cluster

@@ -17,14 +17,18 @@ Not to be confused with python -m pytest_cfn.measure.microbench: that one is the
 micro-benchmark (one publisher, one subscriber, against redis-py and redis-benchmark), not the
 agent sweep.
 
-Not on Redis Cluster: the sweep's references (redis-benchmark PUBLISH, the raw-socket
-client models, the delay proxy of the calibration, the route cache's route_overrides) and
-its shared connection model assume one server. Given a cluster node it stops with one error
-naming what measures a cluster instead (python -m pytest_cfn.measure.microbench --redis
-NODE, python -m pytest_cfn.measure.cluster.shard_ceiling, the harness itself).
+On Redis Cluster (--redis redis://HOST:PORT of any node): detected from the node, stated in
+the output and the report (the number of masters). The references use sharded pub/sub as
+our bus does: redis-benchmark SPUBLISH and the SPUBLISH round trip on the master that owns
+their channel's slot, the raw client models on SSUBSCRIBE / SPUBLISH of a shard channel;
+the route cache sweep runs without route_overrides (refused on a cluster: a miss then costs
+no GET); the shared model's buses get connections of their own (SharedConnections serve one
+server); server CPU is summed over the masters. The calibration is not measured on a
+cluster (its delay proxy fronts one node; cluster clients connect to every master directly)
+and the output says so.
 
 Exit status: 0 when the report was written (verdicts are in it), 1 when a step failed to
-run, 2 for a usage error, a server that cannot be reached or a Redis Cluster node.
+run, 2 for a usage error or a server that cannot be reached.
 """
 
 from __future__ import annotations
@@ -36,10 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_cfn._backends.address import parse_redis_url
-from pytest_cfn._errors import CfnError, InvalidOptionError
+from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.calibration.calibrate import calibration_lines
-from pytest_cfn.measure.results import redact_url
 from pytest_cfn.measure.sweep.document import SweepData
 from pytest_cfn.measure.sweep.runner import (
     DEFAULT_AGENTS,
@@ -172,33 +174,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-CLUSTER_ALTERNATIVES = (
-    "python -m pytest_cfn.measure.microbench --redis {url} (the Event Bus and Messenger on "
-    "the cluster, beside SPUBLISH/SSUBSCRIBE references on each channel's master); "
-    "python -m pytest_cfn.measure.cluster.shard_ceiling (what one shard carries); "
-    "locust -f loadtests/swarm.py --headless --cfn-redis {url} --cfn-swarms N --cfn-model "
-    "per-agent (the harness on the cluster, connections counted per master)"
-)
-
-
-def refuse_cluster(url: str) -> None:
-    """:class:`InvalidOptionError` naming what to run instead when ``url`` is a cluster node."""
-    from pytest_cfn._sync.shard_route import is_cluster
-
-    address = parse_redis_url(url)
-    if is_cluster(address, 5.0):
-        raise InvalidOptionError(
-            f"{address.describe()} is a Redis Cluster node, and cfn bench measures one server "
-            "(its references publish with classic PUBLISH, which a cluster broadcasts to every "
-            "node; its calibration proxy, route cache sweep and shared connection model serve "
-            "one server). On a cluster run instead: "
-            + CLUSTER_ALTERNATIVES.format(url=redact_url(url))
-        )
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.redis:
-        refuse_cluster(args.redis)
     config = SweepConfig(
         agents=args.agents, duration=args.duration, repeat=args.repeat, rate=args.rate,
         model=args.model,
@@ -222,6 +198,13 @@ def run(args: argparse.Namespace) -> int:
         print("\nCalibration (injected vs measured):", file=stream)
         for line in calibration_lines(calibration):
             print(f"  {line}", file=stream)
+    not_calibrated = (data.extra.get("not_measured") or {}).get("calibration")
+    if not_calibrated:
+        print(f"\nCalibration: {not_calibrated}", file=stream)
+    cluster = data.extra.get("cluster")
+    if cluster:
+        print(f"\nRan on a Redis Cluster of {cluster['masters']} masters (sharded pub/sub); "
+              f"server CPU summed over the {cluster['masters']} masters.", file=stream)
     for failure in outcome.failures:
         print(f"FAILED: {failure}", file=stream)
     print(f"\nwrote {outcome.results_path}, {report.markdown}, {report.html} and "

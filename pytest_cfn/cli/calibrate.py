@@ -13,9 +13,12 @@ model: one Event Bus per swarm, 10 agents behind it) in the middle of the measur
 the harness must report exactly that many events missed by each of those agents. cfn bench
 runs the same calibration as one of its steps and shows it beside its figures.
 
+Not on Redis Cluster: cluster clients learn every master's address from CLUSTER SLOTS and
+connect to it directly, around the proxy; given a cluster node it stops with one error.
+
 Writes calibration.json to --out. Exit status: 0 when every injected fault was measured
-within its bound, 1 when one was not (the instrument is off), 2 for a usage error or a
-server that cannot be reached.
+within its bound, 1 when one was not (the instrument is off), 2 for a usage error, a
+server that cannot be reached or a Redis Cluster node.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
+from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.measure.calibration.calibrate import (
     DELAYS_MS,
     DROP_EVENTS,
@@ -88,9 +92,23 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+def refuse_cluster(url: str) -> None:
+    """:class:`InvalidOptionError` when ``url`` is a Redis Cluster node (its clients go
+    around the delay proxy: see ``CALIBRATION_ON_CLUSTER``)."""
+    from pytest_cfn.measure.microbench.shard_references import server_is_cluster
+    from pytest_cfn.measure.sweep.cluster_target import CALIBRATION_ON_CLUSTER
+
+    address = parse_redis_url(url)
+    if server_is_cluster(url):
+        raise InvalidOptionError(
+            f"{address.describe()} is a Redis Cluster node, and the calibration cannot run "
+            f"there: {CALIBRATION_ON_CLUSTER}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.redis:
-        parse_redis_url(args.redis)
+        refuse_cluster(args.redis)
     require_locust()
     locustfile = find_locustfile(args.locustfile)
     out: Path = args.out

@@ -58,7 +58,8 @@ def _ceiling_lines(ax: Any, data: SweepData) -> list[str]:
         pipeline = entry["pipeline"]
         ax.axhline(entry["rate"], color=CEILING_COLOR, linestyle=":" if pipeline == 1 else "-.",
                    linewidth=1.4,
-                   label=f"server ceiling: redis-benchmark PUBLISH -P {pipeline} "
+                   label=f"server ceiling: redis-benchmark {entry.get('verb', 'PUBLISH')} "
+                   f"-P {pipeline} "
                    f"({entry['rate']:,.0f}/s)")
         methods.append(f"ceiling -P {pipeline}: {entry['method']}")
     return methods
@@ -175,7 +176,8 @@ def latency_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
         floor = trip["p50_us"] / 1000
         bottom = min(bottom, floor / 4)
         ax.axhline(floor, color=FLOOR_COLOR, linestyle=":",
-                   label=f"server floor: PUBLISH round trip p50 ({trip['p50_us']:,.0f} µs)")
+                   label=f"server floor: {trip.get('verb', 'PUBLISH')} round trip p50 "
+                   f"({trip['p50_us']:,.0f} µs)")
         methods.append(f"floor: {trip['method']}")
     ax.set_yscale("log")
     ax.set_ylim(bottom, top * 6)
@@ -233,7 +235,8 @@ def cdf_figure(data: SweepData, baseline: SweepData | None) -> FigureResult:
                    label="ADR target: 1 ms")
         if data.round_trip:
             ax.axvline(data.round_trip["p50_us"] / 1000, color=FLOOR_COLOR, linestyle=":",
-                       label="server floor: PUBLISH round trip p50")
+                       label=f"server floor: {data.round_trip.get('verb', 'PUBLISH')} round "
+                       "trip p50")
         ax.grid(True, alpha=0.3)
     left.set_ylabel("fraction of deliveries <= latency")
     left.set_ylim(0, 1.02)

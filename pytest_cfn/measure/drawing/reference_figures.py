@@ -141,7 +141,8 @@ def client_models_figure(data: SweepData, baseline: SweepData | None) -> FigureR
     methods = []
     for entry in data.ceiling:
         ax.axhline(entry["rate"], color=CEILING_COLOR, linestyle=":" if entry["pipeline"] == 1
-                   else "-.", label=f"server ceiling: redis-benchmark PUBLISH -P "
+                   else "-.", label=f"server ceiling: redis-benchmark "
+                   f"{entry.get('verb', 'PUBLISH')} -P "
                    f"{entry['pipeline']} ({entry['rate']:,.0f}/s)")
         methods.append(f"ceiling -P {entry['pipeline']}: {entry['method']}")
     ax.set_yscale("log")

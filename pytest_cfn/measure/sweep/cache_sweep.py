@@ -72,13 +72,14 @@ WORKLOADS: dict[str, tuple[str, Callable[[], list[str]]]] = {
 
 
 def measure_cache(
-    url: str, swarm: str, namespace: str, size: int, types: list[str]
+    url: str, swarm: str, namespace: str, size: int, types: list[str], overrides: bool = True
 ) -> dict[str, Any]:
-    """Publish ``types`` in order through one EventBus with a ``size``-entry route cache."""
+    """Publish ``types`` in order through one EventBus with a ``size``-entry route cache
+    (``overrides``: with ``route_overrides``, a miss reads ``route:{type}``)."""
     from pytest_cfn import EventBus
     from pytest_cfn._core.options import BusOptions
 
-    options = BusOptions(namespace=namespace, route_cache_size=size, route_overrides=True)
+    options = BusOptions(namespace=namespace, route_cache_size=size, route_overrides=overrides)
     data = {"p": "x" * 150}
     with EventBus.from_url(url, swarm=swarm, agent="cache-probe", options=options) as bus:
         bus.connect()
@@ -104,10 +105,22 @@ def measure_cache(
     }
 
 
-def cache_sweep(url: str, swarm: str, namespace: str, repeat: int = 1) -> dict[str, Any]:
+NO_OVERRIDES_ON_CLUSTER = (
+    "; on a Redis Cluster of {masters} masters route_overrides is refused (a route to another "
+    "swarm is another shard), so here it is off: a miss is a lookup of the default route in "
+    "process, without the GET round trip, and the publish rate is that of SPUBLISH to the "
+    "swarm's shard channel on its master; the hit rates are the bus's own count, as on one "
+    "server"
+)
+
+
+def cache_sweep(
+    url: str, swarm: str, namespace: str, repeat: int = 1, masters: int = 0
+) -> dict[str, Any]:
     """Worker: every workload at every size, ``repeat`` times (interleaved); one row per
     (workload, size) with the median publish rate and its min-max over the runs (the hit
-    counts of a seeded workload are the same in every run), plus the method."""
+    counts of a seeded workload are the same in every run), plus the method. ``masters`` > 0:
+    a node of a Redis Cluster, where ``route_overrides`` is refused and left off."""
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     built = {workload: (description, build()) for workload, (description, build)
              in WORKLOADS.items()}
@@ -115,7 +128,7 @@ def cache_sweep(url: str, swarm: str, namespace: str, repeat: int = 1) -> dict[s
         for workload, (description, types) in built.items():
             for size in CACHE_SIZES:
                 row = measure_cache(url, f"{swarm}-{workload}-{size}-{attempt}", namespace,
-                                    size, types)
+                                    size, types, overrides=not masters)
                 runs.setdefault((workload, size), []).append(
                     {"workload": workload, "description": description, **row})
     rows = []
@@ -131,11 +144,15 @@ def cache_sweep(url: str, swarm: str, namespace: str, repeat: int = 1) -> dict[s
         "runs": repeat,
         "adr_claimed": {str(size): rate for size, rate in ADR_CLAIMED.items()},
         "method": (
-            "a sync EventBus with route_overrides=True publishes the workload's events one "
-            "publish() call each (no batch) with route_cache_size set to each size; a miss "
-            "reads route:{type} from Redis with a GET round trip, as ADR-002's miss path; hit "
+            f"a sync EventBus with route_overrides={not masters} publishes the workload's "
+            "events one publish() call each (no batch) with route_cache_size set to each size; "
+            + ("" if masters else "a miss reads route:{type} from Redis with a GET round trip, "
+               "as ADR-002's miss path; ")
+            + "hit "
             "rate = the bus's cache hits / lookups; publish rate = events / time from the first "
             "publish to flush() returning (every publish acknowledged), the median of "
             f"{repeat} run(s) with their min-max; no subscriber"
+            + (NO_OVERRIDES_ON_CLUSTER.format(masters=masters) if masters else "")
         ),
+        "route_overrides": not masters,
     }

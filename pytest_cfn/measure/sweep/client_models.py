@@ -37,18 +37,24 @@ ADR_SEPARATED = 398_373.0
 
 def single_connection(
     url: str, channel: str, events: int, pipeline: int, payload: int = PAYLOAD,
-    deadline_s: float = 60.0,
+    deadline_s: float = 60.0, sharded: bool = False,
 ) -> dict[str, Any]:
-    """Worker: one RESP3 connection PSUBSCRIBEd to ``channel`` and publishing to it."""
+    """Worker: one RESP3 connection SUBSCRIBEd to ``channel`` and publishing to it
+    (``sharded``: SSUBSCRIBE / SPUBLISH of a shard channel, ``url`` its slot's master)."""
     sock = open_socket(parse_redis_url(url), timeout=5.0)
     reader = hiredis.Reader()
     try:
         sock.sendall(encode_command(b"HELLO", b"3"))
         if not isinstance(read_reply(sock, reader), dict):
             raise StepFailedError("the server did not switch to RESP3 (HELLO 3)")
-        sock.sendall(encode_command(b"SUBSCRIBE", channel.encode()))
-        read_reply(sock, reader)
-        command = encode_command(b"PUBLISH", channel.encode(), b"x" * payload)
+        subscribe, publish = (b"SSUBSCRIBE", b"SPUBLISH") if sharded else (b"SUBSCRIBE",
+                                                                            b"PUBLISH")
+        sock.sendall(encode_command(subscribe, channel.encode()))
+        confirmed = read_reply(sock, reader)
+        if not (isinstance(confirmed, list) and confirmed and isinstance(confirmed[0], bytes)
+                and confirmed[0].lower() == subscribe.lower()):
+            raise StepFailedError(f"{subscribe.decode()} {channel} was answered {confirmed!r}")
+        command = encode_command(publish, channel.encode(), b"x" * payload)
         acked = delivered = 0
         last = 0.0
         cpu = time.process_time()
@@ -221,16 +227,41 @@ def combine_model_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
                                                "each in a fresh process, with their min-max")}
 
 
-def run_model(url: str, key: str, swarm: str, namespace: str) -> dict[str, Any]:
-    """Worker: the layout ``key`` of :data:`MODELS`, as one row of :func:`model_row`."""
+CLUSTER_BUS_METHOD = (
+    "; on a Redis Cluster of {masters} masters: the EventBus SPUBLISHes to its swarm's shard "
+    "channel event:{{swarm}} on the master of its slot (each bus its own connections there)"
+)
+CLUSTER_RAW_METHOD = (
+    "; on a Redis Cluster of {masters} masters: SSUBSCRIBE / SPUBLISH of a shard channel "
+    "event:{{name}} on the master that owns its slot, in place of SUBSCRIBE / PUBLISH"
+)
+
+
+def run_model(
+    url: str, key: str, swarm: str, namespace: str, masters: int = 0
+) -> dict[str, Any]:
+    """Worker: the layout ``key`` of :data:`MODELS`, as one row of :func:`model_row`
+    (``masters`` > 0: the server is a node of a Redis Cluster of that many masters)."""
     model = next((m for m in MODELS if m["key"] == key), None)
     if model is None:
         raise StepFailedError(f"unknown client model {key!r}")
     events = int(model["events"])
+    suffix = ""
     if key.startswith("single"):
         pipeline = 1 if key == "single-wait" else PIPELINE
-        channel = f"{namespace}:event:{swarm}:bench.model"
-        result = single_connection(url, channel, events, pipeline)
+        if masters:
+            from pytest_cfn.measure.sweep.cluster_target import reference_for
+
+            where = reference_for(url, f"{namespace}-{swarm}", True)
+            result = single_connection(where.url, where.channel, events, pipeline,
+                                       sharded=True)
+            suffix = CLUSTER_RAW_METHOD.format(masters=masters)
+        else:
+            channel = f"{namespace}:event:{swarm}:bench.model"
+            result = single_connection(url, channel, events, pipeline)
     else:
         result = bus_agents(url, swarm, namespace, int(model["agents"]), key == "shared", events)
-    return model_row(model, result)
+        suffix = CLUSTER_BUS_METHOD.format(masters=masters) if masters else ""
+    row = model_row(model, result)
+    row["method"] += suffix
+    return row

@@ -427,7 +427,10 @@ class SweepData:
 
     @property
     def version(self) -> str:
-        return self.result.redis.version or "unknown"
+        """The server's version, as labels show it ("7.0.15 Cluster (3 masters)" on one)."""
+        version = self.result.redis.version or "unknown"
+        cluster = self.extra.get("cluster")
+        return f"{version} Cluster ({cluster['masters']} masters)" if cluster else version
 
     def cdf_step(self, agents: int = 100) -> dict[str, Any] | None:
         """The load step with a histogram nearest to ``agents`` agents."""

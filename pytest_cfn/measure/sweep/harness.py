@@ -325,6 +325,7 @@ def step_row(result: RunResult, kind: str = LOAD) -> dict[str, Any]:
         "abnormal": abnormal,
         "connections": int(connections.get("total", 0)),
         "connections_by_role": dict(connections.get("by_role", {})),
+        "connections_by_node": dict(connections.get("by_node", {})),
         "max_per_subsystem": int(connections.get("max_per_subsystem", 0)),
         "maxclients_fraction": value("maxclients_fraction"),
         "cache_hit_rate": value("cache_hit_rate"),

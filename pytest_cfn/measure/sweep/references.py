@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
-from pytest_cfn._core.resp import encode_publish
+from pytest_cfn._core.resp import encode_command, encode_publish
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 from pytest_cfn.measure.microbench.reference import BENCHMARK_CLIENTS, run_redis_benchmark
 from pytest_cfn.measure.results import Metric
@@ -26,28 +26,42 @@ CEILING_RUNS = ((1, 100_000), (100, 1_000_000))
 REDIS_BENCHMARK_TIMEOUT_S = 60.0
 
 
-def server_ceiling(binary: str, url: str, channel: str, payload: int) -> list[dict[str, Any]]:
-    """redis-benchmark PUBLISH at pipeline 1 and 100; each entry holds rate, command, method."""
+def server_ceiling(
+    binary: str, url: str, channel: str, payload: int, *, sharded: bool = False,
+    method_suffix: str = "",
+) -> list[dict[str, Any]]:
+    """redis-benchmark PUBLISH (``sharded``: SPUBLISH, sent to ``url``, the master of the
+    channel's slot) at pipeline 1 and 100; each entry holds rate, command, method."""
     out = []
+    verb = "SPUBLISH" if sharded else "PUBLISH"
     for pipeline, requests in CEILING_RUNS:
         result = run_redis_benchmark(
             binary, url, requests=requests, pipeline=pipeline, channel=channel,
             payload=payload, timeout=REDIS_BENCHMARK_TIMEOUT_S,
+            command="spublish" if sharded else "publish",
         )
+        result["verb"] = verb
         result["method"] = (
-            f"redis-benchmark's own count / its own wall time: {requests:,} PUBLISHes of "
+            f"redis-benchmark's own count / its own wall time: {requests:,} {verb}es of "
             f"{payload} B from {BENCHMARK_CLIENTS} connections, pipeline {pipeline}, to a channel "
-            "with no subscriber (the server's PUBLISH ceiling; no fan-out, no client decoding)"
+            f"with no subscriber (the server's {verb} ceiling; no fan-out, no client decoding)"
+            + method_suffix
         )
         out.append(result)
     return out
 
 
-def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000) -> dict[str, Any]:
-    """``count`` PUBLISHes on one raw socket, each waiting for its reply; percentiles in µs."""
+def publish_round_trip(
+    url: str, channel: str, payload: int, count: int = 5_000, *, sharded: bool = False,
+    method_suffix: str = "",
+) -> dict[str, Any]:
+    """``count`` PUBLISHes (``sharded``: SPUBLISHes, to ``url``, the master of the channel's
+    slot) on one raw socket, each waiting for its reply; percentiles in µs."""
     sock = open_socket(parse_redis_url(url), timeout=5.0)
     body = b"x" * payload
-    command = encode_publish(channel.encode(), body)
+    verb = "SPUBLISH" if sharded else "PUBLISH"
+    command = (encode_command(b"SPUBLISH", channel.encode(), body) if sharded
+               else encode_publish(channel.encode(), body))
     histogram = LatencyHistogram()
     clock = time.perf_counter_ns
     try:
@@ -56,7 +70,7 @@ def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000)
             sock.sendall(command)
             reply = sock.recv(64)
             if not reply.startswith(b":"):
-                raise StepFailedError(f"unexpected reply to PUBLISH: {reply[:40]!r}")
+                raise StepFailedError(f"unexpected reply to {verb}: {reply[:40]!r}")
             histogram.record(clock() - started)
     finally:
         sock.close()
@@ -64,9 +78,11 @@ def publish_round_trip(url: str, channel: str, payload: int, count: int = 5_000)
     summary.pop("encoded", None)
     return {
         **summary,
+        "verb": verb,
         "method": (
-            f"{count:,} PUBLISHes of {payload} B on one connection, one at a time, from sending "
+            f"{count:,} {verb}es of {payload} B on one connection, one at a time, from sending "
             "the command to its reply arriving (perf_counter in this process); no subscriber"
+            + method_suffix
         ),
     }
 

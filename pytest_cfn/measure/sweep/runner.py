@@ -33,6 +33,7 @@ from pytest_cfn.measure.sweep.client_models import (
     run_model,
     with_raw_ratio,
 )
+from pytest_cfn.measure.sweep.cluster_target import CALIBRATION_ON_CLUSTER, SweepServer
 from pytest_cfn.measure.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.measure.sweep.harness import (
     LOAD,
@@ -123,6 +124,7 @@ class SweepRun:
         self.failures: list[str] = []
         self._index = 0
         self._total = 0
+        self.server = SweepServer("")
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -148,6 +150,12 @@ class SweepRun:
             url, embedded, benchmark, where = (server.url, server.embedded,
                                                server.redis_benchmark, server.description)
             version, maxclients = server_facts(url)
+            self.server = SweepServer.detect(url)
+            if self.server.cluster:
+                where += f", {self.server.describe()}"
+                maxclients = self.server.maxclients
+                self.extra["cluster"] = self.server.facts()
+                self.extra.setdefault("notes", []).extend(self._cluster_notes())
             self.say(
                 f"cfn bench: Redis {version}, {where}; {os.cpu_count()} CPUs; agents "
                 f"{', '.join(str(n) for n in config.agents)} ({config.model} model) at "
@@ -186,12 +194,30 @@ class SweepRun:
             "payload_bytes": c.payload, "skipped": sorted(c.skip), "locustfile": str(locustfile),
         }
 
+    def _cluster_notes(self) -> list[str]:
+        masters = self.server.masters
+        notes = [
+            f"Redis Cluster of {masters} masters (given the URL of one node): the load steps' "
+            "Event Buses and Messengers SPUBLISH / SSUBSCRIBE their swarms' shard channels on "
+            "each swarm's master; server CPU (server_cpu_percent) is used_cpu_sys + "
+            f"used_cpu_user summed over the {masters} masters, in % of one core; connections "
+            "are counted on every master",
+        ]
+        if self.config.model == "shared" or self.config.probe_model == "shared":
+            notes.append(
+                "shared model on a Redis Cluster: SharedConnections serve one server, so the "
+                "harness gives each swarm's bus connections of its own on that swarm's master "
+                "(the connection counts of the shared rows are those of connections per bus)"
+            )
+        return notes
+
     def _fail(self, what: str, reason: str) -> None:
         self.failures.append(f"{what}: {reason.splitlines()[0] if reason else 'failed'}")
         self._detail(f"FAILED: {reason}")
 
     def _ceiling(self, url: str, benchmark: str | None) -> None:
-        self._step("reference: redis-benchmark PUBLISH ceiling (pipeline 1 and 100)")
+        verb = "SPUBLISH" if self.server.cluster else "PUBLISH"
+        self._step(f"reference: redis-benchmark {verb} ceiling (pipeline 1 and 100)")
         if benchmark is None:
             note = "redis-benchmark ceiling skipped: no redis-benchmark binary beside the " \
                 "server or on PATH"
@@ -199,19 +225,32 @@ class SweepRun:
             self._detail("SKIPPED: no redis-benchmark binary found")
             return
         try:
-            entries = server_ceiling(benchmark, url, f"{self.tag}:ceiling", self.config.payload)
-        except StepFailedError as exc:
+            where = self.server.reference(f"{self.tag}-ceiling") if self.server.cluster \
+                else None
+            entries = server_ceiling(
+                benchmark, where.url if where else url,
+                where.channel if where else f"{self.tag}:ceiling", self.config.payload,
+                sharded=where is not None, method_suffix=self.server.method_suffix(),
+            )
+        except (StepFailedError, CfnError, OSError) as exc:
             self._fail("redis-benchmark ceiling", str(exc))
             return
         self.extra["ceiling"] = entries
-        self._detail(", ".join(f"{e['rate']:,.0f} PUBLISH/s at -P {e['pipeline']}"
+        self._detail(", ".join(f"{e['rate']:,.0f} {verb}/s at -P {e['pipeline']}"
                                for e in entries))
 
     def _round_trip(self, url: str, benchmark: str | None) -> None:
-        self._step("reference: PUBLISH round trip on one connection (the latency floor)")
+        verb = "SPUBLISH" if self.server.cluster else "PUBLISH"
+        self._step(f"reference: {verb} round trip on one connection (the latency floor)")
         try:
-            trip = publish_round_trip(url, f"{self.tag}:round-trip", self.config.payload)
-        except (StepFailedError, OSError) as exc:
+            where = self.server.reference(f"{self.tag}-round-trip") if self.server.cluster \
+                else None
+            trip = publish_round_trip(
+                where.url if where else url, where.channel if where else f"{self.tag}:round-trip",
+                self.config.payload, sharded=where is not None,
+                method_suffix=self.server.method_suffix(),
+            )
+        except (StepFailedError, CfnError, OSError) as exc:
             self._fail("round trip", str(exc))
             return
         self.extra["round_trip"] = trip
@@ -231,7 +270,8 @@ class SweepRun:
     def _cache(self, url: str, benchmark: str | None) -> None:
         self._step("reference: route cache hit rate vs size (10,000 / 1,000 / 100 / none)")
         result = self._worker("route cache sweep", cache_sweep, url=url, swarm="cache",
-                              namespace=self.tag, repeat=self.config.repeat)
+                              namespace=self.tag, repeat=self.config.repeat,
+                              masters=self.server.masters)
         if result is None:
             return
         self.extra["cache"] = result
@@ -249,7 +289,7 @@ class SweepRun:
             for model in MODELS:
                 row = self._worker(f"client model {model['key']}", run_model, url=url,
                                    key=model["key"], swarm=f"models-{model['key']}-{attempt}",
-                                   namespace=self.tag)
+                                   namespace=self.tag, masters=self.server.masters)
                 if row is not None:
                     rows[model["key"]] = row
             passes.append(rows)
@@ -269,6 +309,12 @@ class SweepRun:
         self._step("calibration: the harness through a delay proxy (+"
                    + " ms, +".join(f"{d:g}" for d in DELAYS_MS)
                    + f" ms one-way) and {DROP_EVENTS} dropped events")
+        if self.server.cluster:
+            reason = f"not measured on a cluster: {CALIBRATION_ON_CLUSTER}"
+            self.extra.setdefault("not_measured", {})["calibration"] = reason
+            self.extra.setdefault("notes", []).append(f"calibration {reason}")
+            self._detail(reason)
+            return
         try:
             result = calibrate(url, locustfile, self.config.out / "steps" / "calibration",
                                say=self._detail)

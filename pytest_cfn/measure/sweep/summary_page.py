@@ -146,7 +146,12 @@ def _probe_table(data: SweepData) -> Table:
     rows = []
     for r in data.probes + data.loads:
         roles = ", ".join(f"{k} {v}" for k, v in sorted(r["connections_by_role"].items()))
-        share = f"{r['connections'] / maxclients * 100:.1f} %" if maxclients else "-"
+        # On Redis Cluster each master holds its own clients: the fullest one is judged.
+        by_node = r.get("connections_by_node") or {}
+        held = max(by_node.values()) if by_node else r["connections"]
+        share = f"{held / maxclients * 100:.1f} %" if maxclients else "-"
+        if by_node and maxclients:
+            share += f" (fullest of {len(by_node)} masters)"
         rows.append([str(r["agents"]), r["model"], f"{r['connections']:,.0f}", roles,
                      f"{ADR_CONNECTION_TABLE.get(r['agents'], 4 * r['agents']):,}", share,
                      "CLIENT LIST peak, " + ("connection probe" if r["kind"] == "probe"
@@ -156,11 +161,11 @@ def _probe_table(data: SweepData) -> Table:
 
 
 def _reference_table(data: SweepData) -> Table:
-    rows = [[f"redis-benchmark PUBLISH -P {e['pipeline']}", f"{e['rate']:,.0f} /s",
-             f"{e['command']}: {e['method']}"] for e in data.ceiling]
+    rows = [[f"redis-benchmark {e.get('verb', 'PUBLISH')} -P {e['pipeline']}",
+             f"{e['rate']:,.0f} /s", f"{e['command']}: {e['method']}"] for e in data.ceiling]
     trip = data.round_trip
     if trip:
-        rows.append(["PUBLISH round trip p50 / p99",
+        rows.append([f"{trip.get('verb', 'PUBLISH')} round trip p50 / p99",
                      f"{trip['p50_us']:,.1f} / {trip['p99_us']:,.1f} µs", trip["method"]])
     return Table(["server figure", "value", "method"], rows)
 
@@ -238,6 +243,14 @@ def build_blocks(
         f"{machine.get('python_version', '?')}; wall time {data.extra.get('wall_s', '?')} s."
     )
     blocks.append(("p", facts))
+    cluster = data.extra.get("cluster")
+    if cluster:
+        blocks.append(("p", f"Ran on a Redis Cluster of {cluster['masters']} masters, given the "
+                            "URL of one node: sharded pub/sub (SPUBLISH / SSUBSCRIBE of each "
+                            "swarm's shard channel on the master of its slot) for our bus and "
+                            "the references alike; server CPU is summed over the "
+                            f"{cluster['masters']} masters and connections are counted on "
+                            "every master."))
     if settings:
         blocks.append(("p", "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())))
     blocks.append(("p", "Every figure here was measured end to end through a real Redis server. "
@@ -277,6 +290,9 @@ def build_blocks(
         blocks += [("h2", "The instrument's calibration (same run)"),
                    ("table", calibration_table(calibration)),
                    ("p", "Method: " + str(calibration.get("method", "")))]
+    not_calibrated = (data.extra.get("not_measured") or {}).get("calibration")
+    if not_calibrated:
+        blocks += [("h2", "The instrument's calibration"), ("p", str(not_calibrated))]
     if data.loads or data.probes:
         blocks += [("h2", "Connections"), ("table", _probe_table(data))]
     if data.ceiling or data.round_trip:
