@@ -177,3 +177,15 @@ def test_server_sampler_sums_every_master_given_one_node(cluster: LocalCluster) 
         for client in named:
             client.close()
         seed.close()
+
+
+@pytest.mark.cluster
+def test_same_run_reference_on_a_cluster_node_spublishes_at_the_slot_master(
+    cluster: LocalCluster,
+) -> None:
+    from pytest_cfn.measure.sweep.references import same_run_reference
+
+    reference = same_run_reference(cluster.url, "cfn-reference:clustered")
+    assert reference["events_per_s"] > 0 and reference["round_trip_ms"] > 0
+    assert "SPUBLISHes of 200 B" in reference["method"]
+    assert "Redis Cluster of 3 masters" in reference["method"]

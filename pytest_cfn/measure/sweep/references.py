@@ -1,5 +1,6 @@
 """The server's own figures from the same run: the ceiling and floor every sweep figure is drawn
-against.
+against (on a Redis Cluster node: SPUBLISH of a shard channel at the master of its slot, see
+:mod:`pytest_cfn.measure.sweep.cluster_target`).
 
 * ``redis-benchmark`` PUBLISH, without and with pipelining: the most PUBLISHes/s this server
   takes on this machine (reusing
@@ -96,21 +97,30 @@ def same_run_reference(url: str, channel: str) -> dict[str, Any]:
     """What a single figure is judged against when compared with a baseline: this server's
     and this machine's speed now, without the library. ``events_per_s``: one raw connection
     publishing to itself, 100 PUBLISHes per write, parsed by hiredis; ``round_trip_ms``: the
-    PUBLISH round trip p50 on one connection; each the median of three short rounds."""
+    PUBLISH round trip p50 on one connection; each the median of three short rounds. On a
+    Redis Cluster node: SPUBLISH / SSUBSCRIBE of a shard channel at the master of its slot."""
     from pytest_cfn.measure.sweep.client_models import single_connection
+    from pytest_cfn.measure.sweep.cluster_target import SweepServer
 
+    server = SweepServer.detect(url)
+    if server.cluster:
+        where = server.reference(channel.replace(":", "-"))
+        url, channel = where.url, where.channel
+    verb = "SPUBLISH" if server.cluster else "PUBLISH"
     rates, trips = [], []
     for _ in range(REFERENCE_ROUNDS):
-        burst = single_connection(url, channel, REFERENCE_EVENTS, 100)
+        burst = single_connection(url, channel, REFERENCE_EVENTS, 100, sharded=server.cluster)
         rates.append(burst["delivered"] / burst["seconds"] if burst["seconds"] > 0 else 0.0)
-        trips.append(float(publish_round_trip(url, channel, 200, REFERENCE_TRIPS)["p50_us"]))
+        trips.append(float(publish_round_trip(url, channel, 200, REFERENCE_TRIPS,
+                                              sharded=server.cluster)["p50_us"]))
     return {
         "events_per_s": statistics.median(rates),
         "round_trip_ms": statistics.median(trips) / 1000.0,
         "method": (
-            f"median of {REFERENCE_ROUNDS} rounds, each {REFERENCE_EVENTS:,} PUBLISHes of 200 B "
+            f"median of {REFERENCE_ROUNDS} rounds, each {REFERENCE_EVENTS:,} {verb}es of 200 B "
             "on one raw connection subscribed to their channel (100 per write, hiredis), and "
-            f"{REFERENCE_TRIPS:,} PUBLISH round trips on one connection (p50)"
+            f"{REFERENCE_TRIPS:,} {verb} round trips on one connection (p50)"
+            + server.method_suffix()
         ),
     }
 
