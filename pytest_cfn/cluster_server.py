@@ -5,6 +5,13 @@ by its own pid (``RedisServer``), joined by ``redis-cli --cluster create ...
 --cluster-replicas 1 --cluster-yes``. Helpers move a slot between masters (the
 ``CLUSTER SETSLOT`` / ``MIGRATE`` dance ``redis-cli --cluster reshard`` does), fail a
 master over to its replica (``CLUSTER FAILOVER``) and kill a master outright.
+
+``LocalCluster(tls=True)`` is the same cluster speaking TLS: certificates made at start
+with ``trustme`` (one test CA; a server certificate for 127.0.0.1 that every node also
+presents on the cluster bus and to its master), every node with a TLS port beside its
+plain one, ``tls-cluster yes`` and ``tls-replication yes``. A TLS client asking ``CLUSTER
+SLOTS`` is told the masters' TLS ports, a plain one their plain ports, so ``tls_url`` and
+``url`` reach the same cluster each way (the helpers below use the plain ports).
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
 from pytest_cfn._errors import CfnError, ServerStartError
 from pytest_cfn.server import HOST, RedisServer, _free_port
+from pytest_cfn.tls_server import TlsCertificates
 
 __all__ = ["LocalCluster", "cluster_available"]
 
@@ -33,14 +44,41 @@ def _call(client: redis.Redis, *args: object) -> object:
 class LocalCluster:
     """3 masters + 3 replicas on 127.0.0.1; ``url`` is one node's ``redis://`` URL."""
 
-    def __init__(self, binary: str | None = None, *, node_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self, binary: str | None = None, *, node_timeout_ms: int = 1000, tls: bool = False
+    ) -> None:
         self.binary = binary
         self.node_timeout_ms = node_timeout_ms
+        self.tls = tls
         self.nodes: list[RedisServer] = []
+        self.tls_ports: dict[int, int] = {}
+        """Plain port -> TLS port of each node (``tls=True``)."""
+        self.certificates: TlsCertificates | None = None
+        self._dir: str | None = None
 
     @property
     def url(self) -> str:
         return self.nodes[0].url
+
+    @property
+    def tls_url(self) -> str:
+        """``rediss://127.0.0.1:TLS_PORT/0?ssl_ca_certs=...`` of the first node (verified)."""
+        if self.certificates is None or not self.nodes:
+            raise ServerStartError("LocalCluster.tls_url needs LocalCluster(tls=True), started")
+        port = self.tls_ports[self.nodes[0].port]
+        return f"rediss://{HOST}:{port}/0?ssl_ca_certs={quote(str(self.certificates.ca))}"
+
+    def _tls_args(self) -> tuple[list[str], int]:
+        """A TLS port and the cluster bus and replication over TLS, for one more node."""
+        if self.certificates is None:
+            self._dir = tempfile.mkdtemp(prefix="cfn-tls-cluster-")
+            self.certificates = TlsCertificates.make(Path(self._dir))
+        certs = self.certificates
+        port = _free_port()
+        return ["--tls-port", str(port), "--tls-cert-file", str(certs.server_cert),
+                "--tls-key-file", str(certs.server_key), "--tls-ca-cert-file", str(certs.ca),
+                "--tls-auth-clients", "no", "--tls-cluster", "yes",
+                "--tls-replication", "yes"], port
 
     def start(self) -> LocalCluster:
         cli = shutil.which("redis-cli")
@@ -50,7 +88,8 @@ class LocalCluster:
             )
         try:
             for _ in range(2 * MASTERS):
-                self.nodes.append(RedisServer(self.binary, extra_args=[
+                tls_args, tls_port = self._tls_args() if self.tls else ([], 0)
+                self.nodes.append(RedisServer(self.binary, extra_args=[*tls_args,
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(self.node_timeout_ms),
                     "--cluster-port", str(_free_port()),
@@ -61,6 +100,8 @@ class LocalCluster:
                     "--cluster-replica-validity-factor", "0",
                     "--appendonly", "no",
                 ]).start())
+                if self.tls:
+                    self.tls_ports[self.nodes[-1].port] = tls_port
             addresses = [f"{HOST}:{node.port}" for node in self.nodes]
             done = subprocess.run(
                 [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1",
@@ -80,6 +121,9 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
         self.nodes = []
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -225,7 +269,9 @@ class LocalCluster:
                 continue
             finally:
                 client.close()
-            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+            # over tls-replication a replica names its master's TLS port
+            ports = {master.port, self.tls_ports.get(master.port, master.port)}
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) in ports:
                 return node
         raise ServerStartError(f"no replica of {master.port}")
 
