@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["client_list_of_every_master", "cluster_masters", "each_master"]
+__all__ = ["Fullest", "client_list_of_every_master", "cluster_masters", "each_master",
+           "fullest_master"]
 
 
 def cluster_masters(client: Any) -> list[tuple[str, int]] | None:
@@ -69,3 +71,33 @@ def client_list_of_every_master(client: Any) -> list[dict[str, Any]]:
             for entry in node.client_list():
                 entries.append({**entry, "cfn_node": where})
     return entries
+
+
+@dataclass(frozen=True)
+class Fullest:
+    """The node whose clients fill the largest share of its own ``maxclients``."""
+
+    node: str
+    """"host:port" ("" on a single server)."""
+    connected_clients: int
+    maxclients: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        return self.connected_clients / self.maxclients if self.maxclients else None
+
+
+def fullest_master(counts: dict[str, tuple[int, int | None]]) -> Fullest:
+    """Of ``{"host:port": (connected_clients, maxclients)}``, the master nearest its limit:
+    each master of a cluster refuses clients past its own ``maxclients``, so the fullest one,
+    not the cluster's sum, is what a ``maxclients`` gate must judge. Masters whose
+    ``maxclients`` is unknown (CONFIG GET refused) are judged by count only when none is
+    known."""
+    if not counts:
+        return Fullest("", 0, None)
+    known = {node: pair for node, pair in counts.items() if pair[1]}
+    if known:
+        node, (connected, limit) = max(known.items(), key=lambda kv: kv[1][0] / (kv[1][1] or 1))
+        return Fullest(node, connected, limit)
+    node, (connected, _) = max(counts.items(), key=lambda kv: kv[1][0])
+    return Fullest(node, connected, None)

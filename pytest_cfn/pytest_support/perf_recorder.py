@@ -38,8 +38,12 @@ class ConnectionCount:
     agents: int
     connected_clients: int
     maxclients: int | None
+    """On Redis Cluster both are the fullest master's (the highest connected_clients /
+    maxclients; each master refuses clients past its own maxclients), named by
+    ``fullest_master``."""
     per_master: dict[tuple[str, str, str, str], int] | None = None
     """Redis Cluster: ``(subsystem, swarm, agent, master)`` -> connections."""
+    fullest_master: str = ""
 
     @property
     def max_per_subsystem(self) -> int:
@@ -54,22 +58,17 @@ def _text(value: object) -> str:
 
 def count_connections(client: Any, namespace: str) -> ConnectionCount:
     """CLIENT LIST entries named ``cfn:{role}:{swarm}:{agent}@{namespace}``, grouped."""
-    import redis
-
-    from pytest_cfn.cluster_nodes import each_master
+    from pytest_cfn.cluster_nodes import each_master, fullest_master
 
     by_owner: dict[tuple[str, str, str], int] = {}
     per_master: dict[tuple[str, str, str, str], int] = {}
     entries: list[dict[str, Any]] = []
-    connected = 0
+    clients: dict[str, tuple[int, int | None]] = {}
     with each_master(client) as nodes:  # one server: itself; a cluster: every master
         for where, node in nodes:
             listed = node.client_list()
             entries += [{**entry, "cfn_node": where} for entry in listed]
-            try:
-                connected += int(node.info("clients").get("connected_clients", 0))
-            except redis.ResponseError:  # fakeredis has no INFO: count CLIENT LIST's entries
-                connected += len(listed)
+            clients[where] = (_connected(node, len(listed)), _maxclients(node))
     for entry in entries:
         name = parse_connection_name(entry.get("name", ""))
         if name is None or name.namespace != namespace:
@@ -78,19 +77,35 @@ def count_connections(client: Any, namespace: str) -> ConnectionCount:
         by_owner[key] = by_owner.get(key, 0) + 1
         at = (name.subsystem, name.swarm, name.owner, entry["cfn_node"])
         per_master[at] = per_master.get(at, 0) + 1
-    try:
-        reply = client.config_get("maxclients")
-        maxclients: int | None = int(_text(reply.get("maxclients", 0))) or None
-    except redis.ResponseError:
-        maxclients = None
+    fullest = fullest_master(clients)
     return ConnectionCount(
         total=sum(by_owner.values()),
         by_owner=by_owner,
         agents=len({(swarm, agent) for _, swarm, agent in by_owner}),
-        connected_clients=connected,
-        maxclients=maxclients,
+        connected_clients=fullest.connected_clients,
+        maxclients=fullest.maxclients,
         per_master=per_master if any(e["cfn_node"] for e in entries) else None,
+        fullest_master=fullest.node,
     )
+
+
+def _connected(node: Any, listed: int) -> int:
+    import redis
+
+    try:
+        return int(node.info("clients").get("connected_clients", 0))
+    except redis.ResponseError:  # fakeredis has no INFO: count CLIENT LIST's entries
+        return listed
+
+
+def _maxclients(node: Any) -> int | None:
+    import redis
+
+    try:
+        reply = node.config_get("maxclients")
+        return int(_text(reply.get("maxclients", 0))) or None
+    except redis.ResponseError:
+        return None
 
 
 class PerfRecorder:
@@ -227,6 +242,8 @@ class PerfRecorder:
         sample.agents = max(sample.agents, counts.agents)
         sample.connected_clients = max(sample.connected_clients, counts.connected_clients)
         sample.maxclients = counts.maxclients
+        if counts.fullest_master:
+            sample.clients_node = "the fullest master's"
         return counts
 
     def describe(self, metric: str, method: str) -> None:

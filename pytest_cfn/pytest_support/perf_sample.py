@@ -51,6 +51,9 @@ class PerfSample(msgspec.Struct, kw_only=True):
     agents: int = 0
     connected_clients: int = 0
     maxclients: int | None = None
+    clients_node: str = ""
+    """Whose connected_clients / maxclients these are: "" for the one server, "the fullest
+    master's" on Redis Cluster."""
 
     @property
     def is_fake(self) -> bool:
@@ -140,6 +143,7 @@ def merge_samples(samples: list[PerfSample]) -> PerfSample:
             merged.agents = max(merged.agents, sample.agents)
             merged.connected_clients = max(merged.connected_clients, sample.connected_clients)
             merged.maxclients = sample.maxclients or merged.maxclients
+            merged.clients_node = sample.clients_node or merged.clients_node
         if sample.is_fake:
             merged.backend = sample.backend
     merged.latency = histogram.encode() if histogram is not None else None
@@ -251,6 +255,8 @@ def sample_metrics(sample: PerfSample) -> list[Metric]:
                 "maxclients_fraction", sample.connected_clients / sample.maxclients, "fraction",
                 targets.max_maxclients_fraction, "<=", "lower",
                 f"INFO connected_clients ({sample.connected_clients}, everyone's) / "
-                f"maxclients ({sample.maxclients})",
+                f"maxclients ({sample.maxclients})"
+                + (f", {sample.clients_node} (Redis Cluster: each master refuses clients past "
+                   "its own maxclients)" if sample.clients_node else ""),
             )
     return rows

@@ -209,7 +209,8 @@ def build_metrics(options: HarnessOptions, totals: RunTotals, facts: RunFacts) -
             options, "maxclients", "maxclients_fraction",
             facts.max_connected_clients / facts.maxclients if facts.maxclients else 0.0,
             "fraction", t.max_maxclients_fraction, "<=",
-            "largest connected_clients (INFO, whole server) / maxclients",
+            "largest connected_clients (INFO, whole server) / maxclients; on Redis Cluster "
+            "the fullest master's (each refuses clients past its own maxclients)",
             better="lower",
             missing=None if facts.maxclients else "maxclients unknown (CONFIG GET refused)",
         ),

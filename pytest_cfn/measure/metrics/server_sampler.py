@@ -5,8 +5,12 @@ PUBSUB CHANNELS); `ServerSampler` takes one every interval in a daemon thread an
 summary. Given a Redis Cluster node, a sample covers every master (each holds its own
 clients, memory and commands): counts, memory and rates are summed over the masters, the
 largest output buffer is the largest of any, and `clients_by_node` keeps each master's
-connected clients. Our connections are named "cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME),
-which is how they are told apart from everyone else's. Plain threading: gevent's
+connected clients. Each master refuses clients past its own `maxclients`, so a sample also
+names the fullest master (`fullest_*`: the highest connected_clients / maxclients), and the
+summary's `maxclients` / `max_connected_clients` — what the `maxclients` gate divides — are
+that master's, not the cluster's sums. Our connections are named
+"cfn:{role}:{swarm}:{agent}" (CLIENT SETNAME), which is how they are told apart from
+everyone else's. Plain threading: gevent's
 monkey-patching makes the same code cooperative under Locust.
 """
 
@@ -49,10 +53,27 @@ class ServerSample(msgspec.Struct, frozen=True, kw_only=True):
     total_commands_processed: int
     clients_by_node: dict[str, int] = msgspec.field(default_factory=dict)
     """On Redis Cluster: connected clients of each master ("host:port"); empty on one server."""
+    fullest_node: str = ""
+    """On Redis Cluster: the master with the highest connected_clients / maxclients."""
+    fullest_connected_clients: int = 0
+    fullest_maxclients: int | None = None
+    """That master's connected clients and maxclients (one server: the server's own)."""
+
+    @property
+    def fullest_fraction(self) -> float | None:
+        if self.fullest_maxclients:
+            return self.fullest_connected_clients / self.fullest_maxclients
+        return None
 
 
 class ServerSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """Extremes and rates over every sample a ServerSampler took (None before any sample)."""
+    """Extremes and rates over every sample a ServerSampler took (None before any sample).
+
+    ``maxclients`` / ``max_connected_clients``: on one server its maxclients and its largest
+    connected_clients; on Redis Cluster those of the fullest master in the sample where it
+    was fullest (``fullest_node``), since each master holds its own clients;
+    ``max_connected_clients_total`` is the largest count of everyone's clients (summed over
+    the masters of a cluster)."""
 
     samples: int
     errors: int
@@ -68,6 +89,19 @@ class ServerSummary(msgspec.Struct, frozen=True, kw_only=True):
     max_pubsub_numpat: int
     ops_per_sec_mean: float | None
     commands_per_sec: float | None
+    max_connected_clients_total: int = 0
+    fullest_node: str = ""
+
+
+def _fuller(sample: ServerSample, than: ServerSample) -> bool:
+    """True when ``sample``'s fullest node is nearer its maxclients than ``than``'s (by count
+    where maxclients is unknown)."""
+    mine, theirs = sample.fullest_fraction, than.fullest_fraction
+    if mine is not None and theirs is not None:
+        return mine > theirs
+    if mine is None and theirs is None:
+        return sample.fullest_connected_clients > than.fullest_connected_clients
+    return mine is not None
 
 
 def _text(value: object) -> str:
@@ -123,8 +157,12 @@ def _summed(parts: dict[str, ServerSample]) -> ServerSample:
     for sample in samples:
         for role, count in sample.our_clients_by_role.items():
             by_role[role] = by_role.get(role, 0) + count
+    from pytest_cfn.cluster_nodes import fullest_master
+
     fullest = max(samples, key=lambda sample: sample.max_omem)
     limits = [sample.maxclients for sample in samples]
+    nearest = fullest_master({where: (sample.connected_clients, sample.maxclients)
+                              for where, sample in parts.items()})
     return ServerSample(
         ts=min(sample.ts for sample in samples),
         monotonic=min(sample.monotonic for sample in samples),
@@ -141,6 +179,9 @@ def _summed(parts: dict[str, ServerSample]) -> ServerSample:
         instantaneous_ops_per_sec=sum(sample.instantaneous_ops_per_sec for sample in samples),
         total_commands_processed=sum(sample.total_commands_processed for sample in samples),
         clients_by_node={where: sample.connected_clients for where, sample in parts.items()},
+        fullest_node=nearest.node,
+        fullest_connected_clients=nearest.connected_clients,
+        fullest_maxclients=nearest.maxclients,
     )
 
 
@@ -183,6 +224,8 @@ def _sample_node(
         used_memory=int(info.get("used_memory", 0)),
         instantaneous_ops_per_sec=int(info.get("instantaneous_ops_per_sec", 0)),
         total_commands_processed=int(info.get("total_commands_processed", 0)),
+        fullest_connected_clients=int(info.get("connected_clients", 0)),
+        fullest_maxclients=maxclients,
     )
 
 
@@ -233,6 +276,7 @@ class ServerSampler:
         self._first: ServerSample | None = None
         self._last: ServerSample | None = None
         self._max_connected = 0
+        self._fullest: ServerSample | None = None
         self._max_ours = 0
         self._max_by_role: dict[str, int] = {}
         self._max_omem = 0
@@ -339,8 +383,11 @@ class ServerSampler:
                 errors=self._errors,
                 last_error=self._last_error,
                 redis_version=last.redis_version if last else None,
-                maxclients=last.maxclients if last else None,
-                max_connected_clients=self._max_connected,
+                maxclients=self._fullest.fullest_maxclients if self._fullest else None,
+                max_connected_clients=(self._fullest.fullest_connected_clients
+                                       if self._fullest else 0),
+                max_connected_clients_total=self._max_connected,
+                fullest_node=self._fullest.fullest_node if self._fullest else "",
                 max_our_clients=self._max_ours,
                 max_our_clients_by_role=dict(self._max_by_role),
                 max_omem=self._max_omem,
@@ -388,6 +435,8 @@ class ServerSampler:
                 self._first = sample
             self._last = sample
             self._max_connected = max(self._max_connected, sample.connected_clients)
+            if self._fullest is None or _fuller(sample, self._fullest):
+                self._fullest = sample
             self._max_ours = max(self._max_ours, sample.our_clients)
             for role, count in sample.our_clients_by_role.items():
                 self._max_by_role[role] = max(self._max_by_role.get(role, 0), count)
