@@ -90,6 +90,7 @@ def test_cfn_bench_on_a_cluster_node_runs_the_sweep_on_shard_channels(
     nodes = {f"127.0.0.1:{port}" for port in cluster.masters()}
     assert set(load["connections_by_node"]) <= nodes and load["connections_by_node"]
     assert sum(load["connections_by_node"].values()) == load["connections"]
+    assert not any("masters changed" in note for note in load["notes"]), load["notes"]
     summary = (out_dir / "summary.md").read_text()
     assert "Ran on a Redis Cluster of 3 masters" in summary
     assert "redis-benchmark SPUBLISH -P 1" in summary and "not measured on a cluster" in summary
@@ -189,3 +190,23 @@ def test_same_run_reference_on_a_cluster_node_spublishes_at_the_slot_master(
     assert reference["events_per_s"] > 0 and reference["round_trip_ms"] > 0
     assert "SPUBLISHes of 200 B" in reference["method"]
     assert "Redis Cluster of 3 masters" in reference["method"]
+
+
+@pytest.mark.cluster
+def test_sweep_leaves_out_server_cpu_when_the_masters_changed_during_a_step(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    from pytest_cfn.measure.metrics.server_cpu import CpuReading
+    from pytest_cfn.measure.sweep.cluster_target import SweepServer
+    from pytest_cfn.measure.sweep.runner import SweepConfig, SweepRun
+
+    run = SweepRun(SweepConfig(out=tmp_path))
+    run.server = SweepServer.detect(cluster.url)
+    before = run._cluster_cpu(cluster.url)
+    assert before is not None and len(before) == 3
+    assert run._topology_change(cluster.url, before) is None
+    gone = dict(before, **{"127.0.0.1:1": CpuReading("gone", 1.0)})
+    note = run._topology_change(cluster.url, gone)
+    assert note is not None and "no longer a master at the window's end: 127.0.0.1:1" in note
+    assert "covers 3 master(s)" in note
+    assert SweepRun(SweepConfig(out=tmp_path))._cluster_cpu(cluster.url) is None, "one server"

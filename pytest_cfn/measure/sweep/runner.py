@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import redis
+
 from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.calibration.calibrate import (
     DELAYS_MS,
@@ -25,6 +27,7 @@ from pytest_cfn.measure.calibration.calibrate import (
 )
 from pytest_cfn.measure.embedded_server import measured_server, server_facts
 from pytest_cfn.measure.metrics.machine import machine_info
+from pytest_cfn.measure.metrics.server_cpu import CpuReading, cpu_delta, read_cpu
 from pytest_cfn.measure.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.measure.sweep.cache_sweep import cache_sweep
 from pytest_cfn.measure.sweep.client_models import (
@@ -211,6 +214,31 @@ class SweepRun:
             )
         return notes
 
+    def _cluster_cpu(self, url: str) -> dict[str, CpuReading] | None:
+        """Every master's CPU counter (Redis Cluster only; None on one server or a failure)."""
+        if not self.server.cluster:
+            return None
+        client = redis.Redis.from_url(url, protocol=2, socket_connect_timeout=5,
+                                      socket_timeout=5)
+        try:
+            return read_cpu(client)
+        except (redis.RedisError, OSError):
+            return None
+        finally:
+            client.close()
+
+    def _topology_change(self, url: str, before: dict[str, CpuReading] | None) -> str | None:
+        """On a cluster: why the step's server CPU cannot be trusted (its masters changed
+        during the step: a failover, a restart), else None."""
+        after = self._cluster_cpu(url) if before is not None else None
+        if before is None or after is None:
+            return None
+        note = cpu_delta(before, after).note()
+        if note is None:
+            return None
+        return ("the cluster's masters changed during this step, so its server CPU figure "
+                f"(the harness sums every master at each end) is left out: {note}")
+
     def _fail(self, what: str, reason: str) -> None:
         self.failures.append(f"{what}: {reason.splitlines()[0] if reason else 'failed'}")
         self._detail(f"FAILED: {reason}")
@@ -331,8 +359,10 @@ class SweepRun:
             and self.config.repeat > 1 else ""
         self._step(f"{what}: {spec.agents} agents, {spec.model} model, "
                    f"{spec.offered:,.0f} events/s offered{run_of}, Locust -t {spec.run_time}s")
+        before = self._cluster_cpu(url)
         run = run_step(spec, locustfile, url, self.config.out / "steps" / f"run{repeat + 1}",
                        heartbeat=lambda s: self._detail(f"... running, {s:.0f} s"))
+        topology = self._topology_change(url, before)
         if run.result is None:
             self.rows.append({"kind": spec.kind, "model": spec.model, "agents": spec.agents,
                               "agent_rate": spec.rate, "offered": spec.offered,
@@ -340,6 +370,11 @@ class SweepRun:
             self._fail(f"{what} {spec.agents} agents{run_of}", run.error)
             return
         row = step_row(run.result, spec.kind)
+        if topology is not None:
+            # The harness sums every master at each end of its window: across another set
+            # of masters that sum is not the server's CPU.
+            row["notes"].append(topology)
+            row["server_cpu_percent"] = None
         row["repeat"] = repeat
         row["wall_s"] = round(run.wall_s, 1)
         row["harness_json"] = str(run.report.relative_to(self.config.out.resolve()))
