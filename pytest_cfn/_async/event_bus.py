@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pytest_cfn._async.asked_calls import AskedCalls
 from pytest_cfn._async.connection_share import SharedConnections
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
@@ -159,6 +160,8 @@ class EventBus(EngineFrontend):
         self._asks = ShardSenders(self._engine, connection_name(
             "events-pub", self.swarm, self.agent, self.options.namespace))
         self._asks.take_asks_from(self._engine.publisher)
+        # the catch-up's XRANGE / cursor answered ASK mid-migration: read on the importing one
+        self._engine.publisher.asked_calls = AskedCalls(self.options.socket_timeout)
 
     async def subscribe(self, pattern: str, handler: Handler) -> int:
         """Call ``handler(event)`` for every event of this swarm whose type matches
@@ -290,6 +293,8 @@ class EventBus(EngineFrontend):
         if self._asks is not None:
             sent_on = self._asks.stats()
             stats["asks"] = self._asks.asks
+            asked = self._engine.publisher.asked_calls
+            stats["asked_calls"] = asked.followed if asked is not None else 0
             stats["critical_pending"] += sent_on["critical_pending"]
             stats["in_flight"] += sent_on["in_flight"]
             stats["connections"] += sent_on["connected"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from pytest_cfn._sync.asked_calls import AskedCalls
 from pytest_cfn._sync.connection_share import SharedConnections
 from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
@@ -181,6 +182,8 @@ class Messenger(EngineFrontend):
                 self._engine,
                 connection_name("messages-pub", self.swarm, self.agent, self.options.namespace),
             )
+            # stored_history's LRANGE answered ASK mid-migration: read on the importing master
+            self._engine.publisher.asked_calls = AskedCalls(self.options.socket_timeout)
             for to_swarm, (planner, _) in list(self._destinations.items()):
                 self._destinations[to_swarm] = (planner, self.channels.message(self.swarm,
                                                                                to_swarm))
@@ -427,6 +430,8 @@ class Messenger(EngineFrontend):
         stats = self._engine.stats()
         if self._senders is not None:
             _add_sender_stats(stats, self._senders)
+            asked = self._engine.publisher.asked_calls
+            stats["asked_calls"] = asked.followed if asked is not None else 0
         stats.update(
             published=sum(p.published for p, _ in self._destinations.values()),
             destinations=len(self._destinations),

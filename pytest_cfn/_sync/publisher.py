@@ -44,6 +44,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from pytest_cfn._sync.asked_calls import AskedCalls
 from pytest_cfn._sync.connection import RespConnection
 from pytest_cfn._sync.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
@@ -130,6 +131,8 @@ class Publisher:
         """On Redis Cluster: ``(priority, command, "MOVED ...")`` -> True if it was taken
         to be sent on the new owner's connection (else: reconnect here and resend)."""
         self.redirects = 0
+        self.asked_calls: AskedCalls | None = None
+        """On Redis Cluster: follows an ASK reply to a :meth:`call` (``asked_calls``)."""
 
     @property
     def connected(self) -> bool:
@@ -359,6 +362,22 @@ class Publisher:
                             if kind >= KEPT_PRIORITY:
                                 self._critical -= 1
                             continue
+                        if kind <= INTERNAL and self.asked_calls is not None:
+                            # ASK mid-migration: a call or a cursor write runs on the
+                            # importing master.
+                            done, answer = self.asked_calls.follow(
+                                entry[1], str(reply), conn.address, conn.name)
+                            if done:
+                                acked += 1
+                                if kind == INTERNAL:
+                                    if isinstance(answer, ServerReplyError):
+                                        self._note_error(answer)
+                                    continue
+                                if isinstance(answer, ServerReplyError):
+                                    raise reply_error(answer, "a command sent on after ASK")
+                                if want_call_reply and not in_flight:
+                                    return answer
+                                continue
                         # The slot moved: reconnect to its owner and send this (and every
                         # command after it, redirected too) again.
                         in_flight.appendleft(entry)
