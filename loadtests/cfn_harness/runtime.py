@@ -31,6 +31,7 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
+from pytest_cfn.measure.loadgen.machine_load import this_host
 from pytest_cfn.measure.loadgen.options import HarnessOptions
 from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
@@ -441,6 +442,7 @@ class ProcessRuntime:
         snapshot = self.recorder.snapshot(
             self.bus_stats(),
             process=self.index,
+            host=this_host(),
             agents=len(self.clients),
             sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s},
             gevent_backend=loop_backend(),

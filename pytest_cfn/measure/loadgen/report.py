@@ -52,6 +52,9 @@ class RunFacts:
     late: int = 0
     critical_late: int = 0
     process_cpu_percent: dict[str, float] = field(default_factory=dict)
+    others_cpu_s: float | None = None
+    """CPU seconds of this machine's other processes in the window (None: not known, e.g.
+    workers or the server on other machines)."""
     abnormal: list[str] = field(default_factory=list)
     generator: GeneratorLimit | None = None
 
@@ -289,10 +292,17 @@ def _explaining_metrics(
               "CPU seconds of the busiest Locust process between its window marks / its "
               "window; at 95 % or more it is the limit of the run", "lower"),
     ]
+    if facts.others_cpu_s is not None:
+        out.append(_info("other_cpu_percent", facts.others_cpu_s / window * 100
+                         if facts.window_s else 0.0, "% of one core",
+                         "this machine's busy CPU over the window (/proc/stat) minus every "
+                         "Locust process's and redis-server's: what else ran beside the run",
+                         "lower"))
     if facts.server_cpu_s is not None:
         out.append(_info("server_cpu_percent", facts.server_cpu_s / window * 100
                          if facts.window_s else 0.0, "% of one core",
-                         "redis-server used_cpu_sys + used_cpu_user over the window", "lower"))
+                         "redis-server used_cpu_sys + used_cpu_user over the window (summed "
+                         "over every master on Redis Cluster)", "lower"))
     return out
 
 
