@@ -46,6 +46,7 @@ from pytest_cfn.measure.loadgen.machine_load import (
     runs_here,
 )
 from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
+from pytest_cfn.measure.loadgen.pacing import late_wake_note
 from pytest_cfn.measure.loadgen.report import (
     RunFacts,
     build_metrics,
@@ -345,9 +346,9 @@ class Conductor:
         if saturation is not None:
             facts.notes.append(saturation)
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
-        busy = others_note(others, window_s)
-        if busy is not None:
-            facts.notes.append(busy)
+        for note in (others_note(others, window_s), late_wake_note(totals.sums)):
+            if note is not None:
+                facts.notes.append(note)
         metrics = build_metrics(options, totals, facts)
         self.table = render_table(options, metrics, facts)
         outcome = outcome_of(metrics, facts)

@@ -12,6 +12,7 @@ from typing import Any
 from pytest_cfn.measure.loadgen.accounting import RunTotals
 from pytest_cfn.measure.loadgen.connections import ConnectionCount
 from pytest_cfn.measure.loadgen.options import HarnessOptions
+from pytest_cfn.measure.loadgen.pacing import LATE_WAKE_NS
 from pytest_cfn.measure.loadgen.verdicts import (
     BEHIND_SCHEDULE_LIMIT_S,
     KEPT_UP,
@@ -272,6 +273,13 @@ def _explaining_metrics(
               "actual publish time minus intended send time: the load generator's own lateness; "
               f"over {options.send_lag_limit_ms:g} ms (--cfn-send-lag-limit) the load-dependent "
               "gates are not judged", "lower"),
+        _info("late_wakeups", totals.sums.get("late_wakes", 0.0), "wake-ups",
+              f"pacing-loop wake-ups in the window over {LATE_WAKE_NS / 1e6:g} ms late, every "
+              "process added up", "lower"),
+        _info("late_wakeup_held", _held_fraction(totals.sums), "fraction",
+              "share of those wake-ups' lateness with the Locust process running its own work "
+              "(the harness held its loop); the rest it waited for a CPU (the machine)",
+              "lower"),
         _info("connections", float(facts.connections.total if facts.connections else 0),
               "connections",
               f"peak connections of this run (CLIENT LIST); ADR-002's table: {adr_connections} "
@@ -321,6 +329,11 @@ def _cpu_per_delivery(totals: RunTotals, facts: RunFacts) -> list[Metric]:
         _info("harness_cpu_us_per_publish", cpu_s / publishes * 1e6 if publishes else 0.0,
               "us", method.format("publishes"), "lower"),
     ]
+
+
+def _held_fraction(sums: dict[str, float]) -> float:
+    late = sums.get("late_wake_s", 0.0)
+    return min(1.0, sums.get("late_wake_held_s", 0.0) / late) if late > 0 else 0.0
 
 
 def throughput_resolution(facts: RunFacts) -> float:
