@@ -303,6 +303,12 @@ def connections_figure(data: SweepData, baseline: SweepData | None) -> FigureRes
         method += (f"; the connection probe runs once at {data.probes[0]['agent_rate']:g} "
                    "events/s per agent: publishers connect on their first send, so the rate "
                    "only has to make every sending agent send once")
+    cluster = data.extra.get("cluster")
+    if cluster:
+        method += (f"; on a Redis Cluster of {cluster['masters']} masters: counted on every "
+                   "master, maxclients is each master's own (the smallest shown), and the "
+                   "shared model's buses have connections of their own on their swarm's "
+                   "master (SharedConnections serve one server)")
     return finish(fig, method, right=0.7)
 
 

@@ -39,12 +39,14 @@ from pytest_cfn.measure.sweep.client_models import (
 from pytest_cfn.measure.sweep.cluster_target import CALIBRATION_ON_CLUSTER, SweepServer
 from pytest_cfn.measure.sweep.document import build_result, saturated, saturation_text
 from pytest_cfn.measure.sweep.harness import (
+    CLUSTER_SPAWN_PER_AGENT_S,
     LOAD,
     PROBE,
     StepSpec,
     find_locustfile,
     require_locust,
     run_step,
+    spawn_per_agent,
     step_row,
 )
 from pytest_cfn.measure.sweep.references import publish_round_trip, server_ceiling
@@ -82,15 +84,18 @@ class SweepConfig:
         """The connection model the probe steps count: the one the load steps do not run."""
         return "per-agent" if self.model == "shared" else "shared"
 
-    def specs(self) -> list[tuple[int, StepSpec]]:
+    def specs(self, cluster: bool = False) -> list[tuple[int, StepSpec]]:
         """(repeat, step) in run order: the load points interleaved (10, 50, 100, 500, 10,
-        ...), so a drift of the machine during the run spreads over every point alike."""
+        ...), so a drift of the machine during the run spreads over every point alike
+        (``cluster``: a Redis Cluster node, where agents take longer to subscribe)."""
         loads = [(r, StepSpec(LOAD, self.model, n, self.rate, self.duration, self.warmup,
-                              self.payload)) for r in range(self.repeat) for n in self.agents]
+                              self.payload, spawn_per_agent(self.model, cluster)))
+                 for r in range(self.repeat) for n in self.agents]
         if "probe" in self.skip:
             return loads
         probes = [(0, StepSpec(PROBE, self.probe_model, n, self.probe_rate,
-                               self.probe_duration, min(self.warmup, 0.5), self.payload))
+                               self.probe_duration, min(self.warmup, 0.5), self.payload,
+                               spawn_per_agent(self.probe_model, cluster)))
                   for n in self.agents]
         return loads + probes
 
@@ -145,9 +150,7 @@ class SweepRun:
         config = self.config
         require_locust()
         locustfile = find_locustfile(config.locustfile)
-        specs = config.specs()
         references = [name for name in REFERENCES if name not in config.skip]
-        self._total = len(references) + len(specs)
         config.out.mkdir(parents=True, exist_ok=True)
         with measured_server(config.redis_url) as server:
             url, embedded, benchmark, where = (server.url, server.embedded,
@@ -159,6 +162,8 @@ class SweepRun:
                 maxclients = self.server.maxclients
                 self.extra["cluster"] = self.server.facts()
                 self.extra.setdefault("notes", []).extend(self._cluster_notes())
+            specs = config.specs(cluster=self.server.cluster)
+            self._total = len(references) + len(specs)
             self.say(
                 f"cfn bench: Redis {version}, {where}; {os.cpu_count()} CPUs; agents "
                 f"{', '.join(str(n) for n in config.agents)} ({config.model} model) at "
@@ -206,6 +211,13 @@ class SweepRun:
             f"used_cpu_user summed over the {masters} masters, in % of one core; connections "
             "are counted on every master",
         ]
+        notes.append(
+            "ramp-up on a Redis Cluster: every bus first asks which master owns its swarm "
+            "(INFO cluster, CLUSTER SLOTS) before it subscribes, so each step allows "
+            + ", ".join(f"{s:g} s per agent in the {m} model"
+                        for m, s in CLUSTER_SPAWN_PER_AGENT_S.items())
+            + " before its warm-up (1 / 500 s per agent on one server)"
+        )
         if self.config.model == "shared" or self.config.probe_model == "shared":
             notes.append(
                 "shared model on a Redis Cluster: SharedConnections serve one server, so the "
