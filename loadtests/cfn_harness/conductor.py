@@ -36,7 +36,7 @@ from locust.stats import StatsError
 
 from cfn_harness.endwatch import EndWatch
 from cfn_harness.timers import loop_backend
-from pytest_cfn.cluster_nodes import client_list_of_every_master, each_master
+from pytest_cfn.cluster_nodes import client_list_of_every_master
 from pytest_cfn.measure.loadgen.accounting import merge
 from pytest_cfn.measure.loadgen.connections import ConnectionCount, count_connections, keep_largest
 from pytest_cfn.measure.loadgen.machine_load import (
@@ -66,6 +66,7 @@ from pytest_cfn.measure.loadgen.verdicts import (
     EXIT_PASSED,
 )
 from pytest_cfn.measure.metrics import ServerSampler, machine_info
+from pytest_cfn.measure.metrics.server_cpu import CpuReading, cpu_delta, read_cpu
 from pytest_cfn.measure.results import RedisInfo, RunResult, redact_url, write_result
 from pytest_cfn.server_probe import check_server
 
@@ -101,8 +102,8 @@ class Conductor:
         self.expected: set[str] = set()
         self.participants: set[str] = set()
         self.peak: ConnectionCount | None = None
-        self.server_cpu_start: float | None = None
-        self.server_cpu_end: float | None = None
+        self.server_cpu_start: dict[str, CpuReading] | None = None
+        self.server_cpu_end: dict[str, CpuReading] | None = None
         self.machine_start: MachineMark | None = None
         self.machine_end: MachineMark | None = None
         self.failed: bool | None = None
@@ -191,20 +192,15 @@ class Conductor:
                     log.debug("CLIENT LIST failed: %s", exc)
             gevent.sleep(1.0)
 
-    def _server_cpu(self) -> float | None:
-        """used_cpu_sys + used_cpu_user of the server (on Redis Cluster: of every master)."""
+    def _server_cpu(self) -> dict[str, CpuReading] | None:
+        """used_cpu_sys + used_cpu_user of the server (on Redis Cluster: of every master,
+        each with its run id, so a failover or restart in the window is told apart)."""
         if self.client is None:
             return None
-        total = 0.0
         try:
-            with each_master(self.client) as nodes:
-                for _, node in nodes:
-                    info = node.info("cpu")
-                    total += float(info.get("used_cpu_sys", 0.0))
-                    total += float(info.get("used_cpu_user", 0.0))
+            return read_cpu(self.client)
         except (redis.RedisError, OSError):
             return None
-        return total
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         """Open the window once every agent has subscribed (or READY_TIMEOUT_S has passed),
@@ -298,7 +294,9 @@ class Conductor:
         self._report(start, end, self.server_cpu_end)
         self._show_lost_as_failures()
 
-    def _report(self, start: int | None, end: int, server_cpu_end: float | None) -> None:
+    def _report(
+        self, start: int | None, end: int, server_cpu_end: dict[str, CpuReading] | None
+    ) -> None:
         options = self.options
         window_s = (end - start) / 1e9 if start is not None and end > start else 0.0
         snapshots = [self.finals[k] for k in sorted(self.finals)]
@@ -306,8 +304,10 @@ class Conductor:
         self.totals = totals
         summary = self.sampler.summary() if self.sampler is not None else None
         server_cpu = None
-        if self.server_cpu_start is not None and server_cpu_end is not None:
-            server_cpu = server_cpu_end - self.server_cpu_start
+        topology_note = None
+        if self.server_cpu_start and server_cpu_end:
+            delta = cpu_delta(self.server_cpu_start, server_cpu_end)
+            server_cpu, topology_note = delta.cpu_s, delta.note()
         late, critical_late = late_counts(snapshots)
         others = None
         if self.machine_start is not None and self.machine_end is not None and runs_here(
@@ -346,7 +346,7 @@ class Conductor:
         if saturation is not None:
             facts.notes.append(saturation)
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
-        for note in (others_note(others, window_s), late_wake_note(totals.sums)):
+        for note in (others_note(others, window_s), late_wake_note(totals.sums), topology_note):
             if note is not None:
                 facts.notes.append(note)
         metrics = build_metrics(options, totals, facts)
