@@ -78,7 +78,10 @@ SLOW_STRIKES = 16
 
 _PRIORITY = attrgetter("priority")
 
-Deliver = Callable[[Envelope], Awaitable[None]]
+Deliver = Callable[[list[Envelope]], Awaitable[None]]
+"""Hands envelopes, in order, to the front end's handlers (one call per batch: asyncio
+then makes one coroutine per batch, not one per event); it counts and logs what a
+handler raises itself."""
 Intercept = Callable[[Envelope], bool]
 ErrorCallback = Callable[[BaseException], None]
 
@@ -222,6 +225,7 @@ class BusEngine:
             channels=self.channels,
         )
         self.inbound.before_tracking = self._replayer.not_yet_handed_on
+        self.inbound.after_tracking = self._replayer.observe_live
 
     def request_catch_up(self, reason: str) -> None:
         if self._replayer is not None:
@@ -317,30 +321,10 @@ class BusEngine:
     async def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
         """Called by the reader with the messages of one chunk: check, queue, then
         deliver them here (inline) or wake the dispatcher."""
-        process = self.inbound.process
         replayer = self._replayer
-        intercept = self._intercept
         queue = self.queue
-        fresh: list[Envelope] = []
-        append = fresh.append
         with self._queue_lock:
-            for channel, payload in items:
-                try:
-                    env = process(channel, payload)
-                    if env is None:
-                        continue
-                    if (
-                        replayer is not None
-                        and env.priority >= CRITICAL_PRIORITY
-                        and not replayer.observe_live(env)
-                    ):
-                        continue
-                    if intercept is not None and intercept(env):
-                        continue
-                except Exception as exc:
-                    self.inbound.set_aside(channel, payload, exc)
-                    continue
-                append(env)
+            fresh = self.inbound.process_many(items, self._intercept)
             if replayer is not None:
                 replayer.observe_gaps()
             probe = self.stage_probe
@@ -437,23 +421,28 @@ class BusEngine:
             self._learn_speed(len(batch), monotonic() - started)
 
     async def _deliver_batch(self, batch: list[Envelope]) -> None:
-        """Hand a batch (in dispatch order) to the handlers; count deliveries and errors."""
+        """Hand a batch (in dispatch order) to the handlers and count the deliveries; a
+        critical event a catch-up already handed on is left out."""
         replayer = self._replayer
-        delivered = len(batch)
-        for env in batch:
-            if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
-                delivered -= 1
-                continue
-            try:
-                await self._deliver(env)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("handler failed for %s", getattr(env, "id", env))
-        self.delivered += delivered
+        if replayer is not None:
+            for env in batch:
+                if env.priority >= CRITICAL_PRIORITY:
+                    claim = replayer.claim
+                    batch = [
+                        env for env in batch
+                        if env.priority < CRITICAL_PRIORITY or claim(env.id)
+                    ]
+                    break
+        try:
+            await self._deliver(batch)
+        except Exception:  # the front end counts its handlers' errors; this is its own
+            self.handler_errors += 1
+            log.exception("delivering %d event(s) failed", len(batch))
+        self.delivered += len(batch)
 
     async def _deliver_one(self, env: Envelope) -> None:
         try:
-            await self._deliver(env)
+            await self._deliver([env])
         except Exception:
             self.handler_errors += 1
             log.exception("handler failed for replayed %s", env.id)

@@ -12,7 +12,7 @@ from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import QueueLock, finish_handler, monotonic, time_ns
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -248,13 +248,17 @@ class EventBus(EngineFrontend):
         else:
             self.route_cache.invalidate(event_type)
 
-    async def _deliver(self, event: Envelope) -> None:
-        for handler in self._handlers.match(event.type):
-            try:
-                await call_handler(handler, event)
-            except Exception:
-                self._engine.handler_errors += 1
-                log.exception("handler failed for event %s (%s)", event.id, event.type)
+    async def _deliver(self, events: list[Envelope]) -> None:
+        match = self._handlers.match
+        for event in events:
+            for handler in match(event.type):
+                try:
+                    result = handler(event)
+                    if result is not None:  # a coroutine handler's (asyncio)
+                        await finish_handler(result)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("handler failed for event %s (%s)", event.id, event.type)
 
     async def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every publish (on a

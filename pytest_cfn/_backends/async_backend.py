@@ -306,5 +306,13 @@ def spawn(target: Callable[[], Awaitable[None]], name: str) -> Worker:
 async def call_handler(handler: Callable[[Any], Any], event: Any) -> None:
     """Call a handler; await it if it is a coroutine function."""
     result = handler(event)
+    if result is not None and inspect.isawaitable(result):
+        await result
+
+
+async def finish_handler(result: Any) -> None:
+    """Await what a handler returned if it is awaitable (a coroutine function's call).
+    Callers skip it for ``None``, what a plain function returns, so a plain handler
+    costs no coroutine."""
     if inspect.isawaitable(result):
         await result

@@ -293,6 +293,11 @@ class WriteCoalescer:
             self._thread = None
 
 
+def finish_handler(result: object) -> None:
+    """A blocking front end ignores what a handler returns (see the asyncio backend)."""
+    return None
+
+
 def QueueLock() -> threading.Lock:
     return threading.Lock()
 
