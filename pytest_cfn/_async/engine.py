@@ -163,7 +163,8 @@ class BusEngine:
         self._queue_lock = QueueLock()
         self._wake = Wakeup()
         self._sleeping = False
-        self._closed = False
+        self.closed = False
+        """True once close() began (a plain attribute: every publish reads it)."""
         self._dispatching = False
         # The Messenger's reader takes request replies (intercept): its handlers stay off
         # the reader, so a handler may wait for a reply.
@@ -232,12 +233,8 @@ class BusEngine:
             self._replayer.request(reason)
             self._wake.wake()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise BusClosedError("this bus is closed; create a new one")
 
     def report_error(self, error: BaseException) -> None:
@@ -292,12 +289,12 @@ class BusEngine:
 
     def shared_reconnected(self, count: int) -> None:
         """The shared subscriber connection came back (it re-subscribed every pattern)."""
-        if self._closed or not self._shared_patterns:
+        if self.closed or not self._shared_patterns:
             return
         self._reconnected(count)
 
     def shared_worker_failed(self, worker: str, exc: BaseException) -> None:
-        if not self._closed and self._shared_patterns:
+        if not self.closed and self._shared_patterns:
             self._worker_failed(worker, exc)
 
     def _reconnected(self, count: int) -> None:
@@ -333,7 +330,7 @@ class BusEngine:
             inline = (
                 self._inline_ok
                 and self._sleeping
-                and not self._closed
+                and not self.closed
                 and (replayer is None or not replayer.due(monotonic()))
             )
             if inline and not queue:
@@ -386,7 +383,7 @@ class BusEngine:
 
     async def _supervised_dispatch(self) -> None:
         crashes = 0
-        while not self._closed:
+        while not self.closed:
             try:
                 await self._dispatch_loop()
                 return
@@ -401,7 +398,7 @@ class BusEngine:
         queue = self.queue
         batch_size = self.options.dispatch_batch
         replayer = self._replayer
-        while not self._closed:
+        while not self.closed:
             if replayer is not None and replayer.due(monotonic()):
                 self._dispatching = True
                 replayed = await replayer.run(self._deliver_one)
@@ -515,9 +512,9 @@ class BusEngine:
     async def close(self) -> None:
         """Stop the workers, flush, close both connections. Raises PublishFailedError
         (after closing everything) if priority 8-9 publishes are left unacknowledged."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._wake.wake()
         async with self._subscribe_lock:  # a subscribe under way finishes first
             dispatcher, self._dispatcher = self._dispatcher, None

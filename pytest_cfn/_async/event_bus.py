@@ -201,22 +201,29 @@ class EventBus(EngineFrontend):
             await self._ensure_layout()
         planner = self._planner
         now = monotonic()
-        channel = planner.admit_cached(priority, event_type, now)
-        if channel is None:
-            channel = await self._resolve_route(event_type, now)
         with self._plan_lock:
-            planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+            planned = planner.plan_cached(
+                event_type, data, priority, now, time_ns(), correlation_id
+            )
+        if planned is None:  # not in the route cache (checked and admitted)
+            channel = await self._resolve_route(event_type, now)
+            with self._plan_lock:
+                planned = planner.plan(
+                    channel, event_type, data, priority, time_ns(), correlation_id
+                )
+        publisher = engine.publisher
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
-            await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, planned.payload), priority
+            await publisher.send_publish(
+                self._critical_stream.append_and_publish(planned.channel, planned.payload),
+                priority,
             )
             if self._asks is not None and self._asks.waiting:
                 await self._asks.follow_redirects()
         elif self._sharded:
-            await engine.publisher.send_publish(as_spublish(planned.command), priority)
-        else:
-            await engine.publisher.send_publish(planned.command, priority)
+            await publisher.send_publish(as_spublish(planned.command), priority)
+        elif not publisher.offer(planned.command, priority):
+            await publisher.send_publish(planned.command, priority)
         return planned.envelope.id
 
     async def _resolve_route(self, event_type: str, now: float) -> str:

@@ -40,13 +40,20 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat, starmap
 from types import TracebackType
 from typing import Any
 
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._async.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, WriteCoalescer, monotonic, sleep
+from pytest_cfn._backends.async_backend import (
+    PublishLock,
+    WriteCoalescer,
+    monotonic,
+    sleep,
+    try_lock,
+)
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
@@ -101,7 +108,8 @@ class Publisher:
         self._ack_window = ack_window
         self._critical_buffer = critical_buffer
         self._on_error = on_error
-        self._lock = Lock()
+        self._lock = PublishLock()
+        self._try_lock = try_lock(self._lock)
         self._in_flight: deque[tuple[int, bytes]] = deque()
         self._batch: list[bytes] = []
         self._batch_kinds: list[int] = []
@@ -153,10 +161,40 @@ class Publisher:
             if not self._conn.connected:
                 await self._recover(None)
 
+    def offer(self, command: bytes, priority: int) -> bool:
+        """Queue one encoded PUBLISH of priority 1-7 if that needs no IO now: into an open
+        batch, or joining a coalesced write, short of their limits, while nobody else holds
+        the connection. False: nothing was done; :meth:`send_publish` it instead. (The
+        fast path of a publish: no coroutine, no wait.)"""
+        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._try_lock():
+            return False
+        try:
+            batch = self._batch
+            if self._batch_depth:
+                max_commands, max_bytes = MAX_BATCH_COMMANDS, MAX_BATCH_BYTES
+            elif batch or self._coalescer.busy():
+                max_commands, max_bytes = AUTO_MAX_COMMANDS, AUTO_MAX_BYTES
+            else:
+                return False  # a lone publish: written at once, by send_publish
+            size = self._batch_bytes + len(command)
+            if len(batch) + 1 >= max_commands or size >= max_bytes:
+                return False  # this one fills it: send_publish writes it
+            batch.append(command)
+            self._batch_kinds.append(priority)
+            self._batch_bytes = size
+            if not self._batch_depth:
+                self._coalescer.schedule()
+            return True
+        finally:
+            self._lock.release()
+
     async def send_publish(self, command: bytes, priority: int) -> None:
         """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now
         unless a batch is open. A priority 8-9 one is kept until acknowledged."""
-        async with self._lock:
+        lock = self._lock
+        if not self._try_lock():
+            await lock.acquire()
+        try:
             critical = priority >= KEPT_PRIORITY
             if critical:
                 if self._critical >= self._critical_buffer:
@@ -202,6 +240,8 @@ class Publisher:
             except ServerUnavailableError:
                 self._breaker.record_failure(monotonic())
                 raise
+        finally:
+            lock.release()
 
     async def _make_room(self) -> None:
         """The critical buffer is full: read acknowledgements if Redis is reachable,
@@ -334,9 +374,23 @@ class Publisher:
         acked = 0
         try:
             while len(in_flight) > keep:
+                if not want_call_reply and not self._critical:
+                    # Nothing in flight needs its own reply read (no call, no priority 8-9
+                    # to count): a run of integer replies acknowledges as many commands.
+                    count = conn.take_integer_replies()
+                    if count:
+                        if count > len(in_flight):
+                            raise ConnectionLostError(
+                                f"Redis sent {count} replies for {len(in_flight)} commands "
+                                "in flight; reconnecting to get back in step"
+                            )
+                        acked += count
+                        _drop_left(in_flight, count)
+                        continue
                 replies = conn.buffered_replies(len(in_flight) - keep)
                 if not replies:
-                    replies = [await conn.read_reply(conn.socket_timeout)]
+                    await conn.read_more(conn.socket_timeout)
+                    continue
                 for reply in replies:
                     entry = in_flight.popleft()
                     kind = entry[0]
@@ -460,6 +514,14 @@ class Publisher:
         self.failed += dropped
         await self._conn.close()
         return dropped, len(kept)
+
+
+def _drop_left(entries: deque[tuple[int, bytes]], count: int) -> None:
+    """Remove the first ``count`` entries, in C (no Python step per entry)."""
+    if count >= len(entries):
+        entries.clear()
+    else:
+        deque(starmap(entries.popleft, repeat((), count)), maxlen=0)
 
 
 class PublishBatch:

@@ -66,6 +66,11 @@ class Codec:
             self._encode = msgspec.msgpack.Encoder().encode
             self._decode = msgspec.msgpack.Decoder(Envelope).decode
 
+    @property
+    def raw_encode(self) -> Callable[[Any], bytes]:
+        """msgspec's encoder itself (no wrapper frame per publish)."""
+        return self._encode
+
     def encode(self, envelope: Envelope) -> bytes:
         return self._encode(envelope)
 

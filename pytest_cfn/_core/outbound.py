@@ -15,7 +15,7 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
-from pytest_cfn._core.resp import encode_publish_after, publish_prefix
+from pytest_cfn._core.resp import publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner
 from pytest_cfn._core.throttle import PriorityThrottle
@@ -50,6 +50,7 @@ class PlannedPublish(msgspec.Struct, frozen=True, gc=False):
     envelope: Envelope
     priority: int
     payload: bytes
+    channel: str
 
 
 class OutboundPlanner:
@@ -91,7 +92,7 @@ class OutboundPlanner:
                 f"max_message_bytes must be a positive number of bytes, got {max_message_bytes}"
             )
         self.codec = codec
-        self._encode = codec.encode
+        self._encode = codec.raw_encode
         self._channels = channels
         self._swarm = swarm
         self._source = source
@@ -111,32 +112,56 @@ class OutboundPlanner:
 
     def admit(self, priority: object, now: float) -> int:
         """Check priority, throttle and breaker; returns the priority or raises."""
-        if type(priority) is not int or not 1 <= priority <= 9:
-            raise InvalidOptionError(
-                f"priority {priority!r} is out of range; priorities are integers "
-                "1 (low) to 9 (critical)"
-            )
-        if not self.throttle.allow(priority, now):
-            raise ThrottledError(
-                f"priority {priority} publish throttled (rate {self.throttle.stats()['rate']}/s "
-                "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
-            )
-        if not self.breaker.allow(now, priority):
-            breaker = self.breaker
-            raise CircuitOpenError(
-                f"circuit breaker is open after {breaker.failure_threshold} failed publish "
-                f"calls in a row; it lets a trial publish through in "
-                f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
-                "successes close it); priorities 8-9 still go through, others are refused "
-                "until then"
-            )
-        return priority
+        checked = check_priority(priority)
+        if not self.throttle.allow(checked, now):
+            raise self._throttled(checked)
+        if not self.breaker.allow(now, checked):
+            raise self._refused_open(now)
+        return checked
+
+    def _throttled(self, priority: object) -> ThrottledError:
+        return ThrottledError(
+            f"priority {priority} publish throttled (rate {self.throttle.stats()['rate']}/s "
+            "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
+        )
+
+    def _refused_open(self, now: float) -> CircuitOpenError:
+        breaker = self.breaker
+        return CircuitOpenError(
+            f"circuit breaker is open after {breaker.failure_threshold} failed publish "
+            f"calls in a row; it lets a trial publish through in "
+            f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
+            "successes close it); priorities 8-9 still go through, others are refused "
+            "until then"
+        )
 
     def admit_cached(self, priority: object, event_type: str, now: float) -> str | None:
         """:meth:`admit`, then the cached channel of ``event_type`` (None on a miss): the
         two checks every publish makes, in one call."""
         self.admit(priority, now)
         return self.route_cache.get(event_type, now)
+
+    def plan_cached(
+        self,
+        event_type: str,
+        data: Any,
+        priority: int,
+        now: float,
+        wall_ns: int,
+        correlation_id: str | None = None,
+    ) -> PlannedPublish | None:
+        """:meth:`admit`, the cached route and :meth:`plan` in one call (a publish's hot
+        path); None on a route-cache miss, admitted: find the route, then :meth:`plan`."""
+        if type(priority) is not int or not 1 <= priority <= 9:
+            check_priority(priority)
+        if not self.throttle.allow(priority, now):
+            raise self._throttled(priority)
+        if not self.breaker.allow(now, priority):
+            raise self._refused_open(now)
+        channel = self.route_cache.get(event_type, now)
+        if channel is None:
+            return None
+        return self.plan(channel, event_type, data, priority, wall_ns, correlation_id)
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
@@ -192,7 +217,9 @@ class OutboundPlanner:
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
             prefix = self._prefixes[channel] = publish_prefix(channel.encode())
-        return PlannedPublish(encode_publish_after(prefix, payload), env, priority, payload)
+        # encode_publish_after(prefix, payload), without its frame
+        command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
+        return PlannedPublish(command, env, priority, payload, channel)
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)
