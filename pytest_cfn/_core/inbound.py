@@ -108,8 +108,10 @@ class InboundProcessor:
         before = self.before_tracking
         after = self.after_tracking
         observe = self._tracker_observe
+        next_seq = self.tracker.next_seq
         duplicate = Verdict.DUPLICATE
         received = 0
+        in_order = 0
         for channel, payload in items:
             try:
                 try:
@@ -161,7 +163,12 @@ class InboundProcessor:
                 critical = env.priority >= CRITICAL_PRIORITY
                 if critical and before is not None and not before(env):
                     continue
-                if observe(env.publisher, env.seq) is duplicate:
+                publisher = env.publisher
+                seq = env.seq
+                if next_seq.get(publisher) == seq:  # observe()'s in-order path, inline
+                    next_seq[publisher] = seq + 1
+                    in_order += 1
+                elif observe(publisher, seq) is duplicate:
                     continue
                 received += 1
                 if critical and after is not None and not after(env):
@@ -173,6 +180,7 @@ class InboundProcessor:
                 continue
             append(env)
         self.received += received
+        self.tracker.received += in_order
         return out
 
     def use_channels(self, channels: ChannelNames) -> None:

@@ -154,9 +154,11 @@ class OutboundPlanner:
         path); None on a route-cache miss, admitted: find the route, then :meth:`plan`."""
         if type(priority) is not int or not 1 <= priority <= 9:
             check_priority(priority)
-        if not self.throttle.allow(priority, now):
+        throttle = self.throttle
+        if throttle.enabled and not throttle.allow(priority, now):
             raise self._throttled(priority)
-        if not self.breaker.allow(now, priority):
+        breaker = self.breaker
+        if not breaker.closed and not breaker.allow(now, priority):
             raise self._refused_open(now)
         channel = self.route_cache.get(event_type, now)
         if channel is None:

@@ -258,8 +258,13 @@ class EventBus(EngineFrontend):
 
     def _deliver(self, events: list[Envelope]) -> None:
         match = self._handlers.match
+        event_type: str | None = None
+        handlers: tuple[Handler, ...] = ()
         for event in events:
-            for handler in match(event.type):
+            if event.type != event_type:  # a chunk is mostly runs of one type
+                event_type = event.type
+                handlers = match(event_type)
+            for handler in handlers:
                 try:
                     result = handler(event)
                     if result is not None:  # a coroutine handler's (asyncio)
