@@ -9,6 +9,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from pytest_cfn._backends.address import ServerAddress
@@ -329,6 +330,11 @@ class WriteCoalescer:
 
     async def close(self) -> None:
         return None
+
+
+def plan_lock() -> AbstractContextManager[Any] | None:
+    """A planner's lock: none, since one event loop publishes one at a time."""
+    return None
 
 
 class QueueLock:

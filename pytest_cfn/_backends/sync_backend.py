@@ -309,6 +309,11 @@ def finish_handler(result: object) -> None:
     return None
 
 
+def plan_lock() -> threading.Lock:
+    """A planner's lock: publishes from several threads take one sequence number each."""
+    return threading.Lock()
+
+
 def QueueLock() -> threading.Lock:
     return threading.Lock()
 

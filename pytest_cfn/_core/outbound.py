@@ -7,6 +7,7 @@ transports only write the bytes and report success or failure back.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -54,11 +55,13 @@ class PlannedPublish(msgspec.Struct, frozen=True, gc=False):
 
 
 class OutboundPlanner:
-    """Builds envelopes and ``PUBLISH`` commands for one publishing stream."""
+    """Builds envelopes and ``PUBLISH`` commands for one publishing stream. Given a
+    ``lock``, publishes from several threads each take their own sequence number."""
 
     __slots__ = (
         "_channels",
         "_encode",
+        "_lock",
         "_max_bytes",
         "_prefixes",
         "_publisher",
@@ -86,6 +89,7 @@ class OutboundPlanner:
         breaker: CircuitBreaker,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         signer: EnvelopeSigner | None = None,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -101,6 +105,9 @@ class OutboundPlanner:
         self._max_bytes = max_message_bytes
         self._prefixes: dict[str, bytes] = {}
         self._signer = signer
+        self._lock = lock
+        """Held while a sequence number is taken and its envelope built, where publishes
+        can come from several threads (None: one event loop, nothing to hold)."""
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -163,7 +170,11 @@ class OutboundPlanner:
         channel = self.route_cache.get(event_type, now)
         if channel is None:
             return None
-        return self.plan(channel, event_type, data, priority, wall_ns, correlation_id)
+        lock = self._lock
+        if lock is None:
+            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
+        with lock:
+            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
@@ -185,7 +196,23 @@ class OutboundPlanner:
         wall_ns: int,
         correlation_id: str | None = None,
     ) -> PlannedPublish:
-        """Envelope + ``PUBLISH`` command; assigns the next sequence number."""
+        """Envelope + ``PUBLISH`` command; assigns the next sequence number (under the
+        planner's lock, if it was given one)."""
+        lock = self._lock
+        if lock is None:
+            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
+        with lock:
+            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
+
+    def _plan(
+        self,
+        channel: str,
+        event_type: str,
+        data: Any,
+        priority: int,
+        wall_ns: int,
+        correlation_id: str | None,
+    ) -> PlannedPublish:
         seq = self._seq + 1
         env = Envelope(
             id=f"{self._publisher}-{seq}",

@@ -13,7 +13,7 @@ from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._sync.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.sync_backend import QueueLock, finish_handler, monotonic, time_ns
+from pytest_cfn._backends.sync_backend import finish_handler, monotonic, plan_lock, time_ns
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -92,7 +92,6 @@ class EventBus(EngineFrontend):
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
         self._planner = self._new_planner()
         self.route_errors = 0
-        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
         self._sharded: bool | None = None
         self._asks: ShardSenders | None = None
         """On a cluster: where an ASK reply to the critical script is followed."""
@@ -112,6 +111,7 @@ class EventBus(EngineFrontend):
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
             signer=self._engine.signer,
+            lock=plan_lock(),  # one sequence number per publish, whatever the threads
         )
 
     @classmethod
@@ -202,16 +202,10 @@ class EventBus(EngineFrontend):
             self._ensure_layout()
         planner = self._planner
         now = monotonic()
-        with self._plan_lock:
-            planned = planner.plan_cached(
-                event_type, data, priority, now, time_ns(), correlation_id
-            )
+        planned = planner.plan_cached(event_type, data, priority, now, time_ns(), correlation_id)
         if planned is None:  # not in the route cache (checked and admitted)
             channel = self._resolve_route(event_type, now)
-            with self._plan_lock:
-                planned = planner.plan(
-                    channel, event_type, data, priority, time_ns(), correlation_id
-                )
+            planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
         publisher = engine.publisher
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.

@@ -111,7 +111,10 @@ class Publisher:
         self._on_error = on_error
         self._lock = PublishLock()
         self._try_lock = try_lock(self._lock)
-        self._in_flight: deque[tuple[int, bytes]] = deque()
+        # Written and not acknowledged yet, in order: each command and its kind, side by
+        # side (two deques of plain items: no tuple per publish to build, track and free).
+        self._in_flight: deque[bytes] = deque()
+        self._in_flight_kinds: deque[int] = deque()
         self._batch: list[bytes] = []
         self._batch_kinds: list[int] = []
         self._batch_bytes = 0
@@ -226,7 +229,8 @@ class Publisher:
                     else:
                         coalescer.schedule()
                     return
-                self._in_flight.append((priority, command))
+                self._in_flight.append(command)
+                self._in_flight_kinds.append(priority)
                 self._write(command)
                 coalescer.wrote()
                 if len(self._in_flight) > self._ack_window:
@@ -274,7 +278,8 @@ class Publisher:
         self._batch = []
         self._batch_kinds = []
         self._batch_bytes = 0
-        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self._in_flight.extend(commands)
+        self._in_flight_kinds.extend(kinds)
         self.coalesced_writes += 1
         if not self._conn.connected:
             return
@@ -299,7 +304,8 @@ class Publisher:
             if self._batch:
                 self._write_batch()
             command = encode_command(*args)
-            self._in_flight.append((_CALL, command))
+            self._in_flight.append(command)
+            self._in_flight_kinds.append(_CALL)
             self._write(command)
             return self._read_acks(0, want_call_reply=True)
 
@@ -344,7 +350,8 @@ class Publisher:
         self._batch = []
         self._batch_kinds = []
         self._batch_bytes = 0
-        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self._in_flight.extend(commands)
+        self._in_flight_kinds.extend(kinds)
         self._write(b"".join(commands))
         # Batches keep a few of themselves in flight (a pipeline); single publishes keep
         # only ack_window, so no single read of acknowledgements stalls the sender long.
@@ -371,6 +378,7 @@ class Publisher:
 
     def _read_acks_once(self, keep: int, want_call_reply: bool) -> Any:
         in_flight = self._in_flight
+        kinds = self._in_flight_kinds
         conn = self._conn
         acked = 0
         try:
@@ -387,14 +395,15 @@ class Publisher:
                             )
                         acked += count
                         _drop_left(in_flight, count)
+                        _drop_left(kinds, count)
                         continue
                 replies = conn.buffered_replies(len(in_flight) - keep)
                 if not replies:
                     conn.read_more(conn.socket_timeout)
                     continue
                 for reply in replies:
-                    entry = in_flight.popleft()
-                    kind = entry[0]
+                    command = in_flight.popleft()
+                    kind = kinds.popleft()
                     if kind > INTERNAL and type(reply) is int:
                         acked += 1
                         if kind >= KEPT_PRIORITY:
@@ -406,7 +415,7 @@ class Publisher:
                         and redirect(reply) is not None
                     ):
                         if kind > INTERNAL and self.on_redirect is not None and (
-                            self.on_redirect(kind, entry[1], str(reply))
+                            self.on_redirect(kind, command, str(reply))
                         ):
                             # Taken to the slot's owner on another connection (Messenger).
                             self.redirects += 1
@@ -415,7 +424,8 @@ class Publisher:
                             continue
                         # The slot moved: reconnect to its owner and send this (and every
                         # command after it, redirected too) again.
-                        in_flight.appendleft(entry)
+                        in_flight.appendleft(command)
+                        kinds.appendleft(kind)
                         self.redirects += 1
                         raise ConnectionLostError(f"Redis Cluster redirect: {reply}")
                     acked += 1
@@ -461,7 +471,7 @@ class Publisher:
                     )
                 self._conn.connect()
                 if self._in_flight:
-                    self._conn.write(b"".join(c for _, c in self._in_flight))
+                    self._conn.write(b"".join(self._in_flight))
             except TlsError as exc:  # a certificate or TLS/plain mix-up: a retry cannot help
                 self.last_failure = str(exc)
                 self._give_up()
@@ -476,7 +486,9 @@ class Publisher:
             if self._ever_connected:
                 self.reconnects += 1
                 if cause is not None:
-                    self._kept_unsent = sum(1 for k, _ in self._in_flight if k >= KEPT_PRIORITY)
+                    self._kept_unsent = sum(
+                        1 for k in self._in_flight_kinds if k >= KEPT_PRIORITY
+                    )
                 self.critical_resent += self._kept_unsent
                 self._kept_unsent = 0
             self._ever_connected = True
@@ -500,16 +512,20 @@ class Publisher:
         reached), drop and count the others; returns (dropped, kept)."""
         self.give_ups += 1
         keep = self._ever_connected
-        kept: list[tuple[int, bytes]] = []
+        kept: list[bytes] = []
+        kept_kinds: list[int] = []
         dropped = 0
-        for kind, command in self._in_flight:
+        for kind, command in zip(self._in_flight_kinds, self._in_flight, strict=True):
             if kind >= KEPT_PRIORITY and keep:
-                kept.append((kind, command))
+                kept.append(command)
+                kept_kinds.append(kind)
             elif kind > INTERNAL:
                 dropped += 1
                 self.dropped_by_priority[kind] = self.dropped_by_priority.get(kind, 0) + 1
         self._in_flight.clear()
         self._in_flight.extend(kept)
+        self._in_flight_kinds.clear()
+        self._in_flight_kinds.extend(kept_kinds)
         self._critical = len(kept) + sum(1 for k in self._batch_kinds if k >= KEPT_PRIORITY)
         self._kept_unsent = len(kept)
         self.failed += dropped
@@ -517,7 +533,7 @@ class Publisher:
         return dropped, len(kept)
 
 
-def _drop_left(entries: deque[tuple[int, bytes]], count: int) -> None:
+def _drop_left(entries: deque[Any], count: int) -> None:
     """Remove the first ``count`` entries, in C (no Python step per entry)."""
     if count >= len(entries):
         entries.clear()
