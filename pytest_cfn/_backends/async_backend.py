@@ -9,12 +9,14 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.tls import redis_py_options, tls_failure
 from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
+
+if TYPE_CHECKING:
+    from pytest_cfn._core.outbound import PlanLock
 
 READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
@@ -332,7 +334,7 @@ class WriteCoalescer:
         return None
 
 
-def plan_lock() -> AbstractContextManager[Any] | None:
+def plan_lock() -> PlanLock | None:
     """A planner's lock: none, since one event loop publishes one at a time."""
     return None
 

@@ -7,8 +7,7 @@ transports only write the bytes and report success or failure back.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -29,6 +28,14 @@ from pytest_cfn._errors import (
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 _MAX_PREFIXES = 10_000
+
+
+class PlanLock(Protocol):
+    """What a planner holds while it takes a sequence number (``threading.Lock``)."""
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 def check_priority(priority: object) -> int:
@@ -89,7 +96,7 @@ class OutboundPlanner:
         breaker: CircuitBreaker,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         signer: EnvelopeSigner | None = None,
-        lock: AbstractContextManager[Any] | None = None,
+        lock: PlanLock | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -156,25 +163,66 @@ class OutboundPlanner:
         now: float,
         wall_ns: int,
         correlation_id: str | None = None,
+        channel: str | None = None,
     ) -> PlannedPublish | None:
         """:meth:`admit`, the cached route and :meth:`plan` in one call (a publish's hot
-        path); None on a route-cache miss, admitted: find the route, then :meth:`plan`."""
-        if type(priority) is not int or not 1 <= priority <= 9:
-            check_priority(priority)
-        throttle = self.throttle
-        if throttle.enabled and not throttle.allow(priority, now):
-            raise self._throttled(priority)
-        breaker = self.breaker
-        if not breaker.closed and not breaker.allow(now, priority):
-            raise self._refused_open(now)
-        channel = self.route_cache.get(event_type, now)
+        path: one frame); None on a route-cache miss, admitted: find the route, then
+        :meth:`plan`. Given ``channel`` (that route), it only plans: no second admission."""
         if channel is None:
-            return None
+            if type(priority) is not int or not 1 <= priority <= 9:
+                check_priority(priority)
+            throttle = self.throttle
+            if throttle.enabled and not throttle.allow(priority, now):
+                raise self._throttled(priority)
+            breaker = self.breaker
+            if not breaker.closed and not breaker.allow(now, priority):
+                raise self._refused_open(now)
+            channel = self.route_cache.get(event_type, now)
+            if channel is None:
+                return None
         lock = self._lock
-        if lock is None:
-            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
-        with lock:
-            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
+        if lock is not None:
+            lock.acquire()
+        try:
+            seq = self._seq + 1
+            env = Envelope(
+                id=f"{self._publisher}-{seq}",
+                swarm=self._swarm,
+                source=self._source,
+                type=event_type,
+                priority=priority,
+                seq=seq,
+                ts=wall_ns,
+                publisher=self._publisher,
+                correlation_id=correlation_id,
+                data=data,
+            )
+            try:
+                payload = self._encode(env)
+            except (TypeError, ValueError) as exc:
+                raise InvalidOptionError(
+                    f"data for {event_type!r} cannot be encoded as {self.codec.format}: {exc}"
+                ) from exc
+            if len(payload) > self._max_bytes:
+                raise MessageTooLargeError(
+                    f"encoded message is {len(payload)} bytes; the limit is "
+                    f"{self._max_bytes} bytes (set max_message_bytes to change it)"
+                )
+            if self._signer is not None:
+                payload = self._signer.seal(channel.encode(), payload)
+            self._seq = seq  # taken only now: a message refused above leaves no gap
+            self.published += 1
+        finally:
+            if lock is not None:
+                lock.release()
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
+        # encode_publish_after(prefix, payload), without its frame
+        command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
+        return PlannedPublish(command, env, priority, payload, channel)
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
@@ -196,59 +244,12 @@ class OutboundPlanner:
         wall_ns: int,
         correlation_id: str | None = None,
     ) -> PlannedPublish:
-        """Envelope + ``PUBLISH`` command; assigns the next sequence number (under the
-        planner's lock, if it was given one)."""
-        lock = self._lock
-        if lock is None:
-            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
-        with lock:
-            return self._plan(channel, event_type, data, priority, wall_ns, correlation_id)
-
-    def _plan(
-        self,
-        channel: str,
-        event_type: str,
-        data: Any,
-        priority: int,
-        wall_ns: int,
-        correlation_id: str | None,
-    ) -> PlannedPublish:
-        seq = self._seq + 1
-        env = Envelope(
-            id=f"{self._publisher}-{seq}",
-            swarm=self._swarm,
-            source=self._source,
-            type=event_type,
-            priority=priority,
-            seq=seq,
-            ts=wall_ns,
-            publisher=self._publisher,
-            correlation_id=correlation_id,
-            data=data,
-        )
-        try:
-            payload = self._encode(env)
-        except (TypeError, ValueError) as exc:
-            raise InvalidOptionError(
-                f"data for {event_type!r} cannot be encoded as {self.codec.format}: {exc}"
-            ) from exc
-        if len(payload) > self._max_bytes:
-            raise MessageTooLargeError(
-                f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
-                "(set max_message_bytes to change it)"
-            )
-        if self._signer is not None:
-            payload = self._signer.seal(channel.encode(), payload)
-        self._seq = seq
-        self.published += 1
-        prefix = self._prefixes.get(channel)
-        if prefix is None:
-            if len(self._prefixes) >= _MAX_PREFIXES:
-                self._prefixes.clear()
-            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
-        # encode_publish_after(prefix, payload), without its frame
-        command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
-        return PlannedPublish(command, env, priority, payload, channel)
+        """Envelope + ``PUBLISH`` command on ``channel``, for a publish already admitted;
+        assigns the next sequence number (under the planner's lock, if it has one)."""
+        planned = self.plan_cached(event_type, data, priority, 0.0, wall_ns, correlation_id,
+                                   channel)
+        assert planned is not None  # given a channel, it always plans
+        return planned
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)
