@@ -12,94 +12,17 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pytest_cfn._backends.address import ServerAddress
+from pytest_cfn._backends.async_stream import AsyncStream as AsyncStream
+from pytest_cfn._backends.async_stream import StreamProtocol
 from pytest_cfn._backends.tls import redis_py_options, tls_failure
-from pytest_cfn._errors import ConnectionLostError, ReplyTimeoutError, ServerUnavailableError
+from pytest_cfn._errors import ServerUnavailableError
 
 if TYPE_CHECKING:
     from pytest_cfn._core.outbound import PlanLock
 
-READ_CHUNK = 256 * 1024
 monotonic = time.monotonic
 time_ns = time.time_ns
 Lock = asyncio.Lock
-
-
-_timeout = getattr(asyncio, "timeout", None)
-
-
-def _buffered(reader: asyncio.StreamReader) -> bool:
-    """Bytes already received and waiting in ``reader`` (a read returns at once)."""
-    return bool(getattr(reader, "_buffer", None))
-
-
-class AsyncStream:
-    """A connected byte stream with read timeouts. OS errors leave it as
-    :class:`ConnectionLostError` (:class:`ReplyTimeoutError` for a timeout)."""
-
-    __slots__ = ("_reader", "_where", "_writer")
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str = "?"
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._where = where
-
-    async def read(self, timeout: float | None) -> bytes:
-        """Up to READ_CHUNK bytes; b"" at EOF; ReplyTimeoutError when nothing arrives in time.
-
-        ``asyncio.wait_for`` wraps the read in a task of its own (Python < 3.12), some
-        10 µs a call: bytes already buffered are taken without it, and
-        ``asyncio.timeout`` (3.11+) bounds the wait where it exists."""
-        reader = self._reader
-        try:
-            if timeout is None or reader.at_eof() or _buffered(reader):
-                return await reader.read(READ_CHUNK)
-            if _timeout is not None:
-                async with _timeout(timeout):
-                    return await reader.read(READ_CHUNK)
-            return await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
-        except asyncio.TimeoutError as exc:  # a distinct class before Python 3.11
-            raise ReplyTimeoutError(
-                f"Redis at {self._where} sent nothing within {timeout} s"
-            ) from exc
-        except OSError as exc:
-            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
-
-    async def write(self, data: bytes) -> None:
-        transport = self._writer.transport
-        if transport.is_closing() or self._reader.at_eof():
-            # asyncio's write() never raises on a dead connection (it logs and discards)
-            raise ConnectionLostError(f"connection to Redis at {self._where} is closed")
-        try:
-            self._writer.write(data)
-            if transport.get_write_buffer_size() > 4 * READ_CHUNK:
-                await self._writer.drain()
-        except OSError as exc:
-            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
-
-    def write_nowait(self, data: bytes) -> None:
-        """Into the transport's buffer (sent at once when the socket takes it)."""
-        if self._writer.transport.is_closing() or self._reader.at_eof():
-            raise ConnectionLostError(f"connection to Redis at {self._where} is closed")
-        self._writer.write(data)
-
-    async def drain(self) -> None:
-        try:
-            await self._writer.drain()
-        except OSError as exc:
-            raise ConnectionLostError(f"connection to Redis at {self._where} broke: {exc}") from exc
-
-    async def close(self) -> None:
-        self._writer.close()
-        try:
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError):
-            pass
-
-    def abort(self) -> None:
-        """Close at once, from anywhere (used by the watchdog)."""
-        self._writer.transport.abort()
 
 
 async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
@@ -108,19 +31,23 @@ async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
     TLS handshake fails."""
     where = address.describe()
     tls = address.tls
+    loop = asyncio.get_running_loop()
+    coro: Awaitable[tuple[asyncio.BaseTransport, StreamProtocol]]
     if address.unix_path:
-        coro = asyncio.open_unix_connection(address.unix_path, limit=READ_CHUNK)
+        coro = loop.create_unix_connection(StreamProtocol, address.unix_path)
     elif tls is None:
-        coro = asyncio.open_connection(address.host, address.port, limit=READ_CHUNK)
+        coro = loop.create_connection(StreamProtocol, address.host, address.port)
     else:
         # The handshake has its own deadline, so its timeout tells "no TLS answer"
         # apart from a TCP connect that timed out (the outer, longer one).
-        coro = asyncio.open_connection(
-            address.host, address.port, limit=READ_CHUNK, ssl=tls.client_context(),
+        coro = loop.create_connection(
+            StreamProtocol, address.host, address.port, ssl=tls.client_context(),
             server_hostname=address.host, ssl_handshake_timeout=timeout,
         )
     try:
-        reader, writer = await asyncio.wait_for(coro, timeout if tls is None else 2 * timeout)
+        transport, protocol = await asyncio.wait_for(
+            coro, timeout if tls is None else 2 * timeout
+        )
     except asyncio.TimeoutError as exc:
         raise ServerUnavailableError(
             f"cannot reach Redis at {where}: no answer within {timeout} s"
@@ -133,10 +60,11 @@ async def connect_stream(address: ServerAddress, timeout: float) -> AsyncStream:
         raise tls_failure(TimeoutError(str(exc)), where, timeout) from exc
     except OSError as exc:
         raise ServerUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
-    sock = writer.get_extra_info("socket")
+    assert isinstance(transport, asyncio.Transport)
+    sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return AsyncStream(reader, writer, where)
+    return AsyncStream(transport, protocol, where)
 
 
 async def cluster_slot_owner(
