@@ -154,7 +154,8 @@ class PublishLock:
         if not self._locked:
             raise RuntimeError("PublishLock released while not held")
         self._locked = False
-        self._wake_first()
+        if self._waiters:
+            self._wake_first()
 
     def _wake_first(self) -> None:
         for waiter in self._waiters:
