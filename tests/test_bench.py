@@ -50,6 +50,10 @@ FIGURES = {
     "latency_p99_9_at_1000": "latency p99.9 at 1,000 events/s",
     "aio_latency_p99_at_1000": "asyncio latency p99 at 1,000 events/s",
     "aio_latency_p99_9_at_1000": "asyncio latency p99.9 at 1,000 events/s",
+    "paced_subscriber_cpu_us": "subscriber CPU per event at 2,000 events/s",
+    "aio_paced_subscriber_cpu_us": "asyncio subscriber CPU per event at 2,000 events/s",
+    "paced_subscriber_cpu_us_at_1000": "subscriber CPU per event at 1,000 events/s",
+    "aio_paced_subscriber_cpu_us_at_1000": "asyncio subscriber CPU per event at 1,000 events/s",
     "idle_bus_heap_bytes": "memory per idle bus (Python heap)",
     "windowed_events_delivered": "Event Bus 200 B delivered",
     "windowed_events_mb_per_s": "Event Bus 200 B MB/s",
@@ -97,7 +101,7 @@ def test_quick_run_prints_every_figure_followed_by_its_method(quick_run: dict[st
     assert "Redis " in lines[0] and "redis-py " in done.stdout
     for ratio in ("x redis-py pipeline", "x redis-py end to end", "x redis-py p99",
                   "x our batch()", "x redis-py publisher", "x redis-py subscriber",
-                  "x unsigned"):
+                  "x unsigned", "x redis-py's"):
         assert ratio in done.stdout, ratio
 
 

@@ -294,3 +294,52 @@ def test_catch_ups_under_steady_critical_traffic_count_no_false_duplicates(
     counts = (stats["duplicates"], stats["reordered"], stats["lost"], stats["replayed"])
     assert counts == (0, 0, 0, 0)
     assert sorted(got) == list(range(10_000))
+
+
+def _steady(cu: CatchUp, tracker: SequenceTracker, seconds: float, step: float = 0.01) -> int:
+    """Steady critical traffic for ``seconds``, a catch-up run whenever one is due (no IO:
+    ``begin``/``finished`` as the replayer calls them); returns how many ran."""
+    runs, now, seq = 0, 0.0, 0
+    while now < seconds:
+        seq += 1
+        tracker.observe("p1", seq)
+        cu.observe_live(envelope(seq, 9), tracker.lost)
+        cu.claim(f"p1-{seq}")
+        if cu.due(now):
+            cu.begin(now)
+            cu.finished(now)
+            runs += 1
+        now += step
+    return runs
+
+
+def test_steady_traffic_costs_a_run_and_a_follow_up_per_sync_interval() -> None:
+    options = CriticalOptions(sync_interval=1.0, settle_time=0.25)
+    cu = CatchUp(ChannelNames("ns"), "s1", "w", options)
+    cu.request("start")
+    runs = _steady(cu, SequenceTracker(), 10.0)
+    # every 1.25 s a periodic run and its follow-up (a follow-up does not chain another:
+    # before, one ran every settle_time, 40 in 10 s)
+    assert 15 <= runs <= 18, runs
+
+
+def test_events_too_new_for_a_follow_up_get_a_periodic_run_though_traffic_stops() -> None:
+    options = CriticalOptions(sync_interval=1.0, settle_time=0.25)
+    cu = CatchUp(ChannelNames("ns"), "s1", "w", options)
+    tracker = SequenceTracker()
+    cu.request("start")
+    cu.begin(0.0)
+    cu.finished(0.0)  # the start run: a follow-up at 0.25 s
+    tracker.observe("p1", 1)
+    cu.observe_live(envelope(1, 9), tracker.lost)  # arrives at 0.2 s, too new at 0.25 s
+    assert cu.due(0.25)
+    cu.begin(0.25)
+    cu.finished(0.25)
+    assert not cu.due(1.0), "nothing before sync_interval"
+    assert cu.due(1.25), "the event seen before the follow-up gets a periodic run"
+    cu.begin(1.25)
+    cu.finished(1.25)  # the periodic run schedules its own follow-up
+    assert cu.due(1.5)
+    cu.begin(1.5)
+    cu.finished(1.5)
+    assert not cu.due(60.0), "no event since: nothing more to read"

@@ -9,6 +9,7 @@ over 50 ms; on a quiet machine the send lag p99 here is a few ms.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ def test_the_pacing_schedule_keeps_the_offered_rate(
     # The harness prints its own cost beside the rates.
     assert m["harness_cpu_us_per_delivery"]["value"] > 0
     assert m["harness_cpu_us_per_publish"]["value"] > m["harness_cpu_us_per_delivery"]["value"]
+    # Everything ran here on loopback: what else used the machine is stated beside it.
+    assert 0 <= m["other_cpu_percent"]["value"] <= 100 * (os.cpu_count() or 1), m
+    assert m["late_wakeups"]["value"] >= 0 and 0 <= m["late_wakeup_held"]["value"] <= 1
     # Publishes reach Locust's statistics in aggregate, every one counted.
     rows = json.loads((tmp_path / "stats.json").read_text())
     published = sum(r["num_requests"] for r in rows if r["method"] == "publish")

@@ -39,7 +39,14 @@ from cfn_harness.timers import loop_backend
 from pytest_cfn.cluster_nodes import client_list_of_every_master, each_master
 from pytest_cfn.measure.loadgen.accounting import merge
 from pytest_cfn.measure.loadgen.connections import ConnectionCount, count_connections, keep_largest
+from pytest_cfn.measure.loadgen.machine_load import (
+    MachineMark,
+    others_cpu_s,
+    others_note,
+    runs_here,
+)
 from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
+from pytest_cfn.measure.loadgen.pacing import late_wake_note
 from pytest_cfn.measure.loadgen.report import (
     RunFacts,
     build_metrics,
@@ -95,6 +102,9 @@ class Conductor:
         self.participants: set[str] = set()
         self.peak: ConnectionCount | None = None
         self.server_cpu_start: float | None = None
+        self.server_cpu_end: float | None = None
+        self.machine_start: MachineMark | None = None
+        self.machine_end: MachineMark | None = None
         self.failed: bool | None = None
         self.ready: dict[str, tuple[int, int]] = {}
         self.unready = 0
@@ -227,6 +237,12 @@ class Conductor:
         self.environment.runner.send_message("cfn_window", {"start_ns": self.window_start})
         gevent.sleep(self.options.warmup)
         self.server_cpu_start = self._server_cpu()
+        self.machine_start = MachineMark.now()
+
+    def _mark_end(self) -> None:
+        """At the window's end: the server's and the machine's CPU (the drain left out)."""
+        self.server_cpu_end = self._server_cpu()
+        self.machine_end = MachineMark.now()
 
     def on_final(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         self.finals[str(msg.node_id)] = msg.data
@@ -266,6 +282,7 @@ class Conductor:
         if self._opening is not None and start is None:
             self._opening.kill(block=False)
         runner.send_message("cfn_stop", {"end_ns": end})
+        end_mark = gevent.spawn_later(max(0.0, (end - time_ns()) / 1e9), self._mark_end)
         deadline = time.monotonic() + max(0.0, (end - time_ns()) / 1e9) + 2 * self.options.drain
         deadline += FINAL_GRACE_S
         while time.monotonic() < deadline and not self.expected - set(self.watch.gone) <= set(
@@ -277,7 +294,8 @@ class Conductor:
             self.watch.note(f"{len(self.expected) - len(missing)} of {len(self.expected)} "
                                f"process(es) sent their final report; none from {missing}")
         self.watch.note_exceptions(runner)
-        self._report(start, end, self._server_cpu())
+        end_mark.join(timeout=FINAL_GRACE_S)
+        self._report(start, end, self.server_cpu_end)
         self._show_lost_as_failures()
 
     def _report(self, start: int | None, end: int, server_cpu_end: float | None) -> None:
@@ -291,6 +309,15 @@ class Conductor:
         if self.server_cpu_start is not None and server_cpu_end is not None:
             server_cpu = server_cpu_end - self.server_cpu_start
         late, critical_late = late_counts(snapshots)
+        others = None
+        if self.machine_start is not None and self.machine_end is not None and runs_here(
+            (str(s.get("host", "")) for s in snapshots), options.redis or ""
+        ):
+            others = others_cpu_s(
+                self.machine_start, self.machine_end,
+                sum(float(s.get("sums", {}).get("window_cpu_s", 0.0)) for s in snapshots),
+                server_cpu, master_apart=isinstance(self.environment.runner, MasterRunner),
+            )
         facts = RunFacts(
             agents=sum(int(s.get("agents", 0)) for s in snapshots) or self.agents,
             swarms=len(totals.listeners) or options.swarms,
@@ -312,12 +339,16 @@ class Conductor:
             late=late,
             critical_late=critical_late,
             process_cpu_percent=process_cpu_percent(snapshots),
+            others_cpu_s=others,
             abnormal=list(self.watch.reasons),
         )
         saturation = generator_note(totals)
         if saturation is not None:
             facts.notes.append(saturation)
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
+        for note in (others_note(others, window_s), late_wake_note(totals.sums)):
+            if note is not None:
+                facts.notes.append(note)
         metrics = build_metrics(options, totals, facts)
         self.table = render_table(options, metrics, facts)
         outcome = outcome_of(metrics, facts)

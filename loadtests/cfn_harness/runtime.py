@@ -31,8 +31,9 @@ from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
 from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
+from pytest_cfn.measure.loadgen.machine_load import this_host
 from pytest_cfn.measure.loadgen.options import HarnessOptions
-from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks
+from pytest_cfn.measure.loadgen.pacing import LateWakes, ProcessSchedule, PublishTicks
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
 from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
@@ -113,6 +114,7 @@ class ProcessRuntime:
         self.senders: list[Sender] = []
         self._swarm_senders: dict[str, Sender] = {}
         self._ticks = PublishTicks()
+        self.late_wakes = LateWakes()
         self._carry: list[TapBatch] = []
         self._cpu_start: float | None = None
         self._cpu_end: float | None = None
@@ -305,6 +307,8 @@ class ProcessRuntime:
         window = self.window
         min_tick_ns = int(self.options.flush_ms * 1e6) if self.options.model == "shared" else 0
         sleep = gevent.sleep
+        cpu_ns = time.process_time_ns
+        late_wakes = self.late_wakes
         last = 0
 
         def hand(client: CfnClient, t: int) -> None:
@@ -319,8 +323,13 @@ class ProcessRuntime:
             now = time_ns()
             wait = max(nxt - now, last + min_tick_ns - now)
             if wait > 0:
+                cpu = cpu_ns()
                 sleep(wait / 1e9)
-                now = time_ns()
+                woke = time_ns()
+                opened = window.start_ns
+                if opened is not None and opened <= now and (end is None or now < end):
+                    late_wakes.note(wait, woke - now - wait, cpu_ns() - cpu)
+                now = woke
             last = now
             if schedule.run_due(now, end, hand, TICK_LIMIT) >= TICK_LIMIT:
                 sleep(0)  # far behind: let the senders, readers and heartbeats run
@@ -441,8 +450,9 @@ class ProcessRuntime:
         snapshot = self.recorder.snapshot(
             self.bus_stats(),
             process=self.index,
+            host=this_host(),
             agents=len(self.clients),
-            sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s},
+            sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s, **self.late_wakes.sums()},
             gevent_backend=loop_backend(),
             monkey_patched=bool(monkey.is_module_patched("socket"))
             and bool(monkey.is_module_patched("threading")),

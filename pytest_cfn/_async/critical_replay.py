@@ -88,19 +88,22 @@ class CriticalReplayer:
             catch_up.begin(monotonic())
         total = 0
         try:
-            server_time = await self._publisher.call("TIME")
             if not catch_up.loaded:
+                server_time = await self._publisher.call("TIME")
                 stored = await self._publisher.call("GET", catch_up.cursor_key)
                 catch_up.start_from(stored, server_time)
+            # one round trip: the server's TIME and the first page up to the horizon
+            server_time, page = await self._publisher.call(*catch_up.first_page_args())
             catch_up.set_horizon(server_time)
             more = True
             while more:
-                reply = await self._publisher.call(*catch_up.range_args())
                 with self._lock:
-                    envelopes, more = catch_up.take(reply, self._decode, self._tracker)
+                    envelopes, more = catch_up.take(page, self._decode, self._tracker)
                 for env in envelopes:
                     await deliver(env)
                 total += len(envelopes)
+                if more:
+                    page = await self._publisher.call(*catch_up.range_args())
             await self._store_cursor()
             with self._lock:
                 catch_up.finished(monotonic())

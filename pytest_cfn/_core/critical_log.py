@@ -56,6 +56,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('PUBLISH', ARGV[4], ARGV[3])
 """
 
+CATCH_UP_READ = """\
+local now = redis.call('TIME')
+local horizon = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[2])
+if horizon < 0 then horizon = 0 end
+return {now, redis.call('XRANGE', KEYS[1], ARGV[1], string.format('%d', horizon), 'COUNT', ARGV[3])}
+"""
+"""One round trip per catch-up: the server's TIME and the first page (ARGV[3] entries) of
+entries at least ``settle_time`` (ARGV[2], ms) old after the position (ARGV[1]). Replies
+``{TIME, XRANGE page}``."""
+
 
 @dataclass(frozen=True)
 class CriticalOptions:
@@ -173,6 +183,7 @@ class CatchUp:
         self._requested = False
         self._requested_run = False
         self._follow_up = False
+        self._tail_due = False
         self._retry_at = -math.inf
         self._last_run = -math.inf
         self._live_since_run = 0
@@ -246,12 +257,19 @@ class CatchUp:
             return False
         if self._requested:
             return True
-        return self._live_since_run > 0 and now - self._last_run >= self.options.sync_interval
+        return (self._live_since_run > 0 or self._tail_due) and (
+            now - self._last_run >= self.options.sync_interval
+        )
 
     def begin(self, now: float) -> None:
-        # A follow-up is needed unless this run is one and no live critical event has
-        # come in since the run before it (one that may be too new for this run).
-        self._requested_run = not self._follow_up or self._live_since_run > 0
+        # A follow-up (settle_time later) takes the entries that were too new for this run.
+        # A follow-up gets none of its own: entries too new for it are the next periodic
+        # run's (due while live critical events come in), so steady traffic costs one run
+        # and one follow-up per sync_interval, not a run every settle_time.
+        self._requested_run = not self._follow_up
+        # critical events that came in before a follow-up may be too new for it: the next
+        # periodic run is due for them even if no other event comes in
+        self._tail_due = self._follow_up and self._live_since_run > 0
         self._follow_up = False
         self._requested = False
         self._live_since_run = 0
@@ -287,6 +305,15 @@ class CatchUp:
         seconds, micros = int(server_time[0]), int(server_time[1])
         start_ms = max(0, seconds * 1000 + micros // 1000 - int(self.options.replay_window * 1000))
         self._from = f"{start_ms}-0"
+
+    def first_page_args(self) -> tuple[str | int, ...]:
+        """The catch-up's first command (:data:`CATCH_UP_READ`): TIME and the first page."""
+        if self._from is None:
+            raise RuntimeError("catch-up position not loaded; call start_from first")
+        return (
+            "EVAL", CATCH_UP_READ, 1, self.stream_key, self._from,
+            int(self.options.settle_time * 1000), self.options.batch,
+        )
 
     def range_args(self) -> tuple[str | int, ...]:
         if self._from is None:

@@ -160,3 +160,54 @@ class PublishTicks:
                                   max(self._max_ms, mean_ms), {bucket(mean_ms): n}))
         self._reset()
         return rows
+
+
+LATE_WAKE_NS = 2_000_000
+"""A pacing wake-up later than this is counted and its lateness attributed."""
+
+
+class LateWakes:
+    """Why the pacing loop woke late: this process busy, or waiting for a CPU.
+
+    A wake-up that comes ``late_ns`` after its timer, ``planned_ns`` after the loop went to
+    sleep, during which the process used ``cpu_ns`` of CPU: the process ran for at least
+    ``cpu_ns - planned_ns`` and at most ``min(cpu_ns, late_ns)`` of the lateness; the midpoint
+    (within half a tick of the truth) is counted as *held* (other greenlets of the harness
+    ran: its own work kept the loop), the rest as *off CPU* (the process waited for a core:
+    other processes, redis-server, the other Locust workers).
+    """
+
+    __slots__ = ("count", "held_ns", "late_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.late_ns = 0
+        self.held_ns = 0
+
+    def note(self, planned_ns: int, late_ns: int, cpu_ns: int) -> None:
+        if late_ns <= LATE_WAKE_NS:
+            return
+        low = max(0, cpu_ns - planned_ns)
+        high = min(cpu_ns, late_ns)
+        self.count += 1
+        self.late_ns += late_ns
+        self.held_ns += (low + max(low, high)) // 2
+
+    def sums(self) -> dict[str, float]:
+        return {"late_wakes": float(self.count), "late_wake_s": self.late_ns / 1e9,
+                "late_wake_held_s": self.held_ns / 1e9}
+
+
+def late_wake_note(sums: dict[str, float]) -> str | None:
+    """The table's line on late pacing wake-ups (None when there were none)."""
+    count = int(sums.get("late_wakes", 0))
+    late = sums.get("late_wake_s", 0.0)
+    if not count or late <= 0:
+        return None
+    held = min(1.0, sums.get("late_wake_held_s", 0.0) / late)
+    return (
+        f"{count:,} pacing wake-ups in the window came over {LATE_WAKE_NS / 1e6:g} ms late "
+        f"({late / count * 1e3:.1f} ms on average): {100 * (1 - held):.0f} % of that lateness "
+        f"with the Locust process waiting for a CPU (the machine: other processes, "
+        f"redis-server, other workers), {100 * held:.0f} % with it running its own work"
+    )

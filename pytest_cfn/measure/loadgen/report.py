@@ -12,6 +12,7 @@ from typing import Any
 from pytest_cfn.measure.loadgen.accounting import RunTotals
 from pytest_cfn.measure.loadgen.connections import ConnectionCount
 from pytest_cfn.measure.loadgen.options import HarnessOptions
+from pytest_cfn.measure.loadgen.pacing import LATE_WAKE_NS
 from pytest_cfn.measure.loadgen.verdicts import (
     BEHIND_SCHEDULE_LIMIT_S,
     KEPT_UP,
@@ -52,6 +53,9 @@ class RunFacts:
     late: int = 0
     critical_late: int = 0
     process_cpu_percent: dict[str, float] = field(default_factory=dict)
+    others_cpu_s: float | None = None
+    """CPU seconds of this machine's other processes in the window (None: not known, e.g.
+    workers or the server on other machines)."""
     abnormal: list[str] = field(default_factory=list)
     generator: GeneratorLimit | None = None
 
@@ -269,6 +273,13 @@ def _explaining_metrics(
               "actual publish time minus intended send time: the load generator's own lateness; "
               f"over {options.send_lag_limit_ms:g} ms (--cfn-send-lag-limit) the load-dependent "
               "gates are not judged", "lower"),
+        _info("late_wakeups", totals.sums.get("late_wakes", 0.0), "wake-ups",
+              f"pacing-loop wake-ups in the window over {LATE_WAKE_NS / 1e6:g} ms late, every "
+              "process added up", "lower"),
+        _info("late_wakeup_held", _held_fraction(totals.sums), "fraction",
+              "share of those wake-ups' lateness with the Locust process running its own work "
+              "(the harness held its loop); the rest it waited for a CPU (the machine)",
+              "lower"),
         _info("connections", float(facts.connections.total if facts.connections else 0),
               "connections",
               f"peak connections of this run (CLIENT LIST); ADR-002's table: {adr_connections} "
@@ -289,10 +300,17 @@ def _explaining_metrics(
               "CPU seconds of the busiest Locust process between its window marks / its "
               "window; at 95 % or more it is the limit of the run", "lower"),
     ]
+    if facts.others_cpu_s is not None:
+        out.append(_info("other_cpu_percent", facts.others_cpu_s / window * 100
+                         if facts.window_s else 0.0, "% of one core",
+                         "this machine's busy CPU over the window (/proc/stat) minus every "
+                         "Locust process's and redis-server's: what else ran beside the run",
+                         "lower"))
     if facts.server_cpu_s is not None:
         out.append(_info("server_cpu_percent", facts.server_cpu_s / window * 100
                          if facts.window_s else 0.0, "% of one core",
-                         "redis-server used_cpu_sys + used_cpu_user over the window", "lower"))
+                         "redis-server used_cpu_sys + used_cpu_user over the window (summed "
+                         "over every master on Redis Cluster)", "lower"))
     return out
 
 
@@ -311,6 +329,11 @@ def _cpu_per_delivery(totals: RunTotals, facts: RunFacts) -> list[Metric]:
         _info("harness_cpu_us_per_publish", cpu_s / publishes * 1e6 if publishes else 0.0,
               "us", method.format("publishes"), "lower"),
     ]
+
+
+def _held_fraction(sums: dict[str, float]) -> float:
+    late = sums.get("late_wake_s", 0.0)
+    return min(1.0, sums.get("late_wake_held_s", 0.0) / late) if late > 0 else 0.0
 
 
 def throughput_resolution(facts: RunFacts) -> float:

@@ -75,3 +75,18 @@ def machine_info() -> dict[str, Any]:
         "load_average": _load_average(),
         "versions": {name: _version(name) for name in _DISTRIBUTIONS},
     }
+
+
+def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds the whole machine has spent busy since boot, all CPUs added (user, nice,
+    system, irq, softirq, steal of /proc/stat's first line); None where there is no /proc.
+    Two samples' difference beside the processes a run knows of tells what else ran."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / ticks

@@ -110,11 +110,13 @@ def aio_latency_subscriber(
         async with EventBus.from_url(url, swarm=swarm, agent="subscriber") as bus:
             bus.attach_stage_probe(probe)
             await bus.subscribe(PATTERN, recorder)
+            cpu = time.process_time()
             ready.set()
             await _wait_for(StopRule(expected, publisher_done, deadline), lambda: recorder.count)
             await bus.wait_idle(1.0)
+            cpu = time.process_time() - cpu
             stats = bus.stats()
-        return recorder.result(stats, probe)
+        return recorder.result(stats, probe, cpu)
 
     return asyncio.run(main())
 

@@ -385,6 +385,19 @@ def latency_figures(
         unit="us", value=summary["p99_9_us"], better="lower", target=MAX_P99_9_US, op="<",
         target_text="< 3 ms", method="the same run as the p99 above.",
     ))
+    reference_cpu = None if reference is None else reference[1].get("cpu_us_per_event")
+    items.append(Figure(
+        key=f"{prefix}paced_subscriber_cpu_us{suffix}",
+        title=f"{label}subscriber CPU per event at {rate:,.0f} events/s",
+        unit="us", value=received.get("cpu_us_per_event", 0.0), better="lower",
+        reference_title="redis-py's", reference_value=reference_cpu,
+        method=(
+            "the same run as the p99 above: the subscriber process's CPU time (all its threads, "
+            "time.process_time) from ready to its last event, / events delivered (warm-up "
+            "included); the like-for-like reference for a load generator paced at this rate "
+            "(the throughput step's CPU per event is the flat-out figure)"
+        ),
+    ))
     if front == "sync" and not suffix:
         for key, name in (("p50", "p50"), ("max", "max")):
             items.append(Figure(

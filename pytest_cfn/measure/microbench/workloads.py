@@ -202,10 +202,12 @@ class LatencyRecorder:
         else:
             self.warm += 1
 
-    def result(self, stats: dict[str, Any], probe: Any) -> dict[str, Any]:
-        """The worker's report; with ``explain``, the per-stage stamps joined by seq."""
+    def result(self, stats: dict[str, Any], probe: Any, cpu: float = 0.0) -> dict[str, Any]:
+        """The worker's report; with ``explain``, the per-stage stamps joined by seq. ``cpu``:
+        the subscriber process's CPU seconds (all its threads) from ready to the last event."""
         out: dict[str, Any] = {
             "delivered": self.count,
+            "cpu_us_per_event": cpu / self.count * 1e6 if self.count else 0.0,
             "warmup_delivered": self.warm,
             "histogram": histogram_of(self.histogram),
             "from_send": histogram_of(self.from_send),
@@ -246,11 +248,13 @@ def latency_subscriber(
     with EventBus.from_url(url, swarm=swarm, agent="subscriber") as bus:
         bus.attach_stage_probe(probe)
         bus.subscribe(PATTERN, recorder)
+        cpu = time.process_time()
         ready.set()
         StopRule(expected, publisher_done, deadline).wait(lambda: recorder.count)
         bus.wait_idle(1.0)
+        cpu = time.process_time() - cpu
         stats = bus.stats()
-    return recorder.result(stats, probe)
+    return recorder.result(stats, probe, cpu)
 
 
 def seq_of(message_id: str) -> int:
