@@ -126,6 +126,11 @@ class RespConnection:
         """A reply already received and parsed, or ``False``; never blocks."""
         return self._parser.get()
 
+    def take_integer_replies(self) -> int:
+        """How many buffered replies, all integers, were taken without parsing each one
+        (see ``ReplyParser.take_integer_replies``); 0: use :meth:`buffered_replies`."""
+        return self._parser.take_integer_replies()
+
     def buffered_replies(self, limit: int) -> list[Any]:
         """Up to ``limit`` replies already received, in order; never blocks."""
         return self._parser.get_many(limit)

@@ -78,7 +78,10 @@ SLOW_STRIKES = 16
 
 _PRIORITY = attrgetter("priority")
 
-Deliver = Callable[[Envelope], Awaitable[None]]
+Deliver = Callable[[list[Envelope]], Awaitable[None]]
+"""Hands envelopes, in order, to the front end's handlers (one call per batch: asyncio
+then makes one coroutine per batch, not one per event); it counts and logs what a
+handler raises itself."""
 Intercept = Callable[[Envelope], bool]
 ErrorCallback = Callable[[BaseException], None]
 
@@ -160,7 +163,8 @@ class BusEngine:
         self._queue_lock = QueueLock()
         self._wake = Wakeup()
         self._sleeping = False
-        self._closed = False
+        self.closed = False
+        """True once close() began (a plain attribute: every publish reads it)."""
         self._dispatching = False
         # The Messenger's reader takes request replies (intercept): its handlers stay off
         # the reader, so a handler may wait for a reply.
@@ -222,18 +226,15 @@ class BusEngine:
             channels=self.channels,
         )
         self.inbound.before_tracking = self._replayer.not_yet_handed_on
+        self.inbound.after_tracking = self._replayer.observe_live
 
     def request_catch_up(self, reason: str) -> None:
         if self._replayer is not None:
             self._replayer.request(reason)
             self._wake.wake()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise BusClosedError("this bus is closed; create a new one")
 
     def report_error(self, error: BaseException) -> None:
@@ -288,12 +289,12 @@ class BusEngine:
 
     def shared_reconnected(self, count: int) -> None:
         """The shared subscriber connection came back (it re-subscribed every pattern)."""
-        if self._closed or not self._shared_patterns:
+        if self.closed or not self._shared_patterns:
             return
         self._reconnected(count)
 
     def shared_worker_failed(self, worker: str, exc: BaseException) -> None:
-        if not self._closed and self._shared_patterns:
+        if not self.closed and self._shared_patterns:
             self._worker_failed(worker, exc)
 
     def _reconnected(self, count: int) -> None:
@@ -317,30 +318,10 @@ class BusEngine:
     async def _on_raw_messages(self, items: list[tuple[bytes, bytes]]) -> None:
         """Called by the reader with the messages of one chunk: check, queue, then
         deliver them here (inline) or wake the dispatcher."""
-        process = self.inbound.process
         replayer = self._replayer
-        intercept = self._intercept
         queue = self.queue
-        fresh: list[Envelope] = []
-        append = fresh.append
         with self._queue_lock:
-            for channel, payload in items:
-                try:
-                    env = process(channel, payload)
-                    if env is None:
-                        continue
-                    if (
-                        replayer is not None
-                        and env.priority >= CRITICAL_PRIORITY
-                        and not replayer.observe_live(env)
-                    ):
-                        continue
-                    if intercept is not None and intercept(env):
-                        continue
-                except Exception as exc:
-                    self.inbound.set_aside(channel, payload, exc)
-                    continue
-                append(env)
+            fresh = self.inbound.process_many(items, self._intercept)
             if replayer is not None:
                 replayer.observe_gaps()
             probe = self.stage_probe
@@ -349,7 +330,7 @@ class BusEngine:
             inline = (
                 self._inline_ok
                 and self._sleeping
-                and not self._closed
+                and not self.closed
                 and (replayer is None or not replayer.due(monotonic()))
             )
             if inline and not queue:
@@ -402,7 +383,7 @@ class BusEngine:
 
     async def _supervised_dispatch(self) -> None:
         crashes = 0
-        while not self._closed:
+        while not self.closed:
             try:
                 await self._dispatch_loop()
                 return
@@ -417,7 +398,7 @@ class BusEngine:
         queue = self.queue
         batch_size = self.options.dispatch_batch
         replayer = self._replayer
-        while not self._closed:
+        while not self.closed:
             if replayer is not None and replayer.due(monotonic()):
                 self._dispatching = True
                 replayed = await replayer.run(self._deliver_one)
@@ -437,23 +418,28 @@ class BusEngine:
             self._learn_speed(len(batch), monotonic() - started)
 
     async def _deliver_batch(self, batch: list[Envelope]) -> None:
-        """Hand a batch (in dispatch order) to the handlers; count deliveries and errors."""
+        """Hand a batch (in dispatch order) to the handlers and count the deliveries; a
+        critical event a catch-up already handed on is left out."""
         replayer = self._replayer
-        delivered = len(batch)
-        for env in batch:
-            if replayer is not None and env.priority >= 8 and not replayer.claim(env.id):
-                delivered -= 1
-                continue
-            try:
-                await self._deliver(env)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("handler failed for %s", getattr(env, "id", env))
-        self.delivered += delivered
+        if replayer is not None:
+            for env in batch:
+                if env.priority >= CRITICAL_PRIORITY:
+                    claim = replayer.claim
+                    batch = [
+                        env for env in batch
+                        if env.priority < CRITICAL_PRIORITY or claim(env.id)
+                    ]
+                    break
+        try:
+            await self._deliver(batch)
+        except Exception:  # the front end counts its handlers' errors; this is its own
+            self.handler_errors += 1
+            log.exception("delivering %d event(s) failed", len(batch))
+        self.delivered += len(batch)
 
     async def _deliver_one(self, env: Envelope) -> None:
         try:
-            await self._deliver(env)
+            await self._deliver([env])
         except Exception:
             self.handler_errors += 1
             log.exception("handler failed for replayed %s", env.id)
@@ -526,9 +512,9 @@ class BusEngine:
     async def close(self) -> None:
         """Stop the workers, flush, close both connections. Raises PublishFailedError
         (after closing everything) if priority 8-9 publishes are left unacknowledged."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._wake.wake()
         async with self._subscribe_lock:  # a subscribe under way finishes first
             dispatcher, self._dispatcher = self._dispatcher, None

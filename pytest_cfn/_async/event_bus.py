@@ -13,7 +13,7 @@ from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.async_backend import QueueLock, call_handler, monotonic, time_ns
+from pytest_cfn._backends.async_backend import finish_handler, monotonic, plan_lock, time_ns
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -92,7 +92,6 @@ class EventBus(EngineFrontend):
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
         self._planner = self._new_planner()
         self.route_errors = 0
-        self._plan_lock = QueueLock()  # one sequence number per publish, whatever the threads
         self._sharded: bool | None = None
         self._asks: ShardSenders | None = None
         """On a cluster: where an ASK reply to the critical script is followed."""
@@ -112,6 +111,7 @@ class EventBus(EngineFrontend):
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
             signer=self._engine.signer,
+            lock=plan_lock(),  # one sequence number per publish, whatever the threads
         )
 
     @classmethod
@@ -204,22 +204,23 @@ class EventBus(EngineFrontend):
             await self._ensure_layout()
         planner = self._planner
         now = monotonic()
-        channel = planner.admit_cached(priority, event_type, now)
-        if channel is None:
+        planned = planner.plan_cached(event_type, data, priority, now, time_ns(), correlation_id)
+        if planned is None:  # not in the route cache (checked and admitted)
             channel = await self._resolve_route(event_type, now)
-        with self._plan_lock:
             planned = planner.plan(channel, event_type, data, priority, time_ns(), correlation_id)
+        publisher = engine.publisher
         if priority >= CRITICAL_PRIORITY and self._critical_stream is not None:
             # Also kept in the swarm's stream, so a subscriber that missed it can replay it.
-            await engine.publisher.send_publish(
-                self._critical_stream.append_and_publish(channel, planned.payload), priority
+            await publisher.send_publish(
+                self._critical_stream.append_and_publish(planned.channel, planned.payload),
+                priority,
             )
             if self._asks is not None and self._asks.waiting:
                 await self._asks.follow_redirects()
         elif self._sharded:
-            await engine.publisher.send_publish(as_spublish(planned.command), priority)
-        else:
-            await engine.publisher.send_publish(planned.command, priority)
+            await publisher.send_publish(as_spublish(planned.command), priority)
+        elif not publisher.offer(planned.command, priority):
+            await publisher.send_publish(planned.command, priority)
         return planned.envelope.id
 
     async def _resolve_route(self, event_type: str, now: float) -> str:
@@ -251,13 +252,22 @@ class EventBus(EngineFrontend):
         else:
             self.route_cache.invalidate(event_type)
 
-    async def _deliver(self, event: Envelope) -> None:
-        for handler in self._handlers.match(event.type):
-            try:
-                await call_handler(handler, event)
-            except Exception:
-                self._engine.handler_errors += 1
-                log.exception("handler failed for event %s (%s)", event.id, event.type)
+    async def _deliver(self, events: list[Envelope]) -> None:
+        match = self._handlers.match
+        event_type: str | None = None
+        handlers: tuple[Handler, ...] = ()
+        for event in events:
+            if event.type != event_type:  # a chunk is mostly runs of one type
+                event_type = event.type
+                handlers = match(event_type)
+            for handler in handlers:
+                try:
+                    result = handler(event)
+                    if result is not None:  # a coroutine handler's (asyncio)
+                        await finish_handler(result)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("handler failed for event %s (%s)", event.id, event.type)
 
     async def flush(self) -> int:
         """Write what is batched and wait until Redis has acknowledged every publish (on a

@@ -347,18 +347,23 @@ class Messenger(EngineFrontend):
         pending.signal.set()
         return True
 
-    async def _deliver(self, env: Envelope) -> None:
-        message = Message(env, self.swarm)
-        self._history.add(message)
-        if env.type == REQUEST:
-            await self._answer(message)
-            return
-        for _, handler in self._handlers:
-            try:
-                await call_handler(handler, message)
-            except Exception:
-                self._engine.handler_errors += 1
-                log.exception("message handler failed for %s from %s", env.id, env.swarm)
+    async def _deliver(self, envelopes: list[Envelope]) -> None:
+        for env in envelopes:
+            message = Message(env, self.swarm)
+            self._history.add(message)
+            if env.type == REQUEST:
+                try:
+                    await self._answer(message)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("answering request %s from %s failed", env.id, env.swarm)
+                continue
+            for _, handler in self._handlers:
+                try:
+                    await call_handler(handler, message)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("message handler failed for %s from %s", env.id, env.swarm)
 
     async def _answer(self, request: Message) -> None:
         handler = self._request_handler

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat, starmap
 from types import TracebackType
 from typing import Any
 
@@ -47,7 +48,13 @@ from pytest_cfn._async.asked_calls import AskedCalls
 from pytest_cfn._async.connection import RespConnection
 from pytest_cfn._async.shard_route import ShardRoute
 from pytest_cfn._backends.address import ServerAddress
-from pytest_cfn._backends.async_backend import Lock, WriteCoalescer, monotonic, sleep
+from pytest_cfn._backends.async_backend import (
+    PublishLock,
+    WriteCoalescer,
+    monotonic,
+    sleep,
+    try_lock,
+)
 from pytest_cfn._core.backoff import RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.resp import ServerReplyError, encode_command
@@ -102,8 +109,12 @@ class Publisher:
         self._ack_window = ack_window
         self._critical_buffer = critical_buffer
         self._on_error = on_error
-        self._lock = Lock()
-        self._in_flight: deque[tuple[int, bytes]] = deque()
+        self._lock = PublishLock()
+        self._try_lock = try_lock(self._lock)
+        # Written and not acknowledged yet, in order: each command and its kind, side by
+        # side (two deques of plain items: no tuple per publish to build, track and free).
+        self._in_flight: deque[bytes] = deque()
+        self._in_flight_kinds: deque[int] = deque()
         self._batch: list[bytes] = []
         self._batch_kinds: list[int] = []
         self._batch_bytes = 0
@@ -156,10 +167,40 @@ class Publisher:
             if not self._conn.connected:
                 await self._recover(None)
 
+    def offer(self, command: bytes, priority: int) -> bool:
+        """Queue one encoded PUBLISH of priority 1-7 if that needs no IO now: into an open
+        batch, or joining a coalesced write, short of their limits, while nobody else holds
+        the connection. False: nothing was done; :meth:`send_publish` it instead. (The
+        fast path of a publish: no coroutine, no wait.)"""
+        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._try_lock():
+            return False
+        try:
+            batch = self._batch
+            if self._batch_depth:
+                max_commands, max_bytes = MAX_BATCH_COMMANDS, MAX_BATCH_BYTES
+            elif batch or self._coalescer.busy():
+                max_commands, max_bytes = AUTO_MAX_COMMANDS, AUTO_MAX_BYTES
+            else:
+                return False  # a lone publish: written at once, by send_publish
+            size = self._batch_bytes + len(command)
+            if len(batch) + 1 >= max_commands or size >= max_bytes:
+                return False  # this one fills it: send_publish writes it
+            batch.append(command)
+            self._batch_kinds.append(priority)
+            self._batch_bytes = size
+            if not self._batch_depth:
+                self._coalescer.schedule()
+            return True
+        finally:
+            self._lock.release()
+
     async def send_publish(self, command: bytes, priority: int) -> None:
         """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now
         unless a batch is open. A priority 8-9 one is kept until acknowledged."""
-        async with self._lock:
+        lock = self._lock
+        if not self._try_lock():
+            await lock.acquire()
+        try:
             critical = priority >= KEPT_PRIORITY
             if critical:
                 if self._critical >= self._critical_buffer:
@@ -190,11 +231,16 @@ class Publisher:
                     else:
                         coalescer.schedule()
                     return
-                self._in_flight.append((priority, command))
+                self._in_flight.append(command)
+                self._in_flight_kinds.append(priority)
                 await self._write(command)
                 coalescer.wrote()
-                if len(self._in_flight) > self._ack_window:
-                    await self._read_acks(self._ack_window // 2)
+                in_flight = len(self._in_flight)
+                if in_flight > self._ack_window:
+                    # Read the oldest ack_window/2 acknowledgements (long written: there by
+                    # now), not all but ack_window/2: after a coalesced burst, thousands
+                    # are in flight, and draining them would stall the sender a round trip.
+                    await self._read_acks(in_flight - self._ack_window // 2)
             except PublishFailedError:
                 # Retries ran out; a critical publish is kept (and re-sent later), so
                 # this call accepted it. Others have been dropped and counted: raise.
@@ -205,6 +251,8 @@ class Publisher:
             except ServerUnavailableError:
                 self._breaker.record_failure(monotonic())
                 raise
+        finally:
+            lock.release()
 
     async def _make_room(self) -> None:
         """The critical buffer is full: read acknowledgements if Redis is reachable,
@@ -236,7 +284,8 @@ class Publisher:
         self._batch = []
         self._batch_kinds = []
         self._batch_bytes = 0
-        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self._in_flight.extend(commands)
+        self._in_flight_kinds.extend(kinds)
         self.coalesced_writes += 1
         if not self._conn.connected:
             return
@@ -261,7 +310,8 @@ class Publisher:
             if self._batch:
                 await self._write_batch()
             command = encode_command(*args)
-            self._in_flight.append((_CALL, command))
+            self._in_flight.append(command)
+            self._in_flight_kinds.append(_CALL)
             await self._write(command)
             return await self._read_acks(0, want_call_reply=True)
 
@@ -306,7 +356,8 @@ class Publisher:
         self._batch = []
         self._batch_kinds = []
         self._batch_bytes = 0
-        self._in_flight.extend(zip(kinds, commands, strict=True))
+        self._in_flight.extend(commands)
+        self._in_flight_kinds.extend(kinds)
         await self._write(b"".join(commands))
         # Batches keep a few of themselves in flight (a pipeline); single publishes keep
         # only ack_window, so no single read of acknowledgements stalls the sender long.
@@ -333,16 +384,32 @@ class Publisher:
 
     async def _read_acks_once(self, keep: int, want_call_reply: bool) -> Any:
         in_flight = self._in_flight
+        kinds = self._in_flight_kinds
         conn = self._conn
         acked = 0
         try:
             while len(in_flight) > keep:
+                if not want_call_reply and not self._critical:
+                    # Nothing in flight needs its own reply read (no call, no priority 8-9
+                    # to count): a run of integer replies acknowledges as many commands.
+                    count = conn.take_integer_replies()
+                    if count:
+                        if count > len(in_flight):
+                            raise ConnectionLostError(
+                                f"Redis sent {count} replies for {len(in_flight)} commands "
+                                "in flight; reconnecting to get back in step"
+                            )
+                        acked += count
+                        _drop_left(in_flight, count)
+                        _drop_left(kinds, count)
+                        continue
                 replies = conn.buffered_replies(len(in_flight) - keep)
                 if not replies:
-                    replies = [await conn.read_reply(conn.socket_timeout)]
+                    await conn.read_more(conn.socket_timeout)
+                    continue
                 for reply in replies:
-                    entry = in_flight.popleft()
-                    kind = entry[0]
+                    command = in_flight.popleft()
+                    kind = kinds.popleft()
                     if kind > INTERNAL and type(reply) is int:
                         acked += 1
                         if kind >= KEPT_PRIORITY:
@@ -354,7 +421,7 @@ class Publisher:
                         and redirect(reply) is not None
                     ):
                         if kind > INTERNAL and self.on_redirect is not None and (
-                            self.on_redirect(kind, entry[1], str(reply))
+                            self.on_redirect(kind, command, str(reply))
                         ):
                             # Taken to the slot's owner on another connection (Messenger).
                             self.redirects += 1
@@ -379,7 +446,8 @@ class Publisher:
                                 continue
                         # The slot moved: reconnect to its owner and send this (and every
                         # command after it, redirected too) again.
-                        in_flight.appendleft(entry)
+                        in_flight.appendleft(command)
+                        kinds.appendleft(kind)
                         self.redirects += 1
                         raise ConnectionLostError(f"Redis Cluster redirect: {reply}")
                     acked += 1
@@ -425,7 +493,7 @@ class Publisher:
                     )
                 await self._conn.connect()
                 if self._in_flight:
-                    await self._conn.write(b"".join(c for _, c in self._in_flight))
+                    await self._conn.write(b"".join(self._in_flight))
             except TlsError as exc:  # a certificate or TLS/plain mix-up: a retry cannot help
                 self.last_failure = str(exc)
                 await self._give_up()
@@ -440,7 +508,9 @@ class Publisher:
             if self._ever_connected:
                 self.reconnects += 1
                 if cause is not None:
-                    self._kept_unsent = sum(1 for k, _ in self._in_flight if k >= KEPT_PRIORITY)
+                    self._kept_unsent = sum(
+                        1 for k in self._in_flight_kinds if k >= KEPT_PRIORITY
+                    )
                 self.critical_resent += self._kept_unsent
                 self._kept_unsent = 0
             self._ever_connected = True
@@ -464,21 +534,33 @@ class Publisher:
         reached), drop and count the others; returns (dropped, kept)."""
         self.give_ups += 1
         keep = self._ever_connected
-        kept: list[tuple[int, bytes]] = []
+        kept: list[bytes] = []
+        kept_kinds: list[int] = []
         dropped = 0
-        for kind, command in self._in_flight:
+        for kind, command in zip(self._in_flight_kinds, self._in_flight, strict=True):
             if kind >= KEPT_PRIORITY and keep:
-                kept.append((kind, command))
+                kept.append(command)
+                kept_kinds.append(kind)
             elif kind > INTERNAL:
                 dropped += 1
                 self.dropped_by_priority[kind] = self.dropped_by_priority.get(kind, 0) + 1
         self._in_flight.clear()
         self._in_flight.extend(kept)
+        self._in_flight_kinds.clear()
+        self._in_flight_kinds.extend(kept_kinds)
         self._critical = len(kept) + sum(1 for k in self._batch_kinds if k >= KEPT_PRIORITY)
         self._kept_unsent = len(kept)
         self.failed += dropped
         await self._conn.close()
         return dropped, len(kept)
+
+
+def _drop_left(entries: deque[Any], count: int) -> None:
+    """Remove the first ``count`` entries, in C (no Python step per entry)."""
+    if count >= len(entries):
+        entries.clear()
+    else:
+        deque(starmap(entries.popleft, repeat((), count)), maxlen=0)
 
 
 class PublishBatch:

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from pytest_cfn._backends.address import ServerAddress
 from pytest_cfn._backends.tls import redis_py_options, tls_failure
@@ -24,6 +25,16 @@ time_ns = time.time_ns
 
 def Lock() -> threading.RLock:
     return threading.RLock()
+
+
+PublishLock = Lock
+"""The publisher's lock: re-entrant (the flusher and a caller may nest), taken without
+blocking first (see :func:`try_lock`)."""
+
+
+def try_lock(lock: threading.RLock) -> Callable[[], bool]:
+    """``lock``'s take-it-if-free call, in C: ``lock.acquire(False)``."""
+    return partial(lock.acquire, False)
 
 
 MIN_READ_CHUNK = 16 * 1024
@@ -291,6 +302,16 @@ class WriteCoalescer:
             if thread is not threading.current_thread():
                 thread.join(2.0)
             self._thread = None
+
+
+def finish_handler(result: object) -> None:
+    """A blocking front end ignores what a handler returns (see the asyncio backend)."""
+    return None
+
+
+def plan_lock() -> threading.Lock:
+    """A planner's lock: publishes from several threads take one sequence number each."""
+    return threading.Lock()
 
 
 def QueueLock() -> threading.Lock:

@@ -82,6 +82,7 @@ class CircuitBreaker:
         "_state",
         "_success_threshold",
         "bypassed",
+        "closed",
         "consecutive_failures",
         "consecutive_successes",
         "opens",
@@ -108,6 +109,8 @@ class CircuitBreaker:
             )
         self._reset_timeout = float(reset_timeout)
         self._state = CLOSED
+        self.closed = True
+        """True while the breaker is closed (a plain attribute: a publish's first check)."""
         self._retry_at = 0.0
         self.consecutive_failures = 0
         self.consecutive_successes = 0
@@ -130,6 +133,7 @@ class CircuitBreaker:
     def _fire(self, event: BreakerEvent, now: float) -> None:
         new_state = _TRANSITIONS[(self._state, event)]
         self._state = new_state
+        self.closed = new_state is CLOSED
         self.consecutive_successes = 0
         if new_state is OPEN:
             self._retry_at = now + self._reset_timeout

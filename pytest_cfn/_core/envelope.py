@@ -66,6 +66,11 @@ class Codec:
             self._encode = msgspec.msgpack.Encoder().encode
             self._decode = msgspec.msgpack.Decoder(Envelope).decode
 
+    @property
+    def raw_encode(self) -> Callable[[Any], bytes]:
+        """msgspec's encoder itself (no wrapper frame per publish)."""
+        return self._encode
+
     def encode(self, envelope: Envelope) -> bytes:
         return self._encode(envelope)
 
@@ -73,14 +78,25 @@ class Codec:
         """Encode a payload alone (to check it is serialisable and measure its size)."""
         return self._encode(data)
 
+    @property
+    def raw_decode(self) -> Callable[[bytes], Envelope]:
+        """msgspec's decoder itself, for a loop that maps its errors with :meth:`malformed`."""
+        return self._decode
+
     def decode(self, payload: bytes) -> Envelope:
         try:
             return self._decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise MalformedMessageError(f"not a valid {self.format} envelope: {exc}") from exc
         except Exception as exc:
-            # RecursionError from deeply nested input, MemoryError, anything else:
-            # still malformed input, never a dead reader.
-            raise MalformedMessageError(
+            raise self.malformed(exc) from exc
+
+    def malformed(self, exc: Exception) -> MalformedMessageError:
+        """What a failed decode is reported as: every failure is malformed input (a
+        RecursionError from deeply nested input or a MemoryError too), never a dead reader."""
+        if isinstance(exc, (msgspec.DecodeError, msgspec.ValidationError)):
+            error = MalformedMessageError(f"not a valid {self.format} envelope: {exc}")
+        else:
+            error = MalformedMessageError(
                 f"cannot decode as a {self.format} envelope: {type(exc).__name__}: {exc}"
-            ) from exc
+            )
+        error.__cause__ = exc
+        return error

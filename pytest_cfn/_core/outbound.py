@@ -7,7 +7,7 @@ transports only write the bytes and report success or failure back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -15,7 +15,7 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
-from pytest_cfn._core.resp import encode_publish_after, publish_prefix
+from pytest_cfn._core.resp import publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner
 from pytest_cfn._core.throttle import PriorityThrottle
@@ -28,6 +28,14 @@ from pytest_cfn._errors import (
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 _MAX_PREFIXES = 10_000
+
+
+class PlanLock(Protocol):
+    """What a planner holds while it takes a sequence number (``threading.Lock``)."""
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 def check_priority(priority: object) -> int:
@@ -50,14 +58,17 @@ class PlannedPublish(msgspec.Struct, frozen=True, gc=False):
     envelope: Envelope
     priority: int
     payload: bytes
+    channel: str
 
 
 class OutboundPlanner:
-    """Builds envelopes and ``PUBLISH`` commands for one publishing stream."""
+    """Builds envelopes and ``PUBLISH`` commands for one publishing stream. Given a
+    ``lock``, publishes from several threads each take their own sequence number."""
 
     __slots__ = (
         "_channels",
         "_encode",
+        "_lock",
         "_max_bytes",
         "_prefixes",
         "_publisher",
@@ -85,13 +96,14 @@ class OutboundPlanner:
         breaker: CircuitBreaker,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         signer: EnvelopeSigner | None = None,
+        lock: PlanLock | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
                 f"max_message_bytes must be a positive number of bytes, got {max_message_bytes}"
             )
         self.codec = codec
-        self._encode = codec.encode
+        self._encode = codec.raw_encode
         self._channels = channels
         self._swarm = swarm
         self._source = source
@@ -100,6 +112,9 @@ class OutboundPlanner:
         self._max_bytes = max_message_bytes
         self._prefixes: dict[str, bytes] = {}
         self._signer = signer
+        self._lock = lock
+        """Held while a sequence number is taken and its envelope built, where publishes
+        can come from several threads (None: one event loop, nothing to hold)."""
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -111,32 +126,103 @@ class OutboundPlanner:
 
     def admit(self, priority: object, now: float) -> int:
         """Check priority, throttle and breaker; returns the priority or raises."""
-        if type(priority) is not int or not 1 <= priority <= 9:
-            raise InvalidOptionError(
-                f"priority {priority!r} is out of range; priorities are integers "
-                "1 (low) to 9 (critical)"
-            )
-        if not self.throttle.allow(priority, now):
-            raise ThrottledError(
-                f"priority {priority} publish throttled (rate {self.throttle.stats()['rate']}/s "
-                "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
-            )
-        if not self.breaker.allow(now, priority):
-            breaker = self.breaker
-            raise CircuitOpenError(
-                f"circuit breaker is open after {breaker.failure_threshold} failed publish "
-                f"calls in a row; it lets a trial publish through in "
-                f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
-                "successes close it); priorities 8-9 still go through, others are refused "
-                "until then"
-            )
-        return priority
+        checked = check_priority(priority)
+        if not self.throttle.allow(checked, now):
+            raise self._throttled(checked)
+        if not self.breaker.allow(now, checked):
+            raise self._refused_open(now)
+        return checked
+
+    def _throttled(self, priority: object) -> ThrottledError:
+        return ThrottledError(
+            f"priority {priority} publish throttled (rate {self.throttle.stats()['rate']}/s "
+            "for priorities 1-5); use priority 6 or higher, or raise the throttle rate"
+        )
+
+    def _refused_open(self, now: float) -> CircuitOpenError:
+        breaker = self.breaker
+        return CircuitOpenError(
+            f"circuit breaker is open after {breaker.failure_threshold} failed publish "
+            f"calls in a row; it lets a trial publish through in "
+            f"{breaker.retry_after(now):.1f} s (then {breaker.success_threshold} "
+            "successes close it); priorities 8-9 still go through, others are refused "
+            "until then"
+        )
 
     def admit_cached(self, priority: object, event_type: str, now: float) -> str | None:
         """:meth:`admit`, then the cached channel of ``event_type`` (None on a miss): the
         two checks every publish makes, in one call."""
         self.admit(priority, now)
         return self.route_cache.get(event_type, now)
+
+    def plan_cached(
+        self,
+        event_type: str,
+        data: Any,
+        priority: int,
+        now: float,
+        wall_ns: int,
+        correlation_id: str | None = None,
+        channel: str | None = None,
+    ) -> PlannedPublish | None:
+        """:meth:`admit`, the cached route and :meth:`plan` in one call (a publish's hot
+        path: one frame); None on a route-cache miss, admitted: find the route, then
+        :meth:`plan`. Given ``channel`` (that route), it only plans: no second admission."""
+        if channel is None:
+            if type(priority) is not int or not 1 <= priority <= 9:
+                check_priority(priority)
+            throttle = self.throttle
+            if throttle.enabled and not throttle.allow(priority, now):
+                raise self._throttled(priority)
+            breaker = self.breaker
+            if not breaker.closed and not breaker.allow(now, priority):
+                raise self._refused_open(now)
+            channel = self.route_cache.get(event_type, now)
+            if channel is None:
+                return None
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            seq = self._seq + 1
+            env = Envelope(
+                id=f"{self._publisher}-{seq}",
+                swarm=self._swarm,
+                source=self._source,
+                type=event_type,
+                priority=priority,
+                seq=seq,
+                ts=wall_ns,
+                publisher=self._publisher,
+                correlation_id=correlation_id,
+                data=data,
+            )
+            try:
+                payload = self._encode(env)
+            except (TypeError, ValueError) as exc:
+                raise InvalidOptionError(
+                    f"data for {event_type!r} cannot be encoded as {self.codec.format}: {exc}"
+                ) from exc
+            if len(payload) > self._max_bytes:
+                raise MessageTooLargeError(
+                    f"encoded message is {len(payload)} bytes; the limit is "
+                    f"{self._max_bytes} bytes (set max_message_bytes to change it)"
+                )
+            if self._signer is not None:
+                payload = self._signer.seal(channel.encode(), payload)
+            self._seq = seq  # taken only now: a message refused above leaves no gap
+            self.published += 1
+        finally:
+            if lock is not None:
+                lock.release()
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
+        # encode_publish_after(prefix, payload), without its frame
+        command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
+        return PlannedPublish(command, env, priority, payload, channel)
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
@@ -158,41 +244,12 @@ class OutboundPlanner:
         wall_ns: int,
         correlation_id: str | None = None,
     ) -> PlannedPublish:
-        """Envelope + ``PUBLISH`` command; assigns the next sequence number."""
-        seq = self._seq + 1
-        env = Envelope(
-            id=f"{self._publisher}-{seq}",
-            swarm=self._swarm,
-            source=self._source,
-            type=event_type,
-            priority=priority,
-            seq=seq,
-            ts=wall_ns,
-            publisher=self._publisher,
-            correlation_id=correlation_id,
-            data=data,
-        )
-        try:
-            payload = self._encode(env)
-        except (TypeError, ValueError) as exc:
-            raise InvalidOptionError(
-                f"data for {event_type!r} cannot be encoded as {self.codec.format}: {exc}"
-            ) from exc
-        if len(payload) > self._max_bytes:
-            raise MessageTooLargeError(
-                f"encoded message is {len(payload)} bytes; the limit is {self._max_bytes} bytes "
-                "(set max_message_bytes to change it)"
-            )
-        if self._signer is not None:
-            payload = self._signer.seal(channel.encode(), payload)
-        self._seq = seq
-        self.published += 1
-        prefix = self._prefixes.get(channel)
-        if prefix is None:
-            if len(self._prefixes) >= _MAX_PREFIXES:
-                self._prefixes.clear()
-            prefix = self._prefixes[channel] = publish_prefix(channel.encode())
-        return PlannedPublish(encode_publish_after(prefix, payload), env, priority, payload)
+        """Envelope + ``PUBLISH`` command on ``channel``, for a publish already admitted;
+        assigns the next sequence number (under the planner's lock, if it has one)."""
+        planned = self.plan_cached(event_type, data, priority, 0.0, wall_ns, correlation_id,
+                                   channel)
+        assert planned is not None  # given a channel, it always plans
+        return planned
 
     def record_success(self, now: float) -> None:
         self.breaker.record_success(now)

@@ -59,11 +59,17 @@ def encode_publish_after(prefix: bytes, payload: bytes) -> bytes:
     return b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
 
 
+_INTEGER_REPLY_BYTES = b":0123456789\r\n"
+_SMALL_REST = 1024
+
+
 class ReplyParser:
     """Feeds raw bytes in, hands complete replies out. Error replies come back as
     :class:`ServerReplyError` instances (not raised) so a pipeline can match them
-    to the command that caused them. A large chunk is handed to hiredis in
-    ``FEED_SLICE`` pieces, as its replies are taken."""
+    to the command that caused them. Bytes are kept as received and handed to
+    hiredis in ``FEED_SLICE`` pieces as replies are taken; a run of integer replies
+    (the acknowledgements of PUBLISH) can instead be counted without parsing each
+    (:meth:`take_integer_replies`)."""
 
     __slots__ = ("_data", "_gets", "_left", "_offset", "_reader")
 
@@ -83,22 +89,24 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> None:
         if self._left:
-            self._reader.feed(self._data, self._offset, self._left)
-        if len(data) <= FEED_SLICE:
-            self._reader.feed(data)
-            self._data, self._offset, self._left = b"", 0, 0
-            return
-        self._reader.feed(data, 0, FEED_SLICE)
-        self._data, self._offset, self._left = data, FEED_SLICE, len(data) - FEED_SLICE
+            rest = self._data[self._offset:]
+            if self._left <= _SMALL_REST and not self._reader.has_data():
+                data = rest + data  # a partial reply left by take_integer_replies
+            else:
+                self._reader.feed(rest)
+        self._data, self._offset, self._left = data, 0, len(data)
+
+    def _feed_slice(self) -> None:
+        size = min(self._left, FEED_SLICE)
+        self._reader.feed(self._data, self._offset, size)
+        self._offset += size
+        self._left -= size
 
     def get(self) -> Any:
         """The next complete reply, or ``False`` when more bytes are needed."""
         reply = self._gets(False)
         while reply is False and self._left:
-            size = min(self._left, FEED_SLICE)
-            self._reader.feed(self._data, self._offset, size)
-            self._offset += size
-            self._left -= size
+            self._feed_slice()
             reply = self._gets(False)
         return reply
 
@@ -112,12 +120,30 @@ class ReplyParser:
             if reply is False:
                 if not self._left:
                     break
-                size = min(self._left, FEED_SLICE)
-                self._reader.feed(self._data, self._offset, size)
-                self._offset += size
-                self._left -= size
+                self._feed_slice()
                 continue
             append(reply)
             limit -= 1
         return out
 
+    def take_integer_replies(self) -> int:
+        """How many complete replies were taken, all of them integers, from the start of
+        what is buffered: nothing is half parsed and every byte up to the last complete
+        reply belongs to an integer reply (``:<digits>\\r\\n``), so they are counted in C,
+        not parsed one by one. 0 when that is not so (then use :meth:`get_many`); a
+        partial reply at the end stays buffered."""
+        left = self._left
+        if not left or self._reader.has_data():
+            return 0
+        data = self._data
+        start = self._offset
+        last = data.rfind(b"\n", start, start + left)
+        if last < 0:
+            return 0
+        run = data[start:last + 1]
+        count = run.count(b"\n")
+        if run.translate(None, _INTEGER_REPLY_BYTES) or run.count(b":") != count:
+            return 0
+        self._offset = last + 1
+        self._left = left - len(run)
+        return count

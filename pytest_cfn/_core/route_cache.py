@@ -30,6 +30,7 @@ class RouteCache:
 
     __slots__ = (
         "_data",
+        "_last",
         "_max_entries",
         "_move_to_end",
         "_ttl",
@@ -61,6 +62,9 @@ class RouteCache:
         # value, and the monotonic time at which it expires
         self._data: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._move_to_end = self._data.move_to_end
+        self._last: tuple[str, str, float] | None = None
+        """(key, value, expires_at) of the last hit: already the most recently used, so a
+        repeated hit (one event type published over and over) needs no reordering."""
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -76,6 +80,10 @@ class RouteCache:
 
     def get(self, key: str, now: float) -> str | None:
         """The cached channel for ``key``, or None on a miss (absent or expired)."""
+        last = self._last
+        if last is not None and last[0] == key and now < last[2]:
+            self.hits += 1
+            return last[1]
         # try/except: the hit path is the hot one (~20% faster than .get()); a miss
         # costs more here but is followed by a Redis round trip anyway
         try:
@@ -86,6 +94,7 @@ class RouteCache:
         if now < expires_at:
             self._move_to_end(key)
             self.hits += 1
+            self._last = (key, value, expires_at)
             return value
         del self._data[key]
         self.expiries += 1
@@ -96,6 +105,7 @@ class RouteCache:
         """Store ``key -> value`` for ``ttl`` seconds from ``now``; evicts the LRU entry if full."""
         if not self._max_entries:
             return
+        self._last = None
         data = self._data
         if key in data:
             self._move_to_end(key)
@@ -106,10 +116,12 @@ class RouteCache:
 
     def invalidate(self, key: str) -> bool:
         """Forget ``key`` (its route changed); True if it was cached."""
+        self._last = None
         return self._data.pop(key, None) is not None
 
     def purge_expired(self, now: float) -> int:
         """Remove every expired entry (O(size)); returns how many went. Counted as expiries."""
+        self._last = None
         expired = [key for key, (_, expires_at) in self._data.items() if now >= expires_at]
         for key in expired:
             del self._data[key]
@@ -118,6 +130,7 @@ class RouteCache:
 
     def clear(self) -> None:
         """Forget every entry; the counters are kept."""
+        self._last = None
         self._data.clear()
 
     def __len__(self) -> int:

@@ -203,6 +203,14 @@ class SequenceTracker:
     def max_jump(self) -> int:
         return self._max_jump
 
+    @property
+    def next_seq(self) -> dict[str, int]:
+        """publisher -> the seq expected next. A caller checking a chunk may take the
+        in-order path itself, as :meth:`observe` does: when ``seq == next_seq.get(p)``,
+        set ``next_seq[p] = seq + 1`` and add one to ``received``; anything else goes
+        to :meth:`observe`."""
+        return self._next
+
     def observe(self, publisher: str, seq: int) -> Verdict:
         """Classify one arrival and update the totals."""
         self.received += 1

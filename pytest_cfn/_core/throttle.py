@@ -103,9 +103,11 @@ class PriorityThrottle:
 
     ``rate=None`` (the default) turns throttling off. ``allow`` does not check
     the priority: validate it once where it enters (:func:`validate_priority`).
+    ``allowed`` counts what ``allow`` let through; a publish skips the call when
+    ``enabled`` is False, so with the throttle off it stays 0 for the Event Bus.
     """
 
-    __slots__ = ("_bucket", "allowed", "throttled")
+    __slots__ = ("_bucket", "allowed", "enabled", "throttled")
 
     def __init__(self, rate: float | None = None, burst: float | None = None) -> None:
         if rate is None:
@@ -118,12 +120,10 @@ class PriorityThrottle:
                 raise InvalidOptionError(
                     f"throttle burst is {burst}; it must be >= 1 since one publish takes one token"
                 )
+        self.enabled = self._bucket is not None
+        """False with ``rate=None``: every publish passes (a plain attribute, read first)."""
         self.allowed = 0
         self.throttled = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self._bucket is not None
 
     @property
     def rate(self) -> float | None:

@@ -347,18 +347,23 @@ class Messenger(EngineFrontend):
         pending.signal.set()
         return True
 
-    def _deliver(self, env: Envelope) -> None:
-        message = Message(env, self.swarm)
-        self._history.add(message)
-        if env.type == REQUEST:
-            self._answer(message)
-            return
-        for _, handler in self._handlers:
-            try:
-                handler(message)
-            except Exception:
-                self._engine.handler_errors += 1
-                log.exception("message handler failed for %s from %s", env.id, env.swarm)
+    def _deliver(self, envelopes: list[Envelope]) -> None:
+        for env in envelopes:
+            message = Message(env, self.swarm)
+            self._history.add(message)
+            if env.type == REQUEST:
+                try:
+                    self._answer(message)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("answering request %s from %s failed", env.id, env.swarm)
+                continue
+            for _, handler in self._handlers:
+                try:
+                    handler(message)
+                except Exception:
+                    self._engine.handler_errors += 1
+                    log.exception("message handler failed for %s from %s", env.id, env.swarm)
 
     def _answer(self, request: Message) -> None:
         handler = self._request_handler
