@@ -433,7 +433,7 @@ class Publisher:
                             # ASK mid-migration: a call or a cursor write runs on the
                             # importing master.
                             done, answer = self.asked_calls.follow(
-                                entry[1], str(reply), conn.address, conn.name)
+                                command, str(reply), conn.address, conn.name)
                             if done:
                                 acked += 1
                                 if kind == INTERNAL:
