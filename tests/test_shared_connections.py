@@ -182,3 +182,25 @@ def test_buses_for_another_server_or_eight_threads_at_once(
     publisher.flush()
     assert wait_until(lambda: len(got[3]) == 1)
     assert all(not got[i] for i in range(8) if i != 3)
+
+
+def test_large_chunks_for_many_buses_arrive_whole_and_in_order(
+    fe: Frontend, redis_server: Any, ns: str
+) -> None:
+    """The shared reader hands a large chunk on in slices (yielding between them after
+    0.5 ms): every event still reaches its own bus, each bus in publish order."""
+    share = fe.make("SharedConnections", redis_server.url, "slices", namespace=ns)
+    shared = _target(share)
+    buses = [fe.event_bus(redis_server.url, f"s{i}", "agent", namespace=ns, share=shared)
+             for i in range(3)]
+    got: dict[int, list[int]] = {i: [] for i in range(3)}
+    for i, bus in enumerate(buses):
+        bus.subscribe("*", lambda e, i=i: got[i].append(e.data["n"]))
+    with share.batch():
+        for n in range(2000):  # hundreds per chunk and bus: many slices of 64
+            for bus in buses:
+                bus.publish("task.step", {"n": n}, 5)
+    share.flush()
+    assert wait_until(lambda: all(len(got[i]) == 2000 for i in range(3)), timeout=20)
+    assert all(got[i] == list(range(2000)) for i in range(3))
+    assert all(bus.stats()["lost"] == 0 and bus.stats()["duplicates"] == 0 for bus in buses)
