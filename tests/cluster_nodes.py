@@ -1,11 +1,26 @@
-"""Helpers of the cluster tests: swarms placed by slot, and who is connected where."""
+"""Helpers of the cluster tests: a cluster of their own, swarms placed by slot, and who is
+connected where."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 import redis
 
 from pytest_cfn._core.shard_layout import swarm_slot
-from pytest_cfn.cluster_server import LocalCluster
+from pytest_cfn.cluster_server import LocalCluster, cluster_available
+
+
+def local_cluster(**settings: Any) -> Iterator[LocalCluster]:
+    """For a fixture (``yield from local_cluster()``): a local cluster started for it and
+    stopped after; the test is skipped, with the reason, where none can start here."""
+    why = cluster_available()
+    if why is not None:
+        pytest.skip(why)
+    with LocalCluster(**settings) as local:
+        yield local
 
 
 def swarms_on_every_master(cluster: LocalCluster, prefix: str = "sw") -> dict[int, str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
+from cluster_nodes import client_names, local_cluster, swarms_on_every_master
 from frontends import Frontend, wait_until
 
 from pytest_cfn._core.channels import ChannelNames
@@ -77,38 +77,19 @@ def test_spublish_and_the_critical_script_name_the_channel_in_the_slot() -> None
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
-def _swarms_on_every_master(cluster: LocalCluster) -> dict[int, str]:
-    """One swarm id per master, found by slot."""
-    found: dict[int, str] = {}
-    masters = set(cluster.masters())
-    n = 0
-    while set(found) != masters:
-        swarm = f"sw{n}"
-        found.setdefault(cluster.owner(swarm_slot(swarm)).port, swarm)
-        n += 1
-    return found
-
-
-def _client_names(cluster: LocalCluster, port: int) -> list[str]:
-    client = redis.Redis("127.0.0.1", port, protocol=2)
-    try:
-        return [c["name"] for c in client.client_list() if c["name"].startswith("cfn:events")]
-    finally:
-        client.close()
+def _event_names(port: int, ns: str) -> list[str]:
+    """Our Event Bus connections (namespace ``ns``) on the node at ``port``."""
+    return [n for n in client_names(port, ns) if n.startswith("cfn:events")]
 
 
 @pytest.mark.cluster
 def test_swarms_on_different_masters_each_get_their_own_events(
     cluster: LocalCluster, fe: Frontend, ns: str
 ) -> None:
-    by_master = _swarms_on_every_master(cluster)
+    by_master = swarms_on_every_master(cluster)
     got: dict[str, list[Any]] = {swarm: [] for swarm in by_master.values()}
     for swarm in by_master.values():
         fe.event_bus(cluster.url, swarm, "reader", namespace=ns).subscribe(
@@ -129,11 +110,10 @@ def test_swarms_on_different_masters_each_get_their_own_events(
     # A swarm's connections (reader: publisher + subscriber, writer: publisher) are all on
     # the master that owns its slot, and no other swarm's are there.
     for port, swarm in by_master.items():
-        names = sorted(n.split(":")[1] + ":" + n.split(":")[3] for n in
-                       _client_names(cluster, port) if ns in n)
+        names = sorted(n.split(":")[1] + ":" + n.split(":")[3] for n in _event_names(port, ns))
         assert names == ["events-pub:reader@" + ns, "events-pub:writer@" + ns,
                          "events-sub:reader@" + ns], (swarm, names)
-        assert all(f":{swarm}:" in n for n in _client_names(cluster, port) if ns in n)
+        assert all(f":{swarm}:" in n for n in _event_names(port, ns))
 
 
 @pytest.mark.cluster

@@ -13,19 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cluster_nodes import local_cluster
 from frontends import Frontend, wait_until
 
 from pytest_cfn._core.shard_layout import swarm_slot
-from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.cluster_server import LocalCluster
 
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 def _other_master(cluster: LocalCluster, slot: int) -> tuple[Any, Any]:

@@ -15,20 +15,17 @@ from typing import Any
 
 import pytest
 import redis
+from cluster_nodes import local_cluster
 
 from pytest_cfn._core.shard_layout import swarm_slot
-from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.cluster_server import LocalCluster
 from pytest_cfn.measure.metrics.server_sampler import ServerSampler, sample_server
 from pytest_cfn.measure.microbench.shard_references import node_url
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 def test_node_url_keeps_login_and_tls_options_and_selects_database_0() -> None:

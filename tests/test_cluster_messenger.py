@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_nodes import names_by_master, swarms_on_every_master
+from cluster_nodes import local_cluster, names_by_master, swarms_on_every_master
 from frontends import Frontend, wait_until
 
 from pytest_cfn._core.shard_layout import ShardChannelNames, swarm_slot
-from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.cluster_server import LocalCluster
 from pytest_cfn.measure.cluster.messenger_faults import messages_under_fault
 
 pytestmark = pytest.mark.cluster
@@ -35,21 +35,13 @@ def test_inbox_shard_channel_and_history_share_the_recipient_slot() -> None:
 
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
     """A cluster of the test's own (its topology is changed by the test)."""
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 def messenger(fe: Frontend, url: str, swarm: str, agent: str = "agent-1", **settings: Any) -> Any:

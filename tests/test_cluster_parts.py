@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_nodes import swarms_on_every_master
+from cluster_nodes import local_cluster, swarms_on_every_master
 from frontends import Frontend, wait_until
 from plugin_runs import output, project, run
 from test_cli import Monitor, cfn
 
 from pytest_cfn._core.shard_layout import swarm_slot
-from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.cluster_server import LocalCluster
 
 pytestmark = pytest.mark.cluster
 pytest_plugins = ["pytester"]
@@ -28,11 +28,7 @@ SWARM = Path(__file__).resolve().parent.parent / "loadtests" / "swarm.py"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 def _keys_by_master(cluster: LocalCluster, pattern: str) -> dict[int, set[str]]:

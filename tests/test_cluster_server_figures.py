@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from cluster_nodes import local_cluster
 from frontends import wait_until
 
 from pytest_cfn.cluster_nodes import Fullest, fullest_master
-from pytest_cfn.cluster_server import LocalCluster, cluster_available
+from pytest_cfn.cluster_server import LocalCluster
 from pytest_cfn.measure.metrics.server_cpu import CpuReading, cpu_delta, read_cpu
 from pytest_cfn.measure.metrics.server_sampler import ServerSampler, sample_server
 from pytest_cfn.pytest_support.perf_recorder import count_connections
@@ -58,11 +59,7 @@ def test_server_cpu_delta_sums_masters_present_at_both_ends_and_names_the_rest()
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    why = cluster_available()
-    if why is not None:
-        pytest.skip(why)
-    with LocalCluster() as local:
-        yield local
+    yield from local_cluster()
 
 
 @pytest.mark.cluster
