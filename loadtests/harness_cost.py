@@ -30,22 +30,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, MODELS, HarnessOptions
+from pytest_cfn.measure.loadgen.verdicts import SEND_LAG_LIMIT_MS
+from pytest_cfn.measure.results import Metric, ResultFormatError, read_result
+from pytest_cfn.measure.sweep.harness import stop_group
+from pytest_cfn.server import RedisServer
+
 SWARM = Path(__file__).resolve().parent / "swarm.py"
-AGENT_RATE = 100.0
-SWARM_SIZE = 10
-MODELS = ("shared", "per-agent")
+AGENT_RATE = HarnessOptions().rate
+"""ADR-002's 100 events/s per agent: the harness's default."""
+SWARM_SIZE = DEFAULT_AGENTS_PER_SWARM
 DEFAULT_RUNS = "shared:10,shared:100,shared:500:2,per-agent:10,per-agent:100:2"
 TARGET_RATIO = {"per-agent": 1.3, "shared": 0.3}
-SEND_LAG_LIMIT_MS = 5.0
 P99_WITHIN = 2.0
 """The harness's delivery p99 within this factor of the bus's p99 at the same offered rate,
 at 100 agents in the shared model."""
@@ -119,19 +123,14 @@ def _run(command: list[str], log: Path, deadline_s: float) -> int | None:
         try:
             return proc.wait(deadline_s)
         except subprocess.TimeoutExpired:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(5)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
+            stop_group(proc)
             return None
 
 
-def _metrics(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text())
-    return {m["name"]: m for m in data.get("metrics", [])} | {"_extra": data.get("extra", {})}
+def _metrics(path: Path) -> tuple[dict[str, Metric], dict[str, Any]]:
+    """A result's metrics by name, and its extra facts."""
+    result = read_result(path)
+    return {metric.name: metric for metric in result.metrics}, result.extra
 
 
 def bench_references(url: str, rates: list[float], args: argparse.Namespace,
@@ -148,11 +147,14 @@ def bench_references(url: str, rates: list[float], args: argparse.Namespace,
     if not report.exists():
         raise RuntimeError(f"the bus benchmark wrote no result (exit {code}); see "
                            f"{work / 'bus-benchmark.log'}")
-    metrics = _metrics(report)
+    try:
+        metrics, _ = _metrics(report)
+    except ResultFormatError as exc:
+        raise RuntimeError(f"the bus benchmark's result is unreadable: {exc}") from exc
 
     def value(key: str) -> float | None:
         metric = metrics.get(key)
-        return None if metric is None else float(metric["value"])
+        return None if metric is None else float(metric.value)
 
     def suffix(r: float) -> str:
         return "" if r == rate else f"_at_{r:g}"
@@ -180,11 +182,14 @@ def harness_run(spec: RunSpec, url: str, args: argparse.Namespace, work: Path) -
     if not report.exists():
         run.error = f"the harness wrote no result (exit {code}); see {work / (tag + '.log')}"
         return run
-    metrics = _metrics(report)
-    extra = metrics["_extra"]
+    try:
+        metrics, extra = _metrics(report)
+    except ResultFormatError as exc:
+        run.error = str(exc)
+        return run
     for key in ("throughput", "send_lag_p99", "delivery_p99", "lost", "late", "critical_loss",
                 "harness_cpu_us_per_delivery", "other_cpu_percent", "harness_cpu_busiest_process"):
-        run.figures[key] = float(metrics[key]["value"]) if key in metrics else None
+        run.figures[key] = float(metrics[key].value) if key in metrics else None
     run.figures["abnormal"] = float(len(extra.get("abnormal") or []))
     run.figures["exit_code"] = None if code is None else float(code)
     return run
@@ -295,10 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    import tempfile
-
-    from pytest_cfn.server import RedisServer
-
     work = args.work or Path(tempfile.mkdtemp(prefix="cfn-harness-cost-"))
     work.mkdir(parents=True, exist_ok=True)
     server = None
@@ -312,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rates = sorted({spec.socket_rate for spec in runs} | {spec.offered for spec in runs
                                                               if spec.model == "shared"})
-        refs = bench_references(url, rates, args, work)
+        try:
+            refs = bench_references(url, rates, args, work)
+        except RuntimeError as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 1
         results = []
         for spec in runs:
             run = harness_run(spec, url, args, work)

@@ -200,11 +200,10 @@ class ProcessRuntime:
             log.warning("cannot ask %s whether it is a cluster node: %s", self.url, exc)
 
     def _share_for(self, make: Any) -> Any:
-        """``make(share)``: a bus on the process's shared connections, or with connections
-        of its own where the server cannot share them (a Redis Cluster node: each swarm's
-        channel lives on its slot's owner)."""
-        if self.share is None and self.options.share_connections:
-            self.share = SharedConnections(self.url, f"proc{self.index}", options=self.bus_options)
+        """``make(share)``: a bus on the process's shared connections (made when the test
+        started, see :meth:`_ask_whether_shared`), or with connections of its own where the
+        server cannot share them (a Redis Cluster node: each swarm's channel lives on its
+        slot's owner)."""
         if self.share is not None and self.share.cluster is not True:
             return make(self.share)
         return make(None)

@@ -153,7 +153,7 @@ class StepRun:
     error: str = ""
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL, the step's own process group (it was started in a new session)."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
@@ -210,7 +210,7 @@ def run_step(
                 time.sleep(0.2)
         finally:
             if proc.poll() is None:
-                _stop_group(proc)
+                stop_group(proc)
     wall = time.monotonic() - started
     result: RunResult | None = None
     if report.exists():
