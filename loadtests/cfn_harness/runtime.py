@@ -288,8 +288,10 @@ class ProcessRuntime:
         if self.share is not None and self.share.cluster is not True:
             self.shared_bus(swarm)
             if self._process_sender is None:
+                # every send of the process goes through it: the pacing loop writes them
+                # itself, straight after taking them, with no greenlet to wake in between
                 self._process_sender = self.new_sender(self.share)
-                self._greenlets.append(gevent.spawn(self.run_sender, self._process_sender))
+                self._process_sender.inline = True
             return self._process_sender
         sender = self._swarm_senders.get(swarm)
         if sender is None:
@@ -354,8 +356,15 @@ class ProcessRuntime:
                     late_wakes.note(wait, woke - now - wait, cpu_ns() - cpu)
                 now = woke
             last = now
-            if schedule.run_due(now, end, hand, TICK_LIMIT) >= TICK_LIMIT:
-                sleep(0)  # far behind: let the senders, readers and heartbeats run
+            due = schedule.run_due(now, end, hand, TICK_LIMIT)
+            inline = self._process_sender
+            if inline is not None and inline.pending:
+                try:
+                    inline.write_handed()
+                except CfnError as exc:
+                    self.publish_failed("batch", exc)
+            if due >= TICK_LIMIT:  # far behind: let the senders, readers and heartbeats run
+                sleep(YIELD_S)
 
     def _collect(self, pause: bool = True) -> list[TapBatch]:
         """Credit every agent with its deliveries so far and take the taps' arrays (with
