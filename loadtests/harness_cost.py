@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_cfn.measure.loadgen.machine_load import blocking_wake_cpu_us
 from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, MODELS, HarnessOptions
 from pytest_cfn.measure.loadgen.verdicts import SEND_LAG_LIMIT_MS
 from pytest_cfn.measure.results import Metric, ResultFormatError, read_result
@@ -234,6 +235,9 @@ def print_table(runs: list[RunFigures], refs: dict[str, Any]) -> None:
     print(f"\nbus subscriber CPU per event, flat out: {_fmt(refs['flat_out_cpu_us'])} µs; "
           "paced: " + ", ".join(f"{_fmt(v)} µs at {r:,.0f}/s"
                                 for r, v in sorted(refs["paced_cpu_us"].items())))
+    if refs.get("wake_cpu_us") is not None:
+        print(f"this machine: a blocking 0.2 ms sleep and its wake-up cost "
+              f"{_fmt(refs['wake_cpu_us'])} µs of CPU (a paced reader pays it per read)")
     head = ("run", "offered/s", "delivered/s", "lost", "late", "crit", "lag p99", "p99",
             "other CPU", "CPU/deliv", "x paced", "x flat", "capacity", "CPU target")
     rows: list[tuple[str, ...]] = [head]
@@ -315,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               if spec.model == "shared"})
         try:
             refs = bench_references(url, rates, args, work)
+            refs["wake_cpu_us"] = blocking_wake_cpu_us()
         except RuntimeError as exc:
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             return 1

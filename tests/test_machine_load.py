@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.measure.loadgen.machine_load import (
     OTHERS_NOTE_PERCENT,
+    WAKE_SLEEP_S,
     MachineMark,
+    blocking_wake_cpu_us,
     others_cpu_s,
     others_note,
     runs_here,
@@ -72,3 +75,13 @@ def test_a_busy_machine_is_noted_a_quiet_one_is_not() -> None:
     assert others_note(None, window) is None
     note = others_note(quiet * 4, window)
     assert note is not None and f"{OTHERS_NOTE_PERCENT * 4:.0f} % of a core" in note
+
+
+def test_a_blocking_wake_costs_some_cpu_but_less_than_the_sleep() -> None:
+    cost = blocking_wake_cpu_us(200)
+    assert 0.0 < cost < WAKE_SLEEP_S * 1e6
+
+
+def test_the_wake_cost_needs_at_least_one_wake() -> None:
+    with pytest.raises(InvalidOptionError, match="wakes must be >= 1"):
+        blocking_wake_cpu_us(0)
