@@ -515,3 +515,13 @@ def test_the_exit_code_follows_the_documented_precedence(
                for i, v in enumerate(verdicts)]
     assert run_outcome(metrics, GeneratorLimit(), abnormal).exit_code == code
     assert str(code) in help_text()
+
+
+def test_harness_cpu_percent_counts_the_window_not_the_drain() -> None:
+    """An overloaded run drains for seconds after its window: that CPU is not the window's."""
+    drained = _facts(harness_cpu_s=5.0, harness_window_cpu_s=1.5)
+    metrics = build_metrics(o.HarnessOptions(), _totals(1.0), drained)  # type: ignore[arg-type]
+    assert {m.name: m.value for m in metrics}["harness_cpu_percent"] == pytest.approx(75.0)
+    older = _facts(harness_cpu_s=1.0)  # a snapshot without the window's own CPU
+    metrics = build_metrics(o.HarnessOptions(), _totals(1.0), older)  # type: ignore[arg-type]
+    assert {m.name: m.value for m in metrics}["harness_cpu_percent"] == pytest.approx(50.0)

@@ -324,6 +324,7 @@ class Conductor:
             agent_rate=options.rate,
             window_s=window_s,
             harness_cpu_s=totals.sums.get("cpu_s", 0.0),
+            harness_window_cpu_s=totals.sums.get("window_cpu_s"),
             server_cpu_s=server_cpu,
             connections=self.peak,
             maxclients=summary.maxclients if summary else None,
