@@ -15,6 +15,7 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
+from pytest_cfn._core.publish_template import TS_DIGITS, TS_HIGH, TS_LOW, PublishTemplate, ts_digits
 from pytest_cfn._core.resp import publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner
@@ -76,6 +77,8 @@ class OutboundPlanner:
         "_signer",
         "_source",
         "_swarm",
+        "_templated",
+        "_templates",
         "breaker",
         "codec",
         "published",
@@ -111,6 +114,9 @@ class OutboundPlanner:
         self._seq = 0
         self._max_bytes = max_message_bytes
         self._prefixes: dict[str, bytes] = {}
+        self._templates: dict[tuple[str, str, int], PublishTemplate] = {}
+        self._templated = codec.format == "json" and signer is None
+        """:meth:`plan_command` fills a :class:`PublishTemplate` (else: the Envelope path)."""
         self._signer = signer
         self._lock = lock
         """Held while a sequence number is taken and its envelope built, where publishes
@@ -223,6 +229,86 @@ class OutboundPlanner:
         # encode_publish_after(prefix, payload), without its frame
         command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
         return PlannedPublish(command, env, priority, payload, channel)
+
+    def plan_command(
+        self,
+        event_type: str,
+        data: Any,
+        priority: int,
+        now: float,
+        wall_ns: int,
+        channel: str | None = None,
+    ) -> tuple[bytes, str] | None:
+        """:meth:`plan_cached` for a publish that needs only its ``PUBLISH`` command and
+        id (no correlation id, not stored): ``(command, id)``, or None on a route-cache
+        miss, admitted. The same bytes, without building an Envelope, its payload and a
+        PlannedPublish: a :class:`PublishTemplate` of the route is filled in."""
+        if channel is None:
+            if type(priority) is not int or not 1 <= priority <= 9:
+                check_priority(priority)
+            throttle = self.throttle
+            if throttle.enabled and not throttle.allow(priority, now):
+                raise self._throttled(priority)
+            breaker = self.breaker
+            if not breaker.closed and not breaker.allow(now, priority):
+                raise self._refused_open(now)
+            channel = self.route_cache.get(event_type, now)
+            if channel is None:
+                return None
+        if not self._templated:
+            planned = self.plan_cached(event_type, data, priority, now, wall_ns, None, channel)
+            assert planned is not None  # given a channel, it always plans
+            return planned.command, planned.envelope.id
+        template = self._templates.get((channel, event_type, priority))
+        if template is None:
+            template = self._new_template(channel, event_type, priority)
+        if data is None:
+            data_json = b""
+        else:
+            try:
+                data_json = self._encode(data)
+            except (TypeError, ValueError) as exc:
+                if data is not msgspec.UNSET:
+                    raise InvalidOptionError(
+                        f"data for {event_type!r} cannot be encoded as {self.codec.format}: "
+                        f"{exc}"
+                    ) from exc
+                data_json = b""  # the Envelope omits UNSET data, as it omits None
+        if data_json:  # encoded data is never empty
+            fmt = template.with_data
+            size = template.with_data_base + len(data_json)
+        else:
+            fmt = template.without_data
+            size = template.without_data_base
+        size += TS_DIGITS if TS_LOW <= wall_ns < TS_HIGH else ts_digits(wall_ns)
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            seq = self._seq + 1
+            ident = f"{self._publisher}-{seq}"
+            size += 2 * len(ident)
+            if size > self._max_bytes:
+                raise MessageTooLargeError(
+                    f"encoded message is {size} bytes; the limit is "
+                    f"{self._max_bytes} bytes (set max_message_bytes to change it)"
+                )
+            self._seq = seq  # taken only now: a message refused above leaves no gap
+            self.published += 1
+        finally:
+            if lock is not None:
+                lock.release()
+        return fmt % (size, seq, seq, wall_ns, data_json), ident
+
+    def _new_template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
+        templates = self._templates
+        if len(templates) >= _MAX_PREFIXES:
+            templates.clear()
+        template = templates[(channel, event_type, priority)] = PublishTemplate(
+            self._encode, channel, self._swarm, self._source, self._publisher, event_type,
+            priority,
+        )
+        return template
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)
