@@ -5,6 +5,7 @@ front ends."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -161,31 +162,41 @@ def test_refused_publishes_leave_no_gap_in_the_sequence() -> None:
     assert plan.published == 1
 
 
-def test_eight_threads_each_get_their_own_sequence_numbers() -> None:
+def test_eight_threads_each_get_their_own_sequence_numbers_and_their_own_data() -> None:
     plan = planner(lock=threading.Lock())
     per_thread = 2_000
-    seen: list[list[tuple[bytes, str]]] = [[] for _ in range(8)]
+    seen: list[list[tuple[int, bytes, str]]] = [[] for _ in range(8)]
 
-    def publish(out: list[tuple[bytes, str]]) -> None:
-        for _ in range(per_thread):
-            got = plan.plan_command("a.b", {"k": 1}, 5, NOW, TS, "ch")
+    def publish(thread: int, out: list[tuple[int, bytes, str]]) -> None:
+        for n in range(per_thread):
+            data = {"thread": thread, "n": n, "pad": "x" * (n % 50)}
+            got = plan.plan_command("a.b", data, 5, NOW, TS, "ch")
             assert got is not None
-            out.append(got)
+            out.append((thread * per_thread + n, *got))
 
-    threads = [threading.Thread(target=publish, args=(out,)) for out in seen]
+    threads = [threading.Thread(target=publish, args=(i, out)) for i, out in enumerate(seen)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     planned = [item for out in seen for item in out]
-    seqs = sorted(int(message_id.rsplit("-", 1)[1]) for _, message_id in planned)
+    seqs = sorted(int(message_id.rsplit("-", 1)[1]) for _, _, message_id in planned)
     assert seqs == list(range(1, 8 * per_thread + 1))
-    for command, message_id in planned:  # each command carries its own id and seq
-        seq = int(message_id.rsplit("-", 1)[1])
-        assert b'"id":"%b","' % message_id.encode() in command
-        assert b'"seq":%d,' % seq in command
-        payload = command.split(b"\r\n")[-2]
-        assert msgspec.json.decode(payload, type=Envelope).seq == seq
+    for key, command, message_id in planned:  # each command carries its own id, seq, data
+        envelope = msgspec.json.decode(command.split(b"\r\n")[-2], type=Envelope)
+        assert envelope.id == message_id
+        assert envelope.seq == int(message_id.rsplit("-", 1)[1])
+        assert divmod(key, per_thread) == (envelope.data["thread"], envelope.data["n"])
+        assert command == encode_publish(b"ch", msgspec.json.encode(envelope))
+
+
+def test_a_large_message_is_planned_whole_and_its_buffer_not_kept() -> None:
+    templated, reference = planner(), planner()
+    for data in ("x" * 200_000, {"small": 1}, "y" * 70_000, None, [2]):
+        got = templated.plan_command("a.b", data, 5, NOW, TS, "ch")
+        assert got == enveloped(reference, "ch", "a.b", data, 5, TS)
+    # msgspec keeps a buffer's capacity: after a large message the planner drops it
+    assert sys.getsizeof(templated._data_buffer) < 64 * 1024
 
 
 @pytest.mark.parametrize("data", [None, {"agent": "coder-1"}, "a \"quoted\" é"], ids=repr)

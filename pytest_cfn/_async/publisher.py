@@ -52,6 +52,7 @@ from pytest_cfn._backends.async_backend import (
     PublishLock,
     WriteCoalescer,
     monotonic,
+    offer_lock,
     sleep,
     try_lock,
 )
@@ -111,6 +112,7 @@ class Publisher:
         self._on_error = on_error
         self._lock = PublishLock()
         self._try_lock = try_lock(self._lock)
+        self._offer_take, self._offer_release = offer_lock(self._lock)
         # Written and not acknowledged yet, in order: each command and its kind, side by
         # side (two deques of plain items: no tuple per publish to build, track and free).
         self._in_flight: deque[bytes] = deque()
@@ -172,7 +174,7 @@ class Publisher:
         batch, or joining a coalesced write, short of their limits, while nobody else holds
         the connection. False: nothing was done; :meth:`send_publish` it instead. (The
         fast path of a publish: no coroutine, no wait.)"""
-        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._try_lock():
+        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._offer_take():
             return False
         try:
             batch = self._batch
@@ -192,7 +194,8 @@ class Publisher:
                 self._coalescer.schedule()
             return True
         finally:
-            self._lock.release()
+            if self._offer_release is not None:  # None: checked free, nothing taken
+                self._offer_release()
 
     async def send_publish(self, command: bytes, priority: int) -> None:
         """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now

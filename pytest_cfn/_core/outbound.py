@@ -29,6 +29,8 @@ from pytest_cfn._errors import (
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 _MAX_PREFIXES = 10_000
+_KEEP_DATA_BUFFER = 64 * 1024
+"""A planner keeps its data buffer for messages up to this size (bytes)."""
 
 
 class PlanLock(Protocol):
@@ -68,7 +70,10 @@ class OutboundPlanner:
 
     __slots__ = (
         "_channels",
+        "_data_buffer",
         "_encode",
+        "_encode_into",
+        "_large",
         "_lock",
         "_max_bytes",
         "_prefixes",
@@ -107,12 +112,18 @@ class OutboundPlanner:
             )
         self.codec = codec
         self._encode = codec.raw_encode
+        self._encode_into = codec.raw_encode_into
+        self._data_buffer = bytearray()
+        """:meth:`plan_command` encodes data here (under the lock, if any), then copies it
+        into the command: no bytes object per publish for the data alone."""
         self._channels = channels
         self._swarm = swarm
         self._source = source
         self._publisher = publisher
         self._seq = 0
         self._max_bytes = max_message_bytes
+        self._large = min(max_message_bytes, _KEEP_DATA_BUFFER)
+        """Sizes above this are checked further (one comparison per publish below it)."""
         self._prefixes: dict[str, bytes] = {}
         self._templates: dict[tuple[str, str, int], PublishTemplate] = {}
         self._templated = codec.format == "json" and signer is None
@@ -262,43 +273,49 @@ class OutboundPlanner:
         template = self._templates.get((channel, event_type, priority))
         if template is None:
             template = self._new_template(channel, event_type, priority)
-        if data is None:
-            data_json = b""
-        else:
-            try:
-                data_json = self._encode(data)
-            except (TypeError, ValueError) as exc:
-                if data is not msgspec.UNSET:
-                    raise InvalidOptionError(
-                        f"data for {event_type!r} cannot be encoded as {self.codec.format}: "
-                        f"{exc}"
-                    ) from exc
-                data_json = b""  # the Envelope omits UNSET data, as it omits None
-        if data_json:  # encoded data is never empty
-            fmt = template.with_data
-            size = template.with_data_base + len(data_json)
-        else:
-            fmt = template.without_data
-            size = template.without_data_base
-        size += TS_DIGITS if TS_LOW <= wall_ns < TS_HIGH else ts_digits(wall_ns)
         lock = self._lock
         if lock is not None:
             lock.acquire()
         try:
+            data_json: bytes | bytearray
+            if data is None:
+                data_json = b""
+            else:
+                data_json = self._data_buffer
+                try:
+                    self._encode_into(data, data_json)
+                except (TypeError, ValueError) as exc:
+                    if data is not msgspec.UNSET:
+                        raise InvalidOptionError(
+                            f"data for {event_type!r} cannot be encoded as "
+                            f"{self.codec.format}: {exc}"
+                        ) from exc
+                    data_json = b""  # the Envelope omits UNSET data, as it omits None
+            if data_json:  # encoded data is never empty
+                fmt = template.with_data
+                size = template.with_data_base + len(data_json)
+            else:
+                fmt = template.without_data
+                size = template.without_data_base
+            size += TS_DIGITS if TS_LOW <= wall_ns < TS_HIGH else ts_digits(wall_ns)
             seq = self._seq + 1
             ident = f"{self._publisher}-{seq}"
             size += 2 * len(ident)
-            if size > self._max_bytes:
-                raise MessageTooLargeError(
-                    f"encoded message is {size} bytes; the limit is "
-                    f"{self._max_bytes} bytes (set max_message_bytes to change it)"
-                )
+            if size > self._large:
+                if size > _KEEP_DATA_BUFFER:
+                    self._data_buffer = bytearray()  # a large message's buffer is not kept
+                if size > self._max_bytes:
+                    raise MessageTooLargeError(
+                        f"encoded message is {size} bytes; the limit is "
+                        f"{self._max_bytes} bytes (set max_message_bytes to change it)"
+                    )
+            command = fmt % (size, seq, seq, wall_ns, data_json)
             self._seq = seq  # taken only now: a message refused above leaves no gap
             self.published += 1
         finally:
             if lock is not None:
                 lock.release()
-        return fmt % (size, seq, seq, wall_ns, data_json), ident
+        return command, ident
 
     def _new_template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
         templates = self._templates
