@@ -107,6 +107,13 @@ def test_names_that_need_escaping_are_encoded_as_msgspec_does(names: dict[str, s
         assert got == enveloped(reference, channel, event_type, {"%": "%b"}, 6, TS)
 
 
+def test_a_type_moving_between_channels_and_priorities_gets_each_ones_command() -> None:
+    templated, reference = planner(), planner()
+    for channel, priority in [("c1", 5), ("c2", 5), ("c1", 7), ("c1", 5), ("c2", 7), ("c2", 7)]:
+        got = templated.plan_command("a.b", [channel, priority], priority, NOW, TS, channel)
+        assert got == enveloped(reference, channel, "a.b", [channel, priority], priority, TS)
+
+
 def test_the_template_alone_fills_what_the_envelope_encodes() -> None:
     encode = msgspec.json.Encoder().encode
     template = PublishTemplate(encode, "ch", "s", "src", "pub", "a.b", 4)

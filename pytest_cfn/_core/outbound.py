@@ -84,6 +84,7 @@ class OutboundPlanner:
         "_swarm",
         "_templated",
         "_templates",
+        "_type_templates",
         "breaker",
         "codec",
         "published",
@@ -126,6 +127,9 @@ class OutboundPlanner:
         """Sizes above this are checked further (one comparison per publish below it)."""
         self._prefixes: dict[str, bytes] = {}
         self._templates: dict[tuple[str, str, int], PublishTemplate] = {}
+        self._type_templates: dict[str, PublishTemplate] = {}
+        """The template each event type used last (a publisher mostly repeats its
+        channel and priority): one lookup by a string instead of by a tuple."""
         self._templated = codec.format == "json" and signer is None
         """:meth:`plan_command` fills a :class:`PublishTemplate` (else: the Envelope path)."""
         self._signer = signer
@@ -270,9 +274,9 @@ class OutboundPlanner:
             planned = self.plan_cached(event_type, data, priority, now, wall_ns, None, channel)
             assert planned is not None  # given a channel, it always plans
             return planned.command, planned.envelope.id
-        template = self._templates.get((channel, event_type, priority))
-        if template is None:
-            template = self._new_template(channel, event_type, priority)
+        template = self._type_templates.get(event_type)  # the last one of this type
+        if template is None or template.channel != channel or template.priority != priority:
+            template = self._template(channel, event_type, priority)
         lock = self._lock
         if lock is not None:
             lock.acquire()
@@ -317,14 +321,18 @@ class OutboundPlanner:
                 lock.release()
         return command, ident
 
-    def _new_template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
+    def _template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
         templates = self._templates
-        if len(templates) >= _MAX_PREFIXES:
-            templates.clear()
-        template = templates[(channel, event_type, priority)] = PublishTemplate(
-            self._encode, channel, self._swarm, self._source, self._publisher, event_type,
-            priority,
-        )
+        template = templates.get((channel, event_type, priority))
+        if template is None:
+            if len(templates) >= _MAX_PREFIXES:
+                templates.clear()
+                self._type_templates.clear()
+            template = templates[(channel, event_type, priority)] = PublishTemplate(
+                self._encode, channel, self._swarm, self._source, self._publisher, event_type,
+                priority,
+            )
+        self._type_templates[event_type] = template
         return template
 
     def cached_route(self, event_type: str, now: float) -> str | None:

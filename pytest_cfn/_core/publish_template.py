@@ -47,7 +47,14 @@ class PublishTemplate:
     ``without_data`` and its base are the same for ``data=None``, which the envelope
     omits (pass ``b""``)."""
 
-    __slots__ = ("with_data", "with_data_base", "without_data", "without_data_base")
+    __slots__ = (
+        "channel",
+        "priority",
+        "with_data",
+        "with_data_base",
+        "without_data",
+        "without_data_base",
+    )
 
     def __init__(
         self,
@@ -59,6 +66,8 @@ class PublishTemplate:
         event_type: str,
         priority: int,
     ) -> None:
+        self.channel = channel
+        self.priority = priority
         # {"id":"<publisher>-<seq>","swarm":..,"source":..,"type":..,"priority":<p>,
         #  "seq":<seq>,"ts":<ts>,"publisher":..[,"data":<data>]}   (Envelope's field order)
         head = b'{"id":"' + encode(publisher)[1:-1] + b"-"
