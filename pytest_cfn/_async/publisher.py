@@ -89,6 +89,46 @@ log = logging.getLogger("pytest_cfn.publisher")
 class Publisher:
     """Writes ``PUBLISH`` (and other) commands on one connection of its own."""
 
+    __slots__ = (
+        "_ack_window",
+        "_batch",
+        "_batch_bytes",
+        "_batch_depth",
+        "_batch_kinds",
+        "_breaker",
+        "_coalescer",
+        "_conn",
+        "_critical",
+        "_critical_buffer",
+        "_ever_connected",
+        "_in_flight",
+        "_in_flight_kinds",
+        "_kept_unsent",
+        "_lock",
+        "_offer_release",
+        "_offer_take",
+        "_on_error",
+        "_retry",
+        "_try_lock",
+        "_unreported_errors",
+        "acknowledged",
+        "asked_calls",
+        "coalesced_writes",
+        "critical_resent",
+        "dropped_by_priority",
+        "errors",
+        "failed",
+        "give_ups",
+        "last_failure",
+        "on_redirect",
+        "reconnects",
+        "redirects",
+        "reply_errors",
+        "retries",
+        "route",
+    )
+
+
     def __init__(
         self,
         address: ServerAddress,
