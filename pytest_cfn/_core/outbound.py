@@ -73,6 +73,7 @@ class OutboundPlanner:
         "_data_buffer",
         "_encode",
         "_encode_into",
+        "_id_head",
         "_large",
         "_lock",
         "_max_bytes",
@@ -121,6 +122,8 @@ class OutboundPlanner:
         self._swarm = swarm
         self._source = source
         self._publisher = publisher
+        self._id_head = f"{publisher}-"
+        """Every message id is this and the sequence number."""
         self._seq = 0
         self._max_bytes = max_message_bytes
         self._large = min(max_message_bytes, _KEEP_DATA_BUFFER)
@@ -303,7 +306,7 @@ class OutboundPlanner:
                 size = template.without_data_base
             size += TS_DIGITS if TS_LOW <= wall_ns < TS_HIGH else ts_digits(wall_ns)
             seq = self._seq + 1
-            ident = f"{self._publisher}-{seq}"
+            ident = f"{self._id_head}{seq}"
             size += 2 * len(ident)
             if size > self._large:
                 if size > _KEEP_DATA_BUFFER:
