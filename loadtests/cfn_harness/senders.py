@@ -1,12 +1,19 @@
-"""Who writes a due send: one sender greenlet per publishing connection set.
+"""Who writes a due send: one sender per publishing connection set.
 
-The process's pacing loop (``ProcessRuntime``) never publishes itself: a publish can wait on
-its bus (a publisher connection is shared with the bus's own round trips, such as the
-critical-event catch-up every second, and reading acknowledgements), and one waiting
-publish must not hold up every other agent's schedule. The pacing loop hands each due slot
-to its agent's sender and wakes it; a sender writes everything it was handed in one go (in
-the shared model inside ``batch()`` of its swarm's bus and messenger, so one write per
-connection). The per-agent model's sender runs in the agent's own Locust user greenlet.
+A publish can wait on its bus (a publisher connection is shared with the bus's own round
+trips, such as the critical-event catch-up every second, and reading acknowledgements), and
+one waiting publish must not hold up the schedules of agents on other connections. So the
+process's pacing loop (``ProcessRuntime``) hands each due slot to its agent's sender, which
+writes everything it was handed in one go (in the shared model inside ``batch()`` of its
+swarm's bus and messenger, so one write per connection):
+
+* per-agent model: the sender runs in the agent's own Locust user greenlet, woken by the
+  first slot of a tick;
+* shared model on per-swarm connections (Redis Cluster): one greenlet per swarm;
+* shared model on the process's SharedConnections: every send of the process goes through
+  one sender, so there is no other schedule to protect, and the pacing loop writes the
+  tick itself (:attr:`Sender.inline`), right after taking it, with no greenlet switch in
+  between.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ perf_counter = time.perf_counter
 class Sender:
     """Sends handed over by the pacing loop, written by :meth:`run` (one greenlet)."""
 
-    __slots__ = ("_batched", "_lag", "_measure_from", "_ticks", "_wake", "pending")
+    __slots__ = ("_batched", "_lag", "_measure_from", "_ticks", "_wake", "inline", "pending")
 
     def __init__(self, lag: array[int], ticks: PublishTicks, batched: tuple[Any, ...] = ()) -> None:
         self.pending: list[tuple[CfnClient, int]] = []
@@ -41,6 +48,8 @@ class Sender:
         self._ticks = ticks
         self._batched = batched
         self._measure_from = 1 << 62
+        self.inline = False
+        """Written by the pacing loop itself (:meth:`write_handed`), not by :meth:`run`."""
 
     def measure_from(self, start_ns: int) -> None:
         """Sends intended at or after ``start_ns`` are measured (the window's start)."""
@@ -49,31 +58,35 @@ class Sender:
     def hand(self, client: CfnClient, intended_ns: int) -> None:
         """Called by the pacing loop for a due slot."""
         pending = self.pending
-        if not pending:  # the first of a tick wakes the sender; the rest ride along
+        if not pending and not self.inline:  # the first of a tick wakes the sender
             self._wake.set()
         pending.append((client, intended_ns))
 
     def run(self, closed: Any) -> None:
         """Until ``closed()``: wait to be handed sends, then write them all."""
         wake = self._wake
-        lag = self._lag.append
         while not closed():
             wake.wait()
             wake.clear()
-            while self.pending:
-                items, self.pending = self.pending, []
-                started = perf_counter()
-                start = self._measure_from
-                batched = self._batched
-                if len(batched) == 1:  # the shared model's process sender: no ExitStack
-                    with batched[0].batch():
-                        _send_all(items, start, lag)
-                else:
-                    with ExitStack() as stack:
-                        for owner in batched:
-                            stack.enter_context(owner.batch())
-                        _send_all(items, start, lag)
-                self._ticks.add(len(items), perf_counter() - started)
+            self.write_handed()
+
+    def write_handed(self) -> None:
+        """Write every send handed over so far (and those handed meanwhile)."""
+        lag = self._lag.append
+        while self.pending:
+            items, self.pending = self.pending, []
+            started = perf_counter()
+            start = self._measure_from
+            batched = self._batched
+            if len(batched) == 1:  # the shared model's process sender: no ExitStack
+                with batched[0].batch():
+                    _send_all(items, start, lag)
+            else:
+                with ExitStack() as stack:
+                    for owner in batched:
+                        stack.enter_context(owner.batch())
+                    _send_all(items, start, lag)
+            self._ticks.add(len(items), perf_counter() - started)
 
     def stop(self) -> None:
         """Wake :meth:`run` so it sees that the process is closing."""

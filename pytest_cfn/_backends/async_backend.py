@@ -111,6 +111,11 @@ async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def yield_now() -> None:
+    """Let the loop run its other ready callbacks and poll its sockets before going on."""
+    await asyncio.sleep(0)
+
+
 class PublishLock:
     """asyncio.Lock's behaviour (FIFO, safe under cancellation) plus ``try_acquire``, a
     plain call that takes the lock when it is free and nobody waits: the publisher's
