@@ -204,6 +204,23 @@ class EventBus(EngineFrontend):
             await self._ensure_layout()
         planner = self._planner
         now = monotonic()
+        if correlation_id is None and (
+            self._critical_stream is None
+            or (type(priority) is int and priority < CRITICAL_PRIORITY)
+        ):
+            # Only the PUBLISH command is needed (nothing stored): no Envelope is built.
+            wire = planner.plan_command(event_type, data, priority, now, time_ns())
+            if wire is None:  # not in the route cache (checked and admitted)
+                channel = await self._resolve_route(event_type, now)
+                wire = planner.plan_command(event_type, data, priority, now, time_ns(), channel)
+                assert wire is not None  # given a channel, it always plans
+            command, message_id = wire
+            publisher = engine.publisher
+            if self._sharded:
+                await publisher.send_publish(as_spublish(command), priority)
+            elif not publisher.offer(command, priority):
+                await publisher.send_publish(command, priority)
+            return message_id
         planned = planner.plan_cached(event_type, data, priority, now, time_ns(), correlation_id)
         if planned is None:  # not in the route cache (checked and admitted)
             channel = await self._resolve_route(event_type, now)

@@ -137,6 +137,10 @@ class PublishLock:
         self._locked = True
         return True
 
+    def is_free(self) -> bool:
+        """Neither held nor waited for (what :meth:`try_acquire` would take)."""
+        return not self._locked and not self._waiters
+
     async def acquire(self) -> bool:
         if not self._locked and not self._waiters:
             self._locked = True
@@ -178,6 +182,14 @@ class PublishLock:
 def try_lock(lock: PublishLock) -> Callable[[], bool]:
     """``lock``'s take-it-if-free call (see :class:`PublishLock`)."""
     return lock.try_acquire
+
+
+def offer_lock(lock: PublishLock) -> tuple[Callable[[], bool], Callable[[], None] | None]:
+    """For a holder that never awaits while it holds ``lock`` (the publisher's
+    ``offer``): a check that it is free, and no release. On one event loop nothing else
+    runs until such a holder returns, so checking is enough and taking it would only
+    cost two calls per publish."""
+    return lock.is_free, None
 
 
 class Signal:

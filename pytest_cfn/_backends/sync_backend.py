@@ -37,6 +37,13 @@ def try_lock(lock: threading.RLock) -> Callable[[], bool]:
     return partial(lock.acquire, False)
 
 
+def offer_lock(lock: threading.RLock) -> tuple[Callable[[], bool], Callable[[], None] | None]:
+    """Take-it-if-free and release calls for a holder that never waits (the publisher's
+    ``offer``): ``lock.acquire(False)`` and ``lock.release``, in C (another thread may
+    come at any time, so the lock is taken)."""
+    return partial(lock.acquire, False), lock.release
+
+
 MIN_READ_CHUNK = 16 * 1024
 
 

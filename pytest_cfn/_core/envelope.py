@@ -50,9 +50,10 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc
 class Codec:
     """Encodes and decodes envelopes as JSON (default) or MessagePack."""
 
-    __slots__ = ("_decode", "_encode", "format")
+    __slots__ = ("_decode", "_encode", "_encode_into", "format")
 
     _encode: Callable[[Any], bytes]
+    _encode_into: Callable[[Any, bytearray], None]
     _decode: Callable[[bytes], Envelope]
 
     def __init__(self, format: str = "json") -> None:
@@ -60,16 +61,23 @@ class Codec:
             raise InvalidOptionError(f"codec {format!r} is not known; use one of {FORMATS}")
         self.format = format
         if format == "json":
-            self._encode = msgspec.json.Encoder().encode
+            encoder: msgspec.json.Encoder | msgspec.msgpack.Encoder = msgspec.json.Encoder()
             self._decode = msgspec.json.Decoder(Envelope).decode
         else:
-            self._encode = msgspec.msgpack.Encoder().encode
+            encoder = msgspec.msgpack.Encoder()
             self._decode = msgspec.msgpack.Decoder(Envelope).decode
+        self._encode = encoder.encode
+        self._encode_into = encoder.encode_into
 
     @property
     def raw_encode(self) -> Callable[[Any], bytes]:
         """msgspec's encoder itself (no wrapper frame per publish)."""
         return self._encode
+
+    @property
+    def raw_encode_into(self) -> Callable[[Any, bytearray], None]:
+        """msgspec's ``encode_into``: encodes into a reused buffer (no bytes object made)."""
+        return self._encode_into
 
     def encode(self, envelope: Envelope) -> bytes:
         return self._encode(envelope)

@@ -15,6 +15,7 @@ from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.channels import ChannelNames
 from pytest_cfn._core.envelope import Codec, Envelope
 from pytest_cfn._core.ids import validate_event_type
+from pytest_cfn._core.publish_template import TS_DIGITS, TS_HIGH, TS_LOW, PublishTemplate, ts_digits
 from pytest_cfn._core.resp import publish_prefix
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner
@@ -28,6 +29,8 @@ from pytest_cfn._errors import (
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 _MAX_PREFIXES = 10_000
+_KEEP_DATA_BUFFER = 64 * 1024
+"""A planner keeps its data buffer for messages up to this size (bytes)."""
 
 
 class PlanLock(Protocol):
@@ -67,7 +70,11 @@ class OutboundPlanner:
 
     __slots__ = (
         "_channels",
+        "_data_buffer",
         "_encode",
+        "_encode_into",
+        "_id_head",
+        "_large",
         "_lock",
         "_max_bytes",
         "_prefixes",
@@ -76,6 +83,9 @@ class OutboundPlanner:
         "_signer",
         "_source",
         "_swarm",
+        "_templated",
+        "_templates",
+        "_type_templates",
         "breaker",
         "codec",
         "published",
@@ -104,13 +114,27 @@ class OutboundPlanner:
             )
         self.codec = codec
         self._encode = codec.raw_encode
+        self._encode_into = codec.raw_encode_into
+        self._data_buffer = bytearray()
+        """:meth:`plan_command` encodes data here (under the lock, if any), then copies it
+        into the command: no bytes object per publish for the data alone."""
         self._channels = channels
         self._swarm = swarm
         self._source = source
         self._publisher = publisher
+        self._id_head = f"{publisher}-"
+        """Every message id is this and the sequence number."""
         self._seq = 0
         self._max_bytes = max_message_bytes
+        self._large = min(max_message_bytes, _KEEP_DATA_BUFFER)
+        """Sizes above this are checked further (one comparison per publish below it)."""
         self._prefixes: dict[str, bytes] = {}
+        self._templates: dict[tuple[str, str, int], PublishTemplate] = {}
+        self._type_templates: dict[str, PublishTemplate] = {}
+        """The template each event type used last (a publisher mostly repeats its
+        channel and priority): one lookup by a string instead of by a tuple."""
+        self._templated = codec.format == "json" and signer is None
+        """:meth:`plan_command` fills a :class:`PublishTemplate` (else: the Envelope path)."""
         self._signer = signer
         self._lock = lock
         """Held while a sequence number is taken and its envelope built, where publishes
@@ -223,6 +247,96 @@ class OutboundPlanner:
         # encode_publish_after(prefix, payload), without its frame
         command = b"%b%d\r\n%b\r\n" % (prefix, len(payload), payload)
         return PlannedPublish(command, env, priority, payload, channel)
+
+    def plan_command(
+        self,
+        event_type: str,
+        data: Any,
+        priority: int,
+        now: float,
+        wall_ns: int,
+        channel: str | None = None,
+    ) -> tuple[bytes, str] | None:
+        """:meth:`plan_cached` for a publish that needs only its ``PUBLISH`` command and
+        id (no correlation id, not stored): ``(command, id)``, or None on a route-cache
+        miss, admitted. The same bytes, without building an Envelope, its payload and a
+        PlannedPublish: a :class:`PublishTemplate` of the route is filled in."""
+        if channel is None:
+            if type(priority) is not int or not 1 <= priority <= 9:
+                check_priority(priority)
+            throttle = self.throttle
+            if throttle.enabled and not throttle.allow(priority, now):
+                raise self._throttled(priority)
+            breaker = self.breaker
+            if not breaker.closed and not breaker.allow(now, priority):
+                raise self._refused_open(now)
+            channel = self.route_cache.get(event_type, now)
+            if channel is None:
+                return None
+        if not self._templated:
+            planned = self.plan_cached(event_type, data, priority, now, wall_ns, None, channel)
+            assert planned is not None  # given a channel, it always plans
+            return planned.command, planned.envelope.id
+        template = self._type_templates.get(event_type)  # the last one of this type
+        if template is None or template.channel != channel or template.priority != priority:
+            template = self._template(channel, event_type, priority)
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            data_json: bytes | bytearray
+            if data is None:
+                data_json = b""
+            else:
+                data_json = self._data_buffer
+                try:
+                    self._encode_into(data, data_json)
+                except (TypeError, ValueError) as exc:
+                    if data is not msgspec.UNSET:
+                        raise InvalidOptionError(
+                            f"data for {event_type!r} cannot be encoded as "
+                            f"{self.codec.format}: {exc}"
+                        ) from exc
+                    data_json = b""  # the Envelope omits UNSET data, as it omits None
+            if data_json:  # encoded data is never empty
+                fmt = template.with_data
+                size = template.with_data_base + len(data_json)
+            else:
+                fmt = template.without_data
+                size = template.without_data_base
+            size += TS_DIGITS if TS_LOW <= wall_ns < TS_HIGH else ts_digits(wall_ns)
+            seq = self._seq + 1
+            ident = f"{self._id_head}{seq}"
+            size += 2 * len(ident)
+            if size > self._large:
+                if size > _KEEP_DATA_BUFFER:
+                    self._data_buffer = bytearray()  # a large message's buffer is not kept
+                if size > self._max_bytes:
+                    raise MessageTooLargeError(
+                        f"encoded message is {size} bytes; the limit is "
+                        f"{self._max_bytes} bytes (set max_message_bytes to change it)"
+                    )
+            command = fmt % (size, seq, seq, wall_ns, data_json)
+            self._seq = seq  # taken only now: a message refused above leaves no gap
+            self.published += 1
+        finally:
+            if lock is not None:
+                lock.release()
+        return command, ident
+
+    def _template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
+        templates = self._templates
+        template = templates.get((channel, event_type, priority))
+        if template is None:
+            if len(templates) >= _MAX_PREFIXES:
+                templates.clear()
+                self._type_templates.clear()
+            template = templates[(channel, event_type, priority)] = PublishTemplate(
+                self._encode, channel, self._swarm, self._source, self._publisher, event_type,
+                priority,
+            )
+        self._type_templates[event_type] = template
+        return template
 
     def cached_route(self, event_type: str, now: float) -> str | None:
         return self.route_cache.get(event_type, now)

@@ -53,6 +53,7 @@ from pytest_cfn._backends.sync_backend import (
     PublishLock,
     WriteCoalescer,
     monotonic,
+    offer_lock,
     sleep,
     try_lock,
 )
@@ -89,6 +90,46 @@ log = logging.getLogger("pytest_cfn.publisher")
 class Publisher:
     """Writes ``PUBLISH`` (and other) commands on one connection of its own."""
 
+    __slots__ = (
+        "_ack_window",
+        "_batch",
+        "_batch_bytes",
+        "_batch_depth",
+        "_batch_kinds",
+        "_breaker",
+        "_coalescer",
+        "_conn",
+        "_critical",
+        "_critical_buffer",
+        "_ever_connected",
+        "_in_flight",
+        "_in_flight_kinds",
+        "_kept_unsent",
+        "_lock",
+        "_offer_release",
+        "_offer_take",
+        "_on_error",
+        "_retry",
+        "_try_lock",
+        "_unreported_errors",
+        "acknowledged",
+        "asked_calls",
+        "coalesced_writes",
+        "critical_resent",
+        "dropped_by_priority",
+        "errors",
+        "failed",
+        "give_ups",
+        "last_failure",
+        "on_redirect",
+        "reconnects",
+        "redirects",
+        "reply_errors",
+        "retries",
+        "route",
+    )
+
+
     def __init__(
         self,
         address: ServerAddress,
@@ -112,6 +153,7 @@ class Publisher:
         self._on_error = on_error
         self._lock = PublishLock()
         self._try_lock = try_lock(self._lock)
+        self._offer_take, self._offer_release = offer_lock(self._lock)
         # Written and not acknowledged yet, in order: each command and its kind, side by
         # side (two deques of plain items: no tuple per publish to build, track and free).
         self._in_flight: deque[bytes] = deque()
@@ -173,7 +215,7 @@ class Publisher:
         batch, or joining a coalesced write, short of their limits, while nobody else holds
         the connection. False: nothing was done; :meth:`send_publish` it instead. (The
         fast path of a publish: no coroutine, no wait.)"""
-        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._try_lock():
+        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._offer_take():
             return False
         try:
             batch = self._batch
@@ -193,7 +235,8 @@ class Publisher:
                 self._coalescer.schedule()
             return True
         finally:
-            self._lock.release()
+            if self._offer_release is not None:  # None: checked free, nothing taken
+                self._offer_release()
 
     def send_publish(self, command: bytes, priority: int) -> None:
         """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now
