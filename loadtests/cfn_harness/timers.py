@@ -4,8 +4,9 @@ gevent's default epoll backend wakes sleepers at millisecond granularity (epoll_
 is in ms): measured on this machine, ``gevent.sleep(50 µs)`` returned after 1.1 ms. Latency is
 measured from the intended send time, so that lateness would be charged to Redis. ``select``
 takes its timeout in microseconds (the same sleep: 0.13 ms; io_uring's 0.08 ms needs a kernel
-and a libev build that have it, select is in all of them). Locust creates gevent's hub before it imports a locustfile, so the
-backend can only be chosen by starting the process again with GEVENT_BACKEND set.
+and a libev build that have it, select is in all of them). Locust creates gevent's hub before
+it imports a locustfile, so the backend can only be chosen by starting the process again with
+GEVENT_BACKEND set.
 """
 
 from __future__ import annotations
