@@ -27,6 +27,7 @@ from cfn_harness.senders import Sender
 from cfn_harness.timers import loop_backend
 from pytest_cfn import EventBus, SharedConnections
 from pytest_cfn._async.connection_share import CONNECTION_KEYS
+from pytest_cfn._backends.sync_backend import yield_now
 from pytest_cfn._core.options import BusOptions
 from pytest_cfn._errors import CfnError, InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, SubscriberTally
@@ -51,16 +52,12 @@ HOLD_S = 0.0005
 and readers run (measured: a 500-agent worker's taps freed 5,000 events in one 5 ms go)."""
 
 
-YIELD_S = 1e-6
-"""How the bookkeeping yields: a timer, not ``gevent.sleep(0)``. gevent runs ready callbacks
-(``sleep(0)``, woken greenlets) in runs that check the clock only every 50 callbacks, with
-timers and sockets waiting meanwhile, so slices of bookkeeping chained by ``sleep(0)`` held
-the pacing loop's timer for 5 ms and more (traced here); a due timer runs before a later one."""
-
-
 class Slices:
     """``pause()`` for long bookkeeping: yields to the loop once ``HOLD_S`` has passed since
-    the last yield (a clock read otherwise), so the work runs in slices of about HOLD_S."""
+    the last yield (a clock read otherwise), so the work runs in slices of about HOLD_S. It
+    yields with the library's ``yield_now`` (a 1 µs timer under gevent), not
+    ``gevent.sleep(0)``: gevent checks its timers only every 50 ready callbacks, so slices
+    chained by ``sleep(0)`` held the pacing loop's timer for 5 ms and more (traced here)."""
 
     __slots__ = ("_since",)
 
@@ -70,7 +67,7 @@ class Slices:
     def __call__(self) -> None:
         now = perf_counter()
         if now - self._since >= HOLD_S:
-            gevent.sleep(YIELD_S)
+            yield_now()
             self._since = perf_counter()
 
 
@@ -364,7 +361,7 @@ class ProcessRuntime:
                 except CfnError as exc:
                     self.publish_failed("batch", exc)
             if due >= TICK_LIMIT:  # far behind: let the senders, readers and heartbeats run
-                sleep(YIELD_S)
+                yield_now()
 
     def _collect(self, pause: bool = True) -> list[TapBatch]:
         """Credit every agent with its deliveries so far and take the taps' arrays (with
