@@ -35,10 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cfn", "pytest-cfn: Redis coordination fixtures and performance gates")
     group.addoption(
         "--cfn-redis", dest="cfn_redis", metavar="URL", type=parse_redis_option, default=None,
-        help="Redis for the run: redis://[user:password@]host:port/db, unix:///path, or "
-        "fakeredis:// (fakeredis's TCP server in this process: no binary needed, functional "
-        "tests only). Default: ${ENV} or ini cfn_redis, else an embedded redis-server, started "
-        "when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
+        help="Redis for the run: redis://[user:password@]host:port/db, rediss://... (TLS), "
+        "unix:///path, or fakeredis:// (fakeredis's TCP server in this process: no binary "
+        "needed, functional tests only). A URL given here is PINGed at start-up (exit 4 when "
+        "unusable). Default: ${ENV} or ini cfn_redis, checked only when a test first needs a "
+        "server (a bad or dead one errors those tests, never the session), else an embedded "
+        "redis-server, started when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
     )
     group.addoption(
         "--cfn-redis-server", dest="cfn_redis_server", metavar="PATH",
