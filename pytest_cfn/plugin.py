@@ -1,9 +1,11 @@
 """pytest-cfn's pytest hooks (entry point ``pytest11: cfn``); the work is in ``pytest_support``.
 
 Options live in one group with the ``--cfn-`` prefix, each checked by a ``parse_*``
-function. State lives in ``config.stash``. Nothing is started for a session that uses none
-of the fixtures: the server starts when a test first needs one (under pytest-xdist the
-first worker that needs it starts it for all). Workers send their performance samples back
+function. State lives in ``config.stash``. Nothing is started or contacted for a session
+that uses none of the fixtures: the server starts when a test first needs one (under
+pytest-xdist the first worker that needs it starts it for all), and a URL from
+``CFN_REDIS_URL`` or ini ``cfn_redis`` is PINGed then, not at start-up (only a
+``--cfn-redis`` URL is checked at session start). Workers send their performance samples back
 through ``workeroutput``, and the controller merges, reports and gates once. Importing this
 module loads only the option parsers; the rest is imported when used.
 """
