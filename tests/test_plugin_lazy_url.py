@@ -275,3 +275,27 @@ def test_a_url_checked_by_the_workers_is_the_one_the_report_names(
     data = read_json(report)
     assert data["extra"]["server_source"] == "CFN_REDIS_URL"
     assert data["redis"]["url"] == cfn_redis_url and data["redis"]["version"]
+
+
+@pytest.mark.parametrize("source", ["command-line", "env"])
+def test_fakeredis_missing_stops_only_a_run_that_asked_for_it_on_the_command_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    project(pytester, monkeypatch, test_a=ONE_NEEDS_A_SERVER)
+    shadow = pytester.mkdir("shadow")
+    (shadow / "fakeredis").mkdir()
+    (shadow / "fakeredis" / "__init__.py").write_text("raise ImportError('no fakeredis')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    if source == "env":
+        monkeypatch.setenv("CFN_REDIS_URL", "fakeredis://")
+        result = run(pytester)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
+        result.assert_outcomes(passed=1, errors=1)
+        result.stdout.fnmatch_lines(
+            ["pytest-cfn: CFN_REDIS_URL=fakeredis:// needs the fakeredis package (pip install "
+             "*) (from the environment)*"]
+        )
+        return
+    result = run(pytester, "--cfn-redis=fakeredis://")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines(["ERROR: --cfn-redis=fakeredis:// needs the fakeredis package*"])
