@@ -36,9 +36,10 @@ from pytest_cfn.measure.targets import ADR_CONNECTION_TABLE, Targets
 
 TOOL = "sweep"
 LOAD_METHOD = (
-    "Locust harness (loadtests/swarm.py) in a subprocess: {agents} simulated agents ({model} "
-    "model) in {swarms} swarms of 10, each publishing its role's mix at {rate:g} events/s on a "
-    "constant-rate schedule (open model), every agent subscribed to its swarm; delivered = "
+    "Locust harness (loadtests/swarm.py) in a subprocess, its agents in one Locust worker "
+    "process: {agents} simulated agents ({model} model) in {swarms} swarms of 10, each "
+    "publishing its role's mix at {rate:g} events/s on a constant-rate schedule (open model, "
+    "a swarm's agents in the same round), every agent subscribed to its swarm; delivered = "
     "deliveries received inside a {window} s window, counted by delivery time whenever the "
     "event was meant to be sent, / window, each event counted once (a delivery weighs 1 / its "
     "swarm's subscribers)"
