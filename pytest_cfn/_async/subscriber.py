@@ -58,11 +58,17 @@ _CHUNK_REPLIES = 1 << 30
 _HAND_SLICE = 64
 """Shared connections: messages of one bus handed to it in one call, at most."""
 _HOLD_NS = 500_000
-"""Shared connections: after handing a chunk for this long the reader yields (asyncio: to the
-loop; threads: sleep(0); gevent: a 1 µs timer, see ``yield_now``) before the next slice, so
-one large chunk for many buses never holds up everything else in the process (measured in the
-load harness: its pacing loop woke over 2 ms late, held by the reader, when a chunk was
-handed in one go; with ``sleep(0)`` under gevent, still 3-5 ms)."""
+"""After running this long without waiting for the socket, the reader yields (asyncio: to the
+loop; threads: sleep(0); gevent: a 1 µs timer, see ``yield_now``) before its next slice, so
+a backlog (reads that never wait: the socket always has more) or one large chunk for many
+buses never holds up everything else in the process. Measured in the load harness: its
+pacing loop woke over 2 ms late, held by a reader, when a chunk was handed in one go (with
+``sleep(0)`` under gevent, still 3-5 ms); 100 per-agent agents' readers, each working its
+backlog off without waiting, held it 1.5-20 ms at a time."""
+_READ_SLICE = 64
+"""Own connection: messages handed to the bus in one call, at most."""
+_WAITED_NS = 100_000
+"""A read that took this long waited for the socket (it yielded meanwhile)."""
 
 
 class Subscriber:
@@ -114,6 +120,8 @@ class Subscriber:
         self.crashes = 0
         self.read_ns = 0
         """Wall clock (ns) when the chunk being handed on was read (per-stage timing)."""
+        self._held_since = 0
+        """Wall clock (ns) since when the reader has run without waiting or yielding."""
 
     @property
     def connected(self) -> bool:
@@ -230,6 +238,7 @@ class Subscriber:
         conn = self._conn
         awaiting_pong = False
         while not self._closing:
+            before = time_ns()
             try:
                 await conn.read_more(self._ping_timeout if awaiting_pong else self._ping_interval)
             except TimeoutError:
@@ -254,33 +263,47 @@ class Subscriber:
                 awaiting_pong = False
                 continue
             awaiting_pong = False
-            self.read_ns = time_ns()
+            self.read_ns = read_ns = time_ns()
+            if read_ns - before > _WAITED_NS:
+                self._held_since = read_ns
             await self._drain_parser()
+            await self._yield_if_held()
             if self._slot_moved and not self._closing:
                 log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
                 await self._reconnect()
 
+    async def _yield_if_held(self) -> None:
+        if time_ns() - self._held_since > _HOLD_NS:
+            await yield_now()
+            self._held_since = time_ns()
+
     async def _drain_parser(self) -> None:
-        """Hand every complete message of this chunk to the sink in one call."""
+        """Hand every complete message of this chunk to the sink, up to ``_READ_SLICE`` per
+        call, yielding between calls once the reader has held on for ``_HOLD_NS``."""
         if self._routes is not None:
             await self._drain_routed()
             return
-        batch: list[tuple[bytes, bytes]] = []
-        append = batch.append
-        for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
-            if type(reply) is list:
-                kind = reply[0]
-                if kind == _PMESSAGE:
-                    append((reply[2], reply[3]))
-                elif kind in (_MESSAGE, _SMESSAGE):
-                    append((reply[1], reply[2]))
-                else:
-                    self._handle_reply(reply)
-            elif isinstance(reply, ServerReplyError):
-                self._report(reply_error(reply, "a command on the subscriber connection"))
-        if batch:
-            self.messages += len(batch)
-            await self._on_messages(batch)
+        while True:
+            replies = self._conn.buffered_replies(_READ_SLICE)
+            batch: list[tuple[bytes, bytes]] = []
+            append = batch.append
+            for reply in replies:
+                if type(reply) is list:
+                    kind = reply[0]
+                    if kind == _PMESSAGE:
+                        append((reply[2], reply[3]))
+                    elif kind in (_MESSAGE, _SMESSAGE):
+                        append((reply[1], reply[2]))
+                    else:
+                        self._handle_reply(reply)
+                elif isinstance(reply, ServerReplyError):
+                    self._report(reply_error(reply, "a command on the subscriber connection"))
+            if batch:
+                self.messages += len(batch)
+                await self._on_messages(batch)
+            if len(replies) < _READ_SLICE:
+                return
+            await self._yield_if_held()
 
     async def _drain_routed(self) -> None:
         """Shared: group this chunk's messages by the pattern they matched."""

@@ -49,6 +49,7 @@ from pytest_cfn._backends.sync_backend import (
     sleep,
     spawn,
     time_ns,
+    yield_now,
 )
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
@@ -76,6 +77,10 @@ INLINE_AFTER = 1000
 FAST_DELIVERY = 0.00005
 INLINE_BUDGET = 0.002
 SLOW_STRIKES = 16
+DISPATCH_HOLD_NS = 500_000
+"""A dispatcher working off a backlog yields (``yield_now``) once it has run this long
+without waiting, so it never holds the rest of the process up for longer (the reader does
+the same, see ``subscriber._HOLD_NS``)."""
 
 _PRIORITY = attrgetter("priority")
 
@@ -399,6 +404,7 @@ class BusEngine:
         queue = self.queue
         batch_size = self.options.dispatch_batch
         replayer = self._replayer
+        held_since = time_ns()
         while not self.closed:
             if replayer is not None and replayer.due(monotonic()):
                 self._dispatching = True
@@ -413,10 +419,14 @@ class BusEngine:
                     self._dispatching = True
             if not batch:
                 self._wake.wait(0.2)
+                held_since = time_ns()
                 continue
             started = monotonic()
             self._deliver_batch(batch)
             self._learn_speed(len(batch), monotonic() - started)
+            if time_ns() - held_since > DISPATCH_HOLD_NS:  # a backlog: let others run
+                yield_now()
+                held_since = time_ns()
 
     def _deliver_batch(self, batch: list[Envelope]) -> None:
         """Hand a batch (in dispatch order) to the handlers and count the deliveries; a
