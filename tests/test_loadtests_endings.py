@@ -169,7 +169,8 @@ def test_cfn_window_ends_the_run_when_its_window_has_lasted_that_long(
     assert took < 40, took
     result = json.loads(report.read_text())
     extra = result["extra"]
-    assert extra["window_s"] == pytest.approx(2.0, abs=0.05)
+    # the end is aligned to a whole send interval (20 ms here) and a timer's lateness
+    assert extra["window_s"] == pytest.approx(2.0, abs=0.2)
     assert extra["agents"] == 10 and extra["abnormal"] == []
     assert extra["delivered"] == extra["expected_deliveries"] > 0
     assert "window complete" in err.text or "window is complete" in err.text

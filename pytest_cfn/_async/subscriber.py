@@ -267,7 +267,8 @@ class Subscriber:
             if read_ns - before > _WAITED_NS:
                 self._held_since = read_ns
             await self._drain_parser()
-            await self._yield_if_held()
+            if self._routes is None:  # shared connections slice their hand-off themselves
+                await self._yield_if_held()
             if self._slot_moved and not self._closing:
                 log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
                 await self._reconnect()

@@ -268,7 +268,8 @@ class Subscriber:
             if read_ns - before > _WAITED_NS:
                 self._held_since = read_ns
             self._drain_parser()
-            self._yield_if_held()
+            if self._routes is None:  # shared connections slice their hand-off themselves
+                self._yield_if_held()
             if self._slot_moved and not self._closing:
                 log.info("the slot of %s moved; re-subscribing on its new owner", self._conn.name)
                 self._reconnect()

@@ -12,6 +12,7 @@ import importlib.util
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -126,6 +127,13 @@ def spawn_per_agent(model: str, cluster: bool) -> float:
     return CLUSTER_SPAWN_PER_AGENT_S.get(model, 0.06) if cluster else 1 / 500
 
 
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the step's master and its worker)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def locust_command(spec: StepSpec, locustfile: Path, url: str, report: Path) -> list[str]:
     """The headless Locust command line of one step (every gate off: the sweep judges).
 
@@ -134,9 +142,12 @@ def locust_command(spec: StepSpec, locustfile: Path, url: str, report: Path) -> 
     agents' event loop, and measured at 10 agents the sweep's p99.9 was 19-30 ms there
     against 9.6-14.8 ms in a worker. Spawning a worker takes longer, so the window's length
     is the harness's (``--cfn-window``), counted from the moment every agent subscribed."""
+    port = str(free_loopback_port())  # Locust's default 5557 is shared by every run here
     return [
         sys.executable, "-m", "locust", "-f", str(locustfile),
         "--headless", "--only-summary", "--loglevel", "WARNING", "--processes", "1",
+        "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+        "--master-host", "127.0.0.1", "--master-port", port,
         "-u", str(spec.agents), "-r", str(spec.agents), "-t", f"{spec.run_time}s",
         "--cfn-window", f"{spec.duration:g}",
         "--cfn-redis", url,
