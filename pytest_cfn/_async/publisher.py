@@ -218,20 +218,23 @@ class Publisher:
             return False
         try:
             batch = self._batch
+            size = self._batch_bytes + len(command)
             if self._batch_depth:
-                max_commands, max_bytes = MAX_BATCH_COMMANDS, MAX_BATCH_BYTES
-            elif batch or self._coalescer.busy():
-                max_commands, max_bytes = AUTO_MAX_COMMANDS, AUTO_MAX_BYTES
+                if len(batch) + 1 >= MAX_BATCH_COMMANDS or size >= MAX_BATCH_BYTES:
+                    return False  # this one fills the batch: send_publish writes it
+            elif batch:  # joining a coalesced write (already scheduled: see below)
+                if len(batch) + 1 >= AUTO_MAX_COMMANDS or size >= AUTO_MAX_BYTES:
+                    return False  # this one fills it: send_publish writes it
+            elif self._coalescer.busy() and size < AUTO_MAX_BYTES:
+                # The first to wait for the coalesced write: schedule it. Pending
+                # publishes outside a batch always have their write scheduled (the
+                # flush that clears the schedule writes them, under the lock).
+                self._coalescer.schedule()
             else:
                 return False  # a lone publish: written at once, by send_publish
-            size = self._batch_bytes + len(command)
-            if len(batch) + 1 >= max_commands or size >= max_bytes:
-                return False  # this one fills it: send_publish writes it
             batch.append(command)
             self._batch_kinds.append(priority)
             self._batch_bytes = size
-            if not self._batch_depth:
-                self._coalescer.schedule()
             return True
         finally:
             if self._offer_release is not None:  # None: checked free, nothing taken
