@@ -273,9 +273,10 @@ class OutboundPlanner:
         here rather than in a call."""
         template = self._hot
         if channel is None:
-            if template is None or template.priority is not priority:
-                if type(priority) is not int or not 1 <= priority <= 9:
-                    check_priority(priority)
+            if (template is None or template.priority is not priority) and (
+                type(priority) is not int or not 1 <= priority <= 9
+            ):
+                check_priority(priority)
             throttle = self.throttle
             if throttle.enabled and not throttle.allow(priority, now):
                 raise self._throttled(priority)
