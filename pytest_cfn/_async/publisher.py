@@ -274,6 +274,10 @@ class Publisher:
                     ):
                         self.coalesced_writes += 1
                         await self._write_batch()
+                        # A write of the burst, as the lone one that began it: publishes
+                        # right after it keep joining writes instead of one going alone
+                        # (and reading acknowledgements) after every full write.
+                        coalescer.wrote()
                     else:
                         coalescer.schedule()
                     return

@@ -320,6 +320,8 @@ class WriteCoalescer:
                     continue
                 self._scheduled = False
                 self._flush()
+                # a write of the burst: a publish right after it joins the next one
+                self._last = time.monotonic()
 
     def close(self) -> None:
         self._stopped = True
