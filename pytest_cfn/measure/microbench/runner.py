@@ -24,6 +24,7 @@ from pytest_cfn.measure.microbench.aio_workloads import (
     aio_unpaced_publisher,
 )
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
+from pytest_cfn.measure.microbench.e2e_figures import Item
 from pytest_cfn.measure.microbench.memory import idle_bus_memory
 from pytest_cfn.measure.microbench.printout import Figure, StepFailure, print_section
 from pytest_cfn.measure.microbench.reference import (
@@ -37,7 +38,6 @@ from pytest_cfn.measure.microbench.reference import (
 from pytest_cfn.measure.microbench.shard_references import ReferenceChannel, reference_channel
 from pytest_cfn.measure.microbench.signing import signing_step
 from pytest_cfn.measure.microbench.step_figures import (
-    Item,
     ceiling_figure,
     latency_figures,
     memory_figure,
