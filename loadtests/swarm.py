@@ -39,7 +39,6 @@ from cfn_harness.timers import use_precise_timers
 use_precise_timers()
 
 import argparse  # noqa: E402
-import random  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
@@ -99,6 +98,12 @@ def _add_options(parser: Any, **_: Any) -> None:
                             "Messenger, as ADR-002 counts) or 'shared' (the agents of a swarm in "
                             "one process share its Event Bus and Messenger, publishes coalesced; "
                             "see --cfn-share); default per-agent")
+    group.add_argument("--cfn-phase", type=_checked(o.parse_phase), default="swarm",
+                       help="when in each send interval agents send: 'swarm' (the agents of a "
+                            "swarm send together, a round like a CFN loop iteration's; the "
+                            "swarms' rounds spread evenly) or 'agent' (each agent at a random "
+                            "phase of its own); intended send times, rates and latency are "
+                            "measured the same either way; default swarm")
     group.add_argument("--cfn-share", choices=("process", "swarm"), default="process",
                        help="shared model: 'process' (every swarm's bus and messenger of a "
                             "process on one publisher and one subscriber connection, "
@@ -185,7 +190,7 @@ class CfnAgent(User):
     def on_start(self) -> None:
         runtime = _runtime()
         runtime.configure()
-        agent, swarm, peer = runtime.place_agent(self.role)
+        agent, swarm, peer, self.phase = runtime.place_agent(self.role)
         try:
             self.client = CfnClient(
                 runtime, swarm, agent, self.role, role_mix(self.role, runtime.options.mix), peer
@@ -197,7 +202,7 @@ class CfnAgent(User):
 
     @task
     def follow_schedule(self) -> None:
-        self.client.follow_schedule(random.random())
+        self.client.follow_schedule(self.phase)
 
     def on_stop(self) -> None:
         client = getattr(self, "client", None)

@@ -62,6 +62,7 @@ def test_locust_is_not_imported_by_the_harness_logic() -> None:
         (o.parse_redis, "http://127.0.0.1:6379", "redis://"),
         (o.parse_payload, "-1", "between 0"),
         (o.parse_swarms, "two", "whole number"),
+        (o.parse_phase, "random", "use one of: swarm, agent"),
         (o.parse_seconds, "-1", ">= 0"),
     ],
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder
-from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks
+from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks, swarm_phase
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TypeCodes, fold
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
@@ -45,6 +46,29 @@ def test_every_agent_sends_once_per_interval_in_time_order() -> None:
         mine = [t for m, t in sent if m == name]
         first = int(phase * 10 * MS)
         assert mine == [first + k * 10 * MS for k in range(100)]
+
+
+@pytest.mark.parametrize("swarms", [1, 2, 3, 10, 50, 500])
+def test_swarm_phases_spread_the_rounds_evenly_for_any_number_of_swarms(swarms: int) -> None:
+    phases = sorted(swarm_phase(i) for i in range(swarms))
+    assert all(0.0 <= p < 1.0 for p in phases)
+    gaps = [b - a for a, b in itertools.pairwise(phases)] + [1.0 - phases[-1] + phases[0]]
+    # an even spread has gaps of 1/swarms; none here is under 0.45 or over 1.8 of that
+    assert min(gaps) * swarms > 0.45
+    assert max(gaps) * swarms < 1.8
+    assert [swarm_phase(i) for i in range(swarms)] == [swarm_phase(i) for i in range(swarms)]
+
+
+def test_the_agents_of_a_swarm_phase_send_in_the_same_tick() -> None:
+    schedule: ProcessSchedule[tuple[int, int]] = ProcessSchedule(rate=100, base_ns=0)
+    for swarm in range(5):
+        for agent in range(10):
+            schedule.add((swarm, agent), swarm_phase(swarm))
+    ticks: dict[int, list[tuple[int, int]]] = {}
+    schedule.run_due(100 * MS - 1, None, lambda m, t: ticks.setdefault(t, []).append(m), 10**6)
+    assert len(ticks) == 5 * 10  # 5 rounds per 10 ms interval, 10 intervals
+    for members in ticks.values():
+        assert len(members) == 10 and len({swarm for swarm, _ in members}) == 1
 
 
 def test_a_late_wakeup_sends_the_overdue_slots_without_moving_the_schedule() -> None:

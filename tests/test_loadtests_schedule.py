@@ -22,16 +22,19 @@ RATE = 25  # per agent: 1,000 events/s offered, 10,000 deliveries/s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["per-agent", "shared"])
+@pytest.mark.parametrize(
+    ("model", "phase"), [("per-agent", "swarm"), ("per-agent", "agent"), ("shared", "swarm")]
+)
 def test_the_pacing_schedule_keeps_the_offered_rate(
-    tmp_path: Path, redis_url: str, model: str
+    tmp_path: Path, redis_url: str, model: str, phase: str
 ) -> None:
     report = tmp_path / "result.json"
     stats = tmp_path / "stats"
     proc = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(SWARM), "--headless", "-u", str(AGENTS),
          "-r", str(AGENTS), "-t", "5s", "--only-summary", "--cfn-redis", redis_url,
-         "--cfn-rate", str(RATE), "--cfn-model", model, "--cfn-gate", "critical-loss",
+         "--cfn-rate", str(RATE), "--cfn-model", model, "--cfn-phase", phase,
+         "--cfn-gate", "critical-loss",
          "--cfn-warmup", "0.5", "--cfn-report", str(report), "--json-file", str(stats)],
         cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False,
     )
@@ -46,6 +49,8 @@ def test_the_pacing_schedule_keeps_the_offered_rate(
     assert m["lost"]["value"] == 0 and m["late"]["value"] == 0
     assert m["critical_loss"]["value"] == 0
     extra = result["extra"]
+    assert extra["phase"] == phase
+    assert f"({phase} phases)" in proc.stdout + proc.stderr
     assert extra["delivered"] == extra["expected_deliveries"] > 0
     # Measured sends: every agent the same number (whole intervals), none missing.
     window_events = extra["expected_deliveries"] / 10  # swarms of 10, all listening

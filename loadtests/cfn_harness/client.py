@@ -72,7 +72,9 @@ class CfnClient:
             self.close()
             raise
         self._cycle = self._plan(mix)
-        self.sender = runtime.swarm_sender(swarm) if self.shared else runtime.new_sender()
+        self.sender = (
+            runtime.swarm_sender(swarm) if self.shared else runtime.new_sender(direct=True)
+        )
 
     def _connect(self, runtime: ProcessRuntime, swarm: str, agent: str) -> None:
         options = runtime.options
@@ -166,15 +168,10 @@ class CfnClient:
             counts[priority] += 1
 
     def follow_schedule(self, phase: float) -> None:
-        """The Locust task: hand this agent to the process's pacing schedule; then, in the
-        per-agent model, write this agent's due sends as the schedule hands them over (in
-        the shared model the swarm's sender does) until Locust stops the user."""
+        """The Locust task: hand this agent to the process's pacing schedule, which writes
+        its sends (through its sender) until Locust stops the user."""
         if not self.closed:
             self.runtime.schedule_agent(self, phase)
-        if self.shared:
-            while True:
-                gevent.sleep(3600)
-        self.runtime.run_sender(self.sender)
         while True:
             gevent.sleep(3600)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import time
 from typing import Any
 
@@ -34,7 +35,12 @@ from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder, LocustRow, S
 from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.measure.loadgen.machine_load import this_host
 from pytest_cfn.measure.loadgen.options import HarnessOptions
-from pytest_cfn.measure.loadgen.pacing import LateWakes, ProcessSchedule, PublishTicks
+from pytest_cfn.measure.loadgen.pacing import (
+    LateWakes,
+    ProcessSchedule,
+    PublishTicks,
+    swarm_phase,
+)
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
 from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
 
@@ -180,13 +186,14 @@ class ProcessRuntime:
         self._greenlets.append(gevent.spawn(self._report_ready))
         self._greenlets.append(gevent.spawn(self._pace))
 
-    def place_agent(self, role: str) -> tuple[str, str, str]:
+    def place_agent(self, role: str) -> tuple[str, str, str, float]:
         """(agent id, swarm, peer swarm): each worker's agents take a block of consecutive
         slots (the users asked for over the workers), so a swarm's agents share one process
         and its events are read once; agents beyond the block (users added mid-run) are
         interleaved after all the blocks. Slots are dealt into swarms of ``swarm_size``
         (however many agents come, from the command line or the web UI), or round robin
-        over ``--cfn-swarms``."""
+        over ``--cfn-swarms``. The phase is the agent's place in the send interval: its
+        swarm's (``--cfn-phase swarm``) or a random one of its own (``agent``)."""
         n = self._agents
         self._agents += 1
         block, processes = self.block, self.processes
@@ -198,7 +205,8 @@ class ProcessRuntime:
             slot = n * processes + self.index
         swarm = slot // self.swarm_size if self.swarm_size else slot % self.swarms
         peer = (swarm + 1) % max(self.swarms, swarm + 1)
-        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer)
+        phase = swarm_phase(swarm) if self.options.phase == "swarm" else random.random()
+        return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer), phase
 
     def new_tap(self, own: SubscriberTally | None = None) -> DeliveryTap:
         tap = DeliveryTap(self.type_codes, own)
@@ -269,10 +277,11 @@ class ProcessRuntime:
             self.publishes.append(0)
         return index
 
-    def new_sender(self, *batched: Any) -> Sender:
-        """A sender for one agent (per-agent model: run by its user greenlet) or for one
-        swarm's shared bus and messenger (shared model: its own greenlet, writes batched)."""
-        sender = Sender(self.recorder.lag_pending, self._ticks, batched)
+    def new_sender(self, *batched: Any, direct: bool = False) -> Sender:
+        """A sender for one agent (per-agent model: ``direct``, each slot written as the
+        pacing loop hands it over) or for one swarm's shared bus and messenger (shared model:
+        writes batched)."""
+        sender = Sender(self.recorder.lag_pending, self._ticks, batched, direct=direct)
         if self.window.start_ns is not None:
             sender.measure_from(self.window.start_ns)
         self.senders.append(sender)

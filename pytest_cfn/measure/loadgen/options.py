@@ -19,6 +19,7 @@ from pytest_cfn._errors import InvalidIdError, InvalidOptionError
 from pytest_cfn.measure.targets import Targets
 
 MODELS = ("per-agent", "shared")
+PHASES = ("swarm", "agent")
 GATES = ("throughput", "p99", "critical-loss", "cache-hit-rate", "connections", "maxclients")
 DEFAULT_AGENTS_PER_SWARM = 10
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -102,6 +103,15 @@ def parse_model(text: str) -> str:
     if text not in MODELS:
         raise InvalidOptionError(
             f"connection model {text!r} is not known; use one of: {', '.join(MODELS)}"
+        )
+    return text
+
+
+def parse_phase(text: str) -> str:
+    """``swarm`` (the agents of a swarm share a phase of the send interval) or ``agent``."""
+    if text not in PHASES:
+        raise InvalidOptionError(
+            f"phase {text!r} is not known; use one of: {', '.join(PHASES)}"
         )
     return text
 
@@ -195,6 +205,7 @@ class HarnessOptions:
     total_rate: float | None = None
     payload: int = 200
     model: str = "per-agent"
+    phase: str = "swarm"
     mix: tuple[MixEntry, ...] | None = None
     gates: frozenset[str] = frozenset(GATES)
     targets: Targets = field(default_factory=Targets)
@@ -227,6 +238,7 @@ class HarnessOptions:
             total_rate=values.get("cfn_total_rate"),
             payload=int(get("payload", 200)),
             model=parse_model(get("model", "per-agent")),
+            phase=parse_phase(get("phase", "swarm")),
             mix=tuple(mix_entries(mix_text)) if mix_text else None,
             gates=gate_names(get("gate", "all")),
             targets=Targets().override(overrides),

@@ -25,6 +25,15 @@ from pytest_cfn.measure.loadgen.accounting import LocustRow
 
 T = TypeVar("T")
 
+_GOLDEN = 0.6180339887498949
+
+
+def swarm_phase(swarm_index: int) -> float:
+    """The phase (0 <= phase < 1 of the send interval) shared by the agents of swarm
+    ``swarm_index`` under ``--cfn-phase swarm``: the golden-ratio sequence, so the swarms'
+    rounds stay evenly spread for any number of swarms (and the same in every process)."""
+    return (swarm_index * _GOLDEN) % 1.0
+
 
 class ProcessSchedule(Generic[T]):
     """Intended send times of many agents with one interval, in time order."""

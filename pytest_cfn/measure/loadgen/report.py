@@ -436,7 +436,8 @@ def render_table(options: HarnessOptions, metrics: list[Metric], facts: RunFacts
     """The gate table printed at the end of a run."""
     head = (
         f"pytest-cfn load harness: {facts.agents} agents ({options.model} model) in "
-        f"{facts.swarms} swarms, {facts.agent_rate:g} events/s each, window {facts.window_s:.1f} s"
+        f"{facts.swarms} swarms, {facts.agent_rate:g} events/s each ({options.phase} phases), "
+        f"window {facts.window_s:.1f} s"
     )
     rows = [("metric", "measured", "ADR target", "verdict")]
     for metric in metrics:
@@ -468,6 +469,7 @@ def build_result(
         steps=latency_steps(totals),
         extra={
             "model": options.model,
+            "phase": options.phase,
             "agents": facts.agents,
             "swarms": facts.swarms,
             "agent_rate": facts.agent_rate,
