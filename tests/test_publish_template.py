@@ -208,6 +208,29 @@ def test_an_open_breaker_and_the_throttle_refuse_on_the_hot_path() -> None:
     assert plan.published == 2
 
 
+@pytest.mark.parametrize("takes", [True, False])
+def test_an_offer_given_to_the_planner_gets_the_command_under_its_lock(takes: bool) -> None:
+    lock = threading.RLock()
+    taken: list[tuple[bytes, int, bool]] = []
+
+    def offer(command: bytes, priority: int) -> bool:
+        taken.append((command, priority, lock._is_owned()))  # type: ignore[attr-defined]
+        return takes
+
+    plan = OutboundPlanner(
+        Codec("json"), ChannelNames("ns"), "swarm-1", "coder-1", "coder-1.0a1b2c3d",
+        route_cache=RouteCache(), throttle=PriorityThrottle(), breaker=CircuitBreaker(),
+        lock=lock, offer=offer,
+    )
+    reference = planner()
+    for seq in (1, 2):
+        want = enveloped(reference, "ch", "a.b", {"n": seq}, 6, TS)
+        got = plan.plan_command("a.b", {"n": seq}, 6, NOW, TS, "ch")
+        assert got == ((None, want[1]) if takes else want)
+        assert taken[-1] == (want[0], 6, True), "offered the same bytes, holding the lock"
+    assert plan.published == 2 and not lock._is_owned()  # type: ignore[attr-defined]
+
+
 def test_refused_publishes_leave_no_gap_in_the_sequence() -> None:
     reference = planner()
     ref_command, _ = enveloped(reference, "ch", "a.b", "x" * 50, 5, TS)

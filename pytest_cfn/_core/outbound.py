@@ -7,6 +7,7 @@ transports only write the bytes and report success or failure back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -78,6 +79,7 @@ class OutboundPlanner:
         "_large",
         "_lock",
         "_max_bytes",
+        "_offer",
         "_prefixes",
         "_publisher",
         "_seq",
@@ -107,6 +109,7 @@ class OutboundPlanner:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         signer: EnvelopeSigner | None = None,
         lock: PlanLock | None = None,
+        offer: Callable[[bytes, int], bool] | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -141,6 +144,10 @@ class OutboundPlanner:
         self._lock = lock
         """Held while a sequence number is taken and its envelope built, where publishes
         can come from several threads (None: one event loop, nothing to hold)."""
+        self._offer = offer
+        """Takes a command from :meth:`plan_command` into the publisher's pending write,
+        called holding ``lock`` (True: taken). Given one, ``lock`` must be the one it
+        expects held (``Publisher.plan_lock`` for ``Publisher.offer_held``)."""
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
@@ -261,11 +268,13 @@ class OutboundPlanner:
         now: float,
         wall_ns: int,
         channel: str | None = None,
-    ) -> tuple[bytes, str] | None:
+    ) -> tuple[bytes | None, str] | None:
         """:meth:`plan_cached` for a publish that needs only its ``PUBLISH`` command and
         id (no correlation id, not stored): ``(command, id)``, or None on a route-cache
         miss, admitted. The same bytes, without building an Envelope, its payload and a
-        PlannedPublish: a :class:`PublishTemplate` of the route is filled in.
+        PlannedPublish: a :class:`PublishTemplate` of the route is filled in. The
+        command is None when the planner's ``offer`` took it (under the lock that the
+        sequence number was taken under: one lock per publish).
 
         The hot path is a publisher repeating its last event type and priority: the
         template it used last (``_hot``) vouches for the priority (the same int object,
@@ -343,6 +352,9 @@ class OutboundPlanner:
                     )
             command = fmt % (size, seq, seq, wall_ns, data_json)
             self._seq = seq  # taken only now: a message refused above leaves no gap
+            offer = self._offer
+            if offer is not None and offer(command, priority):
+                return None, ident
         finally:
             if lock is not None:
                 lock.release()
