@@ -1,9 +1,11 @@
 """pytest-cfn's pytest hooks (entry point ``pytest11: cfn``); the work is in ``pytest_support``.
 
 Options live in one group with the ``--cfn-`` prefix, each checked by a ``parse_*``
-function. State lives in ``config.stash``. Nothing is started for a session that uses none
-of the fixtures: the server starts when a test first needs one (under pytest-xdist the
-first worker that needs it starts it for all). Workers send their performance samples back
+function. State lives in ``config.stash``. Nothing is started or contacted for a session
+that uses none of the fixtures: the server starts when a test first needs one (under
+pytest-xdist the first worker that needs it starts it for all), and a URL from
+``CFN_REDIS_URL`` or ini ``cfn_redis`` is PINGed then, not at start-up (only a
+``--cfn-redis`` URL is checked at session start). Workers send their performance samples back
 through ``workeroutput``, and the controller merges, reports and gates once. Importing this
 module loads only the option parsers; the rest is imported when used.
 """
@@ -35,10 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cfn", "pytest-cfn: Redis coordination fixtures and performance gates")
     group.addoption(
         "--cfn-redis", dest="cfn_redis", metavar="URL", type=parse_redis_option, default=None,
-        help="Redis for the run: redis://[user:password@]host:port/db, unix:///path, or "
-        "fakeredis:// (fakeredis's TCP server in this process: no binary needed, functional "
-        "tests only). Default: ${ENV} or ini cfn_redis, else an embedded redis-server, started "
-        "when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
+        help="Redis for the run: redis://[user:password@]host:port/db, rediss://... (TLS), "
+        "unix:///path, or fakeredis:// (fakeredis's TCP server in this process: no binary "
+        "needed, functional tests only). A URL given here is PINGed at start-up (exit 4 when "
+        "unusable). Default: ${ENV} or ini cfn_redis, checked only when a test first needs a "
+        "server (a bad or dead one errors those tests, never the session), else an embedded "
+        "redis-server, started when a test first needs one.".replace("${ENV}", ENV_REDIS_URL),
     )
     group.addoption(
         "--cfn-redis-server", dest="cfn_redis_server", metavar="PATH",

@@ -108,19 +108,32 @@ def test_command_line_beats_environment_beats_ini(
     assert run(pytester, f"--cfn-redis={cfn_redis_url}").ret == 0
     assert (pytester.path / "url.txt").read_text() == f"{cfn_redis_url} --cfn-redis"
 
+    # Only a URL on the command line is checked at start-up; the ini's is checked by the
+    # test that needs it, which errors (the session does not stop with a usage error).
     monkeypatch.delenv("CFN_REDIS_URL")
     result = run(pytester)
-    _assert_usage_error(
-        result, f"ERROR: ini option cfn_redis: cannot reach Redis at 127.0.0.1:{port}:*"
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [f"pytest-cfn: ini option cfn_redis='{unreachable}' (from *tox.ini), checked when a "
+         f"test first needed a server: cannot reach Redis at 127.0.0.1:{port}: connection "
+         "refused*"]
     )
 
 
-def test_bad_environment_url_names_its_source(
+def test_bad_environment_url_errors_the_tests_that_need_it_with_its_source(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project(pytester, monkeypatch, test_a=USES_REDIS)
+    project(pytester, monkeypatch, test_a=USES_REDIS + "\n    def test_plain():\n        pass\n")
     monkeypatch.setenv("CFN_REDIS_URL", "localhost:6379")
-    _assert_usage_error(run(pytester), "ERROR: CFN_REDIS_URL='localhost:6379':*redis://*")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        ["cfn: CFN_REDIS_URL='localhost:6379' (from the environment) is not a Redis URL*",
+         "pytest-cfn: CFN_REDIS_URL='localhost:6379' (from the environment) is not a Redis URL:"
+         " *use redis://*fakeredis://*unset it*"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,9 @@ class SyncStream:
     def write(self, data: bytes) -> None:
         """Send everything; the socket's current read timeout bounds a stalled send."""
         try:
-            self._sock.sendall(data)
+            sent = self._sock.send(data)  # all of it, almost always: one call, no getsockopt
+            if sent != len(data):
+                self._sock.sendall(memoryview(data)[sent:])
         except TimeoutError as exc:
             raise ReplyTimeoutError(
                 f"Redis at {self._where} took no data for {self._timeout} s"

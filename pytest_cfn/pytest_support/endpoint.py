@@ -1,9 +1,14 @@
 """The Redis a test run talks to: one at a URL, an embedded redis-server, or fakeredis's TCP server.
 
-A URL given by the user is checked at session start (a ``pytest.UsageError``, exit 4, when
-nothing usable is there). The embedded server and fakeredis's server start only when the first
-test asks for one (see ``session``); a missing binary then fails only the tests that need a
-server, with :class:`NoServerError`. Nothing heavy is imported here until it is used.
+A URL typed on the command line (``--cfn-redis``) is checked at session start (a
+``pytest.UsageError``, exit 4, when nothing usable is there): the user asked for that server in
+this very command. A URL from ``CFN_REDIS_URL`` or ini ``cfn_redis`` may be meant for another
+project, so it is checked only when the first test needs a server (``check_url_for_tests``);
+when it is unusable that test, and every later one that needs a server, errors with
+:class:`NoServerError` saying which URL, where it came from, what failed and how to fix it.
+The embedded server and fakeredis's server start only when the first test asks for one (see
+``session``); a missing binary then fails only the tests that need a server, the same way.
+Nothing heavy is imported here until it is used.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
-from pytest_cfn.pytest_support.settings import RedisChoice
+from pytest_cfn.pytest_support.settings import ENV_REDIS_URL, RedisChoice
 
 if TYPE_CHECKING:
     from pytest_cfn.measure.results import RedisInfo
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
 PING_TIMEOUT = 3.0
 Backend = Literal["redis-server", "fakeredis"]
 FAKEREDIS_INSTALL = "pip install 'fakeredis[lua]>=2.31.1'"
+ALLOWED_URLS = (
+    "redis://[user:password@]host:port/db, rediss://... (TLS), unix:///path or fakeredis://"
+)
 ZERO_INSTALL = (
     "or, with no binary at all, --cfn-redis=fakeredis:// (fakeredis's TCP server on loopback, "
     f"{FAKEREDIS_INSTALL}: functional tests only, figures not representative)"
@@ -90,7 +98,8 @@ class RedisEndpoint:
 
 
 def check_url(choice: RedisChoice) -> RedisEndpoint:
-    """PING the server at ``choice.url`` and read its version; one UsageError if unusable."""
+    """At start-up, for a ``--cfn-redis`` URL: PING the server and read its version; one
+    UsageError if unusable."""
     from pytest_cfn.server_probe import ServerCheckError, check_server
 
     try:
@@ -99,6 +108,50 @@ def check_url(choice: RedisChoice) -> RedisEndpoint:
         raise pytest.UsageError(
             f"{choice.source}: {exc} (or leave --cfn-redis out and pytest-cfn starts a "
             "redis-server for the run)"
+        ) from None
+    return RedisEndpoint(url=choice.url, version=version, source=choice.source)
+
+
+def _how_to_fix(choice: RedisChoice, *, allowed: bool = True) -> str:
+    """What the user can do about a URL from the environment or the ini file."""
+    forms = f" ({ALLOWED_URLS})" if allowed else ""
+    if choice.source == ENV_REDIS_URL:
+        return (
+            f"point {ENV_REDIS_URL} at a running Redis{forms}, or unset it and pytest-cfn "
+            "starts a redis-server for the run"
+        )
+    return (
+        f"fix cfn_redis in {choice.origin}{forms}, or remove it and pytest-cfn starts a "
+        f"redis-server for the run; --cfn-redis=URL and {ENV_REDIS_URL} override it"
+    )
+
+
+def describe_choice(choice: RedisChoice) -> str:
+    """``CFN_REDIS_URL=redis://...`` (from the environment), password redacted."""
+    url = _redact(choice.url)
+    return f"{choice.source}={url!r} (from {choice.origin})"
+
+
+def check_url_for_tests(choice: RedisChoice) -> RedisEndpoint:
+    """The lazy check of a URL from the environment or the ini file, when the first test
+    needs a server: a bad URL or an unusable server is a :class:`NoServerError` naming the
+    URL, its source, what failed and how to fix it (the session goes on)."""
+    if choice.problem:
+        problem = choice.problem.replace(choice.url, _redact(choice.url))
+        raise NoServerError(
+            f"pytest-cfn: {describe_choice(choice)} is not a Redis URL: {problem}; "
+            f"{_how_to_fix(choice, allowed=False)}",
+            pytrace=False,
+        )
+    from pytest_cfn.server_probe import ServerCheckError, check_server
+
+    try:
+        version = check_server(choice.url, PING_TIMEOUT)
+    except ServerCheckError as exc:
+        raise NoServerError(
+            f"pytest-cfn: {describe_choice(choice)}, checked when a test first needed a "
+            f"server: {exc}; or {_how_to_fix(choice)}",
+            pytrace=False,
         ) from None
     return RedisEndpoint(url=choice.url, version=version, source=choice.source)
 
@@ -143,19 +196,25 @@ def start_embedded(
     return endpoint, server
 
 
-def require_fakeredis(choice: RedisChoice) -> None:
-    """At start-up: fakeredis:// needs a fakeredis with its TCP server."""
+def fakeredis_problem(choice: RedisChoice) -> str | None:
+    """Why fakeredis:// cannot be served here (no fakeredis, or one without its TCP server)."""
     try:
         import fakeredis
     except ImportError:
-        raise pytest.UsageError(
-            f"{choice.source}=fakeredis:// needs the fakeredis package ({FAKEREDIS_INSTALL})"
-        ) from None
+        return f"{choice.source}=fakeredis:// needs the fakeredis package ({FAKEREDIS_INSTALL})"
     if not hasattr(fakeredis, "TcpFakeServer"):
-        raise pytest.UsageError(
+        return (
             f"{choice.source}=fakeredis:// needs fakeredis's TCP server, which fakeredis "
             f"{getattr(fakeredis, '__version__', '?')} lacks ({FAKEREDIS_INSTALL})"
         )
+    return None
+
+
+def require_fakeredis(choice: RedisChoice) -> None:
+    """At start-up, for ``--cfn-redis=fakeredis://``: a usable fakeredis, or a UsageError."""
+    problem = fakeredis_problem(choice)
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 class FakeRedisServer:
@@ -182,6 +241,12 @@ class FakeRedisServer:
 
 
 def start_fakeredis(choice: RedisChoice) -> tuple[RedisEndpoint, StoppableServer]:
+    """fakeredis's TCP server, when the first test needs it; NoServerError when this
+    fakeredis cannot serve it (checked here, not at start-up, for fakeredis:// from the
+    environment or the ini file)."""
+    problem = fakeredis_problem(choice)
+    if problem is not None:
+        raise NoServerError(f"pytest-cfn: {problem} (from {choice.origin})", pytrace=False)
     server = FakeRedisServer()
     endpoint = RedisEndpoint(
         url=server.url, backend="fakeredis", version=server.version, source=choice.source

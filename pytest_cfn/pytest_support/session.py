@@ -1,27 +1,37 @@
 """The plugin's state for one pytest process, kept in ``config.stash[SESSION_KEY]``.
 
 Roles: without xdist one process runs the tests and reports. Under xdist the controller
-checks a given URL once and hands it to every worker through ``workerinput``; workers run
-tests and ship their performance samples back through ``workeroutput``; the controller
-merges them and reports and gates once.
+hands every worker the run's choice of server through ``workerinput`` (and, for a
+``--cfn-redis`` URL, the endpoint it checked at start-up); workers run tests and ship their
+performance samples (and the endpoint they checked or started) back through
+``workeroutput``; the controller merges them and reports and gates once.
 
-Nothing starts a server until a test asks for one (``endpoint_for_tests``, called by the
-session-scoped ``cfn_server`` fixture that every server fixture depends on): without xdist
-this process starts it; under xdist the first worker that needs it starts it for all (see
-``shared_server``). A server that cannot be had fails only the tests that need it; the
-reason and the ways to get a server are said once, at the end of the run.
+Nothing starts or contacts a server until a test asks for one (``endpoint_for_tests``,
+called by the session-scoped ``cfn_server`` fixture that every server fixture depends on):
+a URL from ``CFN_REDIS_URL`` or ini ``cfn_redis`` is PINGed then (by each xdist worker that
+needs it, never by the controller), an embedded server is started then (under xdist by the
+first worker that needs it, for all; see ``shared_server``). Only a ``--cfn-redis`` URL is
+checked at session start. A server that cannot be had fails only the tests that need it,
+each at once with the reason found the first time (a dead server is not tried again per
+test); the reason is said once more at the end of the run.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_cfn.pytest_support.settings import Settings, load_settings, read_baseline
+from pytest_cfn.pytest_support.settings import (
+    RedisChoice,
+    Settings,
+    load_settings,
+    read_baseline,
+)
 
 if TYPE_CHECKING:
     from pytest_cfn.measure.results import RunResult
@@ -63,6 +73,8 @@ class CfnSession:
         """Why no server could be had -> how many tests needed one (all workers')."""
         self.no_server_tests = 0
         self._server_failure: str | None = None
+        self._test_failure = ""
+        """What each test that needs a server is told once ``_server_failure`` is known."""
         self._choice = choice
         self._server: StoppableServer | None = None
         self._shared: SharedServer | None = None
@@ -76,6 +88,9 @@ class CfnSession:
 
             data = workerinput.get(WORKER_KEY) or {}
             endpoint = data.get("endpoint")
+            if data.get("redis"):
+                # The controller's choice, so every worker uses (and checks) the same URL.
+                settings = replace(settings, redis=RedisChoice(**data["redis"]))
             return cls(
                 settings,
                 run_id=str(data.get("run_id") or workerinput.get("testrunuid", ""))[:12]
@@ -92,10 +107,13 @@ class CfnSession:
         return session
 
     def open(self) -> None:
-        """At session start: check what the user named (a URL is PINGed, fakeredis looked
-        up); a ``UsageError`` when it is unusable. No server is started here."""
+        """At session start: check what the user named on this command line (a
+        ``--cfn-redis`` URL is PINGed, fakeredis looked up); a ``UsageError`` when it is
+        unusable. A URL from ``CFN_REDIS_URL`` or ini ``cfn_redis`` is not touched here: it
+        may be meant for another project, and a suite that needs no server must run. No
+        server is started here."""
         choice = self.settings.redis
-        if self.is_worker or choice.kind == "embedded":
+        if self.is_worker or choice.kind == "embedded" or not choice.checked_at_start:
             return
         from pytest_cfn.pytest_support.endpoint import check_url, require_fakeredis
 
@@ -110,6 +128,19 @@ class CfnSession:
         run = f"(run {self.run_id})"
         if self.endpoint is not None:
             return f"cfn: {self.endpoint.describe()}, from {self.endpoint.source} {run}"
+        if choice.kind == "url":
+            from pytest_cfn.pytest_support.endpoint import describe_choice
+
+            if choice.problem:
+                what = choice.problem.split("; ", 1)[0].removeprefix(f"Redis URL {choice.url!r} ")
+                return (
+                    f"cfn: {describe_choice(choice)} is not a Redis URL ({what}); tests that "
+                    f"need a server will error with the reason, the rest run {run}"
+                )
+            return (
+                f"cfn: {describe_choice(choice)}; not checked until a test first needs "
+                f"a server {run}"
+            )
         if choice.kind == "fakeredis":
             return (
                 f"cfn: fakeredis:// from {choice.source}: fakeredis's TCP server on loopback, "
@@ -135,15 +166,18 @@ class CfnSession:
             return self.endpoint
         from pytest_cfn.pytest_support.endpoint import (
             NoServerError,
+            check_url_for_tests,
             start_embedded,
             start_fakeredis,
         )
 
         if self._server_failure is not None:
-            raise NoServerError(_short(self._server_failure), pytrace=False)
+            raise NoServerError(self._test_failure, pytrace=False)
         choice = self.settings.redis
         try:
-            if choice.kind == "fakeredis":
+            if choice.kind == "url":
+                self.endpoint = check_url_for_tests(choice)
+            elif choice.kind == "fakeredis":
                 self.endpoint, self._server = start_fakeredis(choice)
             elif self.is_worker:
                 from pytest_cfn.pytest_support.shared_server import SharedServer
@@ -154,7 +188,11 @@ class CfnSession:
                 self.endpoint, self._server = start_embedded(self.binary, self._choice)
         except NoServerError as exc:
             self._server_failure = str(exc.msg)
-            raise NoServerError(_short(self._server_failure), pytrace=False) from None
+            # A URL's reason is short and says how to fix it; a missing binary's is long.
+            self._test_failure = (
+                self._server_failure if choice.kind == "url" else _short(self._server_failure)
+            )
+            raise NoServerError(self._test_failure, pytrace=False) from None
         return self.endpoint
 
     def count_no_server(self) -> None:
@@ -203,14 +241,16 @@ class CfnSession:
         return redis.Redis.from_url(self.require_endpoint().url, protocol=2)
 
     def worker_input(self) -> dict[str, Any]:
-        """What a worker needs: the run id, a URL's endpoint (checked here once), and the
+        """What a worker needs: the run id, the run's choice of server (a URL from the
+        environment or the ini file is passed unchecked: each worker checks it when a test
+        first needs it), a ``--cfn-redis`` URL's endpoint (checked here once), and the
         binary the header named, so every worker runs the same one."""
         made = self._choice
         choice = None if made is None else {"path": made.path, "version": made.version,
                                             "why": made.why}
         endpoint = self.endpoint.to_dict() if self.endpoint is not None else None
         return {"run_id": self.run_id, "endpoint": endpoint, "binary": self.binary,
-                "choice": choice}
+                "choice": choice, "redis": asdict(self.settings.redis)}
 
     def add_sample(self, sample: PerfSample) -> None:
         if not sample.is_empty():
@@ -222,7 +262,8 @@ class CfnSession:
         return {
             "worker": self.worker,
             "samples": [to_builtins(s) for s in self.samples],
-            "endpoint": self.endpoint.to_dict() if self.started_server and self.endpoint else None,
+            # The server this worker started or checked, for the controller's report.
+            "endpoint": self.endpoint.to_dict() if self.endpoint is not None else None,
             "server_failures": dict(self.server_failures),
         }
 

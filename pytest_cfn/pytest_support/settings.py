@@ -2,8 +2,10 @@
 
 Every command-line value is checked by a ``parse_*`` function given to argparse as
 ``type=``, so a bad value stops pytest at parse time with one message. Values that come
-from the environment, the ini file or ``pyproject.toml`` are checked the same way in
-``load_settings`` and turned into a ``pytest.UsageError``.
+from the ini file or ``pyproject.toml`` are checked the same way in ``load_settings`` and
+turned into a ``pytest.UsageError``. The one exception is a Redis URL from ``CFN_REDIS_URL``
+or ini ``cfn_redis``: it may be meant for another project, so a bad one is kept as a
+:attr:`RedisChoice.problem` and said by the tests that need a server, never at start-up.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 ENV_REDIS_URL = "CFN_REDIS_URL"
 FAKEREDIS_URL = "fakeredis://"
+CLI_SOURCE = "--cfn-redis"
+INI_SOURCE = "ini option cfn_redis"
 DEFAULT_REGRESSION_PCT = 10.0
 
 
@@ -40,6 +44,17 @@ class RedisChoice:
     url: str = ""
     source: str = "default"
     """Where the choice came from (``--cfn-redis``, ``CFN_REDIS_URL``, ini ``cfn_redis``)."""
+    origin: str = ""
+    """Where exactly, in words: the command line, the environment, or the ini file's path."""
+    problem: str = ""
+    """Why a URL from the environment or the ini file cannot be used (its parse error);
+    empty when it parsed. Said by the tests that need a server, not at start-up."""
+
+    @property
+    def checked_at_start(self) -> bool:
+        """Only a URL typed on this very command line is checked at session start; one from
+        the environment or an ini file is checked when a test first needs a server."""
+        return self.source == CLI_SOURCE
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,7 @@ def parse_redis_option(value: str) -> RedisChoice:
     """``redis://...``, ``unix://...`` or ``fakeredis://``; anything else is refused."""
     text = value.strip()
     if text in (FAKEREDIS_URL, "fakeredis"):
-        return RedisChoice("fakeredis", FAKEREDIS_URL, "--cfn-redis")
+        return RedisChoice("fakeredis", FAKEREDIS_URL, CLI_SOURCE, "the command line")
     from pytest_cfn._backends.address import parse_redis_url
 
     try:
@@ -67,7 +82,7 @@ def parse_redis_option(value: str) -> RedisChoice:
         raise argparse.ArgumentTypeError(
             f"{exc}, or fakeredis:// for fakeredis in-process"
         ) from None
-    return RedisChoice("url", text, "--cfn-redis")
+    return RedisChoice("url", text, CLI_SOURCE, "the command line")
 
 
 def parse_target_assignment(value: str) -> tuple[str, float]:
@@ -138,12 +153,13 @@ def parse_server_binary(value: str) -> str:
     return str(path)
 
 
-def _choice_from_text(text: str, source: str) -> RedisChoice:
+def _choice_from_text(text: str, source: str, origin: str) -> RedisChoice:
+    """A URL from the environment or the ini file; a bad one is kept with its parse error."""
     try:
         choice = parse_redis_option(text)
     except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"{source}={text!r}: {exc}") from None
-    return RedisChoice(choice.kind, choice.url, source)
+        return RedisChoice("url", text, source, origin, problem=str(exc))
+    return RedisChoice(choice.kind, choice.url, source, origin)
 
 
 def redis_choice(config: pytest.Config) -> RedisChoice:
@@ -153,10 +169,15 @@ def redis_choice(config: pytest.Config) -> RedisChoice:
         return option
     env = os.environ.get(ENV_REDIS_URL, "").strip()
     if env:
-        return _choice_from_text(env, ENV_REDIS_URL)
+        return _choice_from_text(env, ENV_REDIS_URL, "the environment")
     ini = str(config.getini("cfn_redis") or "").strip()
     if ini:
-        return _choice_from_text(ini, "ini option cfn_redis")
+        overrides: list[str] = getattr(config.option, "override_ini", None) or []
+        if any(item.strip().startswith("cfn_redis=") for item in overrides):
+            where = "the -o override on the command line"
+        else:
+            where = str(config.inipath) if config.inipath is not None else "the ini file"
+        return _choice_from_text(ini, INI_SOURCE, where)
     return RedisChoice("embedded")
 
 
@@ -251,8 +272,10 @@ def load_settings(config: pytest.Config) -> Settings:
 
 
 __all__ = [
+    "CLI_SOURCE",
     "ENV_REDIS_URL",
     "FAKEREDIS_URL",
+    "INI_SOURCE",
     "RedisChoice",
     "Settings",
     "load_settings",
