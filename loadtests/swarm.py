@@ -120,6 +120,12 @@ def _add_options(parser: Any, **_: Any) -> None:
                        help="path of the JSON result (default reports/locust-MODEL-N-TIME.json)")
     group.add_argument("--cfn-warmup", type=_checked(o.parse_seconds), default=1.0,
                        help="seconds between spawning complete and the measurement window")
+    group.add_argument("--cfn-window", type=_checked(o.parse_window), default=None,
+                       metavar="S",
+                       help="stop the run when the measurement window has lasted S seconds "
+                            "(it opens once every agent has subscribed, plus --cfn-warmup, "
+                            "however long spawning took; -t stays a limit); default: the "
+                            "window lasts until -t or STOP")
     group.add_argument("--cfn-drain", type=_checked(o.parse_seconds), default=3.0,
                        help="at most this many seconds to wait for the last deliveries")
     group.add_argument("--cfn-flush-ms", type=_checked(o.parse_positive_float), default=1.0,

@@ -147,6 +147,36 @@ def test_an_overloaded_generator_is_not_judged_and_exits_3(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cfn_window_ends_the_run_when_its_window_has_lasted_that_long(
+    tmp_path: Path, redis_url: str, reaper: list[subprocess.Popen[str]], workers: int
+) -> None:
+    # -t 60s is only a limit here: the harness stops the run once its 2 s window is complete,
+    # counted from the moment every agent subscribed (a worker process takes longer to spawn).
+    report = tmp_path / "window.json"
+    started = time.monotonic()
+    proc, out, err = start(
+        ["--headless", "-u", "10", "-r", "10", "-t", "60s", "--only-summary", "--cfn-redis",
+         redis_url, "--cfn-model", "shared", "--cfn-rate", "50", "--cfn-warmup", "0.5",
+         "--cfn-drain", "1", "--cfn-window", "2", "--cfn-gate", "none",
+         "--cfn-report", str(report), *processes_on_own_port(workers)],
+        tmp_path,
+    )
+    reaper.append(proc)
+    code = finish(proc)
+    took = time.monotonic() - started
+    assert code == 0, out.text[-3000:] + err.text[-3000:]
+    assert took < 40, took
+    result = json.loads(report.read_text())
+    extra = result["extra"]
+    assert extra["window_s"] == pytest.approx(2.0, abs=0.05)
+    assert extra["agents"] == 10 and extra["abnormal"] == []
+    assert extra["delivered"] == extra["expected_deliveries"] > 0
+    assert "window complete" in err.text or "window is complete" in err.text
+    assert "metric                       measured" in out.text  # the table was printed
+
+
+@pytest.mark.slow
 def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
     tmp_path: Path, reaper: list[subprocess.Popen[str]]
 ) -> None:

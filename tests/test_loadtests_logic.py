@@ -63,6 +63,8 @@ def test_locust_is_not_imported_by_the_harness_logic() -> None:
         (o.parse_payload, "-1", "between 0"),
         (o.parse_swarms, "two", "whole number"),
         (o.parse_phase, "random", "use one of: swarm, agent"),
+        (o.parse_window, "0", "longer than 0 s"),
+        (o.parse_window, "soon", ">= 0"),
         (o.parse_seconds, "-1", ">= 0"),
     ],
 )

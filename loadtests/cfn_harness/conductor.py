@@ -234,6 +234,25 @@ class Conductor:
         gevent.sleep(self.options.warmup)
         self.server_cpu_start = self._server_cpu()
         self.machine_start = MachineMark.now()
+        if self.options.window is not None:
+            self._greenlets.append(gevent.spawn_later(
+                # the end is announced END_LEAD_S ahead (see _gather_and_report)
+                max(0.0, (self.window_start - time_ns()) / 1e9 + self.options.window - END_LEAD_S),
+                self._window_done, self.window_start,
+            ))
+
+    def _window_done(self, window_start: int) -> None:
+        """``--cfn-window`` has passed: end the test as ``-t`` would (headless: quit; under
+        the web UI: stop, the UI stays up), unless that test already ended."""
+        runner = self.environment.runner
+        assert runner is not None
+        if self.window_start != window_start or self._finishing is not None:
+            return
+        log.info("cfn: the %g s window is complete, stopping the test", self.options.window)
+        if getattr(self.environment.parsed_options, "headless", False):
+            runner.quit()
+        else:
+            runner.stop()
 
     def _mark_end(self) -> None:
         """At the window's end: the server's and the machine's CPU (the drain left out)."""

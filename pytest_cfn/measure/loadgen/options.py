@@ -71,6 +71,14 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_window(text: str) -> float:
+    """The measurement window's length, seconds > 0 (``--cfn-window``)."""
+    value = parse_seconds(text)
+    if value <= 0:
+        raise InvalidOptionError(f"the window must be longer than 0 s, got {text!r}")
+    return value
+
+
 def parse_swarms(text: str) -> int:
     """Number of swarms the agents are spread over; 0 means one per 10 agents."""
     try:
@@ -212,6 +220,7 @@ class HarnessOptions:
     report: str | None = None
     warmup: float = 1.0
     drain: float = 3.0
+    window: float | None = None
     flush_ms: float = 1.0
     share_connections: bool = True
     namespace: str = ""
@@ -245,6 +254,7 @@ class HarnessOptions:
             report=values.get("cfn_report") or None,
             warmup=float(get("warmup", 1.0)),
             drain=float(get("drain", 3.0)),
+            window=values.get("cfn_window"),
             flush_ms=float(get("flush_ms", 1.0)),
             share_connections=get("share", "process") == "process",
             namespace=get("namespace", "") or "",

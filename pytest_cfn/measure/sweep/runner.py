@@ -370,7 +370,8 @@ class SweepRun:
         run_of = f", run {repeat + 1} of {self.config.repeat}" if spec.kind == LOAD \
             and self.config.repeat > 1 else ""
         self._step(f"{what}: {spec.agents} agents, {spec.model} model, "
-                   f"{spec.offered:,.0f} events/s offered{run_of}, Locust -t {spec.run_time}s")
+                   f"{spec.offered:,.0f} events/s offered{run_of}, a {spec.duration:g} s window "
+                   f"(Locust -t {spec.run_time}s at most)")
         before = self._cluster_cpu(url)
         run = run_step(spec, locustfile, url, self.config.out / "steps" / f"run{repeat + 1}",
                        heartbeat=lambda s: self._detail(f"... running, {s:.0f} s"))
