@@ -129,6 +129,17 @@ def test_quick_run_writes_a_valid_result_with_gated_metrics(quick_run: dict[str,
     assert raw["extra"]["failed_steps"] == []
 
 
+def test_end_to_end_pairs_report_the_servers_cpu_per_event(quick_run: dict[str, Any]) -> None:
+    raw = json.loads(Path(quick_run["path"]).read_text())
+    pairs = [step for step in raw["steps"]
+             if step["step"] in ("redis_py_e2e", "e2e", "e2e_plain", "aio_e2e", "aio_e2e_plain")]
+    assert len(pairs) == 5, [step["step"] for step in raw["steps"]]
+    for step in pairs:
+        assert 0 < step["server_cpu_us_per_event"] < 1000, step
+    printed = quick_run["done"].stdout
+    assert "redis-server " in printed and "(the three: " in printed
+
+
 def test_quick_run_prints_the_messenger_beside_the_event_bus_with_its_window(
     quick_run: dict[str, Any],
 ) -> None:

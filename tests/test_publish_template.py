@@ -24,7 +24,12 @@ from pytest_cfn._core.resp import encode_publish
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.signing import EnvelopeSigner, SigningKeys
 from pytest_cfn._core.throttle import PriorityThrottle
-from pytest_cfn._errors import InvalidOptionError, MessageTooLargeError
+from pytest_cfn._errors import (
+    CircuitOpenError,
+    InvalidOptionError,
+    MessageTooLargeError,
+    ThrottledError,
+)
 
 NOW = 100.0
 TS = 1_764_000_000_123_456_789
@@ -151,6 +156,79 @@ def test_a_bad_priority_is_refused_as_before(priority: Any) -> None:
     with pytest.raises(InvalidOptionError, match="priorities are integers 1"):
         plan.plan_command("a.b", None, priority, NOW, TS)
     assert plan.published == 0
+
+
+@pytest.mark.parametrize("priority", [0, 10, "5", 5.0, True, None, [5]])
+def test_a_bad_priority_after_good_ones_is_refused_on_the_hot_path(priority: Any) -> None:
+    plan = planner()
+    plan.learn_route("a.b", "ch", NOW)
+    for _ in range(3):  # the template of (a.b, 5) is the last one used: the hot path
+        assert plan.plan_command("a.b", None, 5, NOW, TS) is not None
+    with pytest.raises(InvalidOptionError, match="priorities are integers 1"):
+        plan.plan_command("a.b", None, priority, NOW, TS)
+    assert plan.published == 3
+
+
+def test_the_hot_path_counts_route_hits_and_follows_a_changed_or_expired_route() -> None:
+    cache = RouteCache(ttl=10.0)
+    plan = OutboundPlanner(
+        Codec("json"), ChannelNames("ns"), "swarm-1", "coder-1", "coder-1.0a1b2c3d",
+        route_cache=cache, throttle=PriorityThrottle(), breaker=CircuitBreaker(),
+    )
+    plan.learn_route("a.b", "c1", NOW)
+    for _ in range(4):
+        command, _ = plan.plan_command("a.b", [1], 5, NOW, TS)  # type: ignore[misc]
+        assert command.startswith(b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nc1\r\n")
+    assert (cache.hits, cache.misses) == (4, 0)
+    cache.invalidate("a.b")
+    assert plan.plan_command("a.b", [1], 5, NOW, TS) is None
+    plan.learn_route("a.b", "c2", NOW)
+    command, _ = plan.plan_command("a.b", [1], 5, NOW, TS)  # type: ignore[misc]
+    assert command.startswith(b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nc2\r\n")
+    assert plan.plan_command("a.b", [1], 5, NOW + 10.0, TS) is None, "the route expired"
+    assert (cache.hits, cache.misses, plan.published) == (5, 2, 5)
+
+
+def test_an_open_breaker_and_the_throttle_refuse_on_the_hot_path() -> None:
+    breaker = CircuitBreaker(failure_threshold=2)
+    plan = OutboundPlanner(
+        Codec("json"), ChannelNames("ns"), "swarm-1", "coder-1", "coder-1.0a1b2c3d",
+        route_cache=RouteCache(), throttle=PriorityThrottle(rate=1.0, burst=1),
+        breaker=breaker,
+    )
+    plan.learn_route("a.b", "ch", NOW)
+    assert plan.plan_command("a.b", None, 5, NOW, TS) is not None
+    with pytest.raises(ThrottledError):
+        plan.plan_command("a.b", None, 5, NOW, TS)
+    assert plan.plan_command("a.b", None, 7, NOW, TS) is not None  # 6-9 are not throttled
+    breaker.record_failure(NOW)
+    breaker.record_failure(NOW)
+    with pytest.raises(CircuitOpenError):
+        plan.plan_command("a.b", None, 7, NOW, TS)
+    assert plan.published == 2
+
+
+@pytest.mark.parametrize("takes", [True, False])
+def test_an_offer_given_to_the_planner_gets_the_command_under_its_lock(takes: bool) -> None:
+    lock = threading.RLock()
+    taken: list[tuple[bytes, int, bool]] = []
+
+    def offer(command: bytes, priority: int) -> bool:
+        taken.append((command, priority, lock._is_owned()))  # type: ignore[attr-defined]
+        return takes
+
+    plan = OutboundPlanner(
+        Codec("json"), ChannelNames("ns"), "swarm-1", "coder-1", "coder-1.0a1b2c3d",
+        route_cache=RouteCache(), throttle=PriorityThrottle(), breaker=CircuitBreaker(),
+        lock=lock, offer=offer,
+    )
+    reference = planner()
+    for seq in (1, 2):
+        want = enveloped(reference, "ch", "a.b", {"n": seq}, 6, TS)
+        got = plan.plan_command("a.b", {"n": seq}, 6, NOW, TS, "ch")
+        assert got == ((None, want[1]) if takes else want)
+        assert taken[-1] == (want[0], 6, True), "offered the same bytes, holding the lock"
+    assert plan.published == 2 and not lock._is_owned()  # type: ignore[attr-defined]
 
 
 def test_refused_publishes_leave_no_gap_in_the_sequence() -> None:

@@ -53,6 +53,7 @@ from pytest_cfn._backends.async_backend import (
     WriteCoalescer,
     monotonic,
     offer_lock,
+    planned_offer_lock,
     sleep,
     try_lock,
 )
@@ -101,6 +102,7 @@ class Publisher:
         "_critical",
         "_critical_buffer",
         "_ever_connected",
+        "_held_check",
         "_in_flight",
         "_in_flight_kinds",
         "_kept_unsent",
@@ -121,6 +123,7 @@ class Publisher:
         "give_ups",
         "last_failure",
         "on_redirect",
+        "plan_lock",
         "reconnects",
         "redirects",
         "reply_errors",
@@ -153,6 +156,8 @@ class Publisher:
         self._lock = PublishLock()
         self._try_lock = try_lock(self._lock)
         self._offer_take, self._offer_release = offer_lock(self._lock)
+        self.plan_lock, self._held_check = planned_offer_lock(self._lock)
+        """The lock of a planner that hands its commands to :meth:`offer_held`."""
         # Written and not acknowledged yet, in order: each command and its kind, side by
         # side (two deques of plain items: no tuple per publish to build, track and free).
         self._in_flight: deque[bytes] = deque()
@@ -214,28 +219,42 @@ class Publisher:
         batch, or joining a coalesced write, short of their limits, while nobody else holds
         the connection. False: nothing was done; :meth:`send_publish` it instead. (The
         fast path of a publish: no coroutine, no wait.)"""
-        if priority >= KEPT_PRIORITY or priority <= INTERNAL or not self._offer_take():
+        if not self._offer_take():
             return False
         try:
-            batch = self._batch
-            if self._batch_depth:
-                max_commands, max_bytes = MAX_BATCH_COMMANDS, MAX_BATCH_BYTES
-            elif batch or self._coalescer.busy():
-                max_commands, max_bytes = AUTO_MAX_COMMANDS, AUTO_MAX_BYTES
-            else:
-                return False  # a lone publish: written at once, by send_publish
-            size = self._batch_bytes + len(command)
-            if len(batch) + 1 >= max_commands or size >= max_bytes:
-                return False  # this one fills it: send_publish writes it
-            batch.append(command)
-            self._batch_kinds.append(priority)
-            self._batch_bytes = size
-            if not self._batch_depth:
-                self._coalescer.schedule()
-            return True
+            return self.offer_held(command, priority)
         finally:
             if self._offer_release is not None:  # None: checked free, nothing taken
                 self._offer_release()
+
+    def offer_held(self, command: bytes, priority: int) -> bool:
+        """:meth:`offer` for a planner whose lock is :attr:`plan_lock`, called while it
+        holds it (threads: this connection's lock, so nothing is taken here; asyncio: no
+        lock, so the connection's is checked free here)."""
+        if priority >= KEPT_PRIORITY or priority <= INTERNAL:
+            return False
+        check = self._held_check
+        if check is not None and not check():
+            return False
+        batch = self._batch
+        size = self._batch_bytes + len(command)
+        if self._batch_depth:
+            if len(batch) + 1 >= MAX_BATCH_COMMANDS or size >= MAX_BATCH_BYTES:
+                return False  # this one fills the batch: send_publish writes it
+        elif batch:  # joining a coalesced write (already scheduled: see below)
+            if len(batch) + 1 >= AUTO_MAX_COMMANDS or size >= AUTO_MAX_BYTES:
+                return False  # this one fills it: send_publish writes it
+        elif self._coalescer.busy() and size < AUTO_MAX_BYTES:
+            # The first to wait for the coalesced write: schedule it. Pending publishes
+            # outside a batch always have their write scheduled (the flush that clears
+            # the schedule writes them, under the lock).
+            self._coalescer.schedule()
+        else:
+            return False  # a lone publish: written at once, by send_publish
+        batch.append(command)
+        self._batch_kinds.append(priority)
+        self._batch_bytes = size
+        return True
 
     async def send_publish(self, command: bytes, priority: int) -> None:
         """Queue one encoded PUBLISH of ``priority`` (or :data:`INTERNAL`); written now
@@ -271,6 +290,10 @@ class Publisher:
                     ):
                         self.coalesced_writes += 1
                         await self._write_batch()
+                        # A write of the burst, as the lone one that began it: publishes
+                        # right after it keep joining writes instead of one going alone
+                        # (and reading acknowledgements) after every full write.
+                        coalescer.wrote()
                     else:
                         coalescer.schedule()
                     return

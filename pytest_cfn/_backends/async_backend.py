@@ -192,6 +192,13 @@ def offer_lock(lock: PublishLock) -> tuple[Callable[[], bool], Callable[[], None
     return lock.is_free, None
 
 
+def planned_offer_lock(lock: PublishLock) -> tuple[PlanLock | None, Callable[[], bool] | None]:
+    """For a planner that hands its commands to the publisher holding ``lock`` (the
+    publisher's ``offer_held``): the planner's lock (none: one event loop plans one
+    publish at a time) and the check ``offer_held`` makes (that ``lock`` is free)."""
+    return None, lock.is_free
+
+
 class Signal:
     """Wakes a waiting worker; ``wait`` returns False on timeout."""
 
@@ -278,11 +285,6 @@ class WriteCoalescer:
 
     async def close(self) -> None:
         return None
-
-
-def plan_lock() -> PlanLock | None:
-    """A planner's lock: none, since one event loop publishes one at a time."""
-    return None
 
 
 class QueueLock:

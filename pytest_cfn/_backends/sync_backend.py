@@ -44,6 +44,16 @@ def offer_lock(lock: threading.RLock) -> tuple[Callable[[], bool], Callable[[], 
     return partial(lock.acquire, False), lock.release
 
 
+def planned_offer_lock(
+    lock: threading.RLock,
+) -> tuple[threading.RLock, Callable[[], bool] | None]:
+    """For a planner that hands its commands to the publisher holding ``lock`` (the
+    publisher's ``offer_held``): the planner's lock is ``lock`` itself, so a publish
+    takes one lock for its sequence number and its place in the pending write;
+    ``offer_held`` then needs no check of its own."""
+    return lock, None
+
+
 MIN_READ_CHUNK = 16 * 1024
 
 
@@ -322,6 +332,8 @@ class WriteCoalescer:
                     continue
                 self._scheduled = False
                 self._flush()
+                # a write of the burst: a publish right after it joins the next one
+                self._last = time.monotonic()
 
     def close(self) -> None:
         self._stopped = True
@@ -336,11 +348,6 @@ class WriteCoalescer:
 def finish_handler(result: object) -> None:
     """A blocking front end ignores what a handler returns (see the asyncio backend)."""
     return None
-
-
-def plan_lock() -> threading.Lock:
-    """A planner's lock: publishes from several threads take one sequence number each."""
-    return threading.Lock()
 
 
 def QueueLock() -> threading.Lock:

@@ -7,6 +7,7 @@ transports only write the bytes and report success or failure back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -73,10 +74,12 @@ class OutboundPlanner:
         "_data_buffer",
         "_encode",
         "_encode_into",
+        "_hot",
         "_id_head",
         "_large",
         "_lock",
         "_max_bytes",
+        "_offer",
         "_prefixes",
         "_publisher",
         "_seq",
@@ -88,7 +91,6 @@ class OutboundPlanner:
         "_type_templates",
         "breaker",
         "codec",
-        "published",
         "route_cache",
         "throttle",
     )
@@ -107,6 +109,7 @@ class OutboundPlanner:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         signer: EnvelopeSigner | None = None,
         lock: PlanLock | None = None,
+        offer: Callable[[bytes, int], bool] | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise InvalidOptionError(
@@ -133,20 +136,30 @@ class OutboundPlanner:
         self._type_templates: dict[str, PublishTemplate] = {}
         """The template each event type used last (a publisher mostly repeats its
         channel and priority): one lookup by a string instead of by a tuple."""
+        self._hot: PublishTemplate | None = None
+        """The template the last templated publish used (see :meth:`plan_command`)."""
         self._templated = codec.format == "json" and signer is None
         """:meth:`plan_command` fills a :class:`PublishTemplate` (else: the Envelope path)."""
         self._signer = signer
         self._lock = lock
         """Held while a sequence number is taken and its envelope built, where publishes
         can come from several threads (None: one event loop, nothing to hold)."""
+        self._offer = offer
+        """Takes a command from :meth:`plan_command` into the publisher's pending write,
+        called holding ``lock`` (True: taken). Given one, ``lock`` must be the one it
+        expects held (``Publisher.plan_lock`` for ``Publisher.offer_held``)."""
         self.route_cache = route_cache
         self.throttle = throttle
         self.breaker = breaker
-        self.published = 0
 
     @property
     def publisher(self) -> str:
         return self._publisher
+
+    @property
+    def published(self) -> int:
+        """Publishes planned so far: each took the next sequence number."""
+        return self._seq
 
     def admit(self, priority: object, now: float) -> int:
         """Check priority, throttle and breaker; returns the priority or raises."""
@@ -235,7 +248,6 @@ class OutboundPlanner:
             if self._signer is not None:
                 payload = self._signer.seal(channel.encode(), payload)
             self._seq = seq  # taken only now: a message refused above leaves no gap
-            self.published += 1
         finally:
             if lock is not None:
                 lock.release()
@@ -256,13 +268,23 @@ class OutboundPlanner:
         now: float,
         wall_ns: int,
         channel: str | None = None,
-    ) -> tuple[bytes, str] | None:
+    ) -> tuple[bytes | None, str] | None:
         """:meth:`plan_cached` for a publish that needs only its ``PUBLISH`` command and
         id (no correlation id, not stored): ``(command, id)``, or None on a route-cache
         miss, admitted. The same bytes, without building an Envelope, its payload and a
-        PlannedPublish: a :class:`PublishTemplate` of the route is filled in."""
+        PlannedPublish: a :class:`PublishTemplate` of the route is filled in. The
+        command is None when the planner's ``offer`` took it (under the lock that the
+        sequence number was taken under: one lock per publish).
+
+        The hot path is a publisher repeating its last event type and priority: the
+        template it used last (``_hot``) vouches for the priority (the same int object,
+        checked when the template was made), and the route cache's last hit is checked
+        here rather than in a call."""
+        template = self._hot
         if channel is None:
-            if type(priority) is not int or not 1 <= priority <= 9:
+            if (template is None or template.priority is not priority) and (
+                type(priority) is not int or not 1 <= priority <= 9
+            ):
                 check_priority(priority)
             throttle = self.throttle
             if throttle.enabled and not throttle.allow(priority, now):
@@ -270,15 +292,27 @@ class OutboundPlanner:
             breaker = self.breaker
             if not breaker.closed and not breaker.allow(now, priority):
                 raise self._refused_open(now)
-            channel = self.route_cache.get(event_type, now)
-            if channel is None:
-                return None
-        if not self._templated:
-            planned = self.plan_cached(event_type, data, priority, now, wall_ns, None, channel)
-            assert planned is not None  # given a channel, it always plans
-            return planned.command, planned.envelope.id
-        template = self._type_templates.get(event_type)  # the last one of this type
-        if template is None or template.channel != channel or template.priority != priority:
+            cache = self.route_cache
+            last = cache.last_hit
+            if last is not None and last[0] == event_type and now < last[2]:
+                cache.hits += 1  # RouteCache.get's repeated hit, without its frame
+                channel = last[1]
+            else:
+                channel = cache.get(event_type, now)
+                if channel is None:
+                    return None
+        if (
+            template is None
+            or template.event_type != event_type
+            or template.priority is not priority
+            or template.channel != channel
+        ):
+            if not self._templated:
+                planned = self.plan_cached(
+                    event_type, data, priority, now, wall_ns, None, channel
+                )
+                assert planned is not None  # given a channel, it always plans
+                return planned.command, planned.envelope.id
             template = self._template(channel, event_type, priority)
         lock = self._lock
         if lock is not None:
@@ -318,13 +352,23 @@ class OutboundPlanner:
                     )
             command = fmt % (size, seq, seq, wall_ns, data_json)
             self._seq = seq  # taken only now: a message refused above leaves no gap
-            self.published += 1
+            offer = self._offer
+            if offer is not None and offer(command, priority):
+                return None, ident
         finally:
             if lock is not None:
                 lock.release()
         return command, ident
 
     def _template(self, channel: str, event_type: str, priority: int) -> PublishTemplate:
+        """The template of (channel, event type, priority): the one this type used last,
+        or the one made for the three before, or a new one (``priority`` is valid)."""
+        template = self._type_templates.get(event_type)
+        if template is not None and template.channel == channel and (
+            template.priority == priority
+        ):
+            self._hot = template
+            return template
         templates = self._templates
         template = templates.get((channel, event_type, priority))
         if template is None:
@@ -336,6 +380,7 @@ class OutboundPlanner:
                 priority,
             )
         self._type_templates[event_type] = template
+        self._hot = template
         return template
 
     def cached_route(self, event_type: str, now: float) -> str | None:

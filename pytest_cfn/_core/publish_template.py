@@ -49,6 +49,7 @@ class PublishTemplate:
 
     __slots__ = (
         "channel",
+        "event_type",
         "priority",
         "with_data",
         "with_data_base",
@@ -67,6 +68,7 @@ class PublishTemplate:
         priority: int,
     ) -> None:
         self.channel = channel
+        self.event_type = event_type
         self.priority = priority
         # {"id":"<publisher>-<seq>","swarm":..,"source":..,"type":..,"priority":<p>,
         #  "seq":<seq>,"ts":<ts>,"publisher":..[,"data":<data>]}   (Envelope's field order)

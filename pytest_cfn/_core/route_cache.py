@@ -30,13 +30,13 @@ class RouteCache:
 
     __slots__ = (
         "_data",
-        "_last",
         "_max_entries",
         "_move_to_end",
         "_ttl",
         "evictions",
         "expiries",
         "hits",
+        "last_hit",
         "misses",
     )
 
@@ -62,9 +62,10 @@ class RouteCache:
         # value, and the monotonic time at which it expires
         self._data: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._move_to_end = self._data.move_to_end
-        self._last: tuple[str, str, float] | None = None
+        self.last_hit: tuple[str, str, float] | None = None
         """(key, value, expires_at) of the last hit: already the most recently used, so a
-        repeated hit (one event type published over and over) needs no reordering."""
+        repeated hit (one event type published over and over) needs no reordering. Read
+        only: a planner checks it inline (a hit there counts itself in ``hits``)."""
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -80,7 +81,7 @@ class RouteCache:
 
     def get(self, key: str, now: float) -> str | None:
         """The cached channel for ``key``, or None on a miss (absent or expired)."""
-        last = self._last
+        last = self.last_hit
         if last is not None and last[0] == key and now < last[2]:
             self.hits += 1
             return last[1]
@@ -94,7 +95,7 @@ class RouteCache:
         if now < expires_at:
             self._move_to_end(key)
             self.hits += 1
-            self._last = (key, value, expires_at)
+            self.last_hit = (key, value, expires_at)
             return value
         del self._data[key]
         self.expiries += 1
@@ -105,7 +106,7 @@ class RouteCache:
         """Store ``key -> value`` for ``ttl`` seconds from ``now``; evicts the LRU entry if full."""
         if not self._max_entries:
             return
-        self._last = None
+        self.last_hit = None
         data = self._data
         if key in data:
             self._move_to_end(key)
@@ -116,12 +117,12 @@ class RouteCache:
 
     def invalidate(self, key: str) -> bool:
         """Forget ``key`` (its route changed); True if it was cached."""
-        self._last = None
+        self.last_hit = None
         return self._data.pop(key, None) is not None
 
     def purge_expired(self, now: float) -> int:
         """Remove every expired entry (O(size)); returns how many went. Counted as expiries."""
-        self._last = None
+        self.last_hit = None
         expired = [key for key, (_, expires_at) in self._data.items() if now >= expires_at]
         for key in expired:
             del self._data[key]
@@ -130,7 +131,7 @@ class RouteCache:
 
     def clear(self) -> None:
         """Forget every entry; the counters are kept."""
-        self._last = None
+        self.last_hit = None
         self._data.clear()
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ from pytest_cfn._sync.engine import BusEngine
 from pytest_cfn._sync.frontend import EngineFrontend
 from pytest_cfn._sync.shard_senders import ShardSenders
 from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
-from pytest_cfn._backends.sync_backend import finish_handler, monotonic, plan_lock, time_ns
+from pytest_cfn._backends.sync_backend import finish_handler, monotonic, time_ns
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
     CRITICAL_PRIORITY,
@@ -91,9 +91,9 @@ class EventBus(EngineFrontend):
                 CatchUp(self.channels, self.swarm, self.agent, self.critical)
             )
         self.route_cache = RouteCache(options.route_cache_size, options.route_ttl)
+        self._sharded: bool | None = None
         self._planner = self._new_planner()
         self.route_errors = 0
-        self._sharded: bool | None = None
         self._asks: ShardSenders | None = None
         """On a cluster: where an ASK reply to the critical script is followed."""
         self._redirects_seen = 0
@@ -101,6 +101,7 @@ class EventBus(EngineFrontend):
 
     def _new_planner(self) -> OutboundPlanner:
         options = self.options
+        publisher = self._engine.publisher
         return OutboundPlanner(
             self._engine.codec,
             self.channels,
@@ -112,7 +113,11 @@ class EventBus(EngineFrontend):
             breaker=self._engine.breaker,
             max_message_bytes=options.max_message_bytes,
             signer=self._engine.signer,
-            lock=plan_lock(),  # one sequence number per publish, whatever the threads
+            # One sequence number per publish, whatever the threads, taken under the
+            # publisher's lock, which a plain publish then also holds to join the pending
+            # write (not on Redis Cluster: those are sent as SPUBLISH).
+            lock=publisher.plan_lock,
+            offer=None if self._sharded else publisher.offer_held,
         )
 
     @classmethod
@@ -216,11 +221,12 @@ class EventBus(EngineFrontend):
                 wire = planner.plan_command(event_type, data, priority, now, time_ns(), channel)
                 assert wire is not None  # given a channel, it always plans
             command, message_id = wire
-            publisher = engine.publisher
-            if self._sharded:
-                publisher.send_publish(as_spublish(command), priority)
-            elif not publisher.offer(command, priority):
-                publisher.send_publish(command, priority)
+            if command is not None:  # not taken into the pending write by the planner
+                publisher = engine.publisher
+                if self._sharded:
+                    publisher.send_publish(as_spublish(command), priority)
+                elif not publisher.offer(command, priority):
+                    publisher.send_publish(command, priority)
             return message_id
         planned = planner.plan_cached(event_type, data, priority, now, time_ns(), correlation_id)
         if planned is None:  # not in the route cache (checked and admitted)

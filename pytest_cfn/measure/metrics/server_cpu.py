@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["CpuReading", "ServerCpuDelta", "cpu_delta", "read_cpu"]
+__all__ = ["CpuReading", "ServerCpuDelta", "cpu_delta", "read_cpu", "read_cpu_at"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,19 @@ def read_cpu(client: Any) -> dict[str, CpuReading]:
                 float(cpu.get("used_cpu_sys", 0.0)) + float(cpu.get("used_cpu_user", 0.0)),
             )
     return readings
+
+
+def read_cpu_at(url: str) -> dict[str, CpuReading] | None:
+    """:func:`read_cpu` of the server at ``url`` through a client of its own; None when
+    it cannot be read."""
+    try:
+        client = redis.Redis.from_url(url, protocol=2, socket_timeout=5.0)
+        try:
+            return read_cpu(client)
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
 
 
 def cpu_delta(start: dict[str, CpuReading], end: dict[str, CpuReading]) -> ServerCpuDelta:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, TextIO
 
 from pytest_cfn._errors import CfnError
+from pytest_cfn.measure.metrics.server_cpu import CpuReading, cpu_delta, read_cpu_at
 from pytest_cfn.measure.microbench.aio_workloads import (
     aio_latency_subscriber,
     aio_paced_publisher,
@@ -23,6 +24,7 @@ from pytest_cfn.measure.microbench.aio_workloads import (
     aio_unpaced_publisher,
 )
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
+from pytest_cfn.measure.microbench.e2e_figures import Item
 from pytest_cfn.measure.microbench.memory import idle_bus_memory
 from pytest_cfn.measure.microbench.printout import Figure, StepFailure, print_section
 from pytest_cfn.measure.microbench.reference import (
@@ -36,7 +38,6 @@ from pytest_cfn.measure.microbench.reference import (
 from pytest_cfn.measure.microbench.shard_references import ReferenceChannel, reference_channel
 from pytest_cfn.measure.microbench.signing import signing_step
 from pytest_cfn.measure.microbench.step_figures import (
-    Item,
     ceiling_figure,
     latency_figures,
     memory_figure,
@@ -288,6 +289,7 @@ class BenchRun:
         swarm = self._next_swarm()
         events = self.config.events
         subscriber, publisher, _, _ = FRONTS[front]
+        before = read_cpu_at(url or self.target.url)
         published, delivered = self._pair(
             (f"{front} EventBus subscriber", subscriber, {"swarm": swarm}),
             (f"{front} EventBus publisher", publisher,
@@ -296,6 +298,7 @@ class BenchRun:
             events, self.config.step_budget(events), url=url,
         )
         return {
+            **_server_cpu_per_event(url or self.target.url, before, events),
             "rate": delivered["rate"],
             "published": published["published"],
             "publish_seconds": published["seconds"],
@@ -310,6 +313,7 @@ class BenchRun:
     def _redis_py_e2e_once(self) -> dict[str, Any]:
         where = self._reference(self._next_swarm())
         events = self.config.events
+        before = read_cpu_at(where.url)
         published, delivered = self._pair(
             ("redis-py subscriber", redis_py_subscriber,
              {"channel": where.channel, "sharded": where.sharded}),
@@ -319,6 +323,7 @@ class BenchRun:
             events, self.config.step_budget(events), url=where.url,
         )
         return {
+            **_server_cpu_per_event(where.url, before, events),
             "rate": delivered["rate"],
             "published": published["published"],
             "delivered": delivered["delivered"],
@@ -478,3 +483,17 @@ class BenchRun:
             "receiver_stats": received["stats"],
             "sender_stats": sent["stats"],
         }
+
+
+def _server_cpu_per_event(
+    url: str, before: dict[str, CpuReading] | None, events: int
+) -> dict[str, float]:
+    """The server's CPU µs per event over an end-to-end pair (from before the subscriber
+    started to after both ended), when it could be read at both ends and no master changed."""
+    after = read_cpu_at(url) if before is not None else None
+    if before is None or after is None:
+        return {}
+    delta = cpu_delta(before, after)
+    if not delta.complete or not events:
+        return {}
+    return {"server_cpu_us_per_event": delta.cpu_s / events * 1e6}

@@ -16,8 +16,8 @@ from typing import Any
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
+from pytest_cfn.measure.microbench.e2e_figures import Item, _median, _pair_cpu_note
 from pytest_cfn.measure.microbench.printout import Figure, StepFailure
-from pytest_cfn.measure.microbench.step_figures import Item, _median, _pair_cpu_note
 from pytest_cfn.measure.worker_processes import StepFailedError
 
 Once = Callable[[str], dict[str, Any]]
