@@ -153,7 +153,9 @@ def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
                     state.save(swarm, phase="p")
                 assert [r.swarm for r in state.swarms()] == SWARMS
             with each_master(cfn_redis) as nodes:
-                held = {{where: len(list(node.scan_iter(match=cfn_namespace + ":*")))
+                # a critical cursor is stored too once a catch-up has run (timing): not counted
+                held = {{where: sum(1 for key in node.scan_iter(match=cfn_namespace + ":*")
+                                   if ":critical-cursor:" not in str(key))
                         for where, node in nodes}}
             print("NAMESPACE", cfn_namespace, "KEYS", *sorted(held.values()))
         """,
