@@ -85,12 +85,20 @@ def test_missing_server_binary_is_a_usage_error(
     _assert_usage_error(result, "*--cfn-redis-server '/nonexistent/redis-server' is not an exec*")
 
 
-def test_missing_server_binary_from_ini_is_a_usage_error(
+def test_missing_server_binary_from_ini_errors_only_the_tests_that_need_a_server(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project(pytester, monkeypatch, test_a=USES_REDIS)
+    # an ini file travels with a project: a suite that needs no server must still run
+    project(pytester, monkeypatch, test_a=USES_REDIS,
+            test_b="def test_plain():\n    assert 1 + 1 == 2\n")
     pytester.makeini("[pytest]\ncfn_redis_server = /nonexistent/redis-server\n")
-    _assert_usage_error(run(pytester), "ERROR: ini option cfn_redis_server:*not an executable*")
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=2)  # USES_REDIS holds two tests
+    result.stdout.fnmatch_lines(["*ini option cfn_redis_server:*not an executable*"])
+    assert "Traceback" not in output(result)
+    alone = run(pytester, "test_b.py")
+    assert alone.ret == 0, output(alone)
+    alone.assert_outcomes(passed=1)
 
 
 def test_command_line_beats_environment_beats_ini(

@@ -156,15 +156,17 @@ def check_url_for_tests(choice: RedisChoice) -> RedisEndpoint:
     return RedisEndpoint(url=choice.url, version=version, source=choice.source)
 
 
-def choose_binary(binary: str | None) -> ServerChoice:
-    """The redis-server the embedded server will run; NoServerError naming the ways to get one."""
+def choose_binary(binary: str | None, origin: str = "") -> ServerChoice:
+    """The redis-server the embedded server will run; NoServerError naming the ways to get one
+    (and ``origin``, where a given binary was set, e.g. the ini option)."""
     from pytest_cfn._errors import ServerNotFoundError
     from pytest_cfn.server import choose_redis_server
 
     try:
         return choose_redis_server(binary)
     except ServerNotFoundError as exc:
-        raise NoServerError(f"pytest-cfn: {exc}; {ZERO_INSTALL}", pytrace=False) from None
+        where = f"{origin}: " if binary and origin else ""
+        raise NoServerError(f"pytest-cfn: {where}{exc}; {ZERO_INSTALL}", pytrace=False) from None
 
 
 def start_embedded(

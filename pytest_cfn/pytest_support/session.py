@@ -146,19 +146,27 @@ class CfnSession:
                 f"cfn: fakeredis:// from {choice.source}: fakeredis's TCP server on loopback, "
                 f"started when a test first needs it; figures are not representative {run}"
             )
-        from pytest_cfn.pytest_support.endpoint import NoServerError, choose_binary
+        from pytest_cfn.pytest_support.endpoint import NoServerError
 
         try:
-            self._choice = choose_binary(self.binary)
+            chosen = self._choose_binary()
         except NoServerError:
             return (
-                "cfn: no redis-server found; tests that need one will error (how to get one "
-                f"is said at the end of the run) {run}"
+                "cfn: no usable redis-server found; tests that need one will error (why, and "
+                f"how to get one, is said at the end of the run) {run}"
             )
         return (
-            f"cfn: embedded {self._choice.describe()}; started when a test first needs "
+            f"cfn: embedded {chosen.describe()}; started when a test first needs "
             f"it {run}"
         )
+
+    def _choose_binary(self) -> ServerChoice:
+        """The embedded server's binary, once; NoServerError naming where a bad one was set."""
+        if self._choice is None:
+            from pytest_cfn.pytest_support.endpoint import choose_binary
+
+            self._choice = choose_binary(self.binary, self.settings.server_binary_origin)
+        return self._choice
 
     def endpoint_for_tests(self, shared_directory: Callable[[], Path]) -> RedisEndpoint:
         """The run's server, started now if this is the first test that needs one."""
@@ -182,9 +190,11 @@ class CfnSession:
             elif self.is_worker:
                 from pytest_cfn.pytest_support.shared_server import SharedServer
 
+                self._choose_binary()
                 self._shared = SharedServer(shared_directory(), self.binary, self._choice)
                 self.endpoint = self._shared.acquire()
             else:
+                self._choose_binary()
                 self.endpoint, self._server = start_embedded(self.binary, self._choice)
         except NoServerError as exc:
             self._server_failure = str(exc.msg)

@@ -61,6 +61,7 @@ class RedisChoice:
 class Settings:
     redis: RedisChoice
     server_binary: str | None = None
+    server_binary_origin: str = "--cfn-redis-server"
     gate: bool = False
     report: Path | None = None
     baseline_path: Path | None = None
@@ -247,12 +248,13 @@ def resolve_targets(config: pytest.Config) -> tuple[Targets, tuple[str, ...]]:
 def load_settings(config: pytest.Config) -> Settings:
     """Every ``--cfn-*`` value with its fallbacks, checked; raises ``pytest.UsageError``."""
     targets, sources = resolve_targets(config)
+    # --cfn-redis-server is checked by argparse; the ini's binary only when a test needs the
+    # embedded server (a suite that needs none must run wherever the ini file travels)
     binary = config.getoption("cfn_redis_server") or str(config.getini("cfn_redis_server") or "")
+    origin = "--cfn-redis-server"
     if binary and config.getoption("cfn_redis_server") is None:
-        try:
-            binary = parse_server_binary(binary)
-        except argparse.ArgumentTypeError as exc:
-            raise pytest.UsageError(f"ini option cfn_redis_server: {exc}") from None
+        binary = str(Path(binary).expanduser())
+        origin = "ini option cfn_redis_server"
     regression = config.getoption("cfn_regression")
     if regression is not None and config.getoption("cfn_baseline") is None:
         raise pytest.UsageError(
@@ -262,6 +264,7 @@ def load_settings(config: pytest.Config) -> Settings:
     return Settings(
         redis=redis_choice(config),
         server_binary=binary or None,
+        server_binary_origin=origin,
         gate=bool(config.getoption("cfn_gate")),
         report=config.getoption("cfn_report"),
         baseline_path=config.getoption("cfn_baseline"),
