@@ -76,11 +76,7 @@ class Sender:
         """Called by the pacing loop for a due slot."""
         if self.direct:
             started = perf_counter()
-            if intended_ns >= self._measure_from:
-                self._lag.append(time_ns() - intended_ns)
-                client.send(intended_ns, 1)
-            else:
-                client.send(intended_ns, 0)
+            _send_one(client, intended_ns, self._measure_from, self._lag.append)
             self._ticks.add(1, perf_counter() - started)
             return
         pending = self.pending
@@ -131,8 +127,13 @@ def _send_all(items: list[tuple[CfnClient, int]], start: int, lag: Any) -> None:
     """Each handed send, its lateness noted when it is measured (intended at or after
     ``start``, the window's opening)."""
     for client, t in items:
-        if t >= start:
-            lag(time_ns() - t)
-            client.send(t, 1)
-        else:
-            client.send(t, 0)
+        _send_one(client, t, start, lag)
+
+
+def _send_one(client: CfnClient, t: int, start: int, lag: Any) -> None:
+    """One send intended at ``t``; its lateness noted when it is measured (``t >= start``)."""
+    if t >= start:
+        lag(time_ns() - t)
+        client.send(t, 1)
+    else:
+        client.send(t, 0)
