@@ -92,8 +92,9 @@ def test_a_long_burst_keeps_coalescing_after_each_full_write(fe: Frontend, redis
         # Threads: a publish that comes over 20 µs after the last write goes alone, and
         # a thread waiting for the GIL after the flusher's write now and then does (a
         # few, more on a loaded machine); before, one went alone after every full write
-        # (some 70 % of the writes).
-        assert counter.single * 2 < counter.writes, (counter.single, counter.writes)
+        # (some 70 % of the writes). CI on a loaded machine once saw exactly half (54 of
+        # 108), so the bound is 60 %, still below the 70 % of the bug.
+        assert counter.single * 10 < counter.writes * 6, (counter.single, counter.writes)
 
 
 def test_a_lone_publish_is_written_at_once_not_held_back(fe: Frontend, redis_server: Any,
