@@ -3,7 +3,13 @@
 Locust is never imported here (it monkey-patches the interpreter). The bounds are generous
 (the machine is shared): a generator that paces agent by agent, drifts, or sends late shows
 up as a sent rate below the offered one, a backlog at the window's end, or a send lag of
-over 50 ms; on a quiet machine the send lag p99 here is a few ms.
+over 250 ms; on a quiet machine the send lag p99 here is a few ms.
+
+The send lag is the one figure here that measures the machine more than the harness: with
+other work on the 2 cores (three CPU burners beside one run) its p99 read 45-114 ms in 8 runs,
+at 1,000 and at 400 events/s alike, with the harness using 7-28 % of a core and the rest of
+the machine busy (other_cpu_percent 181-206 %). The rate and backlog checks carry the pacing;
+the lag bound only catches a pacing loop held for a quarter of a second.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ def test_the_pacing_schedule_keeps_the_offered_rate(
     assert m["offered_rate"]["value"] == offered
     assert m["sent_rate"]["value"] == pytest.approx(offered, rel=0.03)
     assert m["generator_behind"]["value"] < 0.05
-    assert 0 < m["send_lag_p99"]["value"] < 50.0, m["send_lag_p99"]
+    assert 0 < m["send_lag_p99"]["value"] < 250.0, m["send_lag_p99"]  # see the docstring
     assert m["lost"]["value"] == 0 and m["late"]["value"] == 0
     assert m["critical_loss"]["value"] == 0
     extra = result["extra"]
