@@ -89,8 +89,10 @@ def test_cfn_swarms_recover_publish_and_monitor_on_a_cluster(
     assert json.loads(out.stdout)["state"]["status"] == "recovering"
     # publish / monitor of one swarm: SSUBSCRIBE on the swarm's master.
     target = by_master[max(by_master)]
+    # --count 2 ends it; --duration only bounds a failure (two `cfn publish` starts on a loaded
+    # machine can take half a minute)
     monitor = Monitor(cluster.url, ns, "--swarm", target, "--json", "--count", "2",
-                      "--duration", "20")
+                      "--duration", "90")
     sent = cfn("publish", "--swarm", target, "--type", "job.done", "--data", '{"n": 1}',
                url=cluster.url, ns=ns)
     assert sent.returncode == 0, sent.stderr

@@ -275,13 +275,17 @@ def test_the_same_build_is_no_regression_and_a_slowed_one_is_caught(
     assert throughput["reference"] > 0
 
     # One run's own noise is not known: the threshold sits above it (this publish loop's rate
-    # varies by about a quarter between runs here); the reference takes out a slower machine.
-    same = run(pytester, f"--cfn-baseline={base}", "--cfn-regression=50")
+    # varies by about a quarter between runs on a quiet machine); the reference takes out a
+    # slower machine, but it is measured at the session's end, not beside the figure, so on a
+    # loaded CI machine the two can move apart (a 50 % threshold failed once there). 75 %: a
+    # false regression needs the figure 4x slower and its reference not. The slowed build
+    # below (a 50 us sleep in each ~2-5 us publish) drops the figure some 95 % or more.
+    same = run(pytester, f"--cfn-baseline={base}", "--cfn-regression=75")
     assert same.ret == 0, output(same)
-    same.stdout.fnmatch_lines(["cfn baseline: * none regressed by more than 50 % outside*"])
+    same.stdout.fnmatch_lines(["cfn baseline: * none regressed by more than 75 % outside*"])
 
     monkeypatch.setenv("CFN_SLOW_PUBLISH_US", "50")
-    slowed = run(pytester, f"--cfn-baseline={base}", "--cfn-regression=50")
+    slowed = run(pytester, f"--cfn-baseline={base}", "--cfn-regression=75")
     assert slowed.ret == pytest.ExitCode.TESTS_FAILED, output(slowed)
     slowed.stdout.fnmatch_lines(
         ["cfn baseline REGRESSION: throughput (test_bus.py::test_bus) changed -*judged by "
