@@ -325,20 +325,23 @@ def test_bad_calibrate_and_repeat_arguments_are_usage_errors(
 @pytest.mark.slow
 def test_cfn_calibrate_measures_the_injected_delay_and_the_exact_loss(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_cfn", "calibrate", "--delays", "3", "--drop", "15",
+        [sys.executable, "-m", "pytest_cfn", "calibrate", "--delays", "10", "--drop", "15",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
     )
     # The +-10 % bound is the command's own verdict (exit 0 within it, 1 outside); the suite
     # runs beside other tests on 2 cores, so here the shift only has to be the injected delay
     # within a generous margin, and the exit code has to agree with the shift it printed.
+    # The machine's noise in the shift is absolute, in ms: a 3 ms delay read +77 % (+2.3 ms)
+    # in a loaded run; 10 ms read -18 to -2 % beside two CPU burners. An instrument that
+    # missed the delay would read -100 %, one that counted it twice +100 %.
     assert proc.returncode in (0, 1), proc.stdout[-4000:] + proc.stderr[-4000:]
     result = json.loads((tmp_path / "calibration.json").read_text())
     (shift,) = result["shifts"]
-    assert shift["injected_ms"] == 3 and abs(shift["error_pct"]) <= 50, shift
+    assert shift["injected_ms"] == 10 and abs(shift["error_pct"]) <= 50, shift
     # The injected delay is the one the proxy really applied: at least what was asked, less
     # its own late wake-ups in the base runs, so close to it.
-    assert 3 * 0.8 <= shift["applied_ms"] <= 3 * 1.5, shift
+    assert 10 * 0.8 <= shift["applied_ms"] <= 10 * 1.5, shift
     assert (proc.returncode == 0) == (abs(shift["error_pct"]) <= 10), (proc.returncode, shift)
     loss = result["loss"]
     assert loss["injected"] == 15 and loss["worst_subscriber_loss"] == 15
