@@ -235,5 +235,10 @@ def test_messenger_master_killed_while_subscribed(cluster: LocalCluster, ns: str
     _assert_counted(result)
     assert result["publisher_reconnects"] >= 1, result
     # Replication is asynchronous: a message the dead master acknowledged in its last
-    # milliseconds may be in neither the replica's history nor the handler's list.
-    assert 0 <= result["missing"] - result["replayed"] <= 3, result
+    # milliseconds may be in neither the replica's history nor the handler's list. At 1,000
+    # messages/s that is about one per millisecond the replica lagged; a loaded CI machine
+    # once left 6 (the bound was 3). 25 allows 25 ms of lag; without the replay from history
+    # this reads the whole burst the receiver missed while it re-subscribed (1,987 and 1,991
+    # in two recorded kill runs; the kill is bimodal, and a run where the receiver came back
+    # first misses a few, where neither bound tells).
+    assert 0 <= result["missing"] - result["replayed"] <= 25, result
