@@ -109,8 +109,10 @@ def test_a_lone_publish_is_written_at_once_not_held_back(fe: Frontend, redis_ser
         started = time.perf_counter()
         burst(fe, pub, [("tick", round_index)])
         assert pub.stats()["pending_writes"] == 0, "written before publish() returned"
-        assert wait_until(lambda want=round_index + 1: len(got) == want, timeout=2.0)
-        assert got[-1] - started < 0.5
+        # Held back until a later publish, it would never arrive here (the next comes after
+        # this wait); the bound on its arrival only has to clear a loaded machine's stall.
+        assert wait_until(lambda want=round_index + 1: len(got) == want)
+        assert got[-1] - started < 1.0
     assert pub.stats()["coalesced_writes"] == 0
 
 
