@@ -120,7 +120,7 @@ def test_plugin_fixtures_on_a_cluster_and_cleanup_on_every_master(
         SWARMS = {swarms!r}
 
         def wait(predicate):
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not predicate() and time.monotonic() < deadline:
                 time.sleep(0.01)
             return predicate()

@@ -186,7 +186,7 @@ def test_the_proxy_drops_exactly_the_events_it_was_asked_to(server: RedisServer)
             for n in range(60):
                 pub.publish("task.progress", {"n": n}, priority=5 if n % 2 else 9)
             pub.flush()
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30
             while len(got) < 50 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.2)
@@ -212,7 +212,7 @@ def test_the_proxy_keeps_the_hold_it_applied_and_the_time_before_it_for_each_eve
                 pub.publish("task.progress", {"t": time.time_ns(), "n": n})
                 time.sleep(0.001)
             pub.flush()
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30
             while len(got) < 40 and time.monotonic() < deadline:
                 time.sleep(0.02)
         holds, upstream = proxy.holds(), proxy.upstream_ns()
