@@ -65,7 +65,9 @@ def test_the_pacing_schedule_keeps_the_offered_rate(
     assert m["harness_cpu_us_per_delivery"]["value"] > 0
     assert m["harness_cpu_us_per_publish"]["value"] > m["harness_cpu_us_per_delivery"]["value"]
     # Everything ran here on loopback: what else used the machine is stated beside it.
-    assert 0 <= m["other_cpu_percent"]["value"] <= 100 * (os.cpu_count() or 1), m
+    # ... within the resolution of /proc/stat (10 ms ticks, marks not taken at the very
+    # instants that bound the window): a saturated machine read 200.15 % on 2 cores
+    assert 0 <= m["other_cpu_percent"]["value"] <= 100 * (os.cpu_count() or 1) + 2, m
     assert m["late_wakeups"]["value"] >= 0 and 0 <= m["late_wakeup_held"]["value"] <= 1
     # Publishes reach Locust's statistics in aggregate, every one counted.
     rows = json.loads((tmp_path / "stats.json").read_text())
