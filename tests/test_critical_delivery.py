@@ -100,8 +100,9 @@ def test_a_full_critical_buffer_refuses_at_once_and_drops_nothing(
     with pytest.raises(CriticalBufferFullError):
         pub.publish("cfn.loop.phase.start", 6, priority=9)
     took = time.monotonic() - started
-    # At once: no retries once it is full. Counted, not timed (a CPU-starved moment made a
-    # 50 ms bound fail): a call that went through the retry loop counts retries and a give-up.
+    # At once: no retries once it is full. Counted, not timed (one CPU-starved moment of
+    # 50 ms fails a 50 ms bound): a call that went through the retry loop counts retries and
+    # a give-up.
     after = pub.stats()
     assert (after["retries"], after["publish_give_ups"]) == (
         before["retries"], before["publish_give_ups"]), (before, after)

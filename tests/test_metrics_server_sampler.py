@@ -238,7 +238,7 @@ def test_background_sampler_samples_every_interval_and_stops_within_a_second(
     assert summary.ops_per_sec_mean is not None
     # Sample k is due k * interval after the sampler started (a fixed schedule: one late
     # sample does not push the others back), so samples 0 to 3 span 1.5 s. A gap of 0.3-0.9 s
-    # for every pair failed on a loaded machine (one sample taken 0.4 s late). Now: at least
+    # for every pair fails when a loaded machine takes one sample 0.4 s late. Now: at least
     # 1.0 s (a first sample up to 0.5 s late is allowed; sampling back to back reads a few
     # ms) and under 2.5 s (the fourth up to 1 s late; an interval taken twice reads 3.0 s).
     span = samples[3].monotonic - samples[0].monotonic
