@@ -138,7 +138,7 @@ def test_recover_lists_interrupted_swarms_and_resumes_one(redis_server: Any, ns:
     assert claimed["source"] == "state" and claimed["state"]["status"] == "recovering"
     assert claimed["state"]["phase"] == "auth" and claimed["state"]["recovered_by"] == "cfn-cli"
     # The claim above beat its heart; judged against 10 minutes, not 5 s (each `cfn` here is a
-    # new process, and one took 14 s to start on a loaded machine: the claim then looked stale).
+    # new process, and one took 14 s to start on a loaded machine: the claim would look stale).
     again = cfn("recover", "--max-age", "600", "--resume", "stuck", url=redis_server.url, ns=ns)
     assert again.returncode == 2
     assert again.stderr.startswith("cfn recover: error: swarm 'stuck' beat its heart")

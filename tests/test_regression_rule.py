@@ -277,7 +277,7 @@ def test_the_same_build_is_no_regression_and_a_slowed_one_is_caught(
     # One run's own noise is not known: the threshold sits above it (this publish loop's rate
     # varies by about a quarter between runs on a quiet machine); the reference takes out a
     # slower machine, but it is measured at the session's end, not beside the figure, so on a
-    # loaded CI machine the two can move apart (a 50 % threshold failed once there). 75 %: a
+    # loaded CI machine the two can move apart (this test failed once under load). 75 %: a
     # false regression needs the figure 4x slower and its reference not. The slowed build
     # below (a 50 us sleep in each ~2-5 us publish) drops the figure some 95 % or more.
     same = run(pytester, f"--cfn-baseline={base}", "--cfn-regression=75")
