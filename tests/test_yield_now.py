@@ -26,9 +26,14 @@ JOB = textwrap.dedent("""
     pause = yield_now if sys.argv[1] == "yield_now" else (lambda: time.sleep(0))
     slice_ends = []
 
-    def job():  # 80 ms of work in 0.3 ms slices
-        end = time.perf_counter() + 0.08
-        while time.perf_counter() < end:
+    timer_done = []
+
+    # Work in 0.3 ms slices until the timer has woken 5 times (at most 5 s), not for a fixed
+    # 80 ms: on a loaded machine the job got half the slices into 80 ms, ended before the
+    # timer's last wakes, and those counted 0 slices past due, whatever the pause.
+    def job():
+        end = time.perf_counter() + 5.0
+        while not timer_done and time.perf_counter() < end:
             spin = time.perf_counter() + 0.0003
             while time.perf_counter() < spin:
                 pass
@@ -43,6 +48,7 @@ JOB = textwrap.dedent("""
             gevent.sleep(0.004)
             woke = time.perf_counter()
             overrun.append(bisect.bisect(slice_ends, woke) - bisect.bisect(slice_ends, due))
+        timer_done.append(True)
 
     worker = gevent.spawn(job)
     gevent.sleep(0.001)
