@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "SwarmState": "pytest_cfn._async.swarm_state",
     "ThrottledError": _ERRORS,
     "ServerWithoutTlsError": _ERRORS,
+    "ServerCheckError": "pytest_cfn.server_probe",
     "TlsError": _ERRORS,
     "TlsHandshakeTimeoutError": _ERRORS,
 }
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ThrottledError as ThrottledError
     from pytest_cfn._errors import TlsError as TlsError
     from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
+    from pytest_cfn.server_probe import ServerCheckError as ServerCheckError
 
 
 def __getattr__(name: str) -> Any:
