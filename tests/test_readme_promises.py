@@ -484,3 +484,55 @@ def test_the_plugin_turns_off_with_p_no_cfn(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cfn"],
                  cwd=tmp_path)
     assert result.returncode == 1 and "fixture 'cfn_redis' not found" in result.stdout
+
+
+FRONT_ENDS = {"EventBus", "Messenger", "SwarmState", "SharedConnections"}
+
+
+def test_both_front_ends_export_the_same_names_and_share_every_value_class() -> None:
+    # README: `pytest_cfn.aio` has "the same names and arguments, awaited"; the README's
+    # examples import SigningKeys, CriticalOptions, BusOptions and every error from the package.
+    assert set(pytest_cfn.__all__) - {"__version__"} == set(pytest_cfn.aio.__all__)
+    for name in pytest_cfn.aio.__all__:
+        same = getattr(pytest_cfn, name) is getattr(pytest_cfn.aio, name)
+        assert same is (name not in FRONT_ENDS), name
+    for name in ("SigningKeys", "CriticalOptions", "BusOptions", "ServerCheckError"):
+        assert name in pytest_cfn.__all__, name
+
+
+def test_every_keyword_the_readme_gives_a_bus_or_messenger_is_accepted_before_any_io() -> None:
+    from pytest_cfn import CriticalOptions, EventBus, Messenger, SigningKeys
+
+    def callback(*_: object) -> None:
+        return None
+
+    nowhere = "redis://127.0.0.1:1/0"  # nothing listens: construction must not connect
+    keys = SigningKeys({"k1": b"1" * 16, "k2": b"2" * 16}, current="k2")
+    EventBus.from_url(
+        nowhere, swarm="s", agent="a", namespace="ns", codec="msgpack", route_overrides=True,
+        throttle_rate=100, retries=3, critical_buffer=10, queue_size=10, ping_interval=5,
+        ping_timeout=2, on_reconnect=callback, on_error=callback, signing_key=keys,
+        inline_dispatch=False, critical=CriticalOptions(),
+    ).close()
+    Messenger.from_url(
+        nowhere, swarm="s", agent="a", history_size=5, persist_history=True,
+        max_message_bytes=1000, on_error=callback, signing_key={"k1": b"1" * 16},
+    ).close()
+
+
+def test_cli_server_and_namespace_default_to_the_environment() -> None:
+    # README: publish, monitor, swarms and recover take --redis (default $CFN_REDIS_URL) and
+    # --namespace (default $CFN_NAMESPACE).
+    with RedisServer() as server, redis.Redis.from_url(server.url) as raw:
+        env = {"CFN_REDIS_URL": server.url, "CFN_NAMESPACE": "tenant1"}
+        cfn = str(BIN / "cfn")
+        published = run([cfn, "publish", "--swarm", "S", "--type", "t", "--priority", "9"], **env)
+        assert published.returncode == 0, published.stderr
+        assert [k.decode() for k in raw.scan_iter("*")] == ["tenant1:critical:S"]
+        with pytest_cfn.SwarmState.from_url(server.url, namespace="tenant1") as state:
+            state.save("in-tenant", loop=1, phase="p")
+        with pytest_cfn.SwarmState.from_url(server.url) as state:
+            state.save("outside", loop=1, phase="p")
+        listed = run([cfn, "swarms"], **env)
+        assert listed.returncode == 0 and "in-tenant" in listed.stdout, listed
+        assert "outside" not in listed.stdout, listed.stdout
