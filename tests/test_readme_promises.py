@@ -246,10 +246,29 @@ def test_python_block_runs_as_written_and_does_what_the_text_says(
         run_block(code, check, server.url, tmp_path, {README_URL: base})
 
 
+FIXTURE_NAMES_TEST = """
+def test_the_fixtures_have_what_the_readme_names(cfn_server, cfn_redis_url, cfn_swarm, cfn_perf):
+    for name in ("url", "version", "backend", "embedded", "pid", "binary", "why"):
+        assert hasattr(cfn_server, name), name
+    assert cfn_server.url == cfn_redis_url and cfn_server.backend == "redis-server"
+    swarm = cfn_swarm(2, swarm="named", team_size=7)
+    for name in ("agents", "buses", "coordinators", "swarms", "wait_for", "wait_idle", "stats"):
+        assert hasattr(swarm, name), name
+    assert swarm.swarms == ["named"] and len(swarm.agents) == 2
+    for name in ("record_latency", "latency", "measuring", "add_events", "record_throughput",
+                 "record_loss", "record_critical", "record_cache", "record_bus",
+                 "sample_connections", "set_targets", "run_event_bus"):
+        assert hasattr(cfn_perf, name), name
+"""
+
+
 def write_test_blocks(tmp_path: Path, perf: bool) -> int:
     """The README's pytest examples as a user's own test files; how many tests they hold."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     tests = 0
+    if not perf:
+        (tmp_path / "test_readme_names.py").write_text(FIXTURE_NAMES_TEST)
+        tests += 1
     for line, code in TEST_BLOCKS:
         if ("cfn_perf" in code) is perf:
             (tmp_path / f"test_readme_line{line}.py").write_text(code)
@@ -266,6 +285,32 @@ def test_the_fixture_examples_pass_as_a_users_suite(tmp_path: Path) -> None:
     assert result.returncode == 0, out
     assert re.search(rf"\b{count} passed\b", out), out
     assert count >= 5
+
+
+@pytest.mark.slow
+def test_the_fixture_examples_pass_on_fakeredis_with_no_binary(tmp_path: Path) -> None:
+    # Quick start: `pytest --cfn-redis=fakeredis://` runs every fixture on fakeredis's TCP server.
+    count = write_test_blocks(tmp_path, perf=False)
+    (tmp_path / "test_readme_names.py").unlink()  # it checks the real server's backend
+    result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "--cfn-redis=fakeredis://"], cwd=tmp_path, CFN_REDIS_SERVER="/nonexistent")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert re.search(rf"\b{count - 1} passed\b", out), out
+
+
+def test_the_header_names_the_server_as_the_readme_quotes_it(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    embedded = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path)
+    assert re.search(r"^cfn: embedded redis-server [\d.]+ /\S+: .*found by --version .*; "
+                     r"started when a test first needs it", embedded.stdout, re.M), embedded.stdout
+    url = "redis://127.0.0.1:6390/0"
+    from_env = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path,
+                   CFN_REDIS_URL=url)
+    quoted = (f"cfn: CFN_REDIS_URL='{url}' (from the environment); not checked until a test "
+              "first needs a server")
+    assert quoted in from_env.stdout and from_env.returncode == 0, from_env.stdout
 
 
 @pytest.mark.slow
