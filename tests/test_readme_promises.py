@@ -581,3 +581,11 @@ def test_cli_server_and_namespace_default_to_the_environment() -> None:
         listed = run([cfn, "swarms"], **env)
         assert listed.returncode == 0 and "in-tenant" in listed.stdout, listed
         assert "outside" not in listed.stdout, listed.stdout
+
+
+def test_cfn_bench_help_and_the_readme_give_the_same_duration() -> None:
+    helptext = " ".join(run([str(BIN / "cfn"), "bench", "--help"]).stdout.split())
+    in_help = re.search(r"About ([\d.]+) minutes with the defaults", helptext)
+    in_readme = re.search(r"About ([\d.]+) minutes on a 2-core machine", README)
+    assert in_help and in_readme, helptext
+    assert in_help.group(1) == in_readme.group(1)
