@@ -1,6 +1,6 @@
 """What the load harness costs beside what it measures: one command, one table.
 
-    python loadtests/harness_cost.py                       # embedded redis-server, ~6 min
+    python loadtests/harness_cost.py                       # embedded redis-server, ~7 min
     python loadtests/harness_cost.py --runs shared:100 --duration 20
 
 Runs, against one real Redis server and in this order:
@@ -49,7 +49,11 @@ SWARM = Path(__file__).resolve().parent / "swarm.py"
 AGENT_RATE = HarnessOptions().rate
 """ADR-002's 100 events/s per agent: the harness's default."""
 SWARM_SIZE = DEFAULT_AGENTS_PER_SWARM
-DEFAULT_RUNS = "shared:10,shared:100,shared:500:2,per-agent:10,per-agent:100:2"
+DEFAULT_RUNS = ("shared:10,shared:100,shared:500:2,per-agent:10,per-agent:100:2,"
+                "per-agent:500:2")
+CAPACITY_TARGETS = {("shared", 500), ("per-agent", 100)}
+"""The runs the issue sets a capacity target for; every other run's capacity is shown, as
+held or not, without a verdict."""
 TARGET_RATIO = {"per-agent": 1.3, "shared": 0.3}
 P99_WITHIN = 2.0
 """The harness's delivery p99 within this factor of the bus's p99 at the same offered rate,
@@ -214,7 +218,11 @@ def judge(run: RunFigures, refs: dict[str, Any]) -> None:
     checks = ((delivered_all, "delivered < offered"), (clean, "lost, late or abnormal"),
               (lag_ok, f"send lag p99 >= {SEND_LAG_LIMIT_MS:g} ms"))
     missed = [why for ok, why in checks if not ok]
-    run.verdicts["capacity"] = "FAIL: " + ", ".join(missed) if missed else "PASS"
+    if (spec.model, spec.agents) in CAPACITY_TARGETS:
+        run.verdicts["capacity"] = "FAIL: " + ", ".join(missed) if missed else "PASS"
+    else:
+        run.verdicts["capacity"] = ("not held: " + ", ".join(missed) if missed else "held") + (
+            " (no target)")
     bus_p99 = refs["latency_p99_us"].get(spec.offered)
     p99 = f.get("delivery_p99")
     if bus_p99 and p99 is not None:
@@ -265,7 +273,8 @@ def print_table(runs: list[RunFigures], refs: dict[str, Any]) -> None:
             print(f"{run.spec.label}: delivery p99 {_fmt(run.figures.get('delivery_p99'))} ms, "
                   f"the bus's {_fmt(run.figures.get('bus_p99_ms'))} ms at the same offered rate "
                   f"({_fmt(run.figures.get('p99_ratio'))}x): {run.verdicts['p99']}")
-    print("\nmethod: capacity = delivered >= 99.9 % of offered, zero lost, zero late, zero "
+    print("\nmethod: capacity (a target for shared 500 and per-agent 100, shown for the other "
+          "runs) = delivered >= 99.9 % of offered, zero lost, zero late, zero "
           "critical loss, send lag p99 "
           f"< {SEND_LAG_LIMIT_MS:g} ms, no abnormal end; CPU/deliv = CPU of every Locust process "
           "between the window's marks / deliveries in it; x paced = over the bus subscriber's CPU "
