@@ -41,9 +41,10 @@ class BlockCheck:
     tls: bool = False
 
 
+EVENT_BUS_KEY = 'bus.subscribe("agent.*", handler)'
 BLOCK_CHECKS = [
     BlockCheck(
-        key='bus.subscribe("agent.*", handler)',
+        key=EVENT_BUS_KEY,
         # A second bus of the swarm, made before the block runs, sees what the block publishes
         # with the fields the comment names; the block's own handler may not have run before
         # close(), so its print is not required.
@@ -280,3 +281,25 @@ def test_the_cfn_perf_example_passes_and_its_marker_sets_the_target(tmp_path: Pa
     assert {"p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"} <= set(p99["latency"])
 
 
+
+
+def awaited(code: str) -> str:
+    """The sync Event Bus block as the asyncio front end takes it: the same names and arguments,
+    awaited (README: "pytest_cfn.aio.EventBus, the same names and arguments, awaited")."""
+    code = code.replace("from pytest_cfn import EventBus", "from pytest_cfn.aio import EventBus")
+    code = re.sub(r"\bbus\.(subscribe|publish|flush|close)\(", r"await bus.\1(", code)
+    code = code.replace("with bus.batch():", "async with bus.batch():")
+    body = "\n".join(f"    {line}" for line in code.splitlines())
+    return f"import asyncio\n\nasync def main():\n{body}\n\nasyncio.run(main())\n"
+
+
+def test_the_event_bus_block_runs_awaited_on_the_asyncio_front_end(tmp_path: Path) -> None:
+    code = next(code for _, code in LIBRARY_BLOCKS if EVENT_BUS_KEY in code)
+    with RedisServer() as server:
+        script = tmp_path / "readme_block_aio.py"
+        script.write_text(awaited(code.replace(README_URL, server.url.rsplit("/", 1)[0])))
+        result = run([sys.executable, str(script)], cwd=tmp_path)
+    assert result.returncode == 0, f"{script.read_text()}\n{result.stdout}{result.stderr}"
+    assert re.search(r"^1001$", result.stdout, re.M), result.stdout
+    transcribed = script.read_text()
+    assert "await bus.publish(" in transcribed and "async with bus.batch()" in transcribed
