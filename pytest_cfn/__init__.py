@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "ServerStartError": _ERRORS,
     "ServerUnavailableError": _ERRORS,
     "SharedConnections": "pytest_cfn._sync.connection_share",
+    "SigningKeys": "pytest_cfn._core.signing",
     "SubscribeFailedError": _ERRORS,
     "SwarmNotFoundError": _ERRORS,
     "SwarmRecord": "pytest_cfn._core.swarm_state",
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._core.inbound import MalformedMessage as MalformedMessage
     from pytest_cfn._core.message import Message as Message
     from pytest_cfn._core.options import BusOptions as BusOptions
+    from pytest_cfn._core.signing import SigningKeys as SigningKeys
     from pytest_cfn._core.swarm_state import RecoveredSwarm as RecoveredSwarm
     from pytest_cfn._core.swarm_state import SwarmRecord as SwarmRecord
     from pytest_cfn._errors import BusClosedError as BusClosedError

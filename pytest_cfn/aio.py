@@ -1,7 +1,8 @@
 """asyncio front end: the same names and arguments as ``pytest_cfn``, awaited.
 
 Exported lazily (PEP 562), like ``pytest_cfn``: a name's module loads on first use.
-The exception classes are ``pytest_cfn``'s own (one hierarchy for both front ends).
+The exception classes and the value classes (options, envelopes, records) are ``pytest_cfn``'s
+own objects: one hierarchy and one set of values for both front ends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from typing import TYPE_CHECKING, Any
 _ERRORS = "pytest_cfn._errors"
 _EXPORTS: dict[str, str] = {
     "BusClosedError": _ERRORS,
+    "BusOptions": "pytest_cfn._core.options",
+    "CriticalOptions": "pytest_cfn._core.critical_log",
+    "Envelope": "pytest_cfn._core.envelope",
+    "MalformedMessage": "pytest_cfn._core.inbound",
+    "Message": "pytest_cfn._core.message",
+    "RecoveredSwarm": "pytest_cfn._core.swarm_state",
+    "SigningKeys": "pytest_cfn._core.signing",
+    "SwarmRecord": "pytest_cfn._core.swarm_state",
     "CfnError": _ERRORS,
     "CircuitOpenError": _ERRORS,
     "ConnectionFailedError": _ERRORS,
@@ -42,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "SwarmState": "pytest_cfn._async.swarm_state",
     "ThrottledError": _ERRORS,
     "ServerWithoutTlsError": _ERRORS,
+    "ServerCheckError": "pytest_cfn.server_probe",
     "TlsError": _ERRORS,
     "TlsHandshakeTimeoutError": _ERRORS,
 }
@@ -53,6 +63,14 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._async.event_bus import EventBus as EventBus
     from pytest_cfn._async.messenger import Messenger as Messenger
     from pytest_cfn._async.swarm_state import SwarmState as SwarmState
+    from pytest_cfn._core.critical_log import CriticalOptions as CriticalOptions
+    from pytest_cfn._core.envelope import Envelope as Envelope
+    from pytest_cfn._core.inbound import MalformedMessage as MalformedMessage
+    from pytest_cfn._core.message import Message as Message
+    from pytest_cfn._core.options import BusOptions as BusOptions
+    from pytest_cfn._core.signing import SigningKeys as SigningKeys
+    from pytest_cfn._core.swarm_state import RecoveredSwarm as RecoveredSwarm
+    from pytest_cfn._core.swarm_state import SwarmRecord as SwarmRecord
     from pytest_cfn._errors import BusClosedError as BusClosedError
     from pytest_cfn._errors import CfnError as CfnError
     from pytest_cfn._errors import CircuitOpenError as CircuitOpenError
@@ -82,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ThrottledError as ThrottledError
     from pytest_cfn._errors import TlsError as TlsError
     from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
+    from pytest_cfn.server_probe import ServerCheckError as ServerCheckError
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,7 @@ def common_parser() -> argparse.ArgumentParser:
         "--redis",
         metavar="URL",
         default=os.environ.get("CFN_REDIS_URL"),
-        help="Redis server URL, redis://host:port/db or unix:///path "
+        help="Redis server URL: redis://host:port/db, rediss://... (TLS) or unix:///path "
         "(default: $CFN_REDIS_URL; subcommands that need a server and get none say so)",
     )
     return common

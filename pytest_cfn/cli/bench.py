@@ -10,7 +10,7 @@ interleaved), with the server's own ceiling (redis-benchmark), a round-trip floo
 cache sweep, the client models and the instrument's calibration (see cfn calibrate) measured
 in the same run, and writes results.json, summary.md, summary.html and the figures (PNG) to
 --out. Each load point's figures are the median of its runs with their min-max; its verdicts
-are judged on the median and say how many of the runs met the target. About 2.5 minutes with
+are judged on the median and say how many of the runs met the target. About 3.5 minutes with
 the defaults on a 2-core machine.
 
 Not to be confused with python -m pytest_cfn.measure.microbench: that one is the Event Bus's own
