@@ -171,6 +171,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
             sys.exit(f"cfn: cannot start the harness: {exc}")
         runner.register_message("cfn_final", conductor.on_final)
         runner.register_message("cfn_ready", conductor.on_ready)
+        runner.register_message("cfn_sent", conductor.on_sent)
         # before the runtime's listener: the settings are dealt before agents read them
         hooks.test_start.add_listener(conductor.on_test_start)
         hooks.spawning_complete.add_listener(conductor.on_spawning_complete)
@@ -183,6 +184,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message("cfn_window", lambda *a, **k: _runtime().on_window(*a, **k))
         runner.register_message("cfn_stop", lambda *a, **k: _runtime().on_stop(*a, **k),
                                 concurrent=True)
+        runner.register_message("cfn_settle", lambda *a, **k: _runtime().on_settle(*a, **k))
         hooks.test_start.add_listener(lambda **_: _fresh_runtime(environment))
         hooks.test_stop.add_listener(lambda **_: _runtime().close())
 

@@ -139,6 +139,10 @@ def test_an_overloaded_generator_is_not_judged_and_exits_3(
     assert verdict["outcome"] == "not-judged" and verdict["exit_code"] == 3
     assert verdict["generator_limited"] and "--processes" in verdict["advice"]
     assert m["send_lag_p99"]["value"] > 5.0
+    # seconds behind at the end: what it still sent after the window's end plus the drain
+    # went out unmeasured, counted and noted (else the others settle before it is done)
+    assert result["extra"]["overdue_unmeasured"] > 0, result["extra"]
+    assert "sent unmeasured" in out.text
     assert "throughput                   " in out.text  # the table was printed
     assert "gates: NOT JUDGED (not judged: load generator limit)" in out.text
     assert "--master and --worker" in out.text
@@ -390,3 +394,54 @@ def test_the_locustfile_documents_its_verdicts_and_exit_codes(tmp_path: Path) ->
         assert code in text
     assert "--processes N or --master/--worker" in text
     assert "MonkeyPatchWarning" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("drain", "behind_past_cutoff"), [("3", False), ("0.4", True)])
+def test_a_process_behind_at_the_end_is_waited_for_not_counted_as_loss(
+    tmp_path: Path, reaper: list[subprocess.Popen[str]], drain: str, behind_past_cutoff: bool
+) -> None:
+    # Master + 2 workers, per-agent, 20 agents: worker A holds swarm 0, worker B swarm 1,
+    # whose Messenger peer is swarm 0, so B's validators and coordinator send priority-8
+    # messages to A's agents. B is stopped (SIGSTOP) from 0.7 s before the window's end to
+    # 0.8 s after it, so its last measured sends go out late, and arrive at A late. A must
+    # settle only once B has said it sent its last (the conductor's cfn_settle), or they
+    # count as never arrived: A used to settle 0.3 s after its own sends and reported some
+    # 1,200 priority-8 deliveries lost. With a 3 s drain they arrive before the cutoff (on
+    # time); with a 0.4 s drain after it: late, and still not lost.
+    with RedisServer() as server:
+        port = str(free_port())
+        report = tmp_path / "behind.json"
+        master, out, err = start(
+            ["--master", "--headless", "-u", "20", "-r", "20", "-t", "5s", "--only-summary",
+             "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+             "--master-bind-port", port, "--cfn-redis", server.url, "--cfn-model",
+             "per-agent", "--cfn-rate", "100", "--cfn-warmup", "0.5", "--cfn-drain", drain,
+             "--cfn-gate", "none", "--cfn-report", str(report)],
+            tmp_path,
+        )
+        reaper.append(master)
+        workers = [start(["--worker", "--master-host", "127.0.0.1", "--master-port", port],
+                         tmp_path)[0] for _ in range(2)]
+        reaper.extend(workers)
+        err.wait_for("Run time limit set to 5 seconds", timeout=60)
+        # the window ends 5 s + END_LEAD_S (0.3 s) after that line
+        time.sleep(4.6)
+        behind = workers[1]
+        os.kill(behind.pid, signal.SIGSTOP)
+        time.sleep(1.5)
+        os.kill(behind.pid, signal.SIGCONT)
+        code = finish(master)
+        for worker in workers:
+            finish(worker, timeout=20)
+    assert code == 0, out.text[-3000:] + err.text[-3000:]
+    extra = json.loads(report.read_text())["extra"]
+    assert extra["agents_per_swarm"] == {"swarm-000": 10, "swarm-001": 10}, extra
+    assert extra["critical_lost"] == 0 and extra["lost"] == 0, (
+        {k: extra[k] for k in ("lost", "late", "critical_lost", "overdue_unmeasured", "delivered",
+                               "expected_deliveries")}, out.text[-3000:])
+    assert extra["delivered"] == extra["expected_deliveries"] > 0
+    if behind_past_cutoff:
+        assert extra["late"] > 0, extra
+    else:
+        assert extra["late"] == 0, extra

@@ -74,6 +74,9 @@ log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
 END_LEAD_S = 0.3
 FINAL_GRACE_S = 10.0
+SETTLE_GRACE_S = 2.0
+"""How long after the window's end plus the drain the workers are told to settle even if one
+has not said it sent its last measured event (a stalled or lost worker)."""
 READY_TIMEOUT_S = 60
 EXIT_RANK = {EXIT_PASSED: 0, EXIT_NOT_JUDGED: 1, EXIT_GATE_FAILED: 2, EXIT_ABNORMAL: 3}
 
@@ -99,6 +102,8 @@ class Conductor:
         """Forget the previous run (the web UI can start several in one process)."""
         self.window_start: int | None = None
         self.finals: dict[str, dict[str, Any]] = {}
+        self.sent: set[str] = set()
+        self.settled = False
         self.expected: set[str] = set()
         self.participants: set[str] = set()
         self.peak: ConnectionCount | None = None
@@ -262,6 +267,21 @@ class Conductor:
     def on_final(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         self.finals[str(msg.node_id)] = msg.data
 
+    def on_sent(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
+        """A worker has sent its last measured event: once every worker has, they settle."""
+        self.sent.add(str(msg.node_id))
+        if self.expected and self.expected - set(self.watch.gone) <= self.sent:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Tell every worker to count its deliveries to the end: no process sends a measured
+        event any more (a worker that settled before another sent its last ones counted
+        those as never arrived)."""
+        runner = self.environment.runner
+        if not self.settled and isinstance(runner, MasterRunner):
+            self.settled = True
+            runner.send_message("cfn_settle", {})
+
     def finish(self) -> None:
         """Close the window, gather, judge and write (once per run); waits until that is done,
         in a greenlet of its own that Locust's stop or quit cannot kill half-way."""
@@ -298,11 +318,16 @@ class Conductor:
             self._opening.kill(block=False)
         runner.send_message("cfn_stop", {"end_ns": end})
         end_mark = gevent.spawn_later(max(0.0, (end - time_ns()) / 1e9), self._mark_end)
-        deadline = time.monotonic() + max(0.0, (end - time_ns()) / 1e9) + 2 * self.options.drain
-        deadline += FINAL_GRACE_S
+        until_end = max(0.0, (end - time_ns()) / 1e9)
+        settle_by = time.monotonic() + until_end + self.options.drain + SETTLE_GRACE_S
+        deadline = time.monotonic() + until_end + 2 * self.options.drain + FINAL_GRACE_S
         while time.monotonic() < deadline and not self.expected - set(self.watch.gone) <= set(
             self.finals
         ):
+            if not self.settled and (
+                time.monotonic() > settle_by or self.expected - set(self.watch.gone) <= self.sent
+            ):
+                self._settle()  # every worker sent its last, or one is late: settle anyway
             gevent.sleep(0.1)
         missing = sorted(self.expected - set(self.finals))
         if missing:
@@ -396,6 +421,7 @@ class Conductor:
                 "agents_per_swarm": dict(sorted(totals.listeners.items())),
                 "late_exact": all(bool((s.get("late") or {}).get("exact", True))
                                   for s in snapshots),
+                "overdue_unmeasured": int(totals.sums.get("overdue_unmeasured", 0.0)),
                 "run": self.runs,
                 "conductor_backend": loop_backend(),
                 "subscribed_after_s": round(self.subscribe_s, 3),
@@ -483,6 +509,13 @@ class Conductor:
         if late:
             notes.append(
                 f"{late} agent(s) subscribed after the window opened; raise --cfn-warmup"
+            )
+        overdue = sum(int((s.get("sums") or {}).get("overdue_unmeasured", 0)) for s in snapshots)
+        if overdue:
+            notes.append(
+                f"{overdue:,} event(s) intended inside the window went out more than "
+                f"--cfn-drain ({self.options.drain:g} s) after its end: sent unmeasured, left "
+                "out of throughput, loss and latency (their send lag is in send_lag_p99)"
             )
         inexact = [str(s.get("process")) for s in snapshots
                    if not (s.get("late") or {}).get("exact", True)]

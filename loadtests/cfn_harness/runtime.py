@@ -50,6 +50,8 @@ perf_counter = time.perf_counter
 TICK_LIMIT = 2000  # sends per scheduler tick before it yields (far behind its schedule)
 BRIDGE_INTERVAL_S = 0.2
 STABLE_S = 0.3
+SETTLE_WAIT_S = 5.0
+"""How long past the drain a worker waits for the conductor's word to settle."""
 READY_INTERVAL_S = 0.25
 
 
@@ -147,6 +149,8 @@ class ProcessRuntime:
         self._cpu_end: float | None = None
         self._configured = False
         self.go = gevent.event.Event()
+        self.settle = gevent.event.Event()
+        """Set by the conductor's ``cfn_settle``: no worker sends a measured event any more."""
         self.failed_agents = 0
         self.closed = False
         self.ledger = ArrivalLedger()
@@ -462,6 +466,8 @@ class ProcessRuntime:
         end_ns = int(msg.data["end_ns"])
         self.window.close(end_ns)
         cutoff_ns = end_ns + int(self.options.drain * 1e9)
+        for sender in self.senders:  # the same moment in every process
+            sender.measure_until(cutoff_ns)
         start_ns = self.window.start_ns or end_ns
         gevent.spawn_later(max(0.0, (cutoff_ns - time_ns()) / 1e9), self._tick_at_cutoff,
                            start_ns)
@@ -478,6 +484,13 @@ class ProcessRuntime:
             self.schedule.next_ns() or end_ns
         ) < end_ns:
             gevent.sleep(0.05)
+        if isinstance(environment.runner, WorkerRunner):
+            # Another worker may still be sending measured events to this one's agents (a
+            # Messenger's peer swarm, a worker further behind): say this one has sent its
+            # last and settle when the conductor says all have. Settled earlier, those
+            # deliveries were counted as never arrived.
+            environment.runner.send_message("cfn_sent", {})
+            self.settle.wait(timeout=self.options.drain + SETTLE_WAIT_S)
         self._wait_settled(time.monotonic() + self.options.drain)
         cpu_s = time.process_time() - self._cpu_start if self._cpu_start is not None else 0.0
         window_cpu_s = cpu_end - self._cpu_start if self._cpu_start is not None else 0.0
@@ -491,7 +504,9 @@ class ProcessRuntime:
             process=self.index,
             host=this_host(),
             agents=len(self.clients),
-            sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s, **self.late_wakes.sums()},
+            sums={"cpu_s": cpu_s, "window_cpu_s": window_cpu_s,
+                  "overdue_unmeasured": float(sum(s.overdue for s in self.senders)),
+                  **self.late_wakes.sums()},
             gevent_backend=loop_backend(),
             monkey_patched=bool(monkey.is_module_patched("socket"))
             and bool(monkey.is_module_patched("threading")),
@@ -499,6 +514,9 @@ class ProcessRuntime:
         )
         assert environment.runner is not None
         environment.runner.send_message("cfn_final", snapshot)
+
+    def on_settle(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
+        self.settle.set()
 
     def _wait_settled(self, deadline: float) -> None:
         """Until no measured delivery has arrived for STABLE_S seconds (or the deadline)."""

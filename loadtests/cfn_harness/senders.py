@@ -46,7 +46,8 @@ class Sender:
     pacing loop after the tick (:attr:`inline`) or at once (:attr:`direct`)."""
 
     __slots__ = (
-        "_batched", "_lag", "_measure_from", "_ticks", "_wake", "direct", "inline", "pending",
+        "_batched", "_lag", "_measure_from", "_measure_until", "_ticks", "_wake", "direct",
+        "inline", "overdue", "pending",
     )
 
     def __init__(
@@ -63,6 +64,10 @@ class Sender:
         self._ticks = ticks
         self._batched = batched
         self._measure_from = 1 << 62
+        self._measure_until = 1 << 62
+        self.overdue = 0
+        """Sends intended inside the window that went out after :meth:`measure_until`'s
+        time, unmeasured (the generator was that far behind)."""
         self.inline = False
         """Written by the pacing loop itself (:meth:`write_handed`), not by :meth:`run`."""
         self.direct = direct
@@ -72,11 +77,18 @@ class Sender:
         """Sends intended at or after ``start_ns`` are measured (the window's start)."""
         self._measure_from = start_ns
 
+    def measure_until(self, until_ns: int) -> None:
+        """Sends written after ``until_ns`` go out unmeasured (their lag is still noted).
+        Every process stops measuring at the same moment, so a process that settles its
+        deliveries after it waits for no measured event still being sent by another."""
+        self._measure_until = until_ns
+
     def hand(self, client: CfnClient, intended_ns: int) -> None:
         """Called by the pacing loop for a due slot."""
         if self.direct:
             started = perf_counter()
-            _send_one(client, intended_ns, self._measure_from, self._lag.append)
+            self.overdue += _send_one(client, intended_ns, self._measure_from,
+                                      self._measure_until, self._lag.append)
             self._ticks.add(1, perf_counter() - started)
             return
         pending = self.pending
@@ -98,16 +110,16 @@ class Sender:
         while self.pending:
             items, self.pending = self.pending, []
             started = perf_counter()
-            start = self._measure_from
+            start, until = self._measure_from, self._measure_until
             batched = self._batched
             if len(batched) == 1:  # the shared model's process sender: no ExitStack
                 with batched[0].batch():
-                    _send_all(items, start, lag)
+                    self.overdue += _send_all(items, start, until, lag)
             else:
                 with ExitStack() as stack:
                     for owner in batched:
                         stack.enter_context(owner.batch())
-                    _send_all(items, start, lag)
+                    self.overdue += _send_all(items, start, until, lag)
             self._ticks.add(len(items), perf_counter() - started)
 
     def stop(self) -> None:
@@ -123,17 +135,25 @@ class Sender:
                 on_error(exc)
 
 
-def _send_all(items: list[tuple[CfnClient, int]], start: int, lag: Any) -> None:
+def _send_all(items: list[tuple[CfnClient, int]], start: int, until: int, lag: Any) -> int:
     """Each handed send, its lateness noted when it is measured (intended at or after
-    ``start``, the window's opening)."""
+    ``start``, the window's opening); how many went out unmeasured after ``until``."""
+    overdue = 0
     for client, t in items:
-        _send_one(client, t, start, lag)
+        overdue += _send_one(client, t, start, until, lag)
+    return overdue
 
 
-def _send_one(client: CfnClient, t: int, start: int, lag: Any) -> None:
-    """One send intended at ``t``; its lateness noted when it is measured (``t >= start``)."""
-    if t >= start:
-        lag(time_ns() - t)
-        client.send(t, 1)
-    else:
+def _send_one(client: CfnClient, t: int, start: int, until: int, lag: Any) -> int:
+    """One send intended at ``t``; its lateness noted when it is measured (``t >= start``).
+    Written after ``until`` (the window's end plus the drain) it goes out unmeasured: 1."""
+    if t < start:
         client.send(t, 0)
+        return 0
+    now = time_ns()
+    lag(now - t)
+    if now <= until:
+        client.send(t, 1)
+        return 0
+    client.send(t, 0)
+    return 1
