@@ -78,8 +78,9 @@ def _add_options(parser: Any, **_: Any) -> None:
     o = cfn_options
     group = parser.add_argument_group("pytest-cfn load harness", description=help_text())
     group.add_argument("--cfn-redis", type=_checked(o.parse_redis), default=None,
-                       help="Redis URL (redis://host:port/db or unix:///path); default: start "
-                            "an embedded redis-server for the run")
+                       help="Redis URL (redis://host:port/db, rediss://host:port/db for TLS "
+                            "with query options ssl_ca_certs, ssl_certfile, ssl_keyfile, or "
+                            "unix:///path); default: start an embedded redis-server for the run")
     group.add_argument("--cfn-swarms", type=_checked(o.parse_swarms), default=0,
                        help="swarms the agents are dealt to round robin (default 0: swarms of 10 "
                             "agents, however they are spawned, web UI included)")
