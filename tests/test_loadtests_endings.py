@@ -109,6 +109,26 @@ def processes_on_own_port(workers: int) -> list[str]:
             "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
 
 
+def master_and_two_workers(
+    tmp_path: Path, reaper: list[subprocess.Popen[str]], cfn_args: list[str]
+) -> tuple[subprocess.Popen[str], Lines, Lines, list[subprocess.Popen[str]]]:
+    """A headless master (20 agents, -t 5s) and two workers on a port of the test's own;
+    returns once Locust has set the run time (its -t clock starts then)."""
+    port = str(free_port())
+    master, out, err = start(
+        ["--master", "--headless", "-u", "20", "-r", "20", "-t", "5s", "--only-summary",
+         "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", port, *cfn_args],
+        tmp_path,
+    )
+    reaper.append(master)
+    workers = [start(["--worker", "--master-host", "127.0.0.1", "--master-port", port],
+                     tmp_path)[0] for _ in range(2)]
+    reaper.extend(workers)
+    err.wait_for("Run time limit set to 5 seconds", timeout=60)
+    return master, out, err, workers
+
+
 def metrics(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in result["metrics"]}
 
@@ -197,22 +217,14 @@ def test_a_stalled_subscriber_counts_late_and_lost_deliveries_apart(
     # (and before Locust would call it missing): what it reads then is late, what was
     # published while its subscriber was cut off never arrives (lost).
     with RedisServer() as server:
-        port = str(free_port())
         report = tmp_path / "stall.json"
-        master, out, err = start(
-            ["--master", "--headless", "-u", "20", "-r", "20", "-t", "5s", "--only-summary",
-             "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
-             "--master-bind-port", port, "--cfn-redis", server.url, "--cfn-model", "shared",
-             "--cfn-rate", "100", "--cfn-warmup", "0.5", "--cfn-drain", "0.5",
+        master, out, err, workers = master_and_two_workers(
+            tmp_path, reaper,
+            ["--cfn-redis", server.url, "--cfn-model", "shared", "--cfn-rate", "100",
+             "--cfn-warmup", "0.5", "--cfn-drain", "0.5",
              "--cfn-gate", "throughput,p99,critical-loss", "--cfn-report", str(report),
              "--json-file", str(tmp_path / "stats")],
-            tmp_path,
         )
-        reaper.append(master)
-        workers = [start(["--worker", "--master-host", "127.0.0.1", "--master-port", port],
-                         tmp_path)[0] for _ in range(2)]
-        reaper.extend(workers)
-        err.wait_for("Run time limit set to 5 seconds", timeout=60)
         time.sleep(4.2)
         stalled = workers[1]
         os.kill(stalled.pid, signal.SIGSTOP)
@@ -410,22 +422,14 @@ def test_a_process_behind_at_the_end_is_waited_for_not_counted_as_loss(
     # 1,200 priority-8 deliveries lost. With a 3 s drain they arrive before the cutoff (on
     # time); with a 0.4 s drain after it: late, and still not lost.
     with RedisServer() as server:
-        port = str(free_port())
         report = tmp_path / "behind.json"
-        master, out, err = start(
-            ["--master", "--headless", "-u", "20", "-r", "20", "-t", "5s", "--only-summary",
-             "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
-             "--master-bind-port", port, "--cfn-redis", server.url, "--cfn-model",
-             "per-agent", "--cfn-rate", "100", "--cfn-warmup", "0.5", "--cfn-drain", drain,
-             "--cfn-gate", "none", "--cfn-report", str(report)],
-            tmp_path,
+        master, out, err, workers = master_and_two_workers(
+            tmp_path, reaper,
+            ["--cfn-redis", server.url, "--cfn-model", "per-agent", "--cfn-rate", "100",
+             "--cfn-warmup", "0.5", "--cfn-drain", drain, "--cfn-gate", "none",
+             "--cfn-report", str(report)],
         )
-        reaper.append(master)
-        workers = [start(["--worker", "--master-host", "127.0.0.1", "--master-port", port],
-                         tmp_path)[0] for _ in range(2)]
-        reaper.extend(workers)
-        err.wait_for("Run time limit set to 5 seconds", timeout=60)
-        # the window ends 5 s + END_LEAD_S (0.3 s) after that line
+        # the window ends 5 s + END_LEAD_S (0.3 s) after the run time was set
         time.sleep(4.6)
         behind = workers[1]
         os.kill(behind.pid, signal.SIGSTOP)
