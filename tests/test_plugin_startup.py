@@ -68,9 +68,10 @@ def test_no_binary_anywhere_fails_only_the_tests_that_need_one_and_says_how_once
     monkeypatch.setenv("PATH", str(empty_bin))
     monkeypatch.setenv("PYTHONPATH", str(shadow))
     monkeypatch.setenv("CFN_REDIS_SERVER", "")
-    only_trivial = run(pytester, "-q", "test_a.py")
-    assert only_trivial.ret == 0, output(only_trivial)
-    only_trivial.assert_outcomes(passed=1)
+    for xdist in ((), ("-n", "2")):  # a suite with no cfn fixture runs, under xdist too
+        only_trivial = run(pytester, "-q", "test_a.py", *xdist)
+        assert only_trivial.ret == 0, output(only_trivial)
+        only_trivial.assert_outcomes(passed=1)
 
     result = run(pytester)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output(result)
