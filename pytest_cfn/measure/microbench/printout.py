@@ -17,6 +17,7 @@ from pytest_cfn.measure.results import (
     Op,
     RedisInfo,
     RunResult,
+    Verdict,
     format_value,
     judge,
 )
@@ -41,6 +42,9 @@ class Figure:
     better: Better = "higher"
     notes: list[str] = field(default_factory=list)
     latency: dict[str, Any] | None = None
+    unjudged: str = ""
+    """Why the target is not judged in this run (the machine set the figure, not the code
+    measured), or empty: judged."""
 
     @property
     def ratio(self) -> float | None:
@@ -49,7 +53,9 @@ class Figure:
         return self.value / self.reference_value
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
+        if self.unjudged and self.target is not None and self.op is not None:
+            return "not-judged"
         return judge(self.value, self.target, self.op)
 
     def to_metric(self) -> Metric:
@@ -63,7 +69,7 @@ class Figure:
             method=method,
             target=self.target,
             op=self.op,
-            verdict=judge(self.value, self.target, self.op),
+            verdict=self.verdict,
             better=self.better,
             scope="bench",
             latency=self.latency,
@@ -84,7 +90,13 @@ def format_figure(figure: Figure) -> list[str]:
     if figure.ratio is not None:
         line += f"   {figure.ratio:5.2f}x {figure.reference_title}"
     if figure.op is not None and figure.target is not None:
-        line += f"   [target {figure.target_text or figure.op}: {figure.verdict.upper()}]"
+        verdict = "NOT JUDGED" if figure.verdict == "not-judged" else figure.verdict.upper()
+        line += f"   [target {figure.target_text or figure.op}: {verdict}]"
+        if figure.unjudged:
+            lines = [line, f"      not judged: {figure.unjudged}"]
+            lines.extend(f"      {note}" for note in figure.notes)
+            lines.append(f"      method: {figure.method}")
+            return lines
     lines = [line]
     lines.extend(f"      {note}" for note in figure.notes)
     lines.append(f"      method: {figure.method}")
@@ -119,17 +131,22 @@ def print_summary(stream: TextIO, figures: list[Figure], failures: list[StepFail
                 f"{figure.reference_title} {format_value(figure.reference_value, figure.unit)}"
                 f" in this run, {figure.ratio:.2f}x; "
             )
+        verdict = "NOT JUDGED" if figure.verdict == "not-judged" else figure.verdict.upper()
+        why = f"; not judged: {figure.unjudged}" if figure.unjudged else ""
         print(
-            f"  {figure.verdict.upper():<5} {figure.title}: {shown} "
-            f"({reference}target {figure.target_text})",
+            f"  {verdict:<5} {figure.title}: {shown} "
+            f"({reference}target {figure.target_text}{why})",
             file=stream,
         )
     for failure in failures:
         label = "SKIP " if failure.skipped else "ERROR"
         print(f"  {label} {failure.title}: {failure.reason.splitlines()[0]}", file=stream)
     passed = sum(1 for f in gated if f.verdict == "pass")
+    unjudged = sum(1 for f in gated if f.verdict == "not-judged")
     failed = sum(1 for f in failures if not f.skipped)
-    print(f"  {passed} of {len(gated)} targets met; {failed} step(s) failed to run.", file=stream)
+    judged = f" ({unjudged} not judged: see each)" if unjudged else ""
+    print(f"  {passed} of {len(gated)} targets met{judged}; {failed} step(s) failed to run.",
+          file=stream)
     stream.flush()
 
 

@@ -330,4 +330,6 @@ def redis_py_paced_publisher(
         "achieved_rate": run.achieved_rate,
         "late_over_1ms": run.late_over_1ms,
         "max_send_lateness_us": run.max_lateness_us,
+        "timer_late_over_1ms": run.timer_late_over_1ms,
+        "timer_late_over_3ms": run.timer_late_over_3ms,
     }

@@ -142,8 +142,34 @@ def _sender_note(sent: dict[str, Any], received_count: int, rate: float) -> str:
     return (
         f"sender: offered {rate:,.0f}/s, achieved {sent['achieved_rate']:,.0f}/s; "
         f"{sent['late_over_1ms']:,} sends over 1 ms behind schedule, worst "
-        f"{sent['max_send_lateness_us']:,.0f} µs; received {received_count:,} of "
+        f"{sent['max_send_lateness_us']:,.0f} µs (by its sleeps' overshoot alone: "
+        f"{sent.get('timer_late_over_1ms', 0):,} over 1 ms, "
+        f"{sent.get('timer_late_over_3ms', 0):,} over 3 ms); received {received_count:,} of "
         f"{sent['measured']:,} measured events"
+    )
+
+
+FLOOR_SHARE = {MAX_P99_US: 0.01, MAX_P99_9_US: 0.001}
+"""The share of a run's events beyond which a lateness the machine alone caused rules out
+a percentile under the target: over 1 % of events over 1 ms rules out p99 < 1 ms."""
+
+
+def timer_floor(sent: dict[str, Any], limit_us: float) -> str:
+    """Why an absolute latency target (``limit_us`` at p99 or p99.9) is not judged in this
+    run, or "" when it is: the run's sender woke from its sleeps so late, for more than the
+    percentile's share of its events, that they were over the limit before they reached
+    the client."""
+    key = "timer_late_over_1ms" if limit_us == MAX_P99_US else "timer_late_over_3ms"
+    measured = int(sent.get("measured") or 0)
+    over = int(sent.get(key) or 0)
+    share = FLOOR_SHARE[limit_us]
+    if measured <= 0 or over <= share * measured:
+        return ""
+    return (
+        f"the machine's timer floor: this run's sender woke from its sleeps more than "
+        f"{limit_us / 1000:g} ms late for {over:,} of {measured:,} events "
+        f"({100 * over / measured:.2f} %, over {100 * share:g} %) before they reached the "
+        f"client, so no client could reach it in this run"
     )
 
 
@@ -225,7 +251,18 @@ def latency_figures(
             f"{label or 'sync '}EventBus at {rate:,.0f}/s",
             explain(sent["written"], received["stages"]),
         ))
+    # the absolute targets are judged unless the machine's timer floor ruled them out
+    floor_p99 = "" if summary["p99_us"] < MAX_P99_US else timer_floor(sent, MAX_P99_US)
+    floor_p99_9 = "" if summary["p99_9_us"] < MAX_P99_9_US else timer_floor(sent, MAX_P99_9_US)
     p99_target = MAX_P99_US if reference_p99 is None else min(MAX_P99_US, reference_p99)
+    p99_text = "< 1 ms and <= redis-py p99"
+    p99_unjudged = ""
+    if floor_p99 and reference_p99 is not None:
+        p99_target = reference_p99
+        p99_text = "<= redis-py p99 (< 1 ms: not judged, the machine's timer floor)"
+        notes.append(f"< 1 ms not judged: {floor_p99}")
+    elif floor_p99:
+        p99_unjudged = floor_p99
     sender = (
         "sync EventBus publisher (publish() written at once" if front == "sync" else
         "asyncio EventBus publisher (await publish(), written at once; the sender sleeps with "
@@ -234,7 +271,7 @@ def latency_figures(
     items.append(Figure(
         key=f"{prefix}latency_p99{suffix}", title=f"{label}latency p99 at {rate:,.0f} events/s",
         unit="us", value=summary["p99_us"], better="lower", target=p99_target, op="<=",
-        target_text="< 1 ms and <= redis-py p99", notes=notes, latency=summary,
+        target_text=p99_text, notes=notes, latency=summary, unjudged=p99_unjudged,
         reference_title="redis-py p99", reference_value=reference_p99,
         method=(
             f"{schedule}; {sender}, without waiting for the reply; several overdue events "
@@ -245,7 +282,7 @@ def latency_figures(
     items.append(Figure(
         key=f"{prefix}latency_p99_9{suffix}", title=f"{label}latency p99.9 at {rate:,.0f} events/s",
         unit="us", value=summary["p99_9_us"], better="lower", target=MAX_P99_9_US, op="<",
-        target_text="< 3 ms", method="the same run as the p99 above.",
+        target_text="< 3 ms", method="the same run as the p99 above.", unjudged=floor_p99_9,
     ))
     reference_cpu = None if reference is None else reference[1].get("cpu_us_per_event")
     items.append(Figure(

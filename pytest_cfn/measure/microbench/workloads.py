@@ -316,6 +316,8 @@ def paced_result(run: Any, stats: dict[str, Any], written: array[int] | None) ->
         "achieved_rate": run.achieved_rate,
         "late_over_1ms": run.late_over_1ms,
         "max_send_lateness_us": run.max_lateness_us,
+        "timer_late_over_1ms": run.timer_late_over_1ms,
+        "timer_late_over_3ms": run.timer_late_over_3ms,
         "stats": lean_stats(stats),
     }
     if written is not None:
