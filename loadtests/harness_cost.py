@@ -193,7 +193,8 @@ def harness_run(spec: RunSpec, url: str, args: argparse.Namespace, work: Path) -
         run.error = str(exc)
         return run
     for key in ("throughput", "send_lag_p99", "delivery_p99", "lost", "late", "critical_loss",
-                "harness_cpu_us_per_delivery", "other_cpu_percent", "harness_cpu_busiest_process"):
+                "harness_cpu_us_per_delivery", "other_cpu_percent", "steal_percent",
+                "harness_cpu_busiest_process"):
         run.figures[key] = float(metrics[key].value) if key in metrics else None
     run.figures["abnormal"] = float(len(extra.get("abnormal") or []))
     run.figures["exit_code"] = None if code is None else float(code)
@@ -247,7 +248,7 @@ def print_table(runs: list[RunFigures], refs: dict[str, Any]) -> None:
         print(f"this machine: a blocking 0.2 ms sleep and its wake-up cost "
               f"{_fmt(refs['wake_cpu_us'])} µs of CPU (a paced reader pays it per read)")
     head = ("run", "offered/s", "delivered/s", "lost", "late", "crit", "lag p99", "p99",
-            "other CPU", "CPU/deliv", "x paced", "x flat", "capacity", "CPU target")
+            "other CPU", "steal", "CPU/deliv", "x paced", "x flat", "capacity", "CPU target")
     rows: list[tuple[str, ...]] = [head]
     for run in runs:
         f = run.figures
@@ -260,6 +261,7 @@ def print_table(runs: list[RunFigures], refs: dict[str, Any]) -> None:
             _fmt(f.get("lost"), ",.0f"), _fmt(f.get("late"), ",.0f"),
             _fmt(f.get("critical_loss"), ",.0f"), _fmt(f.get("send_lag_p99")) + " ms",
             _fmt(f.get("delivery_p99")) + " ms", _fmt(f.get("other_cpu_percent"), ".0f") + " %",
+            _fmt(f.get("steal_percent"), ".0f") + " %",
             _fmt(f.get("harness_cpu_us_per_delivery")) + " µs", _fmt(f.get("ratio_paced")) + "x",
             _fmt(f.get("ratio_flat")) + "x", run.verdicts.get("capacity", "-"),
             run.verdicts.get("cpu", "-"),

@@ -16,9 +16,11 @@ from pytest_cfn.measure.loadgen.machine_load import (
     others_cpu_s,
     others_note,
     runs_here,
+    steal_cpu_s,
+    steal_note,
     this_host,
 )
-from pytest_cfn.measure.metrics.machine import busy_cpu_seconds
+from pytest_cfn.measure.metrics.machine import busy_cpu_seconds, steal_cpu_seconds
 
 
 def test_busy_seconds_add_every_busy_column_of_proc_stat(tmp_path: Path) -> None:
@@ -27,6 +29,23 @@ def test_busy_seconds_add_every_busy_column_of_proc_stat(tmp_path: Path) -> None
     # user nice system idle iowait irq softirq steal guest guest_nice
     stat.write_text(f"cpu  {ticks} 0 {ticks} 999999 5000 0 {ticks} 0 0 0\\ncpu0 1 2 3\\n")
     assert busy_cpu_seconds(stat) == pytest.approx(3.0)  # idle and iowait left out
+
+
+def test_steal_is_counted_apart_from_the_machines_busy_seconds(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: 2 s busy, 5 s taken by the hypervisor
+    stat.write_text(f"cpu  {ticks} 0 {ticks} 999999 5000 0 0 {5 * ticks} 0 0\\n")
+    assert busy_cpu_seconds(stat) == pytest.approx(2.0)
+    assert steal_cpu_seconds(stat) == pytest.approx(5.0)
+    assert steal_cpu_seconds(tmp_path / "missing") is None
+    start = MachineMark(100.0, 1.0, steal_s=10.0)
+    end = MachineMark(130.0, 3.0, steal_s=14.0)
+    assert steal_cpu_s(start, end) == pytest.approx(4.0)
+    assert steal_cpu_s(MachineMark(100.0, 1.0), end) is None
+    note = steal_note(4.0, 10.0)  # 40 % of a core
+    assert note is not None and "hypervisor took 40 %" in note
+    assert steal_note(0.5, 10.0) is None and steal_note(None, 10.0) is None
 
 
 @pytest.mark.parametrize("text", ["", "intr 1 2 3\\n", "cpu 1 2\\n"])

@@ -44,6 +44,8 @@ from pytest_cfn.measure.loadgen.machine_load import (
     others_cpu_s,
     others_note,
     runs_here,
+    steal_cpu_s,
+    steal_note,
 )
 from pytest_cfn.measure.loadgen.options import DEFAULT_AGENTS_PER_SWARM, HarnessOptions
 from pytest_cfn.measure.loadgen.pacing import late_wake_note
@@ -353,7 +355,9 @@ class Conductor:
             delta = cpu_delta(self.server_cpu_start, server_cpu_end)
             server_cpu, topology_note = delta.cpu_s, delta.note()
         late, critical_late = late_counts(snapshots)
-        others = None
+        others = steal = None
+        if self.machine_start is not None and self.machine_end is not None:
+            steal = steal_cpu_s(self.machine_start, self.machine_end)
         if self.machine_start is not None and self.machine_end is not None and runs_here(
             (str(s.get("host", "")) for s in snapshots), options.redis or ""
         ):
@@ -385,13 +389,15 @@ class Conductor:
             critical_late=critical_late,
             process_cpu_percent=process_cpu_percent(snapshots),
             others_cpu_s=others,
+            steal_cpu_s=steal,
             abnormal=list(self.watch.reasons),
         )
         saturation = generator_note(totals)
         if saturation is not None:
             facts.notes.append(saturation)
         facts.notes.extend(self._notes(totals.late_subscribers, window_s, snapshots))
-        for note in (others_note(others, window_s), late_wake_note(totals.sums), topology_note):
+        for note in (others_note(others, window_s), steal_note(steal, window_s),
+                     late_wake_note(totals.sums), topology_note):
             if note is not None:
                 facts.notes.append(note)
         metrics = build_metrics(options, totals, facts)

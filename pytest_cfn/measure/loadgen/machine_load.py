@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.measure.metrics.machine import busy_cpu_seconds
+from pytest_cfn.measure.metrics.machine import busy_cpu_seconds, steal_cpu_seconds
 
 OTHERS_NOTE_PERCENT = 20.0
 """Other processes' CPU (% of one core) over the window above which the report says so."""
@@ -26,14 +26,16 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 @dataclass(frozen=True)
 class MachineMark:
-    """The machine's busy CPU seconds and this process's own, at one instant."""
+    """The machine's busy CPU seconds, this process's own and the hypervisor's steal, at one
+    instant."""
 
     busy_s: float | None
     own_cpu_s: float
+    steal_s: float | None = None
 
     @classmethod
     def now(cls) -> MachineMark:
-        return cls(busy_cpu_seconds(), time.process_time())
+        return cls(busy_cpu_seconds(), time.process_time(), steal_cpu_seconds())
 
 
 def this_host() -> str:
@@ -69,6 +71,31 @@ def others_cpu_s(
         return None
     own = end.own_cpu_s - start.own_cpu_s if master_apart else 0.0
     return max(0.0, end.busy_s - start.busy_s - own - workers_cpu_s - server_cpu_s)
+
+
+def steal_cpu_s(start: MachineMark, end: MachineMark) -> float | None:
+    """CPU seconds the hypervisor took from this VM's cores between the marks (None: unknown)."""
+    if start.steal_s is None or end.steal_s is None:
+        return None
+    return max(0.0, end.steal_s - start.steal_s)
+
+
+STEAL_NOTE_PERCENT = 10.0
+"""Steal (% of one core) over the window above which the report says so."""
+
+
+def steal_note(steal_s: float | None, window_s: float) -> str | None:
+    """A note for the report when the hypervisor took a noticeable share of this VM's cores."""
+    if steal_s is None or window_s <= 0:
+        return None
+    percent = steal_s / window_s * 100
+    if percent <= STEAL_NOTE_PERCENT:
+        return None
+    return (
+        f"the hypervisor took {percent:.0f} % of a core from this VM during the window "
+        "(/proc/stat steal: its cores were ready to run and something outside the VM ran): "
+        "send lag and latency may reflect the host, not the harness or Redis"
+    )
 
 
 def others_note(others_s: float | None, window_s: float) -> str | None:

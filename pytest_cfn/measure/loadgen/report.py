@@ -59,6 +59,8 @@ class RunFacts:
     others_cpu_s: float | None = None
     """CPU seconds of this machine's other processes in the window (None: not known, e.g.
     workers or the server on other machines)."""
+    steal_cpu_s: float | None = None
+    """CPU seconds the hypervisor took from the master's machine (a VM) in the window."""
     abnormal: list[str] = field(default_factory=list)
     generator: GeneratorLimit | None = None
 
@@ -308,8 +310,14 @@ def _explaining_metrics(
     if facts.others_cpu_s is not None:
         out.append(_info("other_cpu_percent", facts.others_cpu_s / window * 100
                          if facts.window_s else 0.0, "% of one core",
-                         "this machine's busy CPU over the window (/proc/stat) minus every "
-                         "Locust process's and redis-server's: what else ran beside the run",
+                         "this machine's busy CPU over the window (/proc/stat, steal left "
+                         "out) minus every Locust process's and redis-server's: what else "
+                         "ran beside the run", "lower"))
+    if facts.steal_cpu_s is not None:
+        out.append(_info("steal_percent", facts.steal_cpu_s / window * 100
+                         if facts.window_s else 0.0, "% of one core",
+                         "/proc/stat steal on the master's machine over the window: time its "
+                         "cores were ready to run but the hypervisor ran something else",
                          "lower"))
     if facts.server_cpu_s is not None:
         out.append(_info("server_cpu_percent", facts.server_cpu_s / window * 100

@@ -79,14 +79,34 @@ def machine_info() -> dict[str, Any]:
 
 def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
     """CPU seconds the whole machine has spent busy since boot, all CPUs added (user, nice,
-    system, irq, softirq, steal of /proc/stat's first line); None where there is no /proc.
-    Two samples' difference beside the processes a run knows of tells what else ran."""
+    system, irq, softirq of /proc/stat's first line; steal, the time a hypervisor ran
+    something else on this VM's cores, is :func:`steal_cpu_seconds`); None where there is
+    no /proc. Two samples' difference beside the processes a run knows of tells what else
+    ran."""
+    fields = _cpu_ticks(stat)
+    if fields is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds since boot this VM's cores were ready to run but the hypervisor ran
+    something else (/proc/stat's steal column), all CPUs added; None where not known."""
+    fields = _cpu_ticks(stat)
+    if fields is None:
+        return None
+    return fields[7] / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(stat: Path) -> tuple[int, ...] | None:
     try:
         fields = stat.read_text().split("\n", 1)[0].split()
-        ticks = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return None
     if len(fields) < 9 or fields[0] != "cpu":
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / ticks
+    try:
+        return tuple(int(v) for v in fields[1:9])
+    except ValueError:
+        return None
