@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidHistogramError": _ERRORS,
     "InvalidIdError": _ERRORS,
     "InvalidOptionError": _ERRORS,
+    "UnknownSettingError": _ERRORS,
     "MalformedMessage": "pytest_cfn._core.inbound",
     "MalformedMessageError": _ERRORS,
     "Message": "pytest_cfn._core.message",
@@ -100,6 +101,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ThrottledError as ThrottledError
     from pytest_cfn._errors import TlsError as TlsError
     from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
+    from pytest_cfn._errors import UnknownSettingError as UnknownSettingError
     from pytest_cfn._sync.connection_share import SharedConnections as SharedConnections
     from pytest_cfn._sync.event_bus import EventBus as EventBus
     from pytest_cfn._sync.messenger import Messenger as Messenger

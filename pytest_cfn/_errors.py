@@ -48,6 +48,10 @@ class InvalidOptionError(CfnError, ValueError):
     """A setting (priority, size, rate, URL...) is out of its allowed range."""
 
 
+class UnknownSettingError(InvalidOptionError, TypeError):
+    """A keyword setting a bus does not have (also a TypeError, as any unknown keyword is)."""
+
+
 class MessageTooLargeError(CfnError, ValueError):
     """An encoded message is larger than the configured limit."""
 
@@ -171,6 +175,7 @@ ALL_ERRORS = (
     CfnError,
     InvalidIdError,
     InvalidOptionError,
+    UnknownSettingError,
     MessageTooLargeError,
     InvalidHistogramError,
     MalformedMessageError,

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidHistogramError": _ERRORS,
     "InvalidIdError": _ERRORS,
     "InvalidOptionError": _ERRORS,
+    "UnknownSettingError": _ERRORS,
     "MalformedMessageError": _ERRORS,
     "MessageTooLargeError": _ERRORS,
     "Messenger": "pytest_cfn._async.messenger",
@@ -100,6 +101,7 @@ if TYPE_CHECKING:  # for type checkers: the same names, imported eagerly
     from pytest_cfn._errors import ThrottledError as ThrottledError
     from pytest_cfn._errors import TlsError as TlsError
     from pytest_cfn._errors import TlsHandshakeTimeoutError as TlsHandshakeTimeoutError
+    from pytest_cfn._errors import UnknownSettingError as UnknownSettingError
     from pytest_cfn.server_probe import ServerCheckError as ServerCheckError
 
 

@@ -16,9 +16,11 @@ import pytest_cfn.aio
 from pytest_cfn import (
     CfnError,
     ConnectionLostError,
+    InvalidOptionError,
     PublishFailedError,
     ServerRefusedError,
     ServerUnavailableError,
+    UnknownSettingError,
 )
 from pytest_cfn._errors import ALL_ERRORS
 
@@ -117,3 +119,20 @@ def test_the_readme_documents_every_error_class() -> None:
     readme = (PACKAGE.parent / "README.md").read_text()
     missing = [cls.__name__ for cls in ALL_ERRORS if cls.__name__ not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize("class_name", ["EventBus", "Messenger", "SharedConnections"])
+def test_an_unknown_setting_is_named_beside_the_settings_there_are(
+        fe: Frontend, class_name: str, unreachable_url: str) -> None:
+    args = (unreachable_url, "shared") if class_name == "SharedConnections" else (
+        unreachable_url, "s1", "a1")
+    with pytest.raises(UnknownSettingError) as caught:
+        fe.make(class_name, *args, socket_timout=2.0, retries=1)  # a typo of socket_timeout
+    message = str(caught.value)
+    assert "unknown setting 'socket_timout'" in message, message
+    assert "socket_timeout" in message.split("the settings are:", 1)[1], message
+    assert "retries" in message  # the known one is listed, not complained of
+    # an InvalidOptionError as every bad setting is, and a TypeError as any unknown keyword
+    assert isinstance(caught.value, InvalidOptionError) and isinstance(caught.value, TypeError)
+    with pytest.raises(UnknownSettingError, match="unknown settings 'a', 'b'"):
+        fe.make(class_name, *args, b=1, a=2)

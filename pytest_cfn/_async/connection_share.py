@@ -47,7 +47,7 @@ from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.ids import validate_agent_id
-from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.options import BusOptions, bus_options
 from pytest_cfn._errors import (
     BusClosedError,
     ConnectionLostError,
@@ -114,7 +114,7 @@ class SharedConnections:
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = BusOptions(**settings)
+            options = bus_options(settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         self.address = address

@@ -40,7 +40,7 @@ from pytest_cfn._core.message import (
     history_key,
     publish_with_history,
 )
-from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.options import BusOptions, bus_options
 from pytest_cfn._core.outbound import OutboundPlanner, check_priority
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.shard_layout import as_spublish, publish_with_shard_history
@@ -102,7 +102,7 @@ class Messenger(EngineFrontend):
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = BusOptions(**settings)
+            options = bus_options(settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)) or not (

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from pytest_cfn._core.envelope import FORMATS
 from pytest_cfn._core.outbound import DEFAULT_MAX_MESSAGE_BYTES
 from pytest_cfn._core.signing import SigningKeyOption, signing_keys
-from pytest_cfn._errors import InvalidOptionError
+from pytest_cfn._errors import InvalidOptionError, UnknownSettingError
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,16 @@ class BusOptions:
                 f"throttle_rate must be > 0 events/s, or None for no throttle; got "
                 f"{self.throttle_rate!r}"
             )
+
+
+def bus_options(settings: dict[str, Any]) -> BusOptions:
+    """``BusOptions(**settings)``, with an unknown setting named beside the ones there are."""
+    known = {f.name for f in fields(BusOptions)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UnknownSettingError(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"the settings are: {', '.join(sorted(known))} (and ssl_ca_certs, ssl_certfile, "
+            "ssl_keyfile, ssl_cert_reqs, ssl_check_hostname for rediss:// URLs)"
+        )
+    return BusOptions(**settings)

@@ -25,7 +25,7 @@ from pytest_cfn._core.critical_log import (
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler, HandlerRegistry
 from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
-from pytest_cfn._core.options import BusOptions
+from pytest_cfn._core.options import BusOptions, bus_options
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.shard_layout import ShardChannelNames, ShardCriticalStream, as_spublish
@@ -62,7 +62,7 @@ class EventBus(EngineFrontend):
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = BusOptions(**settings)
+            options = bus_options(settings)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         self.swarm = validate_swarm_id(swarm)

@@ -260,7 +260,7 @@ def latency_figures(
     if floor_p99 and reference_p99 is not None:
         p99_target = reference_p99
         p99_text = "<= redis-py p99 (< 1 ms: not judged, the machine's timer floor)"
-        notes.append(f"< 1 ms not judged: {floor_p99}")
+        notes[2] += f"; < 1 ms not judged: {floor_p99}"  # the sender's line: its floor
     elif floor_p99:
         p99_unjudged = floor_p99
     sender = (
