@@ -209,6 +209,11 @@ def test_quick_defaults_yield_to_explicit_flags() -> None:
     assert full.steps[-2:] == ("messenger", "signing")
     assert (full.also_rates, full.explain) == ((1000.0, 20000.0), False)
     assert parse_config(["--quick"]).also_rates == (1000.0,)
+    # by default a low rate records longer, to 20,000 events; a --duration given is kept
+    assert [full.latency_duration(r) for r in (10_000, 1_000, 20_000)] == [5.0, 20.0, 5.0]
+    given = parse_config(["--duration", "5"])
+    assert [given.latency_duration(r) for r in (10_000, 1_000)] == [5.0, 5.0]
+    assert parse_config(["--quick"]).latency_duration(1_000) == 0.5
     assert parse_config(["--also-rates", "none", "--explain"]).also_rates == ()
     assert parse_config(["--also-rates", "500, 5_000"]).also_rates == (500.0, 5000.0)
     only = parse_config(["--only", "messenger", "--message-bytes", "10_240", "--window-mb", "8"])

@@ -53,6 +53,13 @@ class BenchConfig:
     """Offered rates measured after ``rate`` in the latency step (by default 1,000 and 20,000)."""
     explain: bool = False
     """Per-stage timestamps of our latency runs, printed under each figure (``--explain``)."""
+    min_latency_events: int = 0
+    """Each latency run records at least this many events (longer than ``duration`` at a
+    low rate), so its p99.9 rests on enough of them; 0 when ``--duration`` was given."""
+
+    def latency_duration(self, rate: float) -> float:
+        """Seconds recorded at ``rate``: ``duration``, or longer to reach min_latency_events."""
+        return max(self.duration, self.min_latency_events / rate)
 
     @property
     def warmup_events(self) -> int:

@@ -341,10 +341,11 @@ class BenchRun:
     def _latency_at(self, rate: float) -> list[Item]:
         """redis-py, then our sync and asyncio front ends, at one offered rate."""
         cfg = self.config
-        total = int((cfg.duration + cfg.latency_warmup) * rate)
-        budget = cfg.duration + cfg.latency_warmup + 30.0
+        duration = cfg.latency_duration(rate)
+        total = int((duration + cfg.latency_warmup) * rate)
+        budget = duration + cfg.latency_warmup + 30.0
         schedule = {
-            "rate": rate, "duration": cfg.duration, "warmup": cfg.latency_warmup,
+            "rate": rate, "duration": duration, "warmup": cfg.latency_warmup,
             "payload": cfg.payload,
         }
         tag = f"{rate:g}"

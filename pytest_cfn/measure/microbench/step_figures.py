@@ -200,7 +200,8 @@ def latency_figures(
         f"shift the schedule (events overdue at a wake-up go out together); latency = "
         f"receiver's wall clock (time.time_ns, in the subscriber process) - intended send "
         f"time carried in the message; publisher and subscriber in "
-        f"separate processes; {cfg.duration:g} s recorded after {cfg.latency_warmup:g} s of "
+        f"separate processes; {cfg.latency_duration(rate):g} s recorded after "
+        f"{cfg.latency_warmup:g} s of "
         f"warm-up; HdrHistogram, 3 significant digits"
     )
     items: list[Item] = []
