@@ -28,6 +28,8 @@ FIGURES = {
     "redis_py_drain": "redis-py PubSub drain (reference)",
     "redis_py_pipeline_publish": "redis-py pipeline publish (reference)",
     "redis_py_e2e": "redis-py end to end (reference)",
+    "timer_floor_p99": "timer floor p99 at 2,000/s (reference)",
+    "timer_floor_p99_at_1000": "timer floor p99 at 1,000/s (reference)",
     "redis_py_latency_p99": "redis-py latency p99 at 2,000/s (reference)",
     "publish_rate": "our publish rate (EventBus)",
     "e2e_delivered": "our end-to-end delivered (EventBus)",

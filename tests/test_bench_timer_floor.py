@@ -158,3 +158,13 @@ def test_without_a_reference_a_p99_the_floor_rules_out_is_not_judged() -> None:
     # no sleep put an event over 3 ms: the 6 ms tail is judged, and fails
     assert figures["latency_p99_9"].verdict == "fail" and not figures["latency_p99_9"].unjudged
 
+
+
+def test_the_lone_sleeper_records_each_measured_events_lateness_at_its_wake_up() -> None:
+    result = pacing.lone_sleeper(rate=1000, duration=0.2, warmup=0.02)
+    histogram = result["histogram"]
+    assert result["measured"] == 200 and histogram.count == 200
+    summary = histogram.to_dict()
+    # a sleep returns after its deadline, never before it: every lateness is positive
+    assert 0 < summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
+    assert result["timer_late_over_1ms"] <= result["late_over_1ms"] <= 200

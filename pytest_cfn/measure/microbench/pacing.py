@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
+from typing import Any
 
 from pytest_cfn.measure.worker_processes import StepFailedError
 
@@ -137,6 +138,32 @@ class PacedSchedule:
             timer_late_over_1ms=timer_1ms,
             timer_late_over_3ms=timer_3ms,
         )
+
+
+def lone_sleeper(rate: float, duration: float, warmup: float) -> dict[str, Any]:
+    """Worker: follow the open schedule as a sender does and publish nothing; record each
+    measured event's lateness at its wake-up (``time.time_ns()`` - intended time). The
+    machine's timer floor: where any latency measured from the intended send time starts."""
+    from array import array
+
+    from pytest_cfn.measure.metrics.latency import LatencyHistogram
+
+    raw = array("q")
+
+    def note(due: list[tuple[int, bool]]) -> None:
+        now = time.time_ns()
+        raw.extend(now - intended for intended, measured in due if measured)
+
+    run = send_paced(rate, duration, warmup, note)
+    histogram = LatencyHistogram()
+    histogram.record_many(raw)
+    return {
+        "histogram": histogram,
+        "measured": run.measured,
+        "late_over_1ms": run.late_over_1ms,
+        "timer_late_over_1ms": run.timer_late_over_1ms,
+        "timer_late_over_3ms": run.timer_late_over_3ms,
+    }
 
 
 def send_paced(rate: float, duration: float, warmup: float, send: Send) -> PacedRun:

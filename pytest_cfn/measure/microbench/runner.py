@@ -26,6 +26,7 @@ from pytest_cfn.measure.microbench.aio_workloads import (
 from pytest_cfn.measure.microbench.config import BenchConfig, Target
 from pytest_cfn.measure.microbench.e2e_figures import Item
 from pytest_cfn.measure.microbench.memory import idle_bus_memory
+from pytest_cfn.measure.microbench.pacing import lone_sleeper
 from pytest_cfn.measure.microbench.printout import Figure, StepFailure, print_section
 from pytest_cfn.measure.microbench.reference import (
     redis_py_drain,
@@ -42,6 +43,7 @@ from pytest_cfn.measure.microbench.step_figures import (
     latency_figures,
     memory_figure,
     throughput_figures,
+    timer_floor_figure,
     windowed_figures,
 )
 from pytest_cfn.measure.microbench.tls_cost import measure_tls_cost
@@ -349,6 +351,20 @@ class BenchRun:
             "payload": cfg.payload,
         }
         tag = f"{rate:g}"
+        items: list[Item] = []
+        floor = Worker(
+            "timer floor", lone_sleeper, rate=rate, duration=cfg.duration,
+            warmup=cfg.latency_warmup,
+        ).start()
+        try:
+            floor_result = floor.result(cfg.duration + cfg.latency_warmup + 30.0)
+        except StepFailedError as exc:
+            items.append(StepFailure(f"timer floor at {rate:,.0f}/s", str(exc)))
+        else:
+            self._record(f"timer_floor_{tag}", floor_result)
+            items.append(timer_floor_figure(floor_result, cfg, rate))
+        finally:
+            floor.stop()
         reference: tuple[dict[str, Any], dict[str, Any]] | None = None
         try:
             where = self._reference(self._next_swarm())
@@ -365,7 +381,6 @@ class BenchRun:
             reference_error = ""
             self._record(f"redis_py_latency_publisher_{tag}", reference[0])
             self._record(f"redis_py_latency_subscriber_{tag}", reference[1])
-        items: list[Item] = []
         for front in FRONTS:
             _, _, subscriber, publisher = FRONTS[front]
             try:

@@ -178,6 +178,35 @@ def _rate_suffix(rate: float, cfg: BenchConfig) -> str:
     return "" if rate == cfg.rate else f"_at_{rate:g}"
 
 
+def timer_floor_figure(result: dict[str, Any], cfg: BenchConfig, rate: float) -> Figure:
+    """The lone sleeper's lateness (a reference, not judged): the machine's own floor under
+    every latency figure at ``rate`` measured from the intended send time."""
+    histogram: LatencyHistogram = result["histogram"]
+    summary = histogram.to_dict()
+    measured = int(result.get("measured") or 0)
+    over = int(result.get("timer_late_over_1ms") or 0)
+    over_3 = int(result.get("timer_late_over_3ms") or 0)
+    share = f"{100 * over / measured:.2f} %" if measured else "-"
+    return Figure(
+        key=f"timer_floor_p99{_rate_suffix(rate, cfg)}",
+        title=f"timer floor p99 at {rate:,.0f}/s (reference)",
+        value=summary["p99_us"], unit="us", better="lower", latency=summary,
+        notes=[
+            _percentiles_note("a lone sleeper", summary, histogram.count),
+            f"its sleeps returned over 1 ms late for {over:,} of {measured:,} events ({share}), "
+            f"over 3 ms for {over_3:,}: where this machine leaves any client, before its code "
+            f"runs (p99 < 1 ms needs under 1 %, p99.9 < 3 ms under 0.1 %)",
+        ],
+        method=(
+            f"a process of its own that follows the latency runs' open schedule at {rate:,.0f}/s "
+            f"(time.sleep to each due time, timer slack 1 ns) and publishes nothing: lateness "
+            f"= time.time_ns() at its wake-up - the event's intended time, for "
+            f"{cfg.duration:g} s after {cfg.latency_warmup:g} s of warm-up, just before the "
+            f"rate's redis-py and our runs, alone on the machine; HdrHistogram"
+        ),
+    )
+
+
 def latency_figures(
     sent: dict[str, Any],
     received: dict[str, Any],
