@@ -348,3 +348,34 @@ def test_events_too_new_for_a_follow_up_get_a_periodic_run_though_traffic_stops(
     cu.begin(1.5)
     cu.finished(1.5)
     assert not cu.due(60.0), "no event since: nothing more to read"
+
+
+def test_the_dispatcher_is_told_how_long_until_a_catch_up_falls_due() -> None:
+    """``seconds_until_due`` agrees with ``due``: 0 exactly when due, the wait to the next
+    timed run (follow-up, retry, periodic), None when only a new event can make it due."""
+    options = CriticalOptions(sync_interval=1.0, settle_time=0.25, retry_delay=2.0)
+    cu = CatchUp(ChannelNames("ns"), "s1", "w", options)
+    tracker = SequenceTracker()
+    assert cu.seconds_until_due(0.0) is None and not cu.due(0.0)  # nothing asked, no event
+    cu.request("start")
+    assert cu.seconds_until_due(0.0) == 0.0 and cu.due(0.0)
+    cu.begin(0.0)
+    cu.finished(0.0)  # a follow-up at 0.25 s
+    assert cu.seconds_until_due(0.1) == pytest.approx(0.15) and not cu.due(0.1)
+    assert cu.seconds_until_due(0.25) == 0.0 and cu.due(0.25)
+    cu.begin(0.25)
+    cu.finished(0.25)  # no follow-up of a follow-up; the periodic run can come at 1.25 s
+    assert cu.seconds_until_due(0.5) == pytest.approx(0.75) and not cu.due(0.5)
+    assert cu.seconds_until_due(1.3) is None and not cu.due(1.3)  # no critical event came
+    tracker.observe("p1", 1)
+    cu.observe_live(envelope(1, 9), tracker.lost)  # one comes: due at once
+    assert cu.seconds_until_due(1.3) == 0.0 and cu.due(1.3)
+    cu.begin(1.3)
+    cu.failed(1.3)  # Redis unreachable: retried after retry_delay
+    assert cu.seconds_until_due(2.0) == pytest.approx(1.3) and not cu.due(2.0)
+    assert cu.seconds_until_due(3.3) == 0.0 and cu.due(3.3)
+    # at every instant the two agree
+    for step in range(0, 500):
+        now = 3.3 + step / 100
+        until = cu.seconds_until_due(now)
+        assert (until == 0.0) == cu.due(now), now

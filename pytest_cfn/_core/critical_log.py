@@ -261,6 +261,18 @@ class CatchUp:
             now - self._last_run >= self.options.sync_interval
         )
 
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long until :meth:`due` can turn true with no other event: 0 when it is due,
+        None when only something new can make it due (a live critical event after the
+        periodic interval has passed, a request), which the reader then reports."""
+        if self._requested:
+            return max(0.0, self._retry_at - now)
+        periodic = max(self._retry_at, self._last_run + self.options.sync_interval)
+        if periodic <= now:
+            # due now if critical events came in; else the next one makes it due at once
+            return 0.0 if self._live_since_run > 0 or self._tail_due else None
+        return periodic - now
+
     def begin(self, now: float) -> None:
         # A follow-up (settle_time later) takes the entries that were too new for this run.
         # A follow-up gets none of its own: entries too new for it are the next periodic

@@ -78,6 +78,9 @@ class CriticalReplayer:
     def due(self, now: float) -> bool:
         return self.catch_up.due(now)
 
+    def seconds_until_due(self, now: float) -> float | None:
+        return self.catch_up.seconds_until_due(now)
+
     @property
     def pending(self) -> bool:
         return self.catch_up.pending
