@@ -84,12 +84,18 @@ STEAL_NOTE_PERCENT = 10.0
 """Steal (% of one core) over the window above which the report says so."""
 
 
+def _share_over(seconds: float | None, window_s: float, limit_percent: float) -> float | None:
+    """``seconds`` as % of one core over the window, when above ``limit_percent``; else None."""
+    if seconds is None or window_s <= 0:
+        return None
+    percent = seconds / window_s * 100
+    return percent if percent > limit_percent else None
+
+
 def steal_note(steal_s: float | None, window_s: float) -> str | None:
     """A note for the report when the hypervisor took a noticeable share of this VM's cores."""
-    if steal_s is None or window_s <= 0:
-        return None
-    percent = steal_s / window_s * 100
-    if percent <= STEAL_NOTE_PERCENT:
+    percent = _share_over(steal_s, window_s, STEAL_NOTE_PERCENT)
+    if percent is None:
         return None
     return (
         f"the hypervisor took {percent:.0f} % of a core from this VM during the window "
@@ -100,10 +106,8 @@ def steal_note(steal_s: float | None, window_s: float) -> str | None:
 
 def others_note(others_s: float | None, window_s: float) -> str | None:
     """A note for the report when other processes took a noticeable share of the machine."""
-    if others_s is None or window_s <= 0:
-        return None
-    percent = others_s / window_s * 100
-    if percent <= OTHERS_NOTE_PERCENT:
+    percent = _share_over(others_s, window_s, OTHERS_NOTE_PERCENT)
+    if percent is None:
         return None
     return (
         f"other processes on this machine used {percent:.0f} % of a core during the window "
