@@ -356,13 +356,14 @@ class Conductor:
             server_cpu, topology_note = delta.cpu_s, delta.note()
         late, critical_late = late_counts(snapshots)
         others = steal = None
-        if self.machine_start is not None and self.machine_end is not None:
-            steal = steal_cpu_s(self.machine_start, self.machine_end)
-        if self.machine_start is not None and self.machine_end is not None and runs_here(
+        mark_start, mark_end = self.machine_start, self.machine_end
+        if mark_start is not None and mark_end is not None:
+            steal = steal_cpu_s(mark_start, mark_end)
+        if mark_start is not None and mark_end is not None and runs_here(
             (str(s.get("host", "")) for s in snapshots), options.redis or ""
         ):
             others = others_cpu_s(
-                self.machine_start, self.machine_end,
+                mark_start, mark_end,
                 sum(float(s.get("sums", {}).get("window_cpu_s", 0.0)) for s in snapshots),
                 server_cpu, master_apart=isinstance(self.environment.runner, MasterRunner),
             )

@@ -92,12 +92,9 @@ def format_figure(figure: Figure) -> list[str]:
     if figure.op is not None and figure.target is not None:
         verdict = "NOT JUDGED" if figure.verdict == "not-judged" else figure.verdict.upper()
         line += f"   [target {figure.target_text or figure.op}: {verdict}]"
-        if figure.unjudged:
-            lines = [line, f"      not judged: {figure.unjudged}"]
-            lines.extend(f"      {note}" for note in figure.notes)
-            lines.append(f"      method: {figure.method}")
-            return lines
     lines = [line]
+    if figure.unjudged:
+        lines.append(f"      not judged: {figure.unjudged}")
     lines.extend(f"      {note}" for note in figure.notes)
     lines.append(f"      method: {figure.method}")
     return lines
