@@ -12,7 +12,12 @@ from pytest_cfn._async.connection_share import SharedConnections
 from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.shard_senders import ShardSenders
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
+from pytest_cfn._backends.address import (
+    ADDRESS_SETTINGS,
+    ServerAddress,
+    parse_redis_url,
+    with_tls_options,
+)
 from pytest_cfn._backends.async_backend import finish_handler, monotonic, time_ns
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.critical_log import (
@@ -61,7 +66,7 @@ class EventBus(EngineFrontend):
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = bus_options(settings)
+            options = bus_options(settings, ADDRESS_SETTINGS)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         self.swarm = validate_swarm_id(swarm)

@@ -16,7 +16,12 @@ from pytest_cfn._async.engine import BusEngine
 from pytest_cfn._async.frontend import EngineFrontend
 from pytest_cfn._async.publisher import PublishBatch
 from pytest_cfn._async.shard_senders import ShardSenders
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
+from pytest_cfn._backends.address import (
+    ADDRESS_SETTINGS,
+    ServerAddress,
+    parse_redis_url,
+    with_tls_options,
+)
 from pytest_cfn._backends.async_backend import (
     QueueLock,
     Signal,
@@ -102,7 +107,7 @@ class Messenger(EngineFrontend):
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = bus_options(settings)
+            options = bus_options(settings, ADDRESS_SETTINGS)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)) or not (

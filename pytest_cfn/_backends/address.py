@@ -10,6 +10,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pytest_cfn._backends.tls import TLS_OPTIONS, TlsSettings, tls_settings
 from pytest_cfn._errors import InvalidOptionError
 
+ADDRESS_SETTINGS = ("ssl", *TLS_OPTIONS)
+"""The keyword settings :func:`with_tls_options` takes out of a bus's settings."""
+
 URL_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://... (TLS; query options "
     "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname) "
@@ -134,4 +137,7 @@ def _parse_db(text: str, url: str) -> int:
     return int(text)
 
 
-__all__ = ["TLS_OPTIONS", "URL_FORMS", "ServerAddress", "parse_redis_url", "with_tls_options"]
+__all__ = [
+    "ADDRESS_SETTINGS", "TLS_OPTIONS", "URL_FORMS", "ServerAddress", "parse_redis_url",
+    "with_tls_options",
+]

@@ -88,14 +88,17 @@ class BusOptions:
             )
 
 
-def bus_options(settings: dict[str, Any]) -> BusOptions:
-    """``BusOptions(**settings)``, with an unknown setting named beside the ones there are."""
+def bus_options(settings: dict[str, Any], also: tuple[str, ...] = ()) -> BusOptions:
+    """``BusOptions(**settings)``, with an unknown setting named beside the ones there are
+    (``also``: the settings the caller takes out before, named in the message too)."""
     known = {f.name for f in fields(BusOptions)}
     unknown = sorted(set(settings) - known)
     if unknown:
+        listed = ", ".join(sorted(known))
+        if also:
+            listed += f" (and {', '.join(also)} for the connection)"
         raise UnknownSettingError(
             f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"the settings are: {', '.join(sorted(known))} (and ssl_ca_certs, ssl_certfile, "
-            "ssl_keyfile, ssl_cert_reqs, ssl_check_hostname for rediss:// URLs)"
+            f"the settings are: {listed}"
         )
     return BusOptions(**settings)

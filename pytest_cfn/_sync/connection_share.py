@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 from pytest_cfn._sync.publisher import PublishBatch, Publisher
 from pytest_cfn._sync.shard_route import is_cluster
 from pytest_cfn._sync.subscriber import MessageSink, Subscriber
-from pytest_cfn._backends.address import ServerAddress, parse_redis_url, with_tls_options
+from pytest_cfn._backends.address import (
+    ADDRESS_SETTINGS,
+    ServerAddress,
+    parse_redis_url,
+    with_tls_options,
+)
 from pytest_cfn._backends.sync_backend import Lock, monotonic
 from pytest_cfn._core.backoff import ExponentialWithJitterBackoff, RetryPolicy
 from pytest_cfn._core.breaker import CircuitBreaker
@@ -115,7 +120,7 @@ class SharedConnections:
             parse_redis_url(address) if isinstance(address, str) else address, settings
         )
         if options is None:
-            options = bus_options(settings)
+            options = bus_options(settings, ADDRESS_SETTINGS)
         elif settings:
             raise TypeError("pass either options= or keyword settings, not both")
         self.address = address
