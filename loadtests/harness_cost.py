@@ -13,6 +13,11 @@ Runs, against one real Redis server and in this order:
 2. each harness run, ``locust -f loadtests/swarm.py --headless`` in a subprocess of its own
    session (Locust is never imported here), ADR-002's 100 events/s per agent;
 
+3. before each per-agent run, ``python loadtests/bare_agents.py`` with the same agents and
+   processes: the library alone at that load (the same agents, connections, traffic and
+   pacing in gevent processes, without Locust or the harness's accounting), its CPU per
+   delivery and send lag, the floor under the harness's own figures;
+
 then prints, per run, the capacity figures (offered, delivered, lost, late, critical loss,
 send lag p99, delivery p99, the other processes' CPU) and the harness's CPU per delivery with
 its ratio to both bus figures, against the targets: <= 1.3x in the per-agent model (each agent
@@ -46,6 +51,7 @@ from pytest_cfn.measure.sweep.harness import stop_group
 from pytest_cfn.server import RedisServer
 
 SWARM = Path(__file__).resolve().parent / "swarm.py"
+BARE = Path(__file__).resolve().parent / "bare_agents.py"
 AGENT_RATE = HarnessOptions().rate
 """ADR-002's 100 events/s per agent: the harness's default."""
 SWARM_SIZE = DEFAULT_AGENTS_PER_SWARM
@@ -201,6 +207,32 @@ def harness_run(spec: RunSpec, url: str, args: argparse.Namespace, work: Path) -
     return run
 
 
+def bare_run(spec: RunSpec, url: str, args: argparse.Namespace,
+             work: Path) -> dict[str, float | None]:
+    """The library alone at a per-agent run's load (``bare_agents.py``): its CPU per
+    delivery, send lag p99 and delivered/s as ``bare_*`` figures (none when it failed: it
+    is a reference, it judges nothing)."""
+    tag = f"bare-{spec.agents}-p{spec.processes}"
+    report = work / f"{tag}.json"
+    seconds = min(args.duration, 20.0)
+    command = [sys.executable, str(BARE), "--redis", url, "--agents", str(spec.agents),
+               "--processes", str(spec.processes), "--rate", f"{AGENT_RATE:g}",
+               "--duration", f"{seconds:g}", "--json", str(report)]
+    print(f"bare library: {' '.join(command[1:])}", flush=True)
+    code = _run(command, work / f"{tag}.log", seconds + 60 + spec.agents / 5)
+    try:
+        bare = json.loads(report.read_text())
+    except (OSError, ValueError):
+        print(f"the bare-library run wrote no result (exit {code}); see {work / tag}.log",
+              flush=True)
+        return {}
+    return {
+        "bare_cpu_us": bare.get("cpu_us_per_delivery"),
+        "bare_send_lag_p99": bare.get("send_lag_p99_ms"),
+        "bare_delivered": bare.get("delivered_per_s"),
+    }
+
+
 def judge(run: RunFigures, refs: dict[str, Any]) -> None:
     f, spec = run.figures, run.spec
     cpu = f.get("harness_cpu_us_per_delivery")
@@ -219,6 +251,10 @@ def judge(run: RunFigures, refs: dict[str, Any]) -> None:
     checks = ((delivered_all, "delivered < offered"), (clean, "lost, late or abnormal"),
               (lag_ok, f"send lag p99 >= {SEND_LAG_LIMIT_MS:g} ms"))
     missed = [why for ok, why in checks if not ok]
+    bare_cpu, bare_lag = f.get("bare_cpu_us"), f.get("bare_send_lag_p99")
+    f["ratio_bare"] = cpu / bare_cpu if cpu and bare_cpu else None
+    if not lag_ok and bare_lag is not None and bare_lag >= SEND_LAG_LIMIT_MS:
+        missed[-1] += f" (the library alone: {bare_lag:.1f} ms)"
     if (spec.model, spec.agents) in CAPACITY_TARGETS:
         run.verdicts["capacity"] = "FAIL: " + ", ".join(missed) if missed else "PASS"
     else:
@@ -270,6 +306,16 @@ def print_table(runs: list[RunFigures], refs: dict[str, Any]) -> None:
     for row in rows:
         cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
+    for run in runs:
+        f = run.figures
+        if f.get("bare_cpu_us") is not None:
+            print(f"{run.spec.label}: the library alone (bare_agents.py, same agents, traffic "
+                  f"and pacing, no Locust, no accounting) {_fmt(f.get('bare_delivered'), ',.0f')}"
+                  f" deliveries/s, {_fmt(f.get('bare_cpu_us'))} µs CPU per delivery, send lag "
+                  f"p99 {_fmt(f.get('bare_send_lag_p99'))} ms; the harness "
+                  f"{_fmt(f.get('harness_cpu_us_per_delivery'))} µs "
+                  f"({_fmt(f.get('ratio_bare'))}x), send lag p99 "
+                  f"{_fmt(f.get('send_lag_p99'))} ms")
     for run in runs:
         if "p99" in run.verdicts:
             print(f"{run.spec.label}: delivery p99 {_fmt(run.figures.get('delivery_p99'))} ms, "
@@ -336,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         results = []
         for spec in runs:
+            bare = bare_run(spec, url, args, work) if spec.model == "per-agent" else {}
             run = harness_run(spec, url, args, work)
+            run.figures.update(bare)
             if not run.error:
                 judge(run, refs)
             results.append(run)

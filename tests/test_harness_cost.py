@@ -50,6 +50,12 @@ def test_one_short_run_per_model_prints_and_writes_both_ratios(
         assert run["verdicts"]["capacity"].startswith(("held", "not held: ")), run
         assert run["verdicts"]["capacity"].endswith("(no target)"), run
         assert f"{model} 10 " in proc.stdout
+        if model == "per-agent":  # the library alone at the same load, measured before it
+            assert f["bare_cpu_us"] > 0 and f["bare_delivered"] > 0, f
+            assert f["ratio_bare"] == pytest.approx(cpu / f["bare_cpu_us"])
+            assert "per-agent 10: the library alone" in proc.stdout
+        else:
+            assert "bare_cpu_us" not in f
     assert "bus subscriber CPU per event, flat out" in proc.stdout
     assert (tmp_path / "work" / "bus-benchmark.json").exists()
 
@@ -79,20 +85,29 @@ def _harness_cost() -> Any:
     ("model", "agents", "lag_ms", "verdict"),
     [("per-agent", 100, 3.0, "PASS"), ("per-agent", 100, 6.0, "FAIL: send lag p99 >= 5 ms"),
      ("shared", 500, 4.0, "PASS"), ("shared", 100, 3.0, "held (no target)"),
-     ("per-agent", 500, 9.0, "not held: send lag p99 >= 5 ms (no target)")],
+     ("per-agent", 500, 9.0, "not held: send lag p99 >= 5 ms (no target)"),
+     ("per-agent", 100, 6.0, "FAIL: send lag p99 >= 5 ms (the library alone: 7.5 ms)"),
+     ("per-agent", 100, 6.0, "FAIL: send lag p99 >= 5 ms")],
 )
 def test_capacity_is_judged_only_where_the_issue_sets_a_target(
     model: str, agents: int, lag_ms: float, verdict: str
 ) -> None:
     cost = _harness_cost()
     spec = cost.RunSpec(model, agents)
-    run = cost.RunFigures(spec, figures={
+    figures = {
         "throughput": spec.offered, "lost": 0.0, "late": 0.0, "critical_loss": 0.0,
         "abnormal": 0.0, "send_lag_p99": lag_ms, "harness_cpu_us_per_delivery": 5.0,
         "delivery_p99": 4.0,
-    })
+    }
+    if "library alone" in verdict:  # its own lag is named beside the harness's
+        figures |= {"bare_cpu_us": 4.0, "bare_send_lag_p99": 7.5}
+    elif model == "per-agent" and lag_ms > 5:  # the library alone held the limit: not named
+        figures |= {"bare_cpu_us": 4.0, "bare_send_lag_p99": 3.0}
+    run = cost.RunFigures(spec, figures=figures)
     refs = {"paced_cpu_us": {spec.socket_rate: 20.0}, "flat_out_cpu_us": 2.0,
             "latency_p99_us": {}}
     cost.judge(run, refs)
     assert run.verdicts["capacity"] == verdict
+    if "bare_cpu_us" in figures:
+        assert run.figures["ratio_bare"] == pytest.approx(5.0 / 4.0)
     assert "per-agent:500:2" in cost.DEFAULT_RUNS.split(",")
