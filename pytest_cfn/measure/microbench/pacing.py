@@ -50,6 +50,18 @@ class PacedRun:
     def achieved_rate(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
+    def schedule_report(self) -> dict[str, Any]:
+        """How the sender kept its schedule, as every paced publisher reports it."""
+        return {
+            "measured": self.measured,
+            "seconds": self.seconds,
+            "achieved_rate": self.achieved_rate,
+            "late_over_1ms": self.late_over_1ms,
+            "max_send_lateness_us": self.max_lateness_us,
+            "timer_late_over_1ms": self.timer_late_over_1ms,
+            "timer_late_over_3ms": self.timer_late_over_3ms,
+        }
+
 
 _PR_SET_TIMERSLACK = 29
 

@@ -323,13 +323,4 @@ def redis_py_paced_publisher(
         run = send_paced(rate, duration, warmup, send)
     finally:
         client.close()
-    return {
-        "published": run.sent,
-        "measured": run.measured,
-        "seconds": run.seconds,
-        "achieved_rate": run.achieved_rate,
-        "late_over_1ms": run.late_over_1ms,
-        "max_send_lateness_us": run.max_lateness_us,
-        "timer_late_over_1ms": run.timer_late_over_1ms,
-        "timer_late_over_3ms": run.timer_late_over_3ms,
-    }
+    return {"published": run.sent, **run.schedule_report()}

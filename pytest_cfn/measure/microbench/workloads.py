@@ -311,13 +311,7 @@ def paced_result(run: Any, stats: dict[str, Any], written: array[int] | None) ->
     """A paced publisher's report (sync and asyncio alike)."""
     out: dict[str, Any] = {
         "published": stats["published"],
-        "measured": run.measured,
-        "seconds": run.seconds,
-        "achieved_rate": run.achieved_rate,
-        "late_over_1ms": run.late_over_1ms,
-        "max_send_lateness_us": run.max_lateness_us,
-        "timer_late_over_1ms": run.timer_late_over_1ms,
-        "timer_late_over_3ms": run.timer_late_over_3ms,
+        **run.schedule_report(),
         "stats": lean_stats(stats),
     }
     if written is not None:
