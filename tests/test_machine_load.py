@@ -20,7 +20,11 @@ from pytest_cfn.measure.loadgen.machine_load import (
     steal_note,
     this_host,
 )
-from pytest_cfn.measure.metrics.machine import busy_cpu_seconds, steal_cpu_seconds
+from pytest_cfn.measure.metrics.machine import (
+    busy_and_steal_seconds,
+    busy_cpu_seconds,
+    steal_cpu_seconds,
+)
 
 
 def test_busy_seconds_add_every_busy_column_of_proc_stat(tmp_path: Path) -> None:
@@ -38,6 +42,7 @@ def test_steal_is_counted_apart_from_the_machines_busy_seconds(tmp_path: Path) -
     stat.write_text(f"cpu  {ticks} 0 {ticks} 999999 5000 0 0 {5 * ticks} 0 0\\n")
     assert busy_cpu_seconds(stat) == pytest.approx(2.0)
     assert steal_cpu_seconds(stat) == pytest.approx(5.0)
+    assert busy_and_steal_seconds(stat) == pytest.approx((2.0, 5.0))  # one read, both
     assert steal_cpu_seconds(tmp_path / "missing") is None
     start = MachineMark(100.0, 1.0, steal_s=10.0)
     end = MachineMark(130.0, 3.0, steal_s=14.0)

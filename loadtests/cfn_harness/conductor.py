@@ -359,14 +359,12 @@ class Conductor:
         mark_start, mark_end = self.machine_start, self.machine_end
         if mark_start is not None and mark_end is not None:
             steal = steal_cpu_s(mark_start, mark_end)
-        if mark_start is not None and mark_end is not None and runs_here(
-            (str(s.get("host", "")) for s in snapshots), options.redis or ""
-        ):
-            others = others_cpu_s(
-                mark_start, mark_end,
-                sum(float(s.get("sums", {}).get("window_cpu_s", 0.0)) for s in snapshots),
-                server_cpu, master_apart=isinstance(self.environment.runner, MasterRunner),
-            )
+            if runs_here((str(s.get("host", "")) for s in snapshots), options.redis or ""):
+                others = others_cpu_s(
+                    mark_start, mark_end,
+                    sum(float(s.get("sums", {}).get("window_cpu_s", 0.0)) for s in snapshots),
+                    server_cpu, master_apart=isinstance(self.environment.runner, MasterRunner),
+                )
         facts = RunFacts(
             agents=sum(int(s.get("agents", 0)) for s in snapshots) or self.agents,
             swarms=len(totals.listeners) or options.swarms,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pytest_cfn._backends.address import parse_redis_url
 from pytest_cfn._errors import InvalidOptionError
-from pytest_cfn.measure.metrics.machine import busy_cpu_seconds, steal_cpu_seconds
+from pytest_cfn.measure.metrics.machine import busy_and_steal_seconds
 
 OTHERS_NOTE_PERCENT = 20.0
 """Other processes' CPU (% of one core) over the window above which the report says so."""
@@ -35,7 +35,9 @@ class MachineMark:
 
     @classmethod
     def now(cls) -> MachineMark:
-        return cls(busy_cpu_seconds(), time.process_time(), steal_cpu_seconds())
+        both = busy_and_steal_seconds()  # one read of /proc/stat
+        busy, steal = (None, None) if both is None else both
+        return cls(busy, time.process_time(), steal)
 
 
 def this_host() -> str:

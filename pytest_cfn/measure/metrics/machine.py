@@ -83,20 +83,25 @@ def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
     something else on this VM's cores, is :func:`steal_cpu_seconds`); None where there is
     no /proc. Two samples' difference beside the processes a run knows of tells what else
     ran."""
-    fields = _cpu_ticks(stat)
-    if fields is None:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, _steal = fields
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    both = busy_and_steal_seconds(stat)
+    return None if both is None else both[0]
 
 
 def steal_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
     """CPU seconds since boot this VM's cores were ready to run but the hypervisor ran
     something else (/proc/stat's steal column), all CPUs added; None where not known."""
+    both = busy_and_steal_seconds(stat)
+    return None if both is None else both[1]
+
+
+def busy_and_steal_seconds(stat: Path = Path("/proc/stat")) -> tuple[float, float] | None:
+    """:func:`busy_cpu_seconds` and :func:`steal_cpu_seconds` from one read of /proc/stat."""
     fields = _cpu_ticks(stat)
     if fields is None:
         return None
-    return fields[7] / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
 
 
 def _cpu_ticks(stat: Path) -> tuple[int, ...] | None:
