@@ -32,6 +32,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from pathlib import Path
@@ -41,6 +42,7 @@ ROLE_WEIGHTS = (("implementer", 7), ("validator", 2), ("coordinator", 1))
 """The locustfile's user classes and their weights."""
 SWARM_SIZE = 10
 READY_TIMEOUT_S = 120.0
+"""How long the processes may take to connect their agents, beyond the run itself."""
 
 
 def role_order(weights: tuple[tuple[str, int], ...] = ROLE_WEIGHTS) -> list[str]:
@@ -193,15 +195,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     procs = [subprocess.Popen([*base, "--child", str(i)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env)
              for i in range(args.processes)]
+    def kill_all() -> None:
+        for proc in procs:
+            proc.kill()
+
+    # a process that hangs is killed, so every read below ends (with '')
+    watchdog = threading.Timer(READY_TIMEOUT_S + args.warmup + args.duration + 30.0, kill_all)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
         for proc in procs:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if line.startswith("error: "):
                 raise RuntimeError(f"a bare-agents process could not start its agents: "
                                    f"{line[7:].strip()}")
-            if line.strip() != "ready" or time.monotonic() > deadline:
+            if line.strip() != "ready":
                 raise RuntimeError(f"a bare-agents process did not get ready (said {line!r}, "
                                    f"exit {proc.poll()})")
         start_ns = time.time_ns() + int(0.2e9)
@@ -219,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"a bare-agents process reported {line!r} "
                                    f"(exit {proc.wait(10)})") from None
     finally:
+        watchdog.cancel()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
