@@ -249,7 +249,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "send_lag_p99_ms": lags.percentile(99) / 1e6,
         "send_lag_p999_ms": lags.percentile(99.9) / 1e6,
         "sends": lags.count, "loop": reports[0]["loop"],
+        "redis_version": server_version(args.redis),
     }
+
+
+def server_version(url: str) -> str:
+    """The server's ``redis_version`` (INFO server), for the method line."""
+    import redis
+
+    client = redis.Redis.from_url(url, protocol=2, socket_timeout=5)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except redis.RedisError:
+        return "?"
+    finally:
+        client.close()
 
 
 def positive(kind: type, what: str) -> Any:
@@ -304,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     if figures["cpu_us_per_delivery"] is None:
         print(f"{parser.prog}: error: no delivery arrived in the window", file=sys.stderr)
         return 1
-    print(f"bare library, {args.agents} per-agent agents over {args.processes} processes, "
+    processes = f"{args.processes} process{'es' if args.processes > 1 else ''}"
+    print(f"bare library, {args.agents} per-agent agents over {processes}, "
           f"{figures['offered_per_s']:,.0f} events/s offered, {args.duration:g} s window "
-          f"({figures['loop']} loop):")
+          f"({figures['loop']} loop, Redis {figures['redis_version']}):")
     print(f"  delivered {figures['delivered_per_s']:,.0f}/s; CPU "
           f"{figures['cpu_us_per_delivery']:.2f} µs per delivery "
           f"({figures['cpu_percent']:.0f} % of a core, busiest process "
