@@ -8,9 +8,10 @@ dealt the same way (swarms of 10, each process a block of whole swarms, roles 7:
 locustfile's user weights), sending the same traffic (each role's mix, the same event sizes,
 messages to the next swarm) on the same schedule (one pacing loop per process, the swarm's
 phase, ADR-002's 100 events/s per agent), in gevent processes on the same libev ``select``
-loop. What it leaves out is everything of the
+loop, with the same preemption points (a delivery that finds the pacing loop overdue takes
+its due sends, once per sleep of the loop). What it leaves out is everything of the
 harness's own: Locust, its statistics and heartbeats, the taps and their folds, the
-accounting. A handler is a list's ``append``.
+accounting. A handler appends the delivery to a list and reads the clock.
 
 Per process it measures, between the window's marks: its CPU (``time.process_time``), the
 deliveries its agents' handlers received, and each send's lag (its write time minus its
@@ -41,6 +42,9 @@ from typing import Any
 ROLE_WEIGHTS = (("implementer", 7), ("validator", 2), ("coordinator", 1))
 """The locustfile's user classes and their weights."""
 SWARM_SIZE = 10
+NEVER_NS = 1 << 62
+CATCH_UP_LIMIT = 24
+"""Due sends a delivery takes at once, as the harness's per-agent taps do."""
 READY_TIMEOUT_S = 120.0
 """How long the processes may take to connect their agents, beyond the run itself."""
 
@@ -90,6 +94,31 @@ def child(args: argparse.Namespace) -> int:
     received: list[list[Any]] = []
     owned: list[Any] = []
     schedule: ProcessSchedule[Any] = ProcessSchedule(args.rate, 0)
+    time_ns = time.time_ns
+    due = [NEVER_NS]  # the pacing loop's deadline while it sleeps
+    ticking = [False]
+    stop = [NEVER_NS]
+
+    def catch_up(now: int) -> None:
+        if ticking[0]:
+            return
+        due[0] = NEVER_NS
+        ticking[0] = True
+        try:
+            schedule.run_due(now, stop[0], send, CATCH_UP_LIMIT)
+        finally:
+            ticking[0] = False
+
+    def handler(into: list[Any]) -> Any:
+        append = into.append
+
+        def on_delivery(item: Any) -> None:
+            append(item)
+            now = time_ns()
+            if now >= due[0]:
+                catch_up(now)
+
+        return on_delivery
     try:
         for slot in process_slots(args.agents, args.processes, args.child):
             swarm_index = slot // SWARM_SIZE
@@ -101,8 +130,8 @@ def child(args: argparse.Namespace) -> int:
             owned += [bus, messenger]
             events: list[Any] = []
             messages: list[Any] = []
-            bus.subscribe("*", events.append)
-            messenger.on_message(messages.append)
+            bus.subscribe("*", handler(events))
+            messenger.on_message(handler(messages))
             received += [events, messages]
             padding = padding_for(args.payload, swarm, agent, f"{agent}.00000000", "state.update")
             mix = role_mix(roles[slot % len(roles)])
@@ -124,7 +153,6 @@ def child(args: argparse.Namespace) -> int:
     window_until = window_from + int(args.duration * 1e9)
     lag_ns = array("q")  # folded into the histogram after the window, as the harness's are
     record = lag_ns.append
-    time_ns = time.time_ns
     marks: dict[str, tuple[float, int]] = {}
 
     def send(member: Any, t: int) -> None:
@@ -161,17 +189,26 @@ def child(args: argparse.Namespace) -> int:
     gevent.spawn(mark, "from", window_from)
     until = gevent.spawn(mark, "until", window_until)
     schedule.base_ns = start_ns
-    stop_ns = window_until + int(0.5e9)
+    stop[0] = stop_ns = window_until + int(0.5e9)
     while True:
         nxt = schedule.next_ns()
         if nxt is None or nxt >= stop_ns:
             break
         wait = nxt - time_ns()
         if wait > 0:
+            due[0] = nxt
             gevent.sleep(wait / 1e9)
+            due[0] = NEVER_NS
         else:  # behind its schedule: let the readers run between the sends
             yield_now()
-        schedule.run_due(time_ns(), stop_ns, send, 2000)
+        if ticking[0]:  # a delivery is taking the due sends (and waits on a socket)
+            gevent.sleep(0.0002)
+            continue
+        ticking[0] = True
+        try:
+            schedule.run_due(time_ns(), stop_ns, send, 2000)
+        finally:
+            ticking[0] = False
     until.join()
     (cpu0, n0), (cpu1, n1) = marks["from"], marks["until"]
     print(json.dumps({

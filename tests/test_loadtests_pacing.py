@@ -15,7 +15,13 @@ import pytest
 
 from pytest_cfn._errors import InvalidOptionError
 from pytest_cfn.measure.loadgen.accounting import DeliveryRecorder
-from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, PublishTicks, swarm_phase
+from pytest_cfn.measure.loadgen.pacing import (
+    NEVER_NS,
+    Deadline,
+    ProcessSchedule,
+    PublishTicks,
+    swarm_phase,
+)
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TypeCodes, fold
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
@@ -222,3 +228,57 @@ def test_bulk_recording_equals_recording_one_by_one() -> None:
     reference = LatencyHistogram()
     reference.record_many(values)
     assert unweighted.percentiles() == reference.percentiles()
+
+
+def test_a_tap_hands_the_clock_to_the_pacing_loop_once_its_deadline_has_passed() -> None:
+    codes = TypeCodes({"consensus.result"})
+    deadline = Deadline()
+    seen: list[int] = []
+
+    def catch_up(now: int) -> None:
+        seen.append(now)
+        deadline.due[0] = NEVER_NS  # what the runtime does: once per sleep of the loop
+
+    deadline.catch_up = catch_up
+    tap = DeliveryTap(codes, deadline=deadline)
+    on_event, on_message = tap.on_event(), tap.on_message()
+    message = SimpleNamespace(envelope=SimpleNamespace(
+        type="message", priority=8, ts=0, data={"t": 0, "m": 1, "k": "consensus.result"}))
+    on_event(_event("state.update", 5, 1, 0, 0))
+    on_message(message)
+    assert seen == []  # the loop is not sleeping: nothing is due
+    deadline.due[0] = time.time_ns() + 60 * 10**9
+    on_event(_event("state.update", 5, 1, 0, 0))
+    assert seen == []  # not yet
+    before = time.time_ns()
+    deadline.due[0] = before
+    on_event(_event("state.update", 5, 1, 0, 0))
+    on_event(_event("state.update", 5, 1, 0, 0))
+    assert len(seen) == 1 and seen[0] >= before
+    deadline.due[0] = time.time_ns()
+    on_message(message)
+    assert len(seen) == 2
+    batch = tap.count()  # the deliveries are counted whatever the loop did
+    assert batch is not None and len(batch) == 6
+
+
+def test_a_tap_without_a_pacing_loop_never_calls_one() -> None:
+    tap = DeliveryTap(TypeCodes())
+    assert tap.deadline.due[0] == NEVER_NS
+    tap.on_event()(_event("state.update", 5, 1, 0, 0))
+    assert tap.count() is not None
+
+
+def test_send_lags_flushed_in_bulk_are_each_recorded_once_with_bad_ones_clamped() -> None:
+    recorder = DeliveryRecorder()
+    lags = [0, 1_000, 2_000_000, 7_000_000] * 6_000  # 24,000: more than one slice
+    recorder.lag_pending.extend(lags)
+    pauses: list[int] = []
+    recorder.flush(round, lambda: pauses.append(1))
+    assert len(recorder.lag_pending) == 0
+    assert recorder.send_lag.count == len(lags)
+    assert recorder.send_lag.clamped == 6_000  # the zeros: below the histogram's range
+    assert recorder.send_lag.percentile(99) == pytest.approx(7e6, rel=0.01)
+    assert len(pauses) >= 2
+    recorder.flush(round)
+    assert recorder.send_lag.count == len(lags)

@@ -36,6 +36,7 @@ from pytest_cfn.measure.loadgen.lateness import TICK_S, ArrivalLedger
 from pytest_cfn.measure.loadgen.machine_load import this_host
 from pytest_cfn.measure.loadgen.options import HarnessOptions
 from pytest_cfn.measure.loadgen.pacing import (
+    Deadline,
     LateWakes,
     ProcessSchedule,
     PublishTicks,
@@ -48,6 +49,10 @@ log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
 perf_counter = time.perf_counter
 TICK_LIMIT = 2000  # sends per scheduler tick before it yields (far behind its schedule)
+CATCH_UP_LIMIT = {"per-agent": 24, "shared": 256}
+"""Due sends a tap takes at once: about 1 ms of sends (a per-agent publish costs 35-45 µs of
+CPU, a shared-model send handed to the process's write a few µs); the reader's inline budget
+for its handlers is 2 ms (``pytest_cfn._async.engine``)."""
 BRIDGE_INTERVAL_S = 0.2
 STABLE_S = 0.3
 SETTLE_WAIT_S = 5.0
@@ -144,6 +149,12 @@ class ProcessRuntime:
         self._swarm_senders: dict[str, Sender] = {}
         self._ticks = PublishTicks()
         self.late_wakes = LateWakes()
+        self.deadline = Deadline()
+        self.deadline.catch_up = self._catch_up
+        self._ticking = False
+        self._last_tick_ns = 0
+        self._min_tick_ns = 0
+        self._catch_up_limit = CATCH_UP_LIMIT["per-agent"]
         self._carry: list[TapBatch] = []
         self._cpu_start: float | None = None
         self._cpu_end: float | None = None
@@ -213,7 +224,7 @@ class ProcessRuntime:
         return f"{role}-{self.index}-{n}", swarm_name(swarm), swarm_name(peer), phase
 
     def new_tap(self, own: SubscriberTally | None = None) -> DeliveryTap:
-        tap = DeliveryTap(self.type_codes, own)
+        tap = DeliveryTap(self.type_codes, own, self.deadline)
         self.taps.append(tap)
         return tap
 
@@ -335,46 +346,88 @@ class ProcessRuntime:
         and ``senders``). In the shared model ticks are at least ``--cfn-flush-ms`` apart: a
         tick's sends go out as one write, so Redis and the reader are woken once per tick.
         The per-agent model sends each slot when it is due (measured: ticks there make
-        Redis write to every agent's socket at once, and lag and transit grow tenfold)."""
+        Redis write to every agent's socket at once, and lag and transit grow tenfold).
+        While it sleeps, the taps hold its deadline: a reader that runs when it is due takes
+        the due slots (``_catch_up``)."""
         self.go.wait()
         schedule = self.schedule
         schedule.base_ns = time_ns()
         window = self.window
-        min_tick_ns = int(self.options.flush_ms * 1e6) if self.options.model == "shared" else 0
+        if self.options.model == "shared":
+            self._min_tick_ns = int(self.options.flush_ms * 1e6)
+        self._catch_up_limit = CATCH_UP_LIMIT.get(self.options.model, TICK_LIMIT)
         sleep = gevent.sleep
         cpu_ns = time.process_time_ns
         late_wakes = self.late_wakes
-        last = 0
-
-        def hand(client: CfnClient, t: int) -> None:
-            client.sender.hand(client, t)
+        due = self.deadline.due
 
         while not self.closed:
             end = window.end_ns
-            nxt = schedule.next_ns()
-            if nxt is None or (end is not None and nxt >= end):
+            at = self._next_tick_ns(end)
+            if at is None:
+                due[0] = NEVER_NS
                 sleep(0.01)
                 continue
             now = time_ns()
-            wait = max(nxt - now, last + min_tick_ns - now)
+            wait = at - now
+            late = 0
             if wait > 0:
                 cpu = cpu_ns()
+                due[0] = at
                 sleep(wait / 1e9)
+                due[0] = NEVER_NS
                 woke = time_ns()
                 opened = window.start_ns
                 if opened is not None and opened <= now and (end is None or now < end):
-                    late_wakes.note(wait, woke - now - wait, cpu_ns() - cpu)
+                    late = woke - now - wait
+                    cpu = cpu_ns() - cpu
                 now = woke
-            last = now
-            due = schedule.run_due(now, end, hand, TICK_LIMIT)
+            if self._ticking:  # a reader is taking the due slots (and waits on a socket)
+                sleep(0.0002)
+                continue
+            sent = self._tick(now, end, TICK_LIMIT)
+            if sent and late:  # (a wake-up whose slots the taps took was not late)
+                late_wakes.note(wait, late, cpu)
+            if sent >= TICK_LIMIT:  # far behind: let the senders, readers and heartbeats run
+                yield_now()
+
+    def _next_tick_ns(self, end: int | None) -> int | None:
+        nxt = self.schedule.next_ns()
+        if nxt is None or (end is not None and nxt >= end):
+            return None
+        return max(nxt, self._last_tick_ns + self._min_tick_ns)
+
+    def _tick(self, now: int, end: int | None, limit: int) -> int:
+        """Hand every slot due by ``now`` (at most ``limit``) to its sender; write the
+        process sender's share; how many were handed."""
+        self._ticking = True
+        try:
+            self._last_tick_ns = now
+            sent = self.schedule.run_due(now, end, self._hand, limit)
             inline = self._process_sender
             if inline is not None and inline.pending:
                 try:
                     inline.write_handed()
                 except CfnError as exc:
                     self.publish_failed("batch", exc)
-            if due >= TICK_LIMIT:  # far behind: let the senders, readers and heartbeats run
-                yield_now()
+            return sent
+        finally:
+            self._ticking = False
+
+    @staticmethod
+    def _hand(client: CfnClient, t: int) -> None:
+        client.sender.hand(client, t)
+
+    def _catch_up(self, now: int) -> None:
+        """A tap read ``now`` at or past the pacing loop's deadline: take the due slots
+        here, up to ``CATCH_UP_LIMIT`` (the reader goes on delivering after them). Once per
+        sleep of the loop: the deadline stays cleared until the loop, woken by its timer,
+        has ticked and sleeps again, so a reader working off a backlog never turns into a
+        sender."""
+        if self._ticking or self.closed:
+            return
+        self.deadline.due[0] = NEVER_NS
+        self._tick(now, self.window.end_ns, self._catch_up_limit)
 
     def _collect(self, pause: bool = True) -> list[TapBatch]:
         """Credit every agent with its deliveries so far and take the taps' arrays (with
@@ -392,8 +445,10 @@ class ProcessRuntime:
     def _fold(self, batches: list[TapBatch], pause: Any = None) -> list[LocustRow]:
         rows: list[LocustRow] = []
         if batches:
-            rows = fold(self.recorder, TapBatch.join(batches), self.type_codes,
-                        bucket_response_time, pause)
+            joined = TapBatch.join(batches)
+            if pause is not None:
+                pause()
+            rows = fold(self.recorder, joined, self.type_codes, bucket_response_time, pause)
         rows += self.recorder.flush(bucket_response_time, pause)
         rows += self._ticks.rows(self.publish_names, self.publishes, bucket_response_time)
         return rows
@@ -566,3 +621,4 @@ class ProcessRuntime:
             except CfnError as exc:
                 log.debug("closing the shared connections: %s", exc)
         gevent.killall(self._greenlets, block=False)
+

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pytest_cfn.measure.loadgen.traffic import ScheduleLag
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
 
@@ -42,6 +44,8 @@ BUS_COUNTERS = (
 )
 Bucket = Callable[[float], int]
 # Locust keeps whole milliseconds below 100 ms; integer rounding there avoids a call per value.
+FLUSH_SLICE = 20_000
+"""Send lags folded between two pauses (numpy: well under a millisecond)."""
 WHOLE_MS_BELOW_NS = 99_500_000
 
 
@@ -179,12 +183,24 @@ class DeliveryRecorder:
             (self.transit_pending, self.transit),
             (self.lag_pending, self.send_lag),
         ):
-            if pending:
-                batch = list(pending)
+            if not pending:
+                continue
+            if isinstance(pending, array):
+                # the senders' lags, one machine integer each: numpy's bulk path, in slices
+                # (a process sending 25,000 events/s gathers 5,000 between two flushes,
+                # whose fold value by value held the loop for 3-6 ms)
+                values = np.frombuffer(pending, dtype=np.int64).copy()
                 del pending[:]
-                histogram.record_many(batch)
-                if pause is not None:
-                    pause()
+                for start in range(0, len(values), FLUSH_SLICE):
+                    histogram.record_array(values[start:start + FLUSH_SLICE])
+                    if pause is not None:
+                        pause()
+                continue
+            batch = list(pending)
+            del pending[:]
+            histogram.record_many(batch)
+            if pause is not None:
+                pause()
         return rows
 
     def _window_marks(self) -> dict[str, int] | None:
