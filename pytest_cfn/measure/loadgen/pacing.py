@@ -202,7 +202,8 @@ LATE_WAKE_NS = 2_000_000
 
 
 class LateWakes:
-    """Why the pacing loop woke late: this process busy, or waiting for a CPU.
+    """Why the pacing loop woke late: this process busy, or waiting for a CPU. (A wake-up whose
+    due sends a tap took meanwhile is not counted: nothing was late for it.)
 
     A wake-up that comes ``late_ns`` after its timer, ``planned_ns`` after the loop went to
     sleep, during which the process used ``cpu_ns`` of CPU: the process ran for at least
@@ -242,7 +243,8 @@ def late_wake_note(sums: dict[str, float]) -> str | None:
     held = min(1.0, sums.get("late_wake_held_s", 0.0) / late)
     return (
         f"{count:,} pacing wake-ups in the window came over {LATE_WAKE_NS / 1e6:g} ms late "
-        f"({late / count * 1e3:.1f} ms on average): {100 * (1 - held):.0f} % of that lateness "
+        f"with sends still due ({late / count * 1e3:.1f} ms on average): "
+        f"{100 * (1 - held):.0f} % of that lateness "
         f"with the Locust process waiting for a CPU (the machine: other processes, "
         f"redis-server, other workers), {100 * held:.0f} % with it running its own work"
     )
