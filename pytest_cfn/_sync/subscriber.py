@@ -328,18 +328,21 @@ class Subscriber:
             self._hand_routed(groups)
 
     def _hand_routed(self, groups: dict[bytes, list[tuple[bytes, bytes]]]) -> None:
+        """Hand each pattern's messages to its sinks, ``_HAND_SLICE`` at a time, yielding
+        before a slice once the reader has held on for ``_HOLD_NS`` since it last waited or
+        yielded: across chunks too, so a reader whose reads never wait (its socket always
+        has a little more) yields as often as one given a single large chunk."""
         routes = self._routes
         assert routes is not None
-        since = time_ns()
         for pattern, group in groups.items():
             if len(group) <= _HAND_SLICE:
                 slices = [group]
             else:
                 slices = [group[i:i + _HAND_SLICE] for i in range(0, len(group), _HAND_SLICE)]
             for items in slices:
-                if time_ns() - since > _HOLD_NS:
+                if time_ns() - self._held_since > _HOLD_NS:
                     yield_now()
-                    since = time_ns()
+                    self._held_since = time_ns()
                 self._hand_slice(routes, pattern, items)
 
     def _hand_slice(
