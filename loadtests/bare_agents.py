@@ -42,7 +42,6 @@ from typing import Any
 ROLE_WEIGHTS = (("implementer", 7), ("validator", 2), ("coordinator", 1))
 """The locustfile's user classes and their weights."""
 SWARM_SIZE = 10
-NEVER_NS = 1 << 62
 CATCH_UP_LIMIT = 24
 """Due sends a delivery takes at once, as the harness's per-agent taps do."""
 READY_TIMEOUT_S = 120.0
@@ -87,7 +86,7 @@ def child(args: argparse.Namespace) -> int:
 
     from pytest_cfn import CfnError, EventBus, Messenger
     from pytest_cfn._backends.sync_backend import yield_now
-    from pytest_cfn.measure.loadgen.pacing import ProcessSchedule, swarm_phase
+    from pytest_cfn.measure.loadgen.pacing import NEVER_NS, Deadline, ProcessSchedule, swarm_phase
     from pytest_cfn.measure.loadgen.traffic import event_data, padding_for, role_mix, traffic_cycle
     swarms = math.ceil(args.agents / SWARM_SIZE)
     roles = role_order()
@@ -95,7 +94,8 @@ def child(args: argparse.Namespace) -> int:
     owned: list[Any] = []
     schedule: ProcessSchedule[Any] = ProcessSchedule(args.rate, 0)
     time_ns = time.time_ns
-    due = [NEVER_NS]  # the pacing loop's deadline while it sleeps
+    deadline = Deadline()  # the pacing loop's, as the harness's taps hold it
+    due = deadline.due
     ticking = [False]
     stop = [NEVER_NS]
 
@@ -116,9 +116,11 @@ def child(args: argparse.Namespace) -> int:
             append(item)
             now = time_ns()
             if now >= due[0]:
-                catch_up(now)
+                deadline.catch_up(now)
 
         return on_delivery
+
+    deadline.catch_up = catch_up
     try:
         for slot in process_slots(args.agents, args.processes, args.child):
             swarm_index = slot // SWARM_SIZE

@@ -26,6 +26,7 @@ import gevent
 from pytest_cfn import EventBus
 from pytest_cfn._errors import CfnError
 from pytest_cfn.measure.loadgen.options import MixEntry
+from pytest_cfn.measure.loadgen.pacing import NEVER_NS
 from pytest_cfn.measure.loadgen.taps import DeliveryTap
 from pytest_cfn.measure.loadgen.traffic import padding_for, traffic_cycle
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
-NEVER_NS = 1 << 62
 
 
 class CfnClient:
