@@ -262,16 +262,17 @@ class BusEngine:
         except Exception:
             log.exception("on_error callback failed")
 
-    async def subscribe_pattern(self, pattern: str) -> None:
-        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use) and
-        return once Redis has confirmed it. Callers from several threads or tasks are
-        served one at a time, so a bus never opens a second subscriber connection."""
+    async def subscribe_pattern(self, pattern: str, *, exact: bool = False) -> None:
+        """PSUBSCRIBE ``pattern`` (``exact``: SUBSCRIBE it as a channel) on the subscriber
+        connection (made on first use) and return once Redis has confirmed it. Callers
+        from several threads or tasks are served one at a time, so a bus never opens a
+        second subscriber connection."""
         self.check_open()
         async with self._subscribe_lock:
             self.check_open()
             if self.share is not None:
                 self._subscriber = await self.share.subscribe(
-                    pattern, self._on_raw_messages, self.options.connect_timeout
+                    pattern, self._on_raw_messages, self.options.connect_timeout, exact=exact
                 )
                 if pattern not in self._shared_patterns:
                     self._shared_patterns.append(pattern)
@@ -291,7 +292,9 @@ class BusEngine:
                     ),
                     route=self.route,
                 )
-            if self.share is None:
+            if self.share is None and exact:
+                await self._subscriber.subscribe(pattern, timeout=self.options.connect_timeout)
+            elif self.share is None:
                 await self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
             if self._dispatcher is None:
                 self._dispatcher = spawn(

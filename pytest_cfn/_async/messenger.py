@@ -6,7 +6,7 @@ import inspect
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -86,6 +86,14 @@ class Messenger(EngineFrontend):
     shard channel ``message:{swarm}`` on the master of its slot: the subscriber is
     there, and sends go out on one publisher connection per master they reach
     (see ``_async.shard_senders`` for redirects and failovers).
+
+    ``from_swarms=[...]``: the only swarms whose messages (requests and replies included)
+    reach this inbox. It then subscribes ``message:{sender}:{swarm}`` exactly for each,
+    instead of the pattern: Redis matches every PUBLISH against every pattern
+    subscribed on the server, but finds an exact channel's subscribers in one lookup
+    (see ``EventBus``'s ``event_types``). On Redis Cluster the inbox stays the one
+    shard channel, and a message from another swarm is set aside and counted in
+    ``stats()["other_swarms"]``.
     """
 
     def __init__(
@@ -101,6 +109,7 @@ class Messenger(EngineFrontend):
         on_error: Callable[[BaseException], None] | None = None,
         options: BusOptions | None = None,
         share: SharedConnections | None = None,
+        from_swarms: Iterable[str] | None = None,
         **settings: Any,
     ) -> None:
         address = with_tls_options(  # takes the ssl_* settings out
@@ -116,6 +125,22 @@ class Messenger(EngineFrontend):
             raise InvalidOptionError(f"history_ttl must be >= 1 second, got {history_ttl!r}")
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
+        self.from_swarms: frozenset[str] | None = None
+        """The only swarms whose messages reach this inbox (exact channels), or None."""
+        if from_swarms is not None:
+            if isinstance(from_swarms, str):
+                raise InvalidOptionError(
+                    "from_swarms must be a list of swarm ids, not one string: "
+                    f"from_swarms=[{from_swarms!r}]"
+                )
+            allowed = frozenset(validate_swarm_id(s) for s in from_swarms)
+            if not allowed:
+                raise InvalidOptionError(
+                    "from_swarms must name at least one swarm (or be None: every swarm)"
+                )
+            self.from_swarms = allowed
+        self.other_swarms = 0
+        """Messages from swarms outside ``from_swarms`` not handed on (Redis Cluster)."""
         self.options = options
         self._history = MessageHistory(history_size)
         self._persist = bool(persist_history)
@@ -200,7 +225,14 @@ class Messenger(EngineFrontend):
         self._engine.check_open()
         await self._ensure_layout()
         if not self._listening:
-            await self._engine.subscribe_pattern(self.channels.inbox_pattern(self.swarm))
+            from_swarms = self.from_swarms
+            if from_swarms is None or self._sharded:
+                await self._engine.subscribe_pattern(self.channels.inbox_pattern(self.swarm))
+            else:
+                for sender in sorted(from_swarms):
+                    await self._engine.subscribe_pattern(
+                        self.channels.message(sender, self.swarm), exact=True
+                    )
             self._listening = True
 
     async def on_message(self, handler: Handler) -> int:
@@ -353,6 +385,11 @@ class Messenger(EngineFrontend):
         return True
 
     async def _deliver(self, envelopes: list[Envelope]) -> None:
+        from_swarms = self.from_swarms
+        if from_swarms is not None:
+            wanted = [env for env in envelopes if env.swarm in from_swarms]
+            self.other_swarms += len(envelopes) - len(wanted)
+            envelopes = wanted
         for env in envelopes:
             message = Message(env, self.swarm)
             self._history.add(message)
@@ -449,6 +486,7 @@ class Messenger(EngineFrontend):
             handlers=len(self._handlers) + int(self._request_handler is not None),
             history=len(self._history),
             requests_sent=self.requests_sent,
+            other_swarms=self.other_swarms,
             replies_received=self.replies_received,
             request_timeouts=self.request_timeouts,
             requests_pending=len(self._pending),

@@ -205,9 +205,12 @@ class SharedConnections:
             )
         self._engines.append(engine)
 
-    def subscribe(self, pattern: str, sink: MessageSink, timeout: float) -> Subscriber:
-        """PSUBSCRIBE ``pattern`` for one bus (its messages go to ``sink``); returns once
-        Redis has confirmed it. The subscriber connection is made on the first call."""
+    def subscribe(
+        self, pattern: str, sink: MessageSink, timeout: float, *, exact: bool = False
+    ) -> Subscriber:
+        """PSUBSCRIBE ``pattern`` (``exact``: SUBSCRIBE the channel) for one bus (its
+        messages go to ``sink``); returns once Redis has confirmed it. The subscriber
+        connection is made on the first call."""
         self.check_open()
         with self._subscribe_lock:
             self.check_open()
@@ -233,7 +236,10 @@ class SharedConnections:
             if sink not in sinks:
                 sinks.append(sink)
             try:
-                self.subscriber.psubscribe(pattern, timeout=timeout)
+                if exact:
+                    self.subscriber.subscribe(pattern, timeout=timeout)
+                else:
+                    self.subscriber.psubscribe(pattern, timeout=timeout)
             except BaseException:
                 self._drop_sink(key, sink)
                 raise

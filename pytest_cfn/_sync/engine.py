@@ -263,16 +263,17 @@ class BusEngine:
         except Exception:
             log.exception("on_error callback failed")
 
-    def subscribe_pattern(self, pattern: str) -> None:
-        """PSUBSCRIBE ``pattern`` on the subscriber connection (made on first use) and
-        return once Redis has confirmed it. Callers from several threads or tasks are
-        served one at a time, so a bus never opens a second subscriber connection."""
+    def subscribe_pattern(self, pattern: str, *, exact: bool = False) -> None:
+        """PSUBSCRIBE ``pattern`` (``exact``: SUBSCRIBE it as a channel) on the subscriber
+        connection (made on first use) and return once Redis has confirmed it. Callers
+        from several threads or tasks are served one at a time, so a bus never opens a
+        second subscriber connection."""
         self.check_open()
         with self._subscribe_lock:
             self.check_open()
             if self.share is not None:
                 self._subscriber = self.share.subscribe(
-                    pattern, self._on_raw_messages, self.options.connect_timeout
+                    pattern, self._on_raw_messages, self.options.connect_timeout, exact=exact
                 )
                 if pattern not in self._shared_patterns:
                     self._shared_patterns.append(pattern)
@@ -292,7 +293,9 @@ class BusEngine:
                     ),
                     route=self.route,
                 )
-            if self.share is None:
+            if self.share is None and exact:
+                self._subscriber.subscribe(pattern, timeout=self.options.connect_timeout)
+            elif self.share is None:
                 self._subscriber.psubscribe(pattern, timeout=self.options.connect_timeout)
             if self._dispatcher is None:
                 self._dispatcher = spawn(

@@ -223,6 +223,9 @@ class HarnessOptions:
     window: float | None = None
     flush_ms: float = 1.0
     share_connections: bool = True
+    exact_channels: bool = True
+    """``--cfn-channels exact``: buses subscribe their swarm's event types and inboxes
+    their sender swarm exactly (``event_types=``, ``from_swarms=``), not by pattern."""
     namespace: str = ""
     send_lag_limit_ms: float = 5.0
 
@@ -257,6 +260,7 @@ class HarnessOptions:
             window=values.get("cfn_window"),
             flush_ms=float(get("flush_ms", 1.0)),
             share_connections=get("share", "process") == "process",
+            exact_channels=get("channels", "exact") == "exact",
             namespace=get("namespace", "") or "",
             send_lag_limit_ms=float(get("send_lag_limit", 5.0)),
         )
