@@ -87,7 +87,15 @@ def child(args: argparse.Namespace) -> int:
     from pytest_cfn import CfnError, EventBus, Messenger
     from pytest_cfn._backends.sync_backend import yield_now
     from pytest_cfn.measure.loadgen.pacing import NEVER_NS, Deadline, ProcessSchedule, swarm_phase
-    from pytest_cfn.measure.loadgen.traffic import event_data, padding_for, role_mix, traffic_cycle
+    from pytest_cfn.measure.loadgen.traffic import (
+        ROLE_MIXES,
+        event_data,
+        padding_for,
+        role_mix,
+        traffic_cycle,
+    )
+    exact = args.channels == "exact"  # as the harness's --cfn-channels
+    event_types = sorted({e.type for mix in ROLE_MIXES.values() for e in mix if not e.message})
     swarms = math.ceil(args.agents / SWARM_SIZE)
     roles = role_order()
     received: list[list[Any]] = []
@@ -127,8 +135,10 @@ def child(args: argparse.Namespace) -> int:
             swarm = f"bare-{swarm_index:03d}"
             peer = f"bare-{(swarm_index + 1) % swarms:03d}"
             agent = f"bare-agent-{slot}"
-            bus = EventBus(args.redis, swarm, agent)
-            messenger = Messenger(args.redis, swarm, agent)
+            bus = EventBus(args.redis, swarm, agent, event_types=event_types if exact else None)
+            sender = f"bare-{swarm_index - 1:03d}" if exact and swarm_index else None
+            messenger = Messenger(args.redis, swarm, agent,
+                                  from_swarms=[sender] if sender else None)
             owned += [bus, messenger]
             events: list[Any] = []
             messages: list[Any] = []
@@ -230,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = [sys.executable, str(Path(__file__).resolve()), "--agents", str(args.agents),
             "--processes", str(args.processes), "--rate", f"{args.rate:g}", "--redis",
             args.redis, "--duration", f"{args.duration:g}", "--warmup", f"{args.warmup:g}",
-            "--payload", str(args.payload)]
+            "--payload", str(args.payload), "--channels", args.channels]
     procs = [subprocess.Popen([*base, "--child", str(i)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env)
              for i in range(args.processes)]
@@ -289,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "send_lag_p999_ms": lags.percentile(99.9) / 1e6,
         "sends": lags.count, "loop": reports[0]["loop"],
         "redis_version": server_version(args.redis),
+        "channels": args.channels,
     }
 
 
@@ -339,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of traffic before the window opens (default 2)")
     parser.add_argument("--payload", type=positive(int, "--payload"), default=200,
                         help="bytes per encoded event (default 200, the harness's)")
+    parser.add_argument("--channels", choices=("exact", "patterns"), default="exact",
+                        help="what the buses subscribe, as the harness's --cfn-channels: "
+                             "'exact' (the mixes' event types, the inbox's one sender swarm) "
+                             "or 'patterns' (the library's default); default exact")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -360,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     processes = f"{args.processes} process{'es' if args.processes > 1 else ''}"
     print(f"bare library, {args.agents} per-agent agents over {processes}, "
           f"{figures['offered_per_s']:,.0f} events/s offered, {args.duration:g} s window "
-          f"({figures['loop']} loop, Redis {figures['redis_version']}):")
+          f"({figures['loop']} loop, {figures['channels']} channels, "
+          f"Redis {figures['redis_version']}):")
     print(f"  delivered {figures['delivered_per_s']:,.0f}/s; CPU "
           f"{figures['cpu_us_per_delivery']:.2f} µs per delivery "
           f"({figures['cpu_percent']:.0f} % of a core, busiest process "

@@ -242,3 +242,32 @@ def test_messenger_master_killed_while_subscribed(cluster: LocalCluster, ns: str
     # re-subscribed (1,987 and 1,991 in two recorded kill runs); the kill is bimodal, and in
     # a run where the receiver came back first a few are missed and neither bound tells.
     assert 0 <= result["missing"] - result["replayed"] <= 25, result
+
+
+def test_lists_of_types_and_senders_filter_the_one_shard_channel(
+    shared_cluster: LocalCluster, fe: Frontend, ns: str
+) -> None:
+    """On a cluster a swarm has one shard channel for every type and sender: a bus with
+    ``event_types=`` and an inbox with ``from_swarms=`` subscribe it and set the rest aside,
+    counted (``other_types``, ``other_swarms``)."""
+    url = shared_cluster.url
+    events: list[Any] = []
+    bus = fe.event_bus(url, "ft", "sub", namespace=ns, event_types=["task.assign"])
+    bus.subscribe("*", events.append)
+    publisher = fe.event_bus(url, "ft", "pub", namespace=ns)
+    for n in range(4):
+        publisher.publish("task.assign" if n % 2 else "state.update", n)
+    publisher.flush()
+    assert wait_until(lambda: bus.stats()["other_types"] == 2 and len(events) == 2), (
+        events, bus.stats()["other_types"])
+    assert [e.data for e in events] == [1, 3]
+    letters: list[Any] = []
+    inbox = messenger(fe, url, "fm", namespace=ns, from_swarms=["fa"])
+    inbox.on_message(letters.append)
+    for sender in ("fa", "fb", "fa"):
+        out = messenger(fe, url, sender, namespace=ns)
+        out.send("fm", sender)
+        out.flush()
+    assert wait_until(lambda: len(letters) == 2 and inbox.stats()["other_swarms"] == 1), (
+        letters, inbox.stats()["other_swarms"])
+    assert {m.sender for m in letters} == {"fa"}

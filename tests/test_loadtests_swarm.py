@@ -156,6 +156,27 @@ def test_fifty_agents_in_both_connection_models(
     assert result["extra"]["agents_per_swarm"] == {f"swarm-{i:03d}": 10 for i in range(5)}
 
 
+@pytest.mark.parametrize("model", ["per-agent", "shared"])
+def test_exact_channels_and_patterns_deliver_the_same_traffic(
+    tmp_path: Path, redis_url: str, model: str
+) -> None:
+    """--cfn-channels exact (the default: each event type's channel, each inbox its one
+    sender swarm) and patterns: every delivery arrives either way, no sequence gap."""
+    for channels in ("exact", "patterns"):
+        run = tmp_path / channels
+        run.mkdir()
+        proc, result = headless(
+            run, redis_url, 20, "--cfn-rate", "20", "--cfn-model", model,
+            "--cfn-channels", channels, "--cfn-gate", "critical-loss",
+            "--cfn-send-lag-limit", "250",
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        m = metrics(result)
+        assert result["extra"]["channels"] == [channels]
+        assert m["lost"]["value"] == 0 and m["bus_lost"]["value"] == 0, (channels, m["lost"])
+        assert result["extra"]["delivered"] > 0
+
+
 @pytest.mark.slow
 def test_master_and_two_workers_merge_their_histograms_and_counts(
     tmp_path: Path, redis_url: str

@@ -91,13 +91,15 @@ class CfnClient:
             if self.messenger is not None:
                 self._listen(self.messenger, runtime.tap_of(self.messenger), messages=True)
         else:
-            self.bus = EventBus(runtime.url, swarm, agent, options=runtime.bus_options)
+            self.bus = EventBus(runtime.url, swarm, agent, options=runtime.bus_options,
+                                event_types=runtime.event_types())
             self._owned.append(self.bus)
             tap = runtime.new_tap(self.tally)
             self._tokens.append((self.bus, self.bus.subscribe("*", tap.on_event())))
             self.messenger = None
             if MESSENGER is not None:
-                self.messenger = MESSENGER(runtime.url, swarm, agent, options=runtime.bus_options)
+                self.messenger = MESSENGER(runtime.url, swarm, agent, options=runtime.bus_options,
+                                           from_swarms=runtime.inbox_senders(swarm))
                 self._owned.append(self.messenger)
                 tap = runtime.new_tap(self.tally)
                 self._tokens.append((self.messenger, self.messenger.on_message(tap.on_message())))

@@ -419,6 +419,7 @@ class Conductor:
             {
                 "namespace": options.namespace,
                 "gevent_backends": sorted({str(s.get("gevent_backend")) for s in snapshots}),
+                "channels": sorted({str(s.get("channels")) for s in snapshots}),
                 "monkey_patched": all(bool(s.get("monkey_patched")) for s in snapshots)
                 and bool(snapshots),
                 "processes_reported": sorted(self.finals),

@@ -252,13 +252,33 @@ class ProcessRuntime:
             return make(self.share)
         return make(None)
 
+    def event_types(self) -> list[str] | None:
+        """What a bus subscribes (``--cfn-channels exact``): every intra-swarm event type
+        of the run's mixes (a superset is harmless: a type no agent sends leaves no gap),
+        or None (the swarm's pattern)."""
+        if not self.options.exact_channels:
+            return None
+        mixes = [*ROLE_MIXES.values(), *([self.options.mix] if self.options.mix else [])]
+        return sorted({e.type for mix in mixes for e in mix if not e.message})
+
+    def inbox_senders(self, swarm: str) -> list[str] | None:
+        """Whose messages an inbox of ``swarm`` takes (``--cfn-channels exact``): the swarm
+        before it, whose peer it is (``place_agent``). Swarm 0 is the peer of the last
+        swarm, which agents added later (the web UI) can move: its inbox keeps the
+        pattern, as does every inbox with ``--cfn-channels patterns``."""
+        index = int(swarm.rsplit("-", 1)[1])
+        if not self.options.exact_channels or index == 0:
+            return None
+        return [swarm_name(index - 1)]
+
     def shared_bus(self, swarm: str) -> Any:
         """The swarm's Event Bus of this process, its tap subscribed first."""
         bus = self._shared.get(swarm)
         if bus is None:
             owner = f"proc{self.index}"
             bus = self._share_for(lambda share: EventBus(
-                self.url, swarm, owner, options=self.bus_options, share=share))
+                self.url, swarm, owner, options=self.bus_options, share=share,
+                event_types=self.event_types()))
             self._shared[swarm] = bus
             tap = self._tap_of[id(bus)] = self.new_tap()
             try:
@@ -267,7 +287,8 @@ class ProcessRuntime:
                 bus.close()
                 self.share.cluster = True
                 bus = self._shared[swarm] = EventBus(
-                    self.url, swarm, owner, options=self.bus_options)
+                    self.url, swarm, owner, options=self.bus_options,
+                    event_types=self.event_types())
                 self._tap_of[id(bus)] = tap
                 bus.subscribe("*", tap.on_event())
         return bus
@@ -277,7 +298,8 @@ class ProcessRuntime:
         if messenger is None and MESSENGER is not None:
             self.shared_bus(swarm)  # finds out first whether connections can be shared
             messenger = self._share_for(lambda share: MESSENGER(
-                self.url, swarm, f"proc{self.index}", options=self.bus_options, share=share))
+                self.url, swarm, f"proc{self.index}", options=self.bus_options, share=share,
+                from_swarms=self.inbox_senders(swarm)))
             self._shared_messengers[swarm] = messenger
             tap = self._tap_of[id(messenger)] = self.new_tap()
             messenger.on_message(tap.on_message())
@@ -563,6 +585,7 @@ class ProcessRuntime:
                   "overdue_unmeasured": float(sum(s.overdue for s in self.senders)),
                   **self.late_wakes.sums()},
             gevent_backend=loop_backend(),
+            channels="exact" if self.options.exact_channels else "patterns",
             monkey_patched=bool(monkey.is_module_patched("socket"))
             and bool(monkey.is_module_patched("threading")),
             late=late.to_dict(),
