@@ -180,3 +180,23 @@ def test_a_bad_list_is_refused_with_what_is_allowed(
     with pytest.raises(error) as caught:
         fe.make(kind, redis_server.url, "s0", "a", namespace=ns, **{setting: value})
     assert setting in str(caught.value) or "*" in str(caught.value), caught.value
+
+
+def test_a_shared_exact_bus_gets_a_publishers_types_in_the_order_they_were_sent(
+    fe: Frontend, redis_server: Any, ns: str
+) -> None:
+    """Its channels are one per type, but a chunk goes to the bus in one call in the order
+    it came: one publisher's events never arrive regrouped by type."""
+    share = _target(fe.make("SharedConnections", redis_server.url, "ho", namespace=ns))
+    got: list[Any] = []
+    bus = fe.event_bus(redis_server.url, "o1", "sub", namespace=ns, share=share,
+                       event_types=TYPES)
+    bus.subscribe("*", got.append)
+    publisher = fe.event_bus(redis_server.url, "o1", "pub", namespace=ns)
+    with publisher.batch():
+        for n in range(200):
+            publisher.publish(TYPES[n % 2], n)
+    publisher.flush()
+    assert wait_until(lambda: len(got) == 200), len(got)
+    assert [e.data for e in got] == list(range(200))
+    assert bus.stats()["lost"] == 0

@@ -246,12 +246,12 @@ class Subscriber:
                 raise SubscribeFailedError(f"Redis refused {self._verb}: {reply}")
             if reply[0] == _PMESSAGE:
                 if self._routes is not None:
-                    await self._hand_routed({reply[1]: [(reply[2], reply[3])]})
+                    await self._hand_routed({(): (reply[1], [(reply[2], reply[3])])})
                 else:
                     await self._on_messages([(reply[2], reply[3])])
             elif reply[0] == _MESSAGE:
                 if self._routes is not None:
-                    await self._hand_routed({reply[1]: [(reply[1], reply[2])]})
+                    await self._hand_routed({(): (reply[1], [(reply[1], reply[2])])})
                 else:
                     await self._on_messages([(reply[1], reply[2])])
             elif reply[0] == _SMESSAGE:
@@ -352,41 +352,51 @@ class Subscriber:
             await self._yield_if_held()
 
     async def _drain_routed(self) -> None:
-        """Shared: group this chunk's messages by the pattern they matched (an exact
-        channel's by the channel)."""
-        groups: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        """Shared: group this chunk's messages by the buses they go to (the sinks of the
+        pattern they matched, or of their exact channel), in the order they came. A bus
+        with exact channels (one per event type) gets its chunk in one call, as a bus
+        with the swarm's pattern does, and a publisher's events stay in its order."""
+        routes = self._routes
+        assert routes is not None
+        groups: dict[Any, tuple[bytes, list[tuple[bytes, bytes]]]] = {}
+        """The sinks (a tuple) -> (a pattern or channel that reaches them, the items)."""
+        sinks_of: dict[bytes, Any] = {}
         count = 0
         for reply in self._conn.buffered_replies(_CHUNK_REPLIES):
             if type(reply) is list:
                 kind = reply[0]
                 if kind == _PMESSAGE:
-                    group = groups.get(reply[1])
-                    if group is None:
-                        group = groups[reply[1]] = []
-                    group.append((reply[2], reply[3]))
-                    count += 1
+                    item = (reply[2], reply[3])
                 elif kind == _MESSAGE:  # an exact channel: routed by the channel
-                    group = groups.get(reply[1])
-                    if group is None:
-                        group = groups[reply[1]] = []
-                    group.append((reply[1], reply[2]))
-                    count += 1
+                    item = (reply[1], reply[2])
                 else:
                     self._handle_reply(reply)
+                    continue
+                key = reply[1]
+                sinks = sinks_of.get(key)
+                if sinks is None:
+                    sinks = sinks_of[key] = tuple(routes.get(key) or ())
+                group = groups.get(sinks)
+                if group is None:
+                    group = groups[sinks] = (key, [])
+                group[1].append(item)
+                count += 1
             elif isinstance(reply, ServerReplyError):
                 self._report(reply_error(reply, "a command on the subscriber connection"))
         if count:
             self.messages += count
             await self._hand_routed(groups)
 
-    async def _hand_routed(self, groups: dict[bytes, list[tuple[bytes, bytes]]]) -> None:
-        """Hand each pattern's messages to its sinks, ``_HAND_SLICE`` at a time, yielding
-        before a slice once the reader has held on for ``_HOLD_NS`` since it last waited or
-        yielded: across chunks too, so a reader whose reads never wait (its socket always
-        has a little more) yields as often as one given a single large chunk."""
+    async def _hand_routed(self, groups: dict[Any, tuple[bytes, list[tuple[bytes, bytes]]]]
+                           ) -> None:
+        """Hand each group's messages to its sinks (those its pattern or channel still
+        reaches), ``_HAND_SLICE`` at a time, yielding before a slice once the reader has
+        held on for ``_HOLD_NS`` since it last waited or yielded: across chunks too, so a
+        reader whose reads never wait (its socket always has a little more) yields as
+        often as one given a single large chunk."""
         routes = self._routes
         assert routes is not None
-        for pattern, group in groups.items():
+        for pattern, group in groups.values():
             if len(group) <= _HAND_SLICE:
                 slices = [group]
             else:
