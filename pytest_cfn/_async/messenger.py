@@ -32,7 +32,7 @@ from pytest_cfn._backends.async_backend import (
 from pytest_cfn._core.connection_names import connection_name
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler
-from pytest_cfn._core.ids import validate_agent_id, validate_swarm_id
+from pytest_cfn._core.ids import validate_agent_id, validate_id_list, validate_swarm_id
 from pytest_cfn._core.message import (
     DEFAULT_HISTORY_SIZE,
     MESSAGE,
@@ -125,20 +125,9 @@ class Messenger(EngineFrontend):
             raise InvalidOptionError(f"history_ttl must be >= 1 second, got {history_ttl!r}")
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
-        self.from_swarms: frozenset[str] | None = None
+        self.from_swarms = validate_id_list(from_swarms, "from_swarms", "swarm id",
+                                            validate_swarm_id)
         """The only swarms whose messages reach this inbox (exact channels), or None."""
-        if from_swarms is not None:
-            if isinstance(from_swarms, str):
-                raise InvalidOptionError(
-                    "from_swarms must be a list of swarm ids, not one string: "
-                    f"from_swarms=[{from_swarms!r}]"
-                )
-            allowed = frozenset(validate_swarm_id(s) for s in from_swarms)
-            if not allowed:
-                raise InvalidOptionError(
-                    "from_swarms must name at least one swarm (or be None: every swarm)"
-                )
-            self.from_swarms = allowed
         self.other_swarms = 0
         """Messages from swarms outside ``from_swarms`` not handed on (Redis Cluster)."""
         self.options = options

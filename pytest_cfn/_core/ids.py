@@ -9,8 +9,9 @@ So ids are checked against an allow-list, not a deny-list.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
-from pytest_cfn._errors import InvalidIdError
+from pytest_cfn._errors import InvalidIdError, InvalidOptionError
 
 MAX_ID_LENGTH = 128
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]+\Z")
@@ -59,6 +60,25 @@ def validate_agent_id(value: object) -> str:
 
 def validate_event_type(value: object) -> str:
     return validate_id(value, "event type")
+
+
+def validate_id_list(
+    values: Iterable[str] | None, setting: str, what: str, validate: Callable[[object], str]
+) -> frozenset[str] | None:
+    """A list of ids for ``setting`` (``event_types=``, ``from_swarms=``), each checked by
+    ``validate``: None stays None (no limit); a lone string or an empty list is refused."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)):
+        raise InvalidOptionError(
+            f"{setting} must be a list of {what}s, not one string: {setting}=[{values!r}]"
+        )
+    checked = frozenset(validate(value) for value in values)
+    if not checked:
+        raise InvalidOptionError(
+            f"{setting} must name at least one {what} (or be None: no limit)"
+        )
+    return checked
 
 
 RESERVED_NAMESPACES = frozenset(

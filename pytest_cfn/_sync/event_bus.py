@@ -29,7 +29,12 @@ from pytest_cfn._core.critical_log import (
 )
 from pytest_cfn._core.envelope import Envelope
 from pytest_cfn._core.handlers import Handler, HandlerRegistry
-from pytest_cfn._core.ids import validate_agent_id, validate_event_type, validate_swarm_id
+from pytest_cfn._core.ids import (
+    validate_agent_id,
+    validate_event_type,
+    validate_id_list,
+    validate_swarm_id,
+)
 from pytest_cfn._core.options import BusOptions, bus_options
 from pytest_cfn._core.outbound import OutboundPlanner
 from pytest_cfn._core.route_cache import RouteCache
@@ -86,20 +91,10 @@ class EventBus(EngineFrontend):
             raise TypeError("pass either options= or keyword settings, not both")
         self.swarm = validate_swarm_id(swarm)
         self.agent = validate_agent_id(agent)
-        self.event_types: frozenset[str] | None = None
+        self.event_types = validate_id_list(
+            event_types, "event_types", "event type", validate_event_type
+        )
         """The only types this bus receives (exact channels), or None: every type."""
-        if event_types is not None:
-            if isinstance(event_types, str):
-                raise InvalidOptionError(
-                    "event_types must be a list of event types, not one string: "
-                    f"event_types=[{event_types!r}]"
-                )
-            types = frozenset(validate_event_type(t) for t in event_types)
-            if not types:
-                raise InvalidOptionError(
-                    "event_types must name at least one event type (or be None: every type)"
-                )
-            self.event_types = types
         self.other_types = 0
         """Events of types outside ``event_types`` not handed to the handlers."""
         self.options = options
