@@ -200,3 +200,38 @@ def test_a_shared_exact_bus_gets_a_publishers_types_in_the_order_they_were_sent(
     assert wait_until(lambda: len(got) == 200), len(got)
     assert [e.data for e in got] == list(range(200))
     assert bus.stats()["lost"] == 0
+
+
+def test_eight_threads_subscribing_at_once_share_one_connection_and_every_channel(
+    fe: Frontend, redis_server: Any, raw: redis.Redis, ns: str
+) -> None:
+    """First use from eight threads: each subscribe() returns once every listed channel is
+    confirmed (an event published at once reaches every handler), on one connection."""
+    import threading
+
+    types = [f"t{n}" for n in range(6)]
+    bus = fe.event_bus(redis_server.url, "w1", "sub", namespace=ns, event_types=types)
+    got: list[list[Any]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def subscribe(n: int) -> None:
+        barrier.wait(10)
+        try:
+            bus.subscribe("*", got[n].append)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=subscribe, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert _subscriptions(raw, f"cfn:events-sub:w1:sub@{ns}") == (6, 0)
+    publisher = fe.event_bus(redis_server.url, "w1", "pub", namespace=ns)
+    for event_type in types:
+        publisher.publish(event_type, event_type)
+    publisher.flush()
+    assert wait_until(lambda: all(len(g) == 6 for g in got)), [len(g) for g in got]
+    assert all(sorted(e.data for e in g) == types for g in got)
