@@ -235,3 +235,28 @@ def test_eight_threads_subscribing_at_once_share_one_connection_and_every_channe
     publisher.flush()
     assert wait_until(lambda: all(len(g) == 6 for g in got)), [len(g) for g in got]
     assert all(sorted(e.data for e in g) == types for g in got)
+
+
+def test_a_critical_event_of_another_type_replayed_by_a_catch_up_is_set_aside_and_counted(
+    fe: Frontend, redis_server: Any, raw: redis.Redis, ns: str
+) -> None:
+    """Published while the subscriber was away, a priority 9 event of an unlisted type comes
+    back through the swarm's stream: not handed on, counted in ``other_types``, not lost."""
+    got: list[Any] = []
+    reconnects: list[int] = []
+    bus = fe.event_bus(redis_server.url, "cu", "sub", namespace=ns,
+                       event_types=["task.assign"], on_reconnect=reconnects.append)
+    bus.subscribe("*", got.append)
+    publisher = fe.event_bus(redis_server.url, "cu", "pub", namespace=ns)
+    publisher.publish("task.assign", 1)
+    publisher.flush()
+    assert wait_until(lambda: len(got) == 1), got
+    raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    publisher.publish("other.kind", "away", 9)
+    publisher.publish("task.assign", "away too", 9)
+    publisher.flush()
+    assert wait_until(lambda: len(reconnects) == 1, timeout=10), reconnects
+    assert wait_until(lambda: bus.stats()["other_types"] == 1 and len(got) == 2, timeout=10), (
+        got, bus.stats()["other_types"])
+    assert [e.data for e in got] == [1, "away too"]
+    assert bus.stats()["lost"] == 0
