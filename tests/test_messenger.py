@@ -169,6 +169,32 @@ def test_history_keeps_the_last_n_sent_and_received_oldest_first(fe: Frontend, r
     assert len(messenger(fe, redis_server.url, "s", namespace=ns).history) == 0
 
 
+def test_a_request_is_in_the_history_before_a_reply_that_beats_its_write(
+    fe: Frontend, redis_server: Any, ns: str
+) -> None:
+    """The reply can arrive (on the reader) before the request's write returns: the
+    history still reads request, then reply."""
+    server = fe.make("Messenger", redis_server.url, "hb", "srv", namespace=ns)
+    server.on_request(lambda message: "pong")
+    client = fe.make("Messenger", redis_server.url, "ha", "cli", namespace=ns)
+    client.listen()
+    target = getattr(client, "_target", client)
+    write = target._write  # the messenger's write of one planned message
+    if fe.loop is None:
+        def slow_write(*args: Any, **kwargs: Any) -> Any:
+            result = write(*args, **kwargs)
+            time.sleep(0.3)  # the reply is read and kept meanwhile
+            return result
+    else:
+        async def slow_write(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            result = await write(*args, **kwargs)
+            await asyncio.sleep(0.3)
+            return result
+    target._write = slow_write
+    assert client.request("hb", "ping", timeout=5.0).data == "pong"
+    assert [m.type for m in client.history] == ["request", "reply"], client.history
+
+
 def test_history_in_redis_lets_a_restarted_swarm_read_what_it_missed(
         fe: Frontend, redis_server: Any, ns: str, raw: redis.Redis) -> None:
     a = messenger(fe, redis_server.url, "swarm-a", namespace=ns, history_size=4,
@@ -288,3 +314,18 @@ def test_close_leaves_no_connection_thread_or_task(fe: Frontend, redis_server: A
     assert wait_until(
         lambda: [c for c in raw.client_list() if c["name"].endswith("@" + ns)] == [], timeout=5)
     assert wait_until(lambda: fe.background_workers() == baseline, timeout=5)
+
+
+def test_a_message_taken_back_leaves_the_history_as_it_was() -> None:
+    from pytest_cfn._core.envelope import Envelope
+    from pytest_cfn._core.message import Message, MessageHistory
+
+    history = MessageHistory(3)
+    first, second = (Message(Envelope(id=f"m{n}", type="message", swarm="a", source="x",
+                                      seq=n, ts=0, priority=5, publisher="p", data=n), "b")
+                     for n in range(2))
+    history.add(first)
+    history.add(second)
+    history.discard(first)
+    history.discard(first)  # no longer kept: nothing happens
+    assert history.snapshot() == [second]

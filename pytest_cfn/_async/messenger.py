@@ -46,7 +46,7 @@ from pytest_cfn._core.message import (
     publish_with_history,
 )
 from pytest_cfn._core.options import BusOptions, bus_options
-from pytest_cfn._core.outbound import OutboundPlanner, check_priority
+from pytest_cfn._core.outbound import OutboundPlanner, PlannedPublish, check_priority
 from pytest_cfn._core.route_cache import RouteCache
 from pytest_cfn._core.shard_layout import as_spublish, publish_with_shard_history
 from pytest_cfn._core.signing import signed_decoder
@@ -313,6 +313,24 @@ class Messenger(EngineFrontend):
             planned = planner.plan(
                 channel, message_type, data, priority, time_ns(), correlation_id
             )
+        # Kept before the write: a reply can arrive (and be kept) before the write returns,
+        # and the history is in the order things happened.
+        sent = Message(planned.envelope, to_swarm)
+        self._history.add(sent)
+        try:
+            await self._write(to_swarm, channel, message_type, planned, priority)
+        except BaseException:
+            self._history.discard(sent)
+            raise
+        return planned.envelope
+
+    async def _write(
+        self, to_swarm: str, channel: str, message_type: str, planned: PlannedPublish,
+        priority: int,
+    ) -> None:
+        """Write one planned message (a shard's sender on a cluster; with its history
+        push when ``persist_history``)."""
+        engine = self._engine
         senders = self._senders
         if senders is not None:
             if self._persist:
@@ -337,8 +355,6 @@ class Messenger(EngineFrontend):
             )
         else:
             await engine.publisher.send_publish(planned.command, priority)
-        self._history.add(Message(planned.envelope, to_swarm))
-        return planned.envelope
 
     def _add_destination(self, to_swarm: str) -> tuple[OutboundPlanner, str]:
         validate_swarm_id(to_swarm)

@@ -136,6 +136,13 @@ class MessageHistory:
     def add(self, message: Message) -> None:
         self._items.append(message)
 
+    def discard(self, message: Message) -> None:
+        """Take back ``message`` (added, then never sent), if it is still kept."""
+        for index, kept in enumerate(self._items):
+            if kept is message:
+                del self._items[index]
+                return
+
     def snapshot(self) -> list[Message]:
         return list(self._items)
 
