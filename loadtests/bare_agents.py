@@ -88,14 +88,14 @@ def child(args: argparse.Namespace) -> int:
     from pytest_cfn._backends.sync_backend import yield_now
     from pytest_cfn.measure.loadgen.pacing import NEVER_NS, Deadline, ProcessSchedule, swarm_phase
     from pytest_cfn.measure.loadgen.traffic import (
-        ROLE_MIXES,
         event_data,
+        event_types_of,
         padding_for,
         role_mix,
         traffic_cycle,
     )
     exact = args.channels == "exact"  # as the harness's --cfn-channels
-    event_types = sorted({e.type for mix in ROLE_MIXES.values() for e in mix if not e.message})
+    event_types = event_types_of()
     swarms = math.ceil(args.agents / SWARM_SIZE)
     roles = role_order()
     received: list[list[Any]] = []

@@ -528,3 +528,15 @@ def test_harness_cpu_percent_counts_the_window_not_the_drain() -> None:
     older = _facts(harness_cpu_s=1.0)  # a snapshot without the window's own CPU
     metrics = build_metrics(o.HarnessOptions(), _totals(1.0), older)  # type: ignore[arg-type]
     assert {m.name: m.value for m in metrics}["harness_cpu_percent"] == pytest.approx(50.0)
+
+
+def test_the_exact_channels_are_every_intra_swarm_type_and_the_mix_s() -> None:
+    from pytest_cfn.measure.loadgen.options import MixEntry
+    from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, event_types_of
+
+    types = event_types_of()
+    assert types == sorted(types)
+    assert "state.update" in types and "task.assign" in types
+    messages = {e.type for mix in ROLE_MIXES.values() for e in mix if e.message}
+    assert messages and not messages & set(types)
+    assert "custom.kind" in event_types_of((MixEntry("custom.kind", 1, 5),))

@@ -43,7 +43,12 @@ from pytest_cfn.measure.loadgen.pacing import (
     swarm_phase,
 )
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TapBatch, TypeCodes, fold
-from pytest_cfn.measure.loadgen.traffic import ROLE_MIXES, MeasurementWindow, ScheduleLag
+from pytest_cfn.measure.loadgen.traffic import (
+    ROLE_MIXES,
+    MeasurementWindow,
+    ScheduleLag,
+    event_types_of,
+)
 
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
@@ -127,6 +132,8 @@ class ProcessRuntime:
         self.clients: list[CfnClient] = []
         self.message_types = {e.type for mix in ROLE_MIXES.values() for e in mix if e.message}
         self.type_codes = TypeCodes(self.message_types)
+        self._event_types = event_types_of()
+        """Every bus's exact channels (``--cfn-channels exact``), set again by configure()."""
         self.taps: list[DeliveryTap] = []
         self._tap_of: dict[int, DeliveryTap] = {}
         self.swarms = 1
@@ -191,6 +198,7 @@ class ProcessRuntime:
             self.processes = max(1, len(slots) or int(values.get("expect_workers") or 1))
             self.index = int(slots.get(runner.client_id, max(0, runner.worker_index)))
             self.block = int(values.get("cfn_worker_block") or 0)
+        self._event_types = event_types_of(self.options.mix)
         if self.options.mix is not None:
             self.message_types |= {e.type for e in self.options.mix if e.message}
             self.type_codes.message_types |= self.message_types
@@ -258,8 +266,7 @@ class ProcessRuntime:
         or None (the swarm's pattern)."""
         if not self.options.exact_channels:
             return None
-        mixes = [*ROLE_MIXES.values(), *([self.options.mix] if self.options.mix else [])]
-        return sorted({e.type for mix in mixes for e in mix if not e.message})
+        return self._event_types
 
     def inbox_senders(self, swarm: str) -> list[str] | None:
         """Whose messages an inbox of ``swarm`` takes (``--cfn-channels exact``): the swarm

@@ -57,6 +57,13 @@ def role_mix(role: str, override: Sequence[MixEntry] | None = None) -> tuple[Mix
     return tuple(override) + tuple(e for e in base if e.message)
 
 
+def event_types_of(override: Sequence[MixEntry] | None = None) -> list[str]:
+    """Every intra-swarm event type the roles send (with ``override``'s), sorted: what an
+    agent's bus subscribes with exact channels (a type no agent sends leaves no gap)."""
+    mixes = [*ROLE_MIXES.values(), *([tuple(override)] if override else [])]
+    return sorted({e.type for mix in mixes for e in mix if not e.message})
+
+
 def traffic_cycle(mix: Sequence[MixEntry]) -> Iterator[MixEntry]:
     """Endless smooth weighted round robin: exact shares, evenly interleaved, no randomness."""
     live = [e for e in mix if e.weight > 0]
