@@ -162,3 +162,23 @@ def gated_handler(frontend: Frontend, gate: threading.Event, fn: Callable[[Any],
         fn(event)
 
     return async_handler
+
+
+def run_together(jobs: list[Any]) -> list[BaseException]:
+    """Start every job at the same instant (a barrier); the errors they raised."""
+    barrier = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def run(job: Any) -> None:
+        barrier.wait(10)
+        try:
+            job()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from frontends import Frontend, wait_until
+from frontends import Frontend, run_together, wait_until
 
 from pytest_cfn import InvalidIdError, InvalidOptionError
 
@@ -209,27 +209,10 @@ def test_eight_threads_subscribing_at_once_share_one_connection_and_every_channe
 ) -> None:
     """First use from eight threads: each subscribe() returns once every listed channel is
     confirmed (an event published at once reaches every handler), on one connection."""
-    import threading
-
     types = [f"t{n}" for n in range(6)]
     bus = fe.event_bus(redis_server.url, "w1", "sub", namespace=ns, event_types=types)
     got: list[list[Any]] = [[] for _ in range(8)]
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def subscribe(n: int) -> None:
-        barrier.wait(10)
-        try:
-            bus.subscribe("*", got[n].append)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=subscribe, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    assert run_together([lambda g=g: bus.subscribe("*", g.append) for g in got]) == []
     assert _subscriptions(raw, f"cfn:events-sub:w1:sub@{ns}") == (6, 0)
     publisher = fe.event_bus(redis_server.url, "w1", "pub", namespace=ns)
     for event_type in types:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 import redis
-from frontends import Frontend, wait_until
+from frontends import Frontend, run_together, wait_until
 
 THREADS = 20
 MESSENGERS = 10
@@ -19,26 +19,6 @@ def sub_connections(raw: redis.Redis, ns: str, role: str) -> Counter[str]:
     """Subscriber connections of our namespace in CLIENT LIST, by swarm."""
     names = [c["name"] for c in raw.client_list() if c["name"].endswith("@" + ns)]
     return Counter(n.split(":")[2] for n in names if n.startswith(f"cfn:{role}-sub:"))
-
-
-def run_together(jobs: list[Any]) -> list[BaseException]:
-    """Start every job at the same instant (a barrier); the errors they raised."""
-    barrier = threading.Barrier(len(jobs))
-    errors: list[BaseException] = []
-
-    def run(job: Any) -> None:
-        barrier.wait(10)
-        try:
-            job()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return errors
 
 
 def test_fresh_messengers_hit_by_many_threads_open_one_subscriber_each(
