@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 
-from pytest_cfn._backends.sync_backend import SyncStream
+from pytest_cfn._backends.sync_backend import GeventReader, SyncStream
 
 SCRIPT = textwrap.dedent("""
     from gevent import monkey
@@ -78,6 +78,39 @@ SCRIPT = textwrap.dedent("""
             other.read(5.0)
         except ConnectionLostError:
             print("lost")
+
+    # the reused timer: timeouts of one value and another, then data, then an abort
+    from pytest_cfn._backends.sync_backend import GeventReader
+    e, f = socket.socketpair()
+    third = SyncStream(e, "pair3")
+    print("gevent reader", GeventReader.of(e) is not None)
+    waited = []
+    for seconds in (0.1, 0.1, 0.3):
+        started = time.monotonic()
+        try:
+            third.read(seconds)
+        except ReplyTimeoutError:
+            waited.append(round(time.monotonic() - started, 1))
+    print("timeouts", waited)
+
+    def send_late():
+        gevent.sleep(0.05)
+        f.sendall(b"late")
+
+    gevent.spawn(send_late)
+    print("data", third.read(5.0))
+
+    def abort_it():
+        gevent.sleep(0.05)
+        third.abort()
+
+    gevent.spawn(abort_it)
+    started = time.monotonic()
+    try:
+        print("abort eof", third.read(5.0) == b"")
+    except ConnectionLostError:
+        print("abort lost")
+    print("abort within", round(time.monotonic() - started, 1))
 """)
 
 
@@ -88,7 +121,19 @@ def test_a_gevent_stream_loses_nothing_and_reports_timeouts_and_closes() -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split("\n")[:-1] == [
         "intact True", "big True", "timeout 0.2", "eof True", "lost", "lost",
+        "gevent reader True", "timeouts [0.1, 0.1, 0.3]", "data b'late'", "abort lost",
+        "abort within 0.1",
     ], proc.stdout + proc.stderr[-2000:]
+
+
+def test_only_a_plain_gevent_socket_gets_the_gevent_reader() -> None:
+    # no monkey patching in the pytest process: a standard socket keeps its own recv
+    a, b = socket.socketpair()
+    try:
+        assert GeventReader.of(a) is None
+    finally:
+        a.close()
+        b.close()
 
 
 def test_a_plain_thread_stream_reads_and_writes_everything() -> None:
