@@ -137,10 +137,12 @@ class MessageHistory:
         self._items.append(message)
 
     def discard(self, message: Message) -> None:
-        """Take back ``message`` (added, then never sent), if it is still kept."""
-        for index, kept in enumerate(self._items):
-            if kept is message:
-                del self._items[index]
+        """Take back ``message`` (added, then never sent), if it is still kept: searched from
+        the newest end, where it is unless other messages came in meanwhile."""
+        items = self._items
+        for index in range(len(items) - 1, -1, -1):
+            if items[index] is message:
+                del items[index]
                 return
 
     def snapshot(self) -> list[Message]:
