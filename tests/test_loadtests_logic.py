@@ -457,6 +457,18 @@ def test_a_target_the_offered_rate_cannot_reach_is_not_applicable_not_a_failure(
     assert result.extra["verdict"]["exit_code"] == 0
 
 
+def test_a_run_that_asks_for_no_gate_says_nothing_was_judged_not_all_passed() -> None:
+    # cfn bench's steps run the harness with --cfn-gate none and judge the figures themselves
+    metrics, table, result = _judged(5000.0, "none")
+    assert all(m.verdict == "info" for m in metrics.values())
+    assert "gates: none asked for (--cfn-gate none)" in table
+    assert "all passed" not in table
+    assert result.extra["verdict"]["gated"] == 0
+    _, gated_table, gated_result = _judged(5000.0, "connections")
+    assert "gates: all passed" in gated_table and "none asked for" not in gated_table
+    assert gated_result.extra["verdict"]["gated"] == 1
+
+
 def test_a_send_lag_over_the_limit_or_a_busy_process_means_not_judged() -> None:
     # On schedule (behind 0 s), but a process at 97 % of a core: load gates not judged,
     # the connection gate is still judged.

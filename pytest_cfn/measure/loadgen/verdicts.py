@@ -137,6 +137,9 @@ class RunOutcome:
     not_applicable: list[str] = field(default_factory=list)
     abnormal: list[str] = field(default_factory=list)
     generator: GeneratorLimit = KEPT_UP
+    gated: int = 1
+    """How many figures a gate judged or set aside (pass, fail, not judged, n/a); 0: the run
+    asked for none (``--cfn-gate none``, as ``cfn bench``'s steps, which it judges itself)."""
 
     def lines(self) -> list[str]:
         """The table's closing lines."""
@@ -152,7 +155,10 @@ class RunOutcome:
             )
         elif self.generator.limited:
             out.append(f"load generator limit: {self.generator.text()}; {GENERATOR_ADVICE}")
-        if not self.failed and not self.not_judged and not self.abnormal:
+        if not self.gated and not self.abnormal:
+            out.append("gates: none asked for (--cfn-gate none): the figures above are "
+                       "informational, nothing was judged, loss and lateness included")
+        elif not self.failed and not self.not_judged and not self.abnormal:
             out.append("gates: all passed")
         if self.not_applicable:
             out.append("not applicable (cannot be met by construction): "
@@ -164,6 +170,7 @@ class RunOutcome:
         return {
             "outcome": self.outcome,
             "exit_code": self.exit_code,
+            "gated": self.gated,
             "failed": self.failed,
             "not_judged": self.not_judged,
             "not_applicable": self.not_applicable,
@@ -192,7 +199,9 @@ def run_outcome(
         outcome, code = "not-judged", EXIT_NOT_JUDGED
     else:
         outcome, code = "pass", EXIT_PASSED
-    return RunOutcome(outcome, code, failed, not_judged, not_applicable, reasons, generator)
+    gated = sum(1 for m in metrics if m.verdict != "info")
+    return RunOutcome(outcome, code, failed, not_judged, not_applicable, reasons, generator,
+                      gated)
 
 
 def help_text() -> str:
