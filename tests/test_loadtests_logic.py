@@ -93,6 +93,8 @@ def test_option_values_are_plain_data_and_round_trip() -> None:
     assert options.agent_rate(500) == 20.0
     assert options.swarm_count(95) == 10
     assert options.mix == (o.MixEntry("state.update", 5, 6),)
+    assert options.flush_ms is None  # the default tick floor (pacing.tick_floor_ms)
+    assert o.HarnessOptions.from_values({"cfn_flush_ms": 0.5}).flush_ms == 0.5
 
 
 def test_traffic_cycle_keeps_exact_shares_interleaved() -> None:

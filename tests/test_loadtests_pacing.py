@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from pytest_cfn.measure.loadgen.pacing import (
     ProcessSchedule,
     PublishTicks,
     swarm_phase,
+    tick_floor_ms,
 )
 from pytest_cfn.measure.loadgen.taps import DeliveryTap, TypeCodes, fold
 from pytest_cfn.measure.metrics.latency import LatencyHistogram
@@ -282,3 +284,25 @@ def test_send_lags_flushed_in_bulk_are_each_recorded_once_with_bad_ones_clamped(
     assert len(pauses) >= 2
     recorder.flush(round)
     assert recorder.send_lag.count == len(lags)
+
+
+def test_the_shared_tick_floor_is_fine_for_a_sparse_process_and_coarse_for_a_dense_one() -> None:
+    assert tick_floor_ms(None, 10_000) == 0.25  # 100 shared agents at 100/s in one process
+    assert tick_floor_ms(None, 25_000) == 1.0  # 250 a process: writes cost more than waits
+    assert tick_floor_ms(None, 10_001) == 1.0
+    assert tick_floor_ms(2.0, 50) == 2.0 and tick_floor_ms(0.1, 10**6) == 0.1  # as asked
+
+
+def test_the_fold_warm_up_runs_numpys_lazy_imports_before_the_window() -> None:
+    # the first fold of a process imported numpy.ma inside np.unique: 7-8 ms of a held loop
+    code = (
+        "import sys\n"
+        "from pytest_cfn.measure.loadgen.taps import warm_up_fold\n"
+        "assert 'numpy.ma' not in sys.modules, 'numpy.ma already imported'\n"
+        "warm_up_fold(round)\n"
+        "print('numpy.ma' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -221,7 +221,8 @@ class HarnessOptions:
     warmup: float = 1.0
     drain: float = 3.0
     window: float | None = None
-    flush_ms: float = 1.0
+    flush_ms: float | None = None
+    """``--cfn-flush-ms``; None: the default floor of ``pacing.tick_floor_ms``."""
     share_connections: bool = True
     exact_channels: bool = True
     """``--cfn-channels exact``: buses subscribe their swarm's event types and inboxes
@@ -258,7 +259,7 @@ class HarnessOptions:
             warmup=float(get("warmup", 1.0)),
             drain=float(get("drain", 3.0)),
             window=values.get("cfn_window"),
-            flush_ms=float(get("flush_ms", 1.0)),
+            flush_ms=None if get("flush_ms", None) is None else float(get("flush_ms", None)),
             share_connections=get("share", "process") == "process",
             exact_channels=get("channels", "exact") == "exact",
             namespace=get("namespace", "") or "",
