@@ -29,7 +29,14 @@ from urllib.parse import quote
 import redis
 
 from pytest_cfn._errors import CfnError, ServerStartError
-from pytest_cfn.server import HOST, RedisServer, _free_port
+from pytest_cfn.server import (
+    HOST,
+    RedisServer,
+    _candidates_on_path,
+    _free_port,
+    binary_version,
+    version_key,
+)
 from pytest_cfn.tls_server import TlsCertificates
 
 __all__ = ["LocalCluster", "cluster_available"]
@@ -49,29 +56,14 @@ def find_redis_cli(server_binary: str | None = None) -> tuple[str | None, str]:
     ``redis-cli`` first on PATH, beside a 7.0 server found elsewhere: the newest by
     ``--version`` of the one beside the server binary and those on PATH is taken, 7 or newer.
     """
-    found: list[tuple[tuple[int, ...], str, str]] = []
-    seen: set[str] = set()
-    places = [str(Path(server_binary).parent)] if server_binary else []
-    places += [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
-    for place in places:
-        path = shutil.which("redis-cli", path=place)
-        if path is None or os.path.realpath(path) in seen:
-            continue
-        seen.add(os.path.realpath(path))
-        try:
-            done = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                  timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        match = _CLI_VERSION_RE.search(done.stdout)
-        if match:
-            key = tuple(int(part) for part in match.group(1).split("."))
-            found.append((key, match.group(1), path))
+    first = str(Path(server_binary).parent) if server_binary else None
+    found = [(version, path) for path in _candidates_on_path("redis-cli", first)
+             if (version := binary_version(path, _CLI_VERSION_RE))]
     if not found:
         return None, "redis-cli is not installed (apt install redis-tools)"
-    key, version, path = max(found, key=lambda item: item[0])
-    if key < (7,):
-        others = ", ".join(f"{v} {p}" for _, v, p in found)
+    version, path = max(found, key=lambda item: version_key(item[0]))
+    if version_key(version) < (7,):
+        others = ", ".join(f"{v} {p}" for v, p in found)
         return None, (f"redis-cli 7 or newer is needed to create a cluster (found {others}; "
                       f"apt install redis-tools)")
     return path, f"redis-cli {version} {path}"

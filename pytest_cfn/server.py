@@ -55,6 +55,11 @@ HOW_TO_GET_ONE = (
 )
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    """``"7.0.15"`` -> ``(7, 0, 15)``, for comparing versions as numbers."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 @dataclass(frozen=True)
 class ServerCandidate:
     """One redis-server binary found, with the version its ``--version`` printed."""
@@ -66,7 +71,7 @@ class ServerCandidate:
 
     @property
     def version_key(self) -> tuple[int, ...]:
-        return tuple(int(part) for part in self.version.split(".") if part.isdigit())
+        return version_key(self.version)
 
     def describe(self) -> str:
         return f"{self.version or 'unknown version'} {self.path} ({self.origin})"
@@ -85,24 +90,27 @@ class ServerChoice:
         return f"redis-server {self.version or '(unknown version)'} {self.path}: {self.why}"
 
 
-def binary_version(path: str) -> str:
-    """``7.0.15`` from ``redis-server --version``; ``""`` when it cannot be run or read."""
+def binary_version(path: str, pattern: re.Pattern[str] = _VERSION_RE) -> str:
+    """``7.0.15`` from ``redis-server --version`` (``pattern`` reads another program's,
+    e.g. redis-cli's); ``""`` when it cannot be run or read."""
     try:
         done = subprocess.run(
             [path, "--version"], capture_output=True, timeout=VERSION_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return ""
-    found = _VERSION_RE.search(done.stdout.decode(errors="replace"))
+    found = pattern.search(done.stdout.decode(errors="replace"))
     return found.group(1) if found else ""
 
 
-def _candidates_on_path() -> list[str]:
-    """Every ``redis-server`` on PATH, in PATH order, each real file once."""
+def _candidates_on_path(program: str = "redis-server", first: str | None = None) -> list[str]:
+    """Every ``program`` on PATH (after ``first``, a directory, when given), in that order,
+    each real file once."""
     found: list[str] = []
     seen: set[str] = set()
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        path = shutil.which("redis-server", path=directory) if directory else None
+    directories = os.environ.get("PATH", "").split(os.pathsep)
+    for directory in [first, *directories] if first else directories:
+        path = shutil.which(program, path=directory) if directory else None
         if path is None:
             continue
         real = os.path.realpath(path)

@@ -15,10 +15,13 @@ from pytest_cfn import ServerNotFoundError
 from pytest_cfn.server import choose_redis_server
 
 
-def _fake(directory: Path, version: str) -> Path:
+def _fake(directory: Path, version: str, program: str = "redis-server") -> Path:
+    """A ``program`` that prints ``--version`` as the real one does."""
     directory.mkdir(parents=True, exist_ok=True)
-    script = directory / "redis-server"
-    script.write_text(f'#!/bin/sh\necho "Redis server v={version} sha=00000000:0 bits=64"\n')
+    script = directory / program
+    said = (f"Redis server v={version} sha=00000000:0 bits=64" if program == "redis-server"
+            else f"{program} {version} (git:00000000)")
+    script.write_text(f'#!/bin/sh\necho "{said}"\n')
     script.chmod(0o755)
     return script
 
@@ -92,14 +95,6 @@ def test_bench_header_names_the_binary_and_why() -> None:
     assert re.search(header, first), first
 
 
-def _fake_cli(directory: Path, version: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    script = directory / "redis-cli"
-    script.write_text(f'#!/bin/sh\necho "redis-cli {version} (git:00000000)"\n')
-    script.chmod(0o755)
-    return script
-
-
 def test_a_cluster_is_joined_by_the_newest_redis_cli_not_the_first_on_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,12 +102,12 @@ def test_a_cluster_is_joined_by_the_newest_redis_cli_not_the_first_on_path(
     # the nodes meet at port + 10000, so the cluster never forms (the create times out)
     from pytest_cfn.cluster_server import find_redis_cli
 
-    old = _fake_cli(tmp_path / "venv" / "bin", "6.2.14")
-    new = _fake_cli(tmp_path / "usr" / "bin", "7.0.15")
+    old = _fake(tmp_path / "venv" / "bin", "6.2.14", "redis-cli")
+    new = _fake(tmp_path / "usr" / "bin", "7.0.15", "redis-cli")
     server = _fake(tmp_path / "elsewhere", "7.0.15")
     monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{new.parent}")
     assert find_redis_cli(str(server)) == (str(new), f"redis-cli 7.0.15 {new}")
-    beside = _fake_cli(server.parent, "7.2.4")  # the server's own directory counts too
+    beside = _fake(server.parent, "7.2.4", "redis-cli")  # the server's own directory counts too
     assert find_redis_cli(str(server))[0] == str(beside)
     monkeypatch.setenv("PATH", str(old.parent))
     cli, why = find_redis_cli(str(tmp_path / "none" / "redis-server"))

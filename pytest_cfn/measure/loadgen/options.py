@@ -244,6 +244,7 @@ class HarnessOptions:
         for text in target_texts:
             name, _, value = parse_target(text).partition("=")
             overrides[name] = value
+        flush_ms = get("flush_ms", None)
         return cls(
             redis=values.get("cfn_redis") or None,
             swarms=int(get("swarms", 0)),
@@ -259,7 +260,7 @@ class HarnessOptions:
             warmup=float(get("warmup", 1.0)),
             drain=float(get("drain", 3.0)),
             window=values.get("cfn_window"),
-            flush_ms=None if get("flush_ms", None) is None else float(get("flush_ms", None)),
+            flush_ms=None if flush_ms is None else float(flush_ms),
             share_connections=get("share", "process") == "process",
             exact_channels=get("channels", "exact") == "exact",
             namespace=get("namespace", "") or "",
