@@ -276,7 +276,8 @@ def _explaining_metrics(
         _info("transit_p99", totals.transit.percentile(99) / 1e6, "ms",
               "handler receive time minus the actual publish time (envelope ts)", "lower"),
         _info("send_lag_p99", totals.send_lag.percentile(99) / 1e6, "ms",
-              "actual publish time minus intended send time: the load generator's own lateness; "
+              "actual publish time minus intended send time: the load generator's own lateness "
+              "(one pacing loop per process, its thread's timer slack 1 ns); "
               f"over {options.send_lag_limit_ms:g} ms (--cfn-send-lag-limit) the load-dependent "
               "gates are not judged", "lower"),
         _info("late_wakeups", totals.sums.get("late_wakes", 0.0), "wake-ups",

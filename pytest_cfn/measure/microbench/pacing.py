@@ -8,14 +8,13 @@ the sender itself caused: coordinated omission is not hidden.
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from pytest_cfn.measure.timer_slack import tighten_timer_slack
 from pytest_cfn.measure.worker_processes import StepFailedError
 
 LATE_NS = 1_000_000
@@ -61,22 +60,6 @@ class PacedRun:
             "timer_late_over_1ms": self.timer_late_over_1ms,
             "timer_late_over_3ms": self.timer_late_over_3ms,
         }
-
-
-_PR_SET_TIMERSLACK = 29
-
-
-def tighten_timer_slack() -> bool:
-    """Ask Linux to wake this thread's sleeps within 1 ns of their deadline instead of the
-    default 50 µs of slack, which is half of a 10,000/s schedule's interval. Same for every
-    sender measured (ours and the references), so it favours none of them."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 class PacedSchedule:
