@@ -75,6 +75,11 @@ from pytest_cfn.server_probe import check_server
 log = logging.getLogger("cfn.harness")
 time_ns = time.time_ns
 END_LEAD_S = 0.3
+STOP_AHEAD_S = 0.1
+"""With ``-t`` (or ``--cfn-window``), the window ends this long before Locust stops the test:
+Locust's ``stop()`` first builds ``inspect.stack()`` for a debug line, which held a stand-alone
+process's loop 15-25 ms (greenlet switches traced here), and there the agents being measured
+run: inside the window it made the last 300 ms's deliveries the run's p99.9 (10 ms)."""
 FINAL_GRACE_S = 10.0
 SETTLE_GRACE_S = 2.0
 """How long after the window's end plus the drain the workers are told to settle even if one
@@ -123,6 +128,7 @@ class Conductor:
         self.started = False
         self._finishing: gevent.Greenlet | None = None
         self._opening: gevent.Greenlet | None = None
+        self.window_end: int | None = None
         self._spawned_at = time.monotonic()
 
     def start(self) -> None:
@@ -186,6 +192,10 @@ class Conductor:
         self.agents = int(getattr(parsed, "num_users", 0) or 0) or self.agents
         self._share_settings(self.agents)
         self.watch.begin(self.participants)
+        run_time = getattr(parsed, "run_time", None)
+        if run_time:  # Locust's -t timer started just before this (see STOP_AHEAD_S)
+            self._greenlets.append(gevent.spawn_later(
+                max(0.0, run_time - END_LEAD_S - STOP_AHEAD_S), self._end_ahead, self.runs))
 
     def _count_connections(self) -> None:
         while self.client is not None:
@@ -256,10 +266,19 @@ class Conductor:
         if self.window_start != window_start or self._finishing is not None:
             return
         log.info("cfn: the %g s window is complete, stopping the test", self.options.window)
+        finishing = self._begin_finishing()
+        while self.window_end is None and not finishing.ready():
+            gevent.sleep(0.01)
+        gevent.sleep(max(0.0, ((self.window_end or 0) - time_ns()) / 1e9 + STOP_AHEAD_S))
         if getattr(self.environment.parsed_options, "headless", False):
             runner.quit()
         else:
             runner.stop()
+
+    def _end_ahead(self, run: int) -> None:
+        """``-t`` is STOP_AHEAD_S + END_LEAD_S away: end this run's window before it."""
+        if self.runs == run and self.started:
+            self._begin_finishing()
 
     def _mark_end(self) -> None:
         """At the window's end: the server's and the machine's CPU (the drain left out)."""
@@ -289,10 +308,13 @@ class Conductor:
         in a greenlet of its own that Locust's stop or quit cannot kill half-way."""
         if not self.started:
             return
+        self._begin_finishing().join()
+
+    def _begin_finishing(self) -> gevent.Greenlet:
         if self._finishing is None:
             self.watch.stopping = True
             self._finishing = gevent.spawn(self._finish)
-        self._finishing.join()
+        return self._finishing
 
     def _finish(self) -> None:
         try:
@@ -308,6 +330,7 @@ class Conductor:
         now = time_ns()
         start = self.window_start
         end = now if start is None else aligned_end(start, now + int(END_LEAD_S * 1e9), interval)
+        self.window_end = end
         if isinstance(runner, MasterRunner):
             self.expected = self.watch.participants | {str(c.id) for c in runner.clients.all}
             wanted = int(getattr(self.environment.parsed_options, "expect_workers", 0) or 0)
@@ -429,6 +452,8 @@ class Conductor:
                                   for s in snapshots),
                 "overdue_unmeasured": int(totals.sums.get("overdue_unmeasured", 0.0)),
                 "run": self.runs,
+                "window_start_ns": start,
+                "window_end_ns": end,
                 "conductor_backend": loop_backend(),
                 "subscribed_after_s": round(self.subscribe_s, 3),
                 "server_samples": msgspec.to_builtins(self.sampler.samples)
