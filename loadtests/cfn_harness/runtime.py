@@ -25,6 +25,7 @@ from locust.stats import RequestStats, StatsEntry, bucket_response_time
 
 from cfn_harness.client import MESSENGER, NEVER_NS, CfnClient
 from cfn_harness.senders import Sender
+from cfn_harness.slices import QuietGap, Slices
 from cfn_harness.timers import loop_backend
 from pytest_cfn import EventBus, SharedConnections
 from pytest_cfn._async.connection_share import CONNECTION_KEYS
@@ -73,45 +74,18 @@ SETTLE_WAIT_S = 5.0
 READY_INTERVAL_S = 0.25
 
 
-HOLD_S = 0.0001
-"""The longest the harness's own bookkeeping runs before it lets the pacing loop, senders
-and readers run (measured: a 500-agent worker's taps freed 5,000 events in one 5 ms go).
-Every delivery that arrives while the bookkeeping holds the loop waits for it, so the hold
-is the harness's share of the latency it measures: greenlet switches traced in a shared
-100-agent process (10,000 events/s) found the bridge loop's 0.5 ms slices holding the loop
-470 times over 0.5 ms in 30 s (1 % of the time, the whole p99 tail: delivery p99 1.42 ms);
-at 0.1 ms, once (its first fold, numpy's lazy imports, now done before the window by
-:func:`warm_up_fold`), delivery p99 0.84 ms, at the same CPU. A yield costs a few µs."""
-
-
-class Slices:
-    """``pause()`` for long bookkeeping: yields to the loop once ``HOLD_S`` has passed since
-    the last yield (a clock read otherwise), so the work runs in slices of about HOLD_S. It
-    yields with the library's ``yield_now`` (a 1 µs timer under gevent), not
-    ``gevent.sleep(0)``: gevent checks its timers only every 50 ready callbacks, so slices
-    chained by ``sleep(0)`` held the pacing loop's timer for 5 ms and more (traced here)."""
-
-    __slots__ = ("_since",)
-
-    def __init__(self) -> None:
-        self._since = perf_counter()
-
-    def __call__(self) -> None:
-        now = perf_counter()
-        if now - self._since >= HOLD_S:
-            yield_now()
-            self._since = perf_counter()
-
-
 def swarm_name(index: int) -> str:
     return f"swarm-{index:03d}"
 
 
-def add_rows(stats: RequestStats, rows: list[LocustRow]) -> None:
+def add_rows(stats: RequestStats, rows: list[LocustRow], pause: Any = None) -> None:
     """Add one second's aggregated deliveries to Locust's statistics, exactly as Locust merges
-    a worker's report: one StatsEntry per row, extended into the entry and the total."""
+    a worker's report: one StatsEntry per row, extended into the entry and the total
+    (``pause()`` between rows when given)."""
     now = time.time()
     for row in rows:
+        if pause is not None:
+            pause()
         data: Any = {
             "name": row.name,
             "method": row.request_type,
@@ -483,17 +457,16 @@ class ProcessRuntime:
         self.deadline.due[0] = NEVER_NS
         self._tick(now, self.window.end_ns, self._catch_up_limit)
 
-    def _collect(self, pause: bool = True) -> list[TapBatch]:
-        """Credit every agent with its deliveries so far and take the taps' arrays (with
-        ``pause=False`` in one go, for the window's marks)."""
+    def _collect(self, pause: Slices | None = None) -> list[TapBatch]:
+        """Credit every agent with its deliveries so far and take the taps' arrays, in
+        slices when given ``pause`` (without, in one go: for the window's marks)."""
         batches, self._carry = self._carry, []
-        slices = Slices() if pause else None
         for tap in self.taps:
             batch = tap.count()
             if batch is not None:
                 batches.append(batch)
-            if slices is not None:
-                slices()
+            if pause is not None:
+                pause()
         return batches
 
     def _fold(self, batches: list[TapBatch], pause: Any = None) -> list[LocustRow]:
@@ -522,9 +495,11 @@ class ProcessRuntime:
 
     def _bridge_loop(self) -> None:
         stats = self.environment.stats
+        gap = QuietGap(self.deadline.due, lambda: self._last_tick_ns)
         while not self.closed:
             gevent.sleep(BRIDGE_INTERVAL_S)
-            add_rows(stats, self._fold(self._collect(), Slices()))
+            pause = Slices(gap)
+            add_rows(stats, self._fold(self._collect(pause), pause), pause)
 
     def on_window(self, environment: Environment, msg: RpcMessage, **_: Any) -> None:
         start_ns = int(msg.data["start_ns"])
@@ -537,7 +512,7 @@ class ProcessRuntime:
         self.go.set()
 
         def mark_start() -> None:
-            batches = self._collect(pause=False)
+            batches = self._collect()
             self._cpu_start = time.process_time()
             self.recorder.published_total = sum(self.publishes)
             self.recorder.mark_window_start(time_ns())
@@ -559,7 +534,7 @@ class ProcessRuntime:
 
     def _tick_at_cutoff(self, window_start_ns: int) -> None:
         """The exact on-time counts: every tap credited to its agents at the cutoff."""
-        self._carry.extend(self._collect(pause=False))
+        self._carry.extend(self._collect())
         self.ledger.tick(time_ns(), *self._received(window_start_ns))
 
     def _tick_arrivals(self, window_start_ns: int) -> None:
@@ -581,7 +556,7 @@ class ProcessRuntime:
         gevent.spawn_later(max(0.0, (cutoff_ns - time_ns()) / 1e9), self._tick_at_cutoff,
                            start_ns)
         gevent.sleep(max(0.0, (end_ns - time_ns()) / 1e9))
-        self._carry.extend(self._collect(pause=False))
+        self._carry.extend(self._collect())
         cpu_end = time.process_time()
         now = time_ns()
         started = self.go.is_set() and self.schedule.base_ns > 0
@@ -603,7 +578,7 @@ class ProcessRuntime:
         self._wait_settled(time.monotonic() + self.options.drain)
         cpu_s = time.process_time() - self._cpu_start if self._cpu_start is not None else 0.0
         window_cpu_s = cpu_end - self._cpu_start if self._cpu_start is not None else 0.0
-        add_rows(self.environment.stats, self._fold(self._collect(pause=False)))
+        add_rows(self.environment.stats, self._fold(self._collect()))
         self.recorder.published_total = sum(self.publishes)
         if time_ns() <= cutoff_ns:  # settled before the cutoff: nothing can be late
             self.ledger.tick(cutoff_ns, *self._received(start_ns))
@@ -633,7 +608,7 @@ class ProcessRuntime:
         last = -1
         since = time.monotonic()
         while time.monotonic() < deadline:
-            self._carry.extend(self._collect(pause=False))
+            self._carry.extend(self._collect())
             total = sum(sum(t.received) for t in self.recorder.subscribers)
             now = time.monotonic()
             if total != last:
